@@ -23,10 +23,23 @@
 
 namespace macattn {
 
-/// Which implementation runs. `reference` is the scalar oracle (src/cpu/reference): short,
-/// obvious, fp32 accumulation; every fast path is tested against it.
-enum class Backend : std::uint8_t { reference = 0 };
+/// Which implementation runs.
+/// - `reference`: the scalar oracle (src/cpu/reference): short, obvious, fp32 accumulation;
+///   every fast path is tested against it. Single-threaded.
+/// - `cpu`: the fast CPU backend (src/cpu/fast): SIMD kernels chosen at run time (AVX-512,
+///   AVX2+FMA+F16C, portable), threads over sequences, KV heads and KV chunks, each K/V row
+///   read once per GQA group. Head dims 64, 128, 256; other head dims run the reference.
+/// Both make the same MAC decisions (hits, matched positions) on the same inputs; outputs
+/// differ only by rounding.
+enum class Backend : std::uint8_t { reference = 0, cpu = 1 };
 const char* backend_name(Backend backend);
+
+/// Threads for the `cpu` backend; 0 (the default) = OpenMP's default (all cores, or
+/// OMP_NUM_THREADS). Throws macattn::Error for n < 0. Process-wide.
+void set_num_threads(int n);
+/// The kernel set the `cpu` backend runs: "avx512", "avx2" or "portable" (override with the
+/// environment variable MACATTN_CPU_ISA). Throws if the override names an unusable ISA.
+const char* cpu_isa();
 
 /// A tensor of `[rows, Hq, D]` elements of dtype, row-major. Read-only or written per call.
 struct Tensor {

@@ -1,0 +1,70 @@
+#include "cpu/fast/isa.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "core/check.hpp"
+#include "macattn/attention.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace macattn::cpu {
+
+namespace {
+
+bool has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
+}
+bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"); }
+
+const KernelTable& choose() {
+  const char* forced = std::getenv("MACATTN_CPU_ISA");
+  if (forced != nullptr && *forced != '\0') {
+    if (std::strcmp(forced, "avx512") == 0) {
+      detail::require(has_avx512(), "MACATTN_CPU_ISA=avx512 but this processor lacks AVX-512 F/BW/VL");
+      return avx512::kernel_table();
+    }
+    if (std::strcmp(forced, "avx2") == 0) {
+      detail::require(has_avx2(), "MACATTN_CPU_ISA=avx2 but this processor lacks AVX2/FMA/F16C");
+      return avx2::kernel_table();
+    }
+    if (std::strcmp(forced, "portable") == 0) return portable::kernel_table();
+    detail::fail("MACATTN_CPU_ISA='", forced, "': must be avx512, avx2 or portable");
+  }
+  if (has_avx512()) return avx512::kernel_table();
+  if (has_avx2()) return avx2::kernel_table();
+  return portable::kernel_table();
+}
+
+int g_threads = 0;
+
+}  // namespace
+
+const KernelTable& active_kernels() {
+  static const KernelTable& table = choose();
+  return table;
+}
+
+int thread_count() {
+#if defined(_OPENMP)
+  return g_threads > 0 ? g_threads : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+}  // namespace macattn::cpu
+
+namespace macattn {
+
+void set_num_threads(int n) {
+  detail::require(n >= 0, "set_num_threads: n = ", n, ", must be >= 0 (0 = all cores)");
+  cpu::g_threads = n;
+}
+
+const char* cpu_isa() { return cpu::active_kernels().isa; }
+
+}  // namespace macattn

@@ -1,0 +1,160 @@
+// Fast MAC decode (MAC_ATTENTION.md §5) in five parallel phases:
+//   1. match: every (sequence, query head) scans its ring (kernels.scan, exact pruning);
+//   2. amend: one work per (sequence, KV head) over the union of its heads' bands (a group
+//      with a miss streams its whole prefix once; hit heads are masked to their own band);
+//   3. ring write: entry(t) = reused (+) band (or the exact prefix), stored with q_pre;
+//   4. complete: sinks and tail per group, merged onto the entry;
+//   5. stats.
+// Decisions are those of the reference backend bit for bit (same distance order, same rule).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/accounting.hpp"
+#include "core/merge.hpp"
+#include "cpu/fast/attend_groups.hpp"
+#include "cpu/fast/fast.hpp"
+#include "cpu/fast/isa.hpp"
+#include "cpu/fast/queries.hpp"
+#include "cpu/reference/reference.hpp"
+
+namespace macattn::cpu {
+
+void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCacheView& kv, ConstTensor q_post,
+                ConstTensor q_pre, std::span<const MacStateView> states, Tensor out, float* lse,
+                HeadStats* head_stats, StepStats* step_stats) {
+  const KernelTable& kernels = active_kernels();
+  if (!kernels.supports(kv.dtype(), shape.head_dim))
+    return reference::mac_decode(shape, config, kv, q_post, q_pre, states, out, lse, head_stats, step_stats);
+  const std::int32_t hq = shape.num_q_heads, d = shape.head_dim, group = shape.group_size();
+  const std::int32_t w = config.window, f = config.front_sinks;
+  const std::int32_t batch = kv.batch_size();
+  const std::size_t n_heads = static_cast<std::size_t>(batch) * static_cast<std::size_t>(hq);
+  const auto du = static_cast<std::size_t>(d);
+  const std::vector<float> qpost = widen(q_post, n_heads * du);
+  const std::vector<float> qpre = widen(q_pre, n_heads * du);
+  const float threshold = config.threshold(d);
+  const int threads = thread_count();
+
+  StepStats totals;
+  std::vector<std::int64_t> t_of(static_cast<std::size_t>(batch)), new_end_of(t_of.size());
+  for (std::int32_t b = 0; b < batch; ++b) {
+    const std::int64_t t = kv.seq_len(b) - 1;
+    const MacStateView& ring = states[static_cast<std::size_t>(b)];
+    if (*ring.ready == 0 || *ring.position != t) {
+      mac_state_wipe(ring, t);
+      ++totals.ring_wipes;
+    }
+    t_of[static_cast<std::size_t>(b)] = t;
+    new_end_of[static_cast<std::size_t>(b)] = entry_end(t, config.rect_offset);
+  }
+
+  // 1. Match.
+  std::vector<detail::HeadDecision> dec(n_heads);
+  const auto n_heads_i = static_cast<std::int64_t>(n_heads);
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+  for (std::int64_t i = 0; i < n_heads_i; ++i) {
+    const auto b = static_cast<std::size_t>(i / hq);
+    const auto h = static_cast<std::int32_t>(i % hq);
+    const std::int64_t t = t_of[b], new_end = new_end_of[b];
+    const MacStateView& ring = states[b];
+    detail::HeadDecision& x = dec[static_cast<std::size_t>(i)];
+    if (t >= config.min_context) {
+      const ScanResult m = kernels.scan({ring.qring, ring.ring_dtype, w, hq, d, h,
+                                         qpre.data() + static_cast<std::size_t>(i) * du, std::max<std::int64_t>(0, t - w), t});
+      x.matched_position = m.position;
+      x.distance = m.distance;
+    }
+    const float l_m = x.matched_position < 0 ? 0.0f
+                                             : ring.lring[static_cast<std::size_t>(x.matched_position % w) *
+                                                              static_cast<std::size_t>(hq) + static_cast<std::size_t>(h)];
+    x.hit = detail::is_hit(x.matched_position, x.distance, l_m, threshold, new_end, config);
+    x.start = x.hit ? entry_end(x.matched_position, config.rect_offset) : std::min<std::int64_t>(f, new_end);
+  }
+
+  // 2. Amend: bands (hits) and prefixes (misses), one work per group.
+  std::vector<std::int64_t> begin(n_heads), end(n_heads);
+  for (std::size_t i = 0; i < n_heads; ++i) {
+    begin[i] = dec[i].start;
+    end[i] = new_end_of[i / static_cast<std::size_t>(hq)];
+  }
+  auto group_works = [&]() {
+    std::vector<GroupWork> works;
+    for (std::int32_t b = 0; b < batch; ++b)
+      for (std::int32_t g = 0; g < shape.num_kv_heads; ++g) {
+        const std::size_t first = static_cast<std::size_t>(b) * static_cast<std::size_t>(hq) + static_cast<std::size_t>(g * group);
+        std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 0;
+        for (std::size_t i = first; i < first + static_cast<std::size_t>(group); ++i) {
+          lo = std::min(lo, begin[i]);
+          hi = std::max(hi, end[i]);
+        }
+        if (hi > lo)
+          works.push_back({b, g, qpost.data() + first * du, group, begin.data() + first, end.data() + first, lo, hi, first});
+      }
+    return works;
+  };
+  Partials entry(n_heads, d);
+  attend_groups(kernels, kv, group_works(), shape.scale(), entry);
+
+  // 3. entry(t) and the ring write.
+  std::vector<float> entry_o(n_heads * du), entry_lse(n_heads);
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (std::int64_t i = 0; i < n_heads_i; ++i) {
+    const auto iu = static_cast<std::size_t>(i);
+    const auto b = iu / static_cast<std::size_t>(hq);
+    const auto h = iu % static_cast<std::size_t>(hq);
+    const MacStateView& ring = states[b];
+    float* eo = entry_o.data() + iu * du;
+    finish_partial(d, entry.m[iu], entry.l[iu], entry.o_at(iu), eo, &entry_lse[iu]);
+    if (dec[iu].hit) {
+      const std::size_t m_row = static_cast<std::size_t>(dec[iu].matched_position % w) * static_cast<std::size_t>(hq) + h;
+      std::vector<float> reused(du);
+      for (std::size_t k = 0; k < du; ++k) reused[k] = load_as_float(ring.oring, ring.ring_dtype, m_row * du + k);
+      detail::merge_state(d, reused.data(), ring.lring[m_row], eo, entry_lse[iu], eo, &entry_lse[iu]);
+    }
+    const std::size_t w_row = static_cast<std::size_t>(t_of[b] % w) * static_cast<std::size_t>(hq) + h;
+    for (std::size_t k = 0; k < du; ++k) {
+      store_from_float(ring.qring, ring.ring_dtype, w_row * du + k, qpre[iu * du + k]);
+      store_from_float(ring.oring, ring.ring_dtype, w_row * du + k, eo[k]);
+    }
+    ring.lring[w_row] = entry_lse[iu];
+  }
+
+  // 4. Complete: sinks [0, min(F, start)) and tail [new_end, t+1) into one partial per head.
+  Partials rest(n_heads, d);
+  if (f > 0) {
+    for (std::size_t i = 0; i < n_heads; ++i) {
+      begin[i] = 0;
+      end[i] = std::min<std::int64_t>(f, dec[i].start);
+    }
+    attend_groups(kernels, kv, group_works(), shape.scale(), rest);
+  }
+  for (std::size_t i = 0; i < n_heads; ++i) {
+    begin[i] = new_end_of[i / static_cast<std::size_t>(hq)];
+    end[i] = t_of[i / static_cast<std::size_t>(hq)] + 1;
+  }
+  attend_groups(kernels, kv, group_works(), shape.scale(), rest);
+  std::vector<float> row(du);
+  for (std::size_t i = 0; i < n_heads; ++i) {
+    float rest_lse, out_lse;
+    finish_partial(d, rest.m[i], rest.l[i], rest.o_at(i), row.data(), &rest_lse);
+    detail::merge_state(d, entry_o.data() + i * du, entry_lse[i], row.data(), rest_lse, row.data(), &out_lse);
+    narrow(out, i * du, row.data(), du);
+    if (lse) lse[i] = out_lse;
+  }
+
+  // 5. Stats and positions.
+  for (std::int32_t b = 0; b < batch; ++b) {
+    const auto bu = static_cast<std::size_t>(b);
+    for (std::int32_t g = 0; g < shape.num_kv_heads; ++g) {
+      const std::size_t first = bu * static_cast<std::size_t>(hq) + static_cast<std::size_t>(g * group);
+      detail::account_group(dec.data() + first, group, t_of[bu], new_end_of[bu], f,
+                            head_stats ? head_stats + first : nullptr, totals);
+    }
+    *states[bu].position = t_of[bu] + 1;
+  }
+  if (step_stats) *step_stats = totals;
+}
+
+}  // namespace macattn::cpu

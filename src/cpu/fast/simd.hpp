@@ -1,0 +1,146 @@
+// src/cpu/fast/simd.hpp: 16-float vectors through GCC/Clang vector extensions. The same source
+// is compiled once per ISA (kernels_<isa>.cpp with its own -m flags): AVX-512 maps a v16f to
+// one zmm register, AVX2 to two ymm, the portable build to four xmm. Internal; included only
+// by the per-ISA kernel translation units.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX512F__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#include "macattn/dtype.hpp"
+
+namespace macattn::cpu::MACATTN_ISA_NS {
+
+typedef float v16f __attribute__((vector_size(64)));
+typedef std::int32_t v16i __attribute__((vector_size(64)));
+typedef std::uint32_t v16u __attribute__((vector_size(64)));
+typedef std::uint16_t v16h __attribute__((vector_size(32)));
+
+inline v16f splat(float x) { return v16f{} + x; }
+
+inline v16f load_f32(const float* p) {
+  v16f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store_f32(float* p, v16f v) { std::memcpy(p, &v, sizeof v); }
+
+/// 16 elements of a K/V row of the given storage type, widened to fp32.
+template <DType T>
+inline v16f load16(const void* row, int i) {
+  if constexpr (T == DType::f32) {
+    return load_f32(static_cast<const float*>(row) + i);
+  } else if constexpr (T == DType::bf16) {
+    v16h h;
+    std::memcpy(&h, static_cast<const std::uint16_t*>(row) + i, sizeof h);
+    const v16u u = __builtin_convertvector(h, v16u) << 16;
+    v16f f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  } else {
+#if defined(__AVX512F__)
+    const __m512 f = _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const std::uint16_t*>(row) + i)));
+    v16f v;
+    std::memcpy(&v, &f, sizeof v);
+    return v;
+#elif defined(__F16C__)
+    const auto* p = static_cast<const std::uint16_t*>(row) + i;
+    const __m256 lo = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256 hi = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)));
+    v16f v;
+    std::memcpy(&v, &lo, 32);
+    std::memcpy(reinterpret_cast<char*>(&v) + 32, &hi, 32);
+    return v;
+#else
+    v16f v;
+    const auto* p = static_cast<const std::uint16_t*>(row) + i;
+    for (int l = 0; l < 16; ++l) v[l] = f16_to_float(p[l]);
+    return v;
+#endif
+  }
+}
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v2f __attribute__((vector_size(8)));
+
+/// Sum of the 16 lanes, added pairwise by halves (lane l += lane l+8, then l+4, l+2, l+1):
+/// exactly the order core/distance.hpp defines, so scan results match the reference bit for bit.
+inline float hsum(v16f v) {
+  const v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const v4f b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  const v2f c = __builtin_shufflevector(b, b, 0, 1) + __builtin_shufflevector(b, b, 2, 3);
+  return c[0] + c[1];
+}
+
+/// a * b + c with a single rounding (the match distance is defined with fused multiply-adds).
+inline v16f fma16(v16f a, v16f b, v16f c) {
+#if defined(__AVX512F__)
+  __m512 x, y, z;
+  std::memcpy(&x, &a, 64);
+  std::memcpy(&y, &b, 64);
+  std::memcpy(&z, &c, 64);
+  const __m512 r = _mm512_fmadd_ps(x, y, z);
+  v16f out;
+  std::memcpy(&out, &r, 64);
+  return out;
+#elif defined(__FMA__)
+  __m256 x0, y0, z0, x1, y1, z1;
+  std::memcpy(&x0, &a, 32);
+  std::memcpy(&y0, &b, 32);
+  std::memcpy(&z0, &c, 32);
+  std::memcpy(&x1, reinterpret_cast<const char*>(&a) + 32, 32);
+  std::memcpy(&y1, reinterpret_cast<const char*>(&b) + 32, 32);
+  std::memcpy(&z1, reinterpret_cast<const char*>(&c) + 32, 32);
+  const __m256 r0 = _mm256_fmadd_ps(x0, y0, z0), r1 = _mm256_fmadd_ps(x1, y1, z1);
+  v16f out;
+  std::memcpy(&out, &r0, 32);
+  std::memcpy(reinterpret_cast<char*>(&out) + 32, &r1, 32);
+  return out;
+#else
+  v16f out;
+  for (int l = 0; l < 16; ++l) out[l] = std::fma(a[l], b[l], c[l]);
+  return out;
+#endif
+}
+
+inline float hmax(v16f v) {
+  float lanes[16];
+  store_f32(lanes, v);
+  float m = lanes[0];
+  for (int l = 1; l < 16; ++l) m = lanes[l] > m ? lanes[l] : m;
+  return m;
+}
+
+/// e^x for x <= 0 (softmax arguments), relative error below 2e-7 for x > -87; exactly 0 for
+/// x = -inf (masked keys), and 0 below -87 where e^x is subnormal anyway.
+inline v16f exp_nonpositive(v16f x) {
+  const v16f xc = x < splat(-87.0f) ? splat(-87.0f) : x;
+  // e^x = 2^n * e^r with n = round(x / ln2) and r = x - n ln2 in [-ln2/2, ln2/2]. For t <= 0,
+  // trunc(t - 0.5) = ceil(t - 0.5) is within 0.5 of t (conversion truncates toward zero).
+  const v16f t = xc * splat(1.44269504088896341f);
+  const v16f n = __builtin_convertvector(__builtin_convertvector(t - splat(0.5f), v16i), v16f);
+  const v16f r = (xc - n * splat(0.693145751953125f)) - n * splat(1.42860682030941723212e-6f);
+  // Degree-6 Taylor polynomial; on |r| <= 0.35 its error is below 1.3e-7.
+  v16f p = splat(1.0f / 720.0f);
+  p = p * r + splat(1.0f / 120.0f);
+  p = p * r + splat(1.0f / 24.0f);
+  p = p * r + splat(1.0f / 6.0f);
+  p = p * r + splat(0.5f);
+  p = p * r + splat(1.0f);
+  p = p * r + splat(1.0f);
+  const v16i ni = __builtin_convertvector(n, v16i);
+  const v16i bits = (ni + 127) << 23;
+  v16f scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  const v16f e = p * scale;
+  return x < splat(-87.0f) ? splat(0.0f) : e;
+}
+
+}  // namespace macattn::cpu::MACATTN_ISA_NS
