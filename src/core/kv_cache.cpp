@@ -56,8 +56,8 @@ KVCacheView KVCacheView::paged(const PagedKV& p, std::int32_t batch_size, std::i
   require(p.num_pages >= 0, fn, ": num_pages = ", p.num_pages, " < 0");
   require(p.layout == KVLayout::NHD || p.layout == KVLayout::HND, fn, ": layout value ",
           static_cast<int>(p.layout), " is not NHD or HND");
-  require(p.num_pages == 0 || (p.k_pages != nullptr && p.v_pages != nullptr), fn, ": num_pages = ", p.num_pages,
-          " but k_pages or v_pages is null");
+  require(p.num_pages == 0 || p.k_pages != nullptr, fn, ": num_pages = ", p.num_pages, " but k_pages is null");
+  require(p.num_pages == 0 || p.v_pages != nullptr, fn, ": num_pages = ", p.num_pages, " but v_pages is null");
   require(p.indptr != nullptr, fn, ": indptr is null");
   require(batch_size == 0 || p.last_page_len != nullptr, fn, ": last_page_len is null");
   require(p.indptr[0] == 0, fn, ": indptr[0] = ", p.indptr[0], ", must be 0");

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "core/check.hpp"
 
@@ -124,9 +125,12 @@ void mac_state_wipe(const MacStateView& state, std::int64_t new_position) {
 
 void mac_state_validate(const MacStateView& state, const AttentionShape& shape, const MacConfig& config,
                         const char* what) {
-  require(state.qring != nullptr && state.oring != nullptr && state.lring != nullptr && state.position != nullptr &&
-              state.ready != nullptr,
-          what, ": a ring pointer (qring, oring, lring, position or ready) is null");
+  const std::pair<const void*, const char*> pointers[] = {{state.qring, "qring"},
+                                                          {state.oring, "oring"},
+                                                          {state.lring, "lring"},
+                                                          {state.position, "position"},
+                                                          {state.ready, "ready"}};
+  for (const auto& [ptr, name] : pointers) require(ptr != nullptr, what, ": ", name, " is null");
   require(dtype_valid(state.ring_dtype), what, ": ring_dtype value ", static_cast<int>(state.ring_dtype),
           " is not f32, f16 or bf16");
   require(state.window == config.window, what, ": ring window = ", state.window, " but config.window = ",

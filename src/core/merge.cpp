@@ -1,4 +1,5 @@
 #include <cmath>
+#include <utility>
 
 #include "core/check.hpp"
 #include "core/merge.hpp"
@@ -14,7 +15,9 @@ void merge_states(std::int64_t n, std::int32_t head_dim, const float* o1, const 
   require(n >= 0, fn, ": n = ", n, " < 0");
   require(head_dim >= 1, fn, ": head_dim = ", head_dim, ", must be >= 1");
   if (n == 0) return;
-  require(o1 && lse1 && o2 && lse2 && out && lse_out, fn, ": null pointer among o1, lse1, o2, lse2, out, lse_out");
+  const std::pair<const void*, const char*> args[] = {{o1, "o1"},   {lse1, "lse1"}, {o2, "o2"},
+                                                      {lse2, "lse2"}, {out, "out"},   {lse_out, "lse_out"}};
+  for (const auto& [ptr, name] : args) require(ptr != nullptr, fn, ": ", name, " is null");
   for (std::int64_t i = 0; i < n; ++i) {
     require(!std::isnan(lse1[i]) && !std::isnan(lse2[i]), fn, ": state ", i, " has a NaN LSE (lse1 = ", lse1[i],
             ", lse2 = ", lse2[i], ")");

@@ -10,6 +10,9 @@ namespace macattn::cpu {
 
 namespace {
 
+/// Below this many K/V rows (summed over KV heads) a call is not worth waking threads for.
+constexpr std::int64_t kParallelRows = 8192;
+
 /// One task: keys [lo, hi) of one sequence, for every work of that sequence that meets them.
 struct Task {
   std::int32_t b;
@@ -68,8 +71,13 @@ void attend_groups(const KernelTable& kernels, const KVCacheView& kv, std::span<
     groups[k].o = scratch.o_at(group_state[k]);
   }
 
+  // Small calls run on the calling thread: a parallel region costs microseconds when the cores
+  // are free and whole scheduler ticks when they are not.
+  std::int64_t rows = 0;
+  for (const AttendGroup& grp : groups) rows += grp.hi - grp.lo;
+  const bool parallel = threads > 1 && tasks.size() > 1 && rows >= kParallelRows;
   const auto n_tasks = static_cast<std::int64_t>(tasks.size());
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (std::int64_t t = 0; t < n_tasks; ++t) {
     const Task& task = tasks[static_cast<std::size_t>(t)];
     kernels.attend({&kv, task.b, groups.data() + task.first_group, static_cast<std::int32_t>(task.num_groups), task.lo,
@@ -81,7 +89,7 @@ void attend_groups(const KernelTable& kernels, const KVCacheView& kv, std::span<
   std::vector<std::vector<std::size_t>> of_work(works.size());
   for (std::size_t k = 0; k < groups.size(); ++k) of_work[group_work[k]].push_back(k);
   const auto n_works = static_cast<std::int64_t>(works.size());
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
   for (std::int64_t i = 0; i < n_works; ++i) {
     const GroupWork& w = works[static_cast<std::size_t>(i)];
     for (const std::size_t k : of_work[static_cast<std::size_t>(i)]) {

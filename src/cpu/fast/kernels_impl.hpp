@@ -22,14 +22,14 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 /// One tile of up to 16 keys (rows k, v with stride) for QB queries starting at query q0.
 template <DType T, int D, int QB>
-inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigned char* k, const unsigned char* v, std::size_t stride,
-                        std::int64_t j0, int n) {
+inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigned char* const* k,
+                        const unsigned char* const* v, std::size_t head_off, std::int64_t j0, int n) {
   constexpr int C = D / 16;
   alignas(64) float s[QB][kTile];
   // Scores. Keys past n and masked keys get -inf.
   for (int jj = 0; jj < n; ++jj) {
     v16f kc[C];
-    const unsigned char* krow = k + static_cast<std::size_t>(jj) * stride;
+    const unsigned char* krow = k[jj] + head_off;
     for (int c = 0; c < C; ++c) kc[c] = load16<T>(krow, c * 16);
     for (int qi = 0; qi < QB; ++qi) {
       const float* q = a.q + static_cast<std::size_t>(q0 + qi) * D;
@@ -70,7 +70,7 @@ inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigne
     v16f oc[QB];
     for (int qi = 0; qi < QB; ++qi) oc[qi] = load_f32(a.o + static_cast<std::size_t>(q0 + qi) * D + c * 16) * alpha[qi];
     for (int jj = 0; jj < n; ++jj) {
-      const v16f vc = load16<T>(v + static_cast<std::size_t>(jj) * stride, c * 16);
+      const v16f vc = load16<T>(v[jj] + head_off, c * 16);
       for (int qi = 0; qi < QB; ++qi) oc[qi] += p[qi][jj] * vc;
     }
     for (int qi = 0; qi < QB; ++qi) store_f32(a.o + static_cast<std::size_t>(q0 + qi) * D + c * 16, oc[qi]);
@@ -79,24 +79,26 @@ inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigne
 
 template <DType T, int D>
 void attend_impl(const AttendArgs& a) {
-  for_each_row_run(*a.kv, a.b, a.lo, a.hi, [&](const RowRun& run) {
-    for (std::int64_t j = 0; j < run.count; j += kTile) {
-      const int n = static_cast<int>(std::min<std::int64_t>(kTile, run.count - j));
-      const std::int64_t j0 = run.first + j;
-      for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
-        const AttendGroup& grp = a.groups[gi];
-        if (j0 + n <= grp.lo || j0 >= grp.hi) continue;
-        const std::size_t at = static_cast<std::size_t>(j) * run.stride_bytes + static_cast<std::size_t>(grp.g) * run.head_bytes;
-        const unsigned char* k = run.k + at;
-        const unsigned char* v = run.v + at;
-        int q0 = 0;
-        for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile<T, D, 8>(grp, a.scale, q0, k, v, run.stride_bytes, j0, n);
-        if (q0 + 4 <= grp.nq) { attend_tile<T, D, 4>(grp, a.scale, q0, k, v, run.stride_bytes, j0, n); q0 += 4; }
-        if (q0 + 2 <= grp.nq) { attend_tile<T, D, 2>(grp, a.scale, q0, k, v, run.stride_bytes, j0, n); q0 += 2; }
-        if (q0 < grp.nq) attend_tile<T, D, 1>(grp, a.scale, q0, k, v, run.stride_bytes, j0, n);
-      }
+  const RowLocator rows(*a.kv, a.b);
+  const unsigned char* k[kTile];
+  const unsigned char* v[kTile];
+  for (std::int64_t j0 = a.lo; j0 < a.hi; j0 += kTile) {
+    const int n = static_cast<int>(std::min<std::int64_t>(kTile, a.hi - j0));
+    for (int jj = 0; jj < n; ++jj) {
+      k[jj] = rows.k(j0 + jj);
+      v[jj] = rows.v(j0 + jj);
     }
-  });
+    for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
+      const AttendGroup& grp = a.groups[gi];
+      if (j0 + n <= grp.lo || j0 >= grp.hi) continue;
+      const std::size_t off = static_cast<std::size_t>(grp.g) * rows.head_bytes();
+      int q0 = 0;
+      for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile<T, D, 8>(grp, a.scale, q0, k, v, off, j0, n);
+      if (q0 + 4 <= grp.nq) { attend_tile<T, D, 4>(grp, a.scale, q0, k, v, off, j0, n); q0 += 4; }
+      if (q0 + 2 <= grp.nq) { attend_tile<T, D, 2>(grp, a.scale, q0, k, v, off, j0, n); q0 += 2; }
+      if (q0 < grp.nq) attend_tile<T, D, 1>(grp, a.scale, q0, k, v, off, j0, n);
+    }
+  }
 }
 
 template <DType T>

@@ -53,7 +53,9 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
   // 1. Match.
   std::vector<detail::HeadDecision> dec(n_heads);
   const auto n_heads_i = static_cast<std::int64_t>(n_heads);
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+  // Scan in parallel only when there are enough ring rows to pay for waking threads.
+  const bool parallel_scan = threads > 1 && n_heads * static_cast<std::size_t>(w) >= 8192;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads) if (parallel_scan)
   for (std::int64_t i = 0; i < n_heads_i; ++i) {
     const auto b = static_cast<std::size_t>(i / hq);
     const auto h = static_cast<std::int32_t>(i % hq);
@@ -99,7 +101,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
 
   // 3. entry(t) and the ring write.
   std::vector<float> entry_o(n_heads * du), entry_lse(n_heads);
-#pragma omp parallel for schedule(static) num_threads(threads)
+  std::vector<float> reused(du);
   for (std::int64_t i = 0; i < n_heads_i; ++i) {
     const auto iu = static_cast<std::size_t>(i);
     const auto b = iu / static_cast<std::size_t>(hq);
@@ -109,7 +111,6 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
     finish_partial(d, entry.m[iu], entry.l[iu], entry.o_at(iu), eo, &entry_lse[iu]);
     if (dec[iu].hit) {
       const std::size_t m_row = static_cast<std::size_t>(dec[iu].matched_position % w) * static_cast<std::size_t>(hq) + h;
-      std::vector<float> reused(du);
       for (std::size_t k = 0; k < du; ++k) reused[k] = load_as_float(ring.oring, ring.ring_dtype, m_row * du + k);
       detail::merge_state(d, reused.data(), ring.lring[m_row], eo, entry_lse[iu], eo, &entry_lse[iu]);
     }

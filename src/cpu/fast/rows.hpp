@@ -1,9 +1,6 @@
-// src/cpu/fast/rows.hpp: walks the K/V rows of one (sequence, KV head) over a key range as
-// runs of evenly strided rows (one run for a contiguous cache, one per page when paged), so
-// kernels index rows with a stride instead of a page lookup per key. Internal.
+// src/cpu/fast/rows.hpp: where the K/V rows of one sequence live, for the kernels. Internal.
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -11,35 +8,37 @@
 
 namespace macattn::cpu {
 
-struct RowRun {
-  const unsigned char* k;    ///< K row of key `first`, KV head 0
-  const unsigned char* v;    ///< V row of key `first`, KV head 0
-  std::int64_t first;        ///< position of the run's first key
-  std::int64_t count;        ///< keys in the run
-  std::size_t stride_bytes;  ///< bytes between consecutive keys' rows
-  std::size_t head_bytes;    ///< bytes between KV head g and g+1 of one key
-};
+/// Finds K/V rows by position: row(j) for KV head 0, plus head_bytes per KV head. Kernels
+/// fetch a tile's 16 row pointers through it, so tiles follow key positions, not pages: a
+/// paged cache and a contiguous one give bit-identical results.
+class RowLocator {
+ public:
+  explicit RowLocator(const KVCacheView& kv, std::int32_t b) : kv_(kv), b_(b) {
+    const std::size_t row_bytes = static_cast<std::size_t>(kv.head_dim()) * dtype_size(kv.dtype());
+    paged_ = kv.storage() == KVCacheView::Storage::paged;
+    const bool hnd = paged_ && kv.paged_kv().layout == KVLayout::HND;
+    head_bytes_ = hnd ? row_bytes * static_cast<std::size_t>(kv.paged_kv().page_size) : row_bytes;
+    if (!paged_ && kv.seq_len(b) > 0) {
+      k0_ = static_cast<const unsigned char*>(kv.k_row(b, 0, 0));
+      v0_ = static_cast<const unsigned char*>(kv.v_row(b, 0, 0));
+      stride_ = row_bytes * static_cast<std::size_t>(kv.num_kv_heads());
+    }
+  }
+  std::size_t head_bytes() const { return head_bytes_; }
+  const unsigned char* k(std::int64_t j) const {
+    return paged_ ? static_cast<const unsigned char*>(kv_.k_row(b_, j, 0)) : k0_ + static_cast<std::size_t>(j) * stride_;
+  }
+  const unsigned char* v(std::int64_t j) const {
+    return paged_ ? static_cast<const unsigned char*>(kv_.v_row(b_, j, 0)) : v0_ + static_cast<std::size_t>(j) * stride_;
+  }
 
-/// Calls f(RowRun) for consecutive runs covering keys [lo, hi) of sequence b.
-template <typename F>
-void for_each_row_run(const KVCacheView& kv, std::int32_t b, std::int64_t lo, std::int64_t hi, F&& f) {
-  if (hi <= lo) return;
-  const std::size_t row_bytes = static_cast<std::size_t>(kv.head_dim()) * dtype_size(kv.dtype());
-  if (kv.storage() == KVCacheView::Storage::contiguous) {
-    f(RowRun{static_cast<const unsigned char*>(kv.k_row(b, lo, 0)), static_cast<const unsigned char*>(kv.v_row(b, lo, 0)),
-             lo, hi - lo, row_bytes * static_cast<std::size_t>(kv.num_kv_heads()), row_bytes});
-    return;
-  }
-  const std::int64_t ps = kv.paged_kv().page_size;
-  const bool nhd = kv.paged_kv().layout == KVLayout::NHD;
-  const std::size_t stride = nhd ? row_bytes * static_cast<std::size_t>(kv.num_kv_heads()) : row_bytes;
-  const std::size_t head = nhd ? row_bytes : row_bytes * static_cast<std::size_t>(ps);
-  for (std::int64_t j = lo; j < hi;) {
-    const std::int64_t end = std::min(hi, (j / ps + 1) * ps);
-    f(RowRun{static_cast<const unsigned char*>(kv.k_row(b, j, 0)), static_cast<const unsigned char*>(kv.v_row(b, j, 0)), j,
-             end - j, stride, head});
-    j = end;
-  }
-}
+ private:
+  const KVCacheView& kv_;
+  std::int32_t b_;
+  bool paged_ = false;
+  const unsigned char* k0_ = nullptr;
+  const unsigned char* v0_ = nullptr;
+  std::size_t stride_ = 0, head_bytes_ = 0;
+};
 
 }  // namespace macattn::cpu
