@@ -36,12 +36,24 @@ inline v16f load16(const void* row, int i) {
   if constexpr (T == DType::f32) {
     return load_f32(static_cast<const float*>(row) + i);
   } else if constexpr (T == DType::bf16) {
+#if defined(__AVX512F__)
+    // One zero-extending load and a shift (the generic form costs two half-width extends).
+    const __m512i w = _mm512_maskz_cvtepu16_epi32(
+        0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const std::uint16_t*>(row) + i)));
+    v16u u;
+    std::memcpy(&u, &w, sizeof u);
+    u <<= 16;
+    v16f f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+#else
     v16h h;
     std::memcpy(&h, static_cast<const std::uint16_t*>(row) + i, sizeof h);
     const v16u u = __builtin_convertvector(h, v16u) << 16;
     v16f f;
     std::memcpy(&f, &u, sizeof f);
     return f;
+#endif
   } else {
 #if defined(__AVX512F__)
     const __m512 f = _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const std::uint16_t*>(row) + i)));
@@ -111,11 +123,54 @@ inline v16f fma16(v16f a, v16f b, v16f c) {
 }
 
 inline float hmax(v16f v) {
-  float lanes[16];
-  store_f32(lanes, v);
-  float m = lanes[0];
-  for (int l = 1; l < 16; ++l) m = lanes[l] > m ? lanes[l] : m;
-  return m;
+  const v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+  const v8f a2 = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const v8f m8 = a > a2 ? a : a2;
+  const v4f b = __builtin_shufflevector(m8, m8, 0, 1, 2, 3), b2 = __builtin_shufflevector(m8, m8, 4, 5, 6, 7);
+  const v4f m4 = b > b2 ? b : b2;
+  const float x = m4[0] > m4[1] ? m4[0] : m4[1], y = m4[2] > m4[3] ? m4[2] : m4[3];
+  return x > y ? x : y;
+}
+
+/// out[j] = sum of the 16 lanes of acc[j], for 16 vectors at once: four rounds of pairwise
+/// shuffle-and-add (30 shuffles, 15 adds for 16 sums, instead of 16 horizontal sums). The
+/// rounds leave the sums in bit-reversed lane order, which the last shuffle undoes.
+inline v16f reduce_16x16(const v16f* acc) {
+  v16f r[8], s[4], u[2];
+  for (int i = 0; i < 8; ++i) {
+    const v16f a = acc[2 * i], b = acc[2 * i + 1];
+    r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const v16f a = r[2 * i], b = r[2 * i + 1];
+    s[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
+           __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  }
+  for (int i = 0; i < 2; ++i) {
+    const v16f a = s[2 * i], b = s[2 * i + 1];
+    u[i] = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+           __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  }
+  const v16f w = __builtin_shufflevector(u[0], u[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
+                 __builtin_shufflevector(u[0], u[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+  return __builtin_shufflevector(w, w, 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15);
+}
+
+/// All 16 lanes = lane j of v, from registers. (Broadcasting from a 64-byte vector just
+/// stored to memory would wait on store-to-load forwarding, which fails for a 4-byte load
+/// inside a 64-byte store on the CPUs we measured: ~5x slower P*V.)
+inline v16f lane_broadcast(v16f v, int j) {
+#if defined(__AVX512F__)
+  __m512 x;
+  std::memcpy(&x, &v, 64);
+  const __m512 r = _mm512_maskz_permutexvar_ps(0xffff, _mm512_set1_epi32(j), x);
+  v16f out;
+  std::memcpy(&out, &r, 64);
+  return out;
+#else
+  return splat(v[j]);
+#endif
 }
 
 /// e^x for x <= 0 (softmax arguments), relative error below 2e-7 for x > -87; exactly 0 for
