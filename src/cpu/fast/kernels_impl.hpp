@@ -1,11 +1,24 @@
 // src/cpu/fast/kernels_impl.hpp: the fast CPU kernels, written once and compiled per ISA
 // (the including file defines MACATTN_ISA_NS). Internal.
 //
-// attend: keys are processed in tiles of 16. For each tile: scores of every query against
-// every key (K row widened to fp32 once, reused by all queries of the KV head: the GQA
-// saving), online-softmax update, then P*V with the output chunk of all queries in registers.
+// attend: keys in tiles of 16, every KV head of a tile before the next tile (memory order).
+// Per (tile, KV head): scores of all the head's queries (each K chunk widened once in
+// registers and shared by the queries: the GQA saving), one transposing reduction per query,
+// online softmax, then P*V with a block of output chunks in registers.
 // scan: ring rows newest first; after the first chunks the partial distance is a lower bound,
 // so most rows stop after 32 dims once a close candidate is known.
+//
+// History (dev machine: 2-core AMD EPYC Zen 5 VM, Llama-3.1-8B shape, bf16, exact decode at
+// 128K; one thread / two threads, GB/s of K/V; streaming read is about 20 / 33 GB/s):
+//   v1 one task per (sequence, KV head), 16 horizontal sums per tile     1.3 / 1.0 (2 KiB-strided
+//      rows; measured while builds shared the machine)
+//   v2 tasks per (sequence, key chunk) over all KV heads, rows by position  4.0 / 8.0
+//   v3 transposing reduction, interleaved chains, next-tile prefetch     5.9 / 12.8
+//   v4 K widened in registers (no fp32 copy of the tile), alpha skipped when the max holds,
+//      prefetch two tiles ahead spread over the heads                    8.5 / 15.3
+// In cache one thread reaches about 15 GB/s (about 32 ns per key and KV head): P*V and Q.K are
+// 64 zmm FMAs per key and head, and this core sustains about one zmm FMA per cycle, so the
+// kernel is compute-bound in cache and twice slower still from DRAM. See docs/benchmarks/cpu.md.
 #include <cmath>
 #include <limits>
 
@@ -22,38 +35,41 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 inline const v16f kLaneIndex = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
-/// One tile of n <= 16 keys (row pointers k[jj], v[jj] plus head_off) for QB queries from q0.
-/// kf is the tile's K widened to fp32 once for all the group's queries: kf[jj * D + i].
+/// Zero bytes that stand in for the rows of keys past the end of a partial tile (their
+/// scores are masked to -inf; the row only has to be readable).
+alignas(64) inline const unsigned char kZeroRow[1024] = {};
+
+/// One tile of n <= 16 keys (row pointers k[jj], v[jj], rows past n point at kZeroRow, plus
+/// head_off) for QB queries from q0.
 template <DType T, int D, int QB>
-inline void attend_tile(const AttendGroup& a, float scale, int q0, const float* kf, const unsigned char* const* v,
-                        std::size_t head_off, std::int64_t j0, int n) {
+inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigned char* const* k,
+                        const unsigned char* const* v, std::size_t head_off, std::int64_t j0, int n) {
   constexpr int C = D / 16;
-  // Scores of the 16 keys for each query, as one vector: 16 dot-product accumulators, then
-  // one transposing reduction. Keys past n and masked keys get -inf.
+  // Scores. KS keys at a time, each K chunk widened once in registers and used by every query
+  // (KS * QB accumulators); the 16 per-key accumulators of a query are then reduced together.
+  constexpr int KS = QB >= 8 ? 2 : 4;
+  alignas(64) v16f acc[QB][kTile];
+  for (int jj = 0; jj < kTile; jj += KS) {
+    v16f x[QB][KS] = {};
+    const unsigned char* rows[KS];
+    for (int i = 0; i < KS; ++i) rows[i] = jj + i < n ? k[jj + i] + head_off : kZeroRow;
+    for (int c = 0; c < C; ++c) {
+      v16f kc[KS];
+      for (int i = 0; i < KS; ++i) kc[i] = load16<T>(rows[i], c * 16);
+      for (int qi = 0; qi < QB; ++qi) {
+        const v16f qc = load_f32(a.q + static_cast<std::size_t>(q0 + qi) * D + c * 16);
+        for (int i = 0; i < KS; ++i) x[qi][i] += qc * kc[i];
+      }
+    }
+    for (int qi = 0; qi < QB; ++qi)
+      for (int i = 0; i < KS; ++i) acc[qi][jj + i] = x[qi][i];
+  }
   v16f score[QB];
   for (int qi = 0; qi < QB; ++qi) {
-    const float* q = a.q + static_cast<std::size_t>(q0 + qi) * D;
-    v16f qc[C];
-    for (int c = 0; c < C; ++c) qc[c] = load_f32(q + c * 16);
-    v16f acc[kTile];
-    for (int jj = 0; jj < kTile; jj += 4) {  // four keys' chains interleaved: FMA latency hides
-      const float* kr = kf + jj * D;
-      v16f x0 = qc[0] * load_f32(kr), x1 = qc[0] * load_f32(kr + D), x2 = qc[0] * load_f32(kr + 2 * D),
-           x3 = qc[0] * load_f32(kr + 3 * D);
-      for (int c = 1; c < C; ++c) {
-        x0 += qc[c] * load_f32(kr + c * 16);
-        x1 += qc[c] * load_f32(kr + D + c * 16);
-        x2 += qc[c] * load_f32(kr + 2 * D + c * 16);
-        x3 += qc[c] * load_f32(kr + 3 * D + c * 16);
-      }
-      acc[jj] = x0;
-      acc[jj + 1] = x1;
-      acc[jj + 2] = x2;
-      acc[jj + 3] = x3;
-    }
+    // Keys past n and masked keys get -inf.
     const v16f lo = splat(static_cast<float>(std::max<std::int64_t>(a.begin[q0 + qi] - j0, -1)));
     const v16f hi = splat(static_cast<float>(std::min<std::int64_t>(std::min<std::int64_t>(a.end[q0 + qi] - j0, n), kTile)));
-    const v16f sc = reduce_16x16(acc) * scale;
+    const v16f sc = reduce_16x16(acc[qi]) * scale;
     score[qi] = (kLaneIndex >= lo && kLaneIndex < hi) ? sc : splat(kNegInf);
   }
   // Online softmax: p = exp(s - m_new), and what was accumulated is rescaled by
@@ -71,7 +87,8 @@ inline void attend_tile(const AttendGroup& a, float scale, int q0, const float* 
     }
     any = true;
     const float m_new = a.m[q] > mt ? a.m[q] : mt;
-    alpha[qi] = exp_nonpositive(splat(a.m[q] - m_new))[0];
+    // The running max rarely moves after the first tiles; then nothing needs rescaling.
+    alpha[qi] = m_new == a.m[q] ? 1.0f : exp_nonpositive(splat(a.m[q] - m_new))[0];
     const v16f pv = exp_nonpositive(score[qi] - splat(m_new));
     p[qi] = pv;
     a.l[q] = a.l[q] * alpha[qi] + hsum(pv);
@@ -106,7 +123,6 @@ void attend_impl(const AttendArgs& a) {
   const RowLocator rows(*a.kv, a.b);
   const unsigned char* k[kTile];
   const unsigned char* v[kTile];
-  alignas(64) float kf[kTile * D];
   constexpr std::size_t kRowBytes = static_cast<std::size_t>(D) * (T == DType::f32 ? 4 : 2);
   for (std::int64_t j0 = a.lo; j0 < a.hi; j0 += kTile) {
     const int n = static_cast<int>(std::min<std::int64_t>(kTile, a.hi - j0));
@@ -114,31 +130,26 @@ void attend_impl(const AttendArgs& a) {
       k[jj] = rows.k(j0 + jj);
       v[jj] = rows.v(j0 + jj);
     }
-    // Ask for the next tile's rows now (into L2): they arrive while this tile computes. The
-    // hardware prefetchers alone leave a [tokens, heads, D] walk latency-bound here.
-    const std::int64_t next_end = std::min(a.hi, j0 + 2 * kTile);
-    for (std::int64_t j = j0 + kTile; j < next_end; ++j) {
-      const unsigned char* kn = rows.k(j);
-      const unsigned char* vn = rows.v(j);
-      for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
-        const std::size_t off = static_cast<std::size_t>(a.groups[gi].g) * rows.head_bytes();
-        for (std::size_t line = 0; line < kRowBytes; line += 64) {
-          __builtin_prefetch(kn + off + line, 0, 2);
-          __builtin_prefetch(vn + off + line, 0, 2);
-        }
-      }
-    }
+    // Rows two tiles ahead are requested (into L2) group by group, interleaved with the work,
+    // so they arrive while this tile computes; in one burst they would overflow the miss queue.
+    const std::int64_t ahead = j0 + 2 * kTile, ahead_end = std::min(a.hi, ahead + kTile);
     for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
       const AttendGroup& grp = a.groups[gi];
       if (j0 + n <= grp.lo || j0 >= grp.hi) continue;
       const std::size_t off = static_cast<std::size_t>(grp.g) * rows.head_bytes();
-      for (int jj = 0; jj < kTile; ++jj)
-        for (int c = 0; c < D / 16; ++c) store_f32(kf + jj * D + c * 16, jj < n ? load16<T>(k[jj] + off, c * 16) : splat(0.0f));
+      for (std::int64_t j = ahead; j < ahead_end; ++j) {
+        const unsigned char* kn = rows.k(j) + off;
+        const unsigned char* vn = rows.v(j) + off;
+        for (std::size_t line = 0; line < kRowBytes; line += 64) {
+          __builtin_prefetch(kn + line, 0, 2);
+          __builtin_prefetch(vn + line, 0, 2);
+        }
+      }
       int q0 = 0;
-      for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile<T, D, 8>(grp, a.scale, q0, kf, v, off, j0, n);
-      if (q0 + 4 <= grp.nq) { attend_tile<T, D, 4>(grp, a.scale, q0, kf, v, off, j0, n); q0 += 4; }
-      if (q0 + 2 <= grp.nq) { attend_tile<T, D, 2>(grp, a.scale, q0, kf, v, off, j0, n); q0 += 2; }
-      if (q0 < grp.nq) attend_tile<T, D, 1>(grp, a.scale, q0, kf, v, off, j0, n);
+      for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile<T, D, 8>(grp, a.scale, q0, k, v, off, j0, n);
+      if (q0 + 4 <= grp.nq) { attend_tile<T, D, 4>(grp, a.scale, q0, k, v, off, j0, n); q0 += 4; }
+      if (q0 + 2 <= grp.nq) { attend_tile<T, D, 2>(grp, a.scale, q0, k, v, off, j0, n); q0 += 2; }
+      if (q0 < grp.nq) attend_tile<T, D, 1>(grp, a.scale, q0, k, v, off, j0, n);
     }
   }
 }
@@ -170,9 +181,14 @@ ScanResult scan_impl(const ScanArgs& a) {
   ScanResult best{-1, std::numeric_limits<float>::infinity()};
   const std::size_t row_elems = static_cast<std::size_t>(a.num_q_heads) * D;
   const std::size_t esize = R == DType::f32 ? 4 : 2;
+  const auto row_of = [&](std::int64_t p) {
+    return static_cast<const unsigned char*>(a.qring) +
+           ((static_cast<std::size_t>(p % a.window)) * row_elems + static_cast<std::size_t>(a.head) * D) * esize;
+  };
+  constexpr std::int64_t kAhead = 8;  // rows of one head are Hq*D elements apart: prefetch by hand
   for (std::int64_t p = a.t - 1; p >= a.first; --p) {
-    const auto* row = static_cast<const unsigned char*>(a.qring) +
-                      ((static_cast<std::size_t>(p % a.window)) * row_elems + static_cast<std::size_t>(a.head) * D) * esize;
+    const unsigned char* row = row_of(p);
+    if (p - kAhead >= a.first) __builtin_prefetch(row_of(p - kAhead), 0, 3);
     v16f lanes = splat(0.0f);
     for (int c = 0; c < kPruneChunks; ++c) {
       const v16f diff = q[c] - load16<R>(row, c * 16);
