@@ -42,20 +42,25 @@ struct AttendArgs {
   float scale;
 };
 
-/// Best ring candidate for one head: scans ring rows of positions [first, t) newest first
-/// with the exact distance of core/distance.hpp, pruning a candidate once the first
-/// `prune_dims` dims already exceed the best distance (exact: partial sums only grow).
-///   qring: ring base; row of position p, head h at ((p % W) * Hq + h) * D elements.
+/// Best ring candidate of each query head in [h0, h1) of one sequence: scans the ring rows of
+/// positions [first, t) newest first, with the exact distance of core/distance.hpp, pruning a
+/// row once its first dims already exceed the head's best distance (exact: partial sums only
+/// grow). A slot's rows of all heads are contiguous, so walking slots with every head inside
+/// reads the ring in memory order.
+///   qring: row of position p, head h at ((p % W) * Hq + h) * D elements; q_pre: [Hq, D] fp32;
+///   out: [Hq], entries h0 .. h1-1 written (position -1, distance +inf if [first, t) is empty).
+struct ScanResult {
+  std::int64_t position;
+  float distance;
+};
 struct ScanArgs {
   const void* qring;
   DType ring_dtype;
-  std::int32_t window, num_q_heads, head_dim, head;
-  const float* q_pre;  // [D]
+  std::int32_t window, num_q_heads, head_dim;
+  std::int32_t h0, h1;
+  const float* q_pre;
   std::int64_t first, t;
-};
-struct ScanResult {
-  std::int64_t position;  // -1 if [first, t) is empty
-  float distance;         // +inf if empty
+  ScanResult* out;
 };
 
 struct KernelTable {
@@ -63,7 +68,7 @@ struct KernelTable {
   /// True if the table has a specialised kernel for this dtype and head dim.
   bool (*supports)(DType kv_dtype, std::int32_t head_dim);
   void (*attend)(const AttendArgs& args);
-  ScanResult (*scan)(const ScanArgs& args);
+  void (*scan)(const ScanArgs& args);
 };
 
 namespace avx512 { const KernelTable& kernel_table(); }

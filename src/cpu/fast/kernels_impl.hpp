@@ -173,55 +173,56 @@ void attend(const AttendArgs& a) {
 }
 
 template <DType R, int D>
-ScanResult scan_impl(const ScanArgs& a) {
+void scan_impl(const ScanArgs& a) {
   constexpr int C = D / 16;
   constexpr int kPruneChunks = C >= 4 ? 2 : 1;  // 32 dims (16 for D = 64) before the first bound
-  v16f q[C];
-  for (int c = 0; c < C; ++c) q[c] = load_f32(a.q_pre + c * 16);
-  ScanResult best{-1, std::numeric_limits<float>::infinity()};
-  const std::size_t row_elems = static_cast<std::size_t>(a.num_q_heads) * D;
-  const std::size_t esize = R == DType::f32 ? 4 : 2;
-  const auto row_of = [&](std::int64_t p) {
-    return static_cast<const unsigned char*>(a.qring) +
-           ((static_cast<std::size_t>(p % a.window)) * row_elems + static_cast<std::size_t>(a.head) * D) * esize;
-  };
-  constexpr std::int64_t kAhead = 8;  // rows of one head are Hq*D elements apart: prefetch by hand
+  constexpr std::size_t esize = R == DType::f32 ? 4 : 2;
+  constexpr std::int64_t kAhead = 2;  // slots ahead whose rows are requested
+  for (std::int32_t h = a.h0; h < a.h1; ++h) a.out[h] = {-1, std::numeric_limits<float>::infinity()};
+  const std::size_t slot_bytes = static_cast<std::size_t>(a.num_q_heads) * D * esize;
+  const auto* ring = static_cast<const unsigned char*>(a.qring);
   for (std::int64_t p = a.t - 1; p >= a.first; --p) {
-    const unsigned char* row = row_of(p);
-    if (p - kAhead >= a.first) __builtin_prefetch(row_of(p - kAhead), 0, 3);
-    v16f lanes = splat(0.0f);
-    for (int c = 0; c < kPruneChunks; ++c) {
-      const v16f diff = q[c] - load16<R>(row, c * 16);
-      lanes = fma16(diff, diff, lanes);
+    const unsigned char* slot = ring + static_cast<std::size_t>(p % a.window) * slot_bytes;
+    if (p - kAhead >= a.first) {
+      const unsigned char* next = ring + static_cast<std::size_t>((p - kAhead) % a.window) * slot_bytes;
+      for (std::int32_t h = a.h0; h < a.h1; ++h) __builtin_prefetch(next + static_cast<std::size_t>(h) * D * esize, 0, 3);
     }
-    if (hsum(lanes) > best.distance) continue;  // lower bound already worse: cannot win
-    for (int c = kPruneChunks; c < C; ++c) {
-      const v16f diff = q[c] - load16<R>(row, c * 16);
-      lanes = fma16(diff, diff, lanes);
+    for (std::int32_t h = a.h0; h < a.h1; ++h) {
+      const unsigned char* row = slot + static_cast<std::size_t>(h) * D * esize;
+      const float* q = a.q_pre + static_cast<std::size_t>(h) * D;
+      ScanResult& best = a.out[h];
+      v16f lanes = splat(0.0f);
+      for (int c = 0; c < kPruneChunks; ++c) {
+        const v16f diff = load_f32(q + c * 16) - load16<R>(row, c * 16);
+        lanes = fma16(diff, diff, lanes);
+      }
+      if (hsum(lanes) > best.distance) continue;  // lower bound already worse: cannot win
+      for (int c = kPruneChunks; c < C; ++c) {
+        const v16f diff = load_f32(q + c * 16) - load16<R>(row, c * 16);
+        lanes = fma16(diff, diff, lanes);
+      }
+      const float d = hsum(lanes);
+      if (d <= best.distance) best = {p, d};  // newest first, so '<=' keeps the oldest of equals
     }
-    const float d = hsum(lanes);
-    if (d <= best.distance) best = {p, d};  // newest first, so '<=' keeps the oldest of equals
   }
-  return best;
 }
 
 template <DType R>
-ScanResult scan_dtype(const ScanArgs& a) {
+void scan_dtype(const ScanArgs& a) {
   switch (a.head_dim) {
     case 64: return scan_impl<R, 64>(a);
     case 128: return scan_impl<R, 128>(a);
     case 256: return scan_impl<R, 256>(a);
-    default: return {-1, std::numeric_limits<float>::infinity()};  // unreachable (supports())
+    default: return;  // unreachable (supports())
   }
 }
 
-ScanResult scan(const ScanArgs& a) {
+void scan(const ScanArgs& a) {
   switch (a.ring_dtype) {
     case DType::f32: return scan_dtype<DType::f32>(a);
     case DType::f16: return scan_dtype<DType::f16>(a);
     case DType::bf16: return scan_dtype<DType::bf16>(a);
   }
-  return {-1, std::numeric_limits<float>::infinity()};
 }
 
 bool supports(DType, std::int32_t head_dim) { return head_dim == 64 || head_dim == 128 || head_dim == 256; }

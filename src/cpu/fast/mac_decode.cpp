@@ -1,5 +1,6 @@
-// Fast MAC decode (MAC_ATTENTION.md §5) in five parallel phases:
-//   1. match: every (sequence, query head) scans its ring (kernels.scan, exact pruning);
+// Fast MAC decode (MAC_ATTENTION.md §5) in five phases:
+//   1. match: (sequence, range of heads) tasks scan the ring in memory order (kernels.scan,
+//      exact pruning);
 //   2. amend: one work per (sequence, KV head) over the union of its heads' bands (a group
 //      with a miss streams its whole prefix once; hit heads are masked to their own band);
 //   3. ring write: entry(t) = reused (+) band (or the exact prefix), stored with q_pre;
@@ -50,29 +51,34 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
     new_end_of[static_cast<std::size_t>(b)] = entry_end(t, config.rect_offset);
   }
 
-  // 1. Match.
+  // 1. Match: tasks of (sequence, range of heads), each walking the ring in memory order;
+  // heads are split so that both threads have work at batch 1.
+  std::vector<ScanResult> found(n_heads, ScanResult{-1, std::numeric_limits<float>::infinity()});
+  const std::int32_t parts = std::clamp<std::int32_t>((2 * threads + batch - 1) / batch, 1, hq);
+  const std::int64_t n_tasks = static_cast<std::int64_t>(batch) * parts;
+  const bool parallel_scan = threads > 1 && n_tasks > 1 && n_heads * static_cast<std::size_t>(w) >= 8192;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel_scan)
+  for (std::int64_t task = 0; task < n_tasks; ++task) {
+    const auto b = static_cast<std::size_t>(task / parts);
+    const auto part = static_cast<std::int32_t>(task % parts);
+    const std::int64_t t = t_of[b];
+    if (t < config.min_context) continue;
+    const std::int32_t h0 = static_cast<std::int32_t>(static_cast<std::int64_t>(hq) * part / parts);
+    const std::int32_t h1 = static_cast<std::int32_t>(static_cast<std::int64_t>(hq) * (part + 1) / parts);
+    kernels.scan({states[b].qring, states[b].ring_dtype, w, hq, d, h0, h1, qpre.data() + b * static_cast<std::size_t>(hq) * du,
+                  std::max<std::int64_t>(0, t - w), t, found.data() + b * static_cast<std::size_t>(hq)});
+  }
   std::vector<detail::HeadDecision> dec(n_heads);
-  const auto n_heads_i = static_cast<std::int64_t>(n_heads);
-  // Scan in parallel only when there are enough ring rows to pay for waking threads.
-  const bool parallel_scan = threads > 1 && n_heads * static_cast<std::size_t>(w) >= 8192;
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads) if (parallel_scan)
-  for (std::int64_t i = 0; i < n_heads_i; ++i) {
-    const auto b = static_cast<std::size_t>(i / hq);
-    const auto h = static_cast<std::int32_t>(i % hq);
-    const std::int64_t t = t_of[b], new_end = new_end_of[b];
-    const MacStateView& ring = states[b];
-    detail::HeadDecision& x = dec[static_cast<std::size_t>(i)];
-    if (t >= config.min_context) {
-      const ScanResult m = kernels.scan({ring.qring, ring.ring_dtype, w, hq, d, h,
-                                         qpre.data() + static_cast<std::size_t>(i) * du, std::max<std::int64_t>(0, t - w), t});
-      x.matched_position = m.position;
-      x.distance = m.distance;
-    }
-    const float l_m = x.matched_position < 0 ? 0.0f
-                                             : ring.lring[static_cast<std::size_t>(x.matched_position % w) *
-                                                              static_cast<std::size_t>(hq) + static_cast<std::size_t>(h)];
-    x.hit = detail::is_hit(x.matched_position, x.distance, l_m, threshold, new_end, config);
-    x.start = x.hit ? entry_end(x.matched_position, config.rect_offset) : std::min<std::int64_t>(f, new_end);
+  for (std::size_t i = 0; i < n_heads; ++i) {
+    const std::size_t b = i / static_cast<std::size_t>(hq), h = i % static_cast<std::size_t>(hq);
+    detail::HeadDecision& x = dec[i];
+    x.matched_position = found[i].position;
+    x.distance = found[i].distance;
+    const float l_m = x.matched_position < 0
+                          ? 0.0f
+                          : states[b].lring[static_cast<std::size_t>(x.matched_position % w) * static_cast<std::size_t>(hq) + h];
+    x.hit = detail::is_hit(x.matched_position, x.distance, l_m, threshold, new_end_of[b], config);
+    x.start = x.hit ? entry_end(x.matched_position, config.rect_offset) : std::min<std::int64_t>(f, new_end_of[b]);
   }
 
   // 2. Amend: bands (hits) and prefixes (misses), one work per group.
@@ -102,8 +108,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
   // 3. entry(t) and the ring write.
   std::vector<float> entry_o(n_heads * du), entry_lse(n_heads);
   std::vector<float> reused(du);
-  for (std::int64_t i = 0; i < n_heads_i; ++i) {
-    const auto iu = static_cast<std::size_t>(i);
+  for (std::size_t iu = 0; iu < n_heads; ++iu) {
     const auto b = iu / static_cast<std::size_t>(hq);
     const auto h = iu % static_cast<std::size_t>(hq);
     const MacStateView& ring = states[b];
