@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <random>
+#include <ostream>
 #include <sstream>
 
 #include "fixture.hpp"
@@ -28,14 +29,15 @@ struct SweepCase {
   int sinks;
 };
 
-std::string case_name(const ::testing::TestParamInfo<SweepCase>& info) {
-  const SweepCase& c = info.param;
+std::string describe(const SweepCase& c) {
   std::ostringstream s;
   s << "hq" << c.hq << "_hkv" << c.hkv << "_d" << c.d << "_" << macattn::dtype_name(c.kv) << "_ring"
     << macattn::dtype_name(c.ring) << "_" << (c.page_size ? "paged" + std::to_string(c.page_size) : "contig")
     << (c.page_size ? macattn::kv_layout_name(c.layout) : "") << "_F" << c.sinks;
   return s.str();
 }
+std::string case_name(const ::testing::TestParamInfo<SweepCase>& info) { return describe(info.param); }
+void PrintTo(const SweepCase& c, std::ostream* os) { *os << describe(c); }
 
 /// A batch of caches viewed contiguous or paged (pages shuffled anew on every view).
 struct Cache {
