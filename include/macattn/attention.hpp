@@ -89,7 +89,9 @@ void exact_decode(const AttentionShape& shape, const KVCacheView& kv, ConstTenso
 /// MAC decode for one layer (MAC_ATTENTION.md §5): match on pre-RoPE queries, amend the band,
 /// write the ring row of t_b, complete with sinks and tail.
 ///   q_post, q_pre: [B, Hq, D] same dtype;  out: [B, Hq, D] (q dtype);  lse: [B, Hq] or null;
-///   states: B views, one per sequence of this layer; head_stats: [B, Hq] or null;
+///   states: B views, one per sequence of this layer; head_stats: [B, Hq] or null (when null,
+///   a backend may stop scanning rows that cannot be hits early, since the best row of a
+///   miss is then not reported; decisions, outputs and rings are the same either way);
 ///   step_stats: or null (overwritten, not accumulated).
 /// Sequences with seq_len 0 are rejected (a decode step needs its current token).
 void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCacheView& kv, ConstTensor q_post,

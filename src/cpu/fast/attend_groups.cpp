@@ -11,7 +11,7 @@ namespace macattn::cpu {
 namespace {
 
 /// Below this many K/V rows (summed over KV heads) a call is not worth waking threads for.
-constexpr std::int64_t kParallelRows = 8192;
+constexpr std::int64_t kParallelRows = 2048;
 
 /// One task: keys [lo, hi) of one sequence, for every work of that sequence that meets them.
 struct Task {

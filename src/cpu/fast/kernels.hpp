@@ -60,6 +60,10 @@ struct ScanArgs {
   std::int32_t h0, h1;
   const float* q_pre;
   std::int64_t first, t;
+  /// Rows at distance >= bound are of no interest (never reported): with bound = the match
+  /// threshold, rows that cannot be hits stop after the first dims. +inf reports the best row
+  /// even when it is no hit (HeadStats wants it).
+  float bound;
   ScanResult* out;
 };
 

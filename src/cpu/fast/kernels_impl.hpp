@@ -196,13 +196,14 @@ void scan_impl(const ScanArgs& a) {
         const v16f diff = load_f32(q + c * 16) - load16<R>(row, c * 16);
         lanes = fma16(diff, diff, lanes);
       }
-      if (hsum(lanes) > best.distance) continue;  // lower bound already worse: cannot win
+      const float partial = hsum(lanes);  // a lower bound of the row's distance
+      if (partial > best.distance || partial >= a.bound) continue;  // cannot win, or of no interest
       for (int c = kPruneChunks; c < C; ++c) {
         const v16f diff = load_f32(q + c * 16) - load16<R>(row, c * 16);
         lanes = fma16(diff, diff, lanes);
       }
       const float d = hsum(lanes);
-      if (d <= best.distance) best = {p, d};  // newest first, so '<=' keeps the oldest of equals
+      if (d <= best.distance && d < a.bound) best = {p, d};  // newest first: '<=' keeps the oldest of equals
     }
   }
 }

@@ -1,10 +1,11 @@
 // Fast MAC decode (MAC_ATTENTION.md §5) in five phases:
 //   1. match: (sequence, range of heads) tasks scan the ring in memory order (kernels.scan,
 //      exact pruning);
-//   2. amend: one work per (sequence, KV head) over the union of its heads' bands (a group
-//      with a miss streams its whole prefix once; hit heads are masked to their own band);
+//   2. one pass of exact attention per group over the union of its heads' bands (a group
+//      with a miss streams its whole prefix once; hit heads are masked to their own band),
+//      together with the tail and the sinks, in one parallel region;
 //   3. ring write: entry(t) = reused (+) band (or the exact prefix), stored with q_pre;
-//   4. complete: sinks and tail per group, merged onto the entry;
+//   4. complete: entry (+) tail (+) sinks;
 //   5. stats.
 // Decisions are those of the reference backend bit for bit (same distance order, same rule).
 #include <algorithm>
@@ -54,6 +55,10 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
   // 1. Match: tasks of (sequence, range of heads), each walking the ring in memory order;
   // heads are split so that both threads have work at batch 1.
   std::vector<ScanResult> found(n_heads, ScanResult{-1, std::numeric_limits<float>::infinity()});
+  // Without per-head stats nobody sees the best row of a miss, so rows that cannot be hits
+  // (distance >= threshold) stop after their first dims: a miss then costs a fraction of a
+  // full scan. The hit/miss decision, the matched row of a hit and the output do not change.
+  const float scan_bound = head_stats ? std::numeric_limits<float>::infinity() : threshold;
   const std::int32_t parts = std::clamp<std::int32_t>((2 * threads + batch - 1) / batch, 1, hq);
   const std::int64_t n_tasks = static_cast<std::int64_t>(batch) * parts;
   const bool parallel_scan = threads > 1 && n_tasks > 1 && n_heads * static_cast<std::size_t>(w) >= 8192;
@@ -66,7 +71,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
     const std::int32_t h0 = static_cast<std::int32_t>(static_cast<std::int64_t>(hq) * part / parts);
     const std::int32_t h1 = static_cast<std::int32_t>(static_cast<std::int64_t>(hq) * (part + 1) / parts);
     kernels.scan({states[b].qring, states[b].ring_dtype, w, hq, d, h0, h1, qpre.data() + b * static_cast<std::size_t>(hq) * du,
-                  std::max<std::int64_t>(0, t - w), t, found.data() + b * static_cast<std::size_t>(hq)});
+                  std::max<std::int64_t>(0, t - w), t, scan_bound, found.data() + b * static_cast<std::size_t>(hq)});
   }
   std::vector<detail::HeadDecision> dec(n_heads);
   for (std::size_t i = 0; i < n_heads; ++i) {
@@ -81,31 +86,39 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
     x.start = x.hit ? entry_end(x.matched_position, config.rect_offset) : std::min<std::int64_t>(f, new_end_of[b]);
   }
 
-  // 2. Amend: bands (hits) and prefixes (misses), one work per group.
-  std::vector<std::int64_t> begin(n_heads), end(n_heads);
+  // 2. One pass of exact attention for everything the step needs, so that all of it shares
+  // one parallel region and one split into key chunks: per group, the entry range (bands of
+  // hit heads, the prefix of miss heads), the tail [new_end, t+1) and the sinks [0, min(F,
+  // start)). States: entry at [0, n), tail at [n, 2n), sinks at [2n, 3n).
+  enum Part : std::size_t { kEntry = 0, kTail = 1, kSinks = 2 };
+  std::vector<std::int64_t> begin(3 * n_heads), end(3 * n_heads);
   for (std::size_t i = 0; i < n_heads; ++i) {
-    begin[i] = dec[i].start;
-    end[i] = new_end_of[i / static_cast<std::size_t>(hq)];
+    const std::size_t b = i / static_cast<std::size_t>(hq);
+    begin[kEntry * n_heads + i] = dec[i].start;
+    end[kEntry * n_heads + i] = new_end_of[b];
+    begin[kTail * n_heads + i] = new_end_of[b];
+    end[kTail * n_heads + i] = t_of[b] + 1;
+    begin[kSinks * n_heads + i] = 0;
+    end[kSinks * n_heads + i] = std::min<std::int64_t>(f, dec[i].start);
   }
-  auto group_works = [&]() {
-    std::vector<GroupWork> works;
+  std::vector<GroupWork> works;
+  for (const std::size_t part : {kEntry, kTail, kSinks})
     for (std::int32_t b = 0; b < batch; ++b)
       for (std::int32_t g = 0; g < shape.num_kv_heads; ++g) {
-        const std::size_t first = static_cast<std::size_t>(b) * static_cast<std::size_t>(hq) + static_cast<std::size_t>(g * group);
+        const std::size_t head0 = static_cast<std::size_t>(b) * static_cast<std::size_t>(hq) + static_cast<std::size_t>(g * group);
+        const std::size_t first = part * n_heads + head0;
         std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = 0;
         for (std::size_t i = first; i < first + static_cast<std::size_t>(group); ++i) {
           lo = std::min(lo, begin[i]);
           hi = std::max(hi, end[i]);
         }
         if (hi > lo)
-          works.push_back({b, g, qpost.data() + first * du, group, begin.data() + first, end.data() + first, lo, hi, first});
+          works.push_back({b, g, qpost.data() + head0 * du, group, begin.data() + first, end.data() + first, lo, hi, first});
       }
-    return works;
-  };
-  Partials entry(n_heads, d);
-  attend_groups(kernels, kv, group_works(), shape.scale(), entry);
+  Partials pieces(3 * n_heads, d);
+  attend_groups(kernels, kv, works, shape.scale(), pieces);
 
-  // 3. entry(t) and the ring write.
+  // 3. entry(t) = reused (+) band, or the exact prefix; the ring write.
   std::vector<float> entry_o(n_heads * du), entry_lse(n_heads);
   std::vector<float> reused(du);
   for (std::size_t iu = 0; iu < n_heads; ++iu) {
@@ -113,7 +126,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
     const auto h = iu % static_cast<std::size_t>(hq);
     const MacStateView& ring = states[b];
     float* eo = entry_o.data() + iu * du;
-    finish_partial(d, entry.m[iu], entry.l[iu], entry.o_at(iu), eo, &entry_lse[iu]);
+    finish_partial(d, pieces.m[iu], pieces.l[iu], pieces.o_at(iu), eo, &entry_lse[iu]);
     if (dec[iu].hit) {
       const std::size_t m_row = static_cast<std::size_t>(dec[iu].matched_position % w) * static_cast<std::size_t>(hq) + h;
       for (std::size_t k = 0; k < du; ++k) reused[k] = load_as_float(ring.oring, ring.ring_dtype, m_row * du + k);
@@ -127,24 +140,13 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
     ring.lring[w_row] = entry_lse[iu];
   }
 
-  // 4. Complete: sinks [0, min(F, start)) and tail [new_end, t+1) into one partial per head.
-  Partials rest(n_heads, d);
-  if (f > 0) {
-    for (std::size_t i = 0; i < n_heads; ++i) {
-      begin[i] = 0;
-      end[i] = std::min<std::int64_t>(f, dec[i].start);
-    }
-    attend_groups(kernels, kv, group_works(), shape.scale(), rest);
-  }
-  for (std::size_t i = 0; i < n_heads; ++i) {
-    begin[i] = new_end_of[i / static_cast<std::size_t>(hq)];
-    end[i] = t_of[i / static_cast<std::size_t>(hq)] + 1;
-  }
-  attend_groups(kernels, kv, group_works(), shape.scale(), rest);
+  // 4. Complete: entry (+) tail (+) sinks.
   std::vector<float> row(du);
   for (std::size_t i = 0; i < n_heads; ++i) {
+    const std::size_t tail = kTail * n_heads + i, sinks = kSinks * n_heads + i;
+    combine_partial(d, pieces.m[tail], pieces.l[tail], pieces.o_at(tail), pieces.m[sinks], pieces.l[sinks], pieces.o_at(sinks));
     float rest_lse, out_lse;
-    finish_partial(d, rest.m[i], rest.l[i], rest.o_at(i), row.data(), &rest_lse);
+    finish_partial(d, pieces.m[tail], pieces.l[tail], pieces.o_at(tail), row.data(), &rest_lse);
     detail::merge_state(d, entry_o.data() + i * du, entry_lse[i], row.data(), rest_lse, row.data(), &out_lse);
     narrow(out, i * du, row.data(), du);
     if (lse) lse[i] = out_lse;
