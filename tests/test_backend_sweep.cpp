@@ -143,6 +143,9 @@ TEST_P(BackendSweep, PrefillThenMacDecodeStream) {
   }
   auto ref_views = fx::views(ref_states);
   auto fast_views = fx::views(fast_states);
+  // A third copy decoded by the fast backend without head stats (its scan may then stop early
+  // on rows that cannot be hits): everything it produces must be bit-identical.
+  std::vector<macattn::MacState> quiet_states;
 
   // Prefill init over the last min(P, W + 5) prompt positions (more rows than the ring keeps).
   std::vector<std::int64_t> first, count;
@@ -162,6 +165,8 @@ TEST_P(BackendSweep, PrefillThenMacDecodeStream) {
       ASSERT_TRUE(rings_agree(fast_states[b], ref_states[b], ring_tol(c.ring))) << "after prefill, sequence " << b;
   }
 
+  quiet_states = fast_states;
+  auto quiet_views = fx::views(quiet_states);
   std::int64_t hits = 0, misses = 0;
   const std::size_t n_heads = prompt.size() * static_cast<std::size_t>(c.hq);
   const double out_tol = c.ring == DType::f32 ? 1e-5 : 1e-2;
@@ -180,6 +185,14 @@ TEST_P(BackendSweep, PrefillThenMacDecodeStream) {
                         lse_ref.data(), hs_ref.data(), &ss_ref, Backend::reference);
     macattn::mac_decode(shape, cfg, view, qpost.ctensor(), qpre.ctensor(), fast_views, {out_fast.data(), DType::f32},
                         lse_fast.data(), hs_fast.data(), &ss_fast, Backend::cpu);
+    std::vector<float> out_quiet(out_fast.size()), lse_quiet(n_heads);
+    macattn::StepStats ss_quiet;
+    macattn::mac_decode(shape, cfg, view, qpost.ctensor(), qpre.ctensor(), quiet_views, {out_quiet.data(), DType::f32},
+                        lse_quiet.data(), nullptr, &ss_quiet, Backend::cpu);
+    ASSERT_EQ(out_quiet, out_fast) << "step " << s << ": output without head stats differs";
+    ASSERT_EQ(lse_quiet, lse_fast) << "step " << s;
+    ASSERT_EQ(ss_quiet.heads_hit, ss_fast.heads_hit) << "step " << s;
+    ASSERT_EQ(ss_quiet.kv_tokens_read, ss_fast.kv_tokens_read) << "step " << s;
     for (std::size_t i = 0; i < n_heads; ++i) {
       ASSERT_EQ(hs_fast[i].hit, hs_ref[i].hit) << "step " << s << " head " << i;
       ASSERT_EQ(hs_fast[i].matched_position, hs_ref[i].matched_position) << "step " << s << " head " << i;
@@ -199,6 +212,7 @@ TEST_P(BackendSweep, PrefillThenMacDecodeStream) {
       ASSERT_NEAR(lse_fast[i], lse_ref[i], out_tol * (1 + std::fabs(lse_ref[i]))) << "step " << s << " head " << i;
     for (std::size_t b = 0; b < prompt.size(); ++b) {
       ASSERT_TRUE(rings_agree(fast_states[b], ref_states[b], ring_tol(c.ring))) << "step " << s << " sequence " << b;
+      ASSERT_TRUE(rings_agree(quiet_states[b], fast_states[b], 0.0)) << "step " << s << " sequence " << b;
       // A reduced-precision ring may round an entry either way; continue both from the same
       // ring so that such differences cannot compound along reuse chains.
       ref_states[b] = fast_states[b];
