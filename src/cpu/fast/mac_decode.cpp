@@ -15,6 +15,7 @@
 
 #include "core/accounting.hpp"
 #include "core/merge.hpp"
+#include "core/ring_row.hpp"
 #include "cpu/fast/attend_groups.hpp"
 #include "cpu/fast/fast.hpp"
 #include "cpu/fast/isa.hpp"
@@ -128,16 +129,11 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
     float* eo = entry_o.data() + iu * du;
     finish_partial(d, pieces.m[iu], pieces.l[iu], pieces.o_at(iu), eo, &entry_lse[iu]);
     if (dec[iu].hit) {
-      const std::size_t m_row = static_cast<std::size_t>(dec[iu].matched_position % w) * static_cast<std::size_t>(hq) + h;
-      for (std::size_t k = 0; k < du; ++k) reused[k] = load_as_float(ring.oring, ring.ring_dtype, m_row * du + k);
+      const std::size_t m_row = detail::ring_row(ring, dec[iu].matched_position % w, h);
+      detail::read_ring_output(ring, m_row, reused.data());
       detail::merge_state(d, reused.data(), ring.lring[m_row], eo, entry_lse[iu], eo, &entry_lse[iu]);
     }
-    const std::size_t w_row = static_cast<std::size_t>(t_of[b] % w) * static_cast<std::size_t>(hq) + h;
-    for (std::size_t k = 0; k < du; ++k) {
-      store_from_float(ring.qring, ring.ring_dtype, w_row * du + k, qpre[iu * du + k]);
-      store_from_float(ring.oring, ring.ring_dtype, w_row * du + k, eo[k]);
-    }
-    ring.lring[w_row] = entry_lse[iu];
+    detail::write_ring_row(ring, detail::ring_row(ring, t_of[b] % w, h), qpre.data() + iu * du, eo, entry_lse[iu]);
   }
 
   // 4. Complete: entry (+) tail (+) sinks.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/ring_row.hpp"
 #include "cpu/fast/attend_groups.hpp"
 #include "cpu/fast/fast.hpp"
 #include "cpu/fast/isa.hpp"
@@ -79,21 +80,18 @@ void prefill_init(const AttentionShape& shape, const MacConfig& config, const KV
   Partials acc(slots.size(), d);
   attend_groups(kernels, kv, works, shape.scale(), acc);
 
-  std::vector<float> row(du);
+  std::vector<float> row(du), pre(du);
   std::size_t k = 0;
   for (const Span& s : spans) {
     const MacStateView& ring = states[static_cast<std::size_t>(s.b)];
     for (std::int64_t r = 0; r < s.rows * group; ++r, ++k) {
       const Slot& x = slots[k];
-      const std::size_t w_row = static_cast<std::size_t>(x.p % w) * static_cast<std::size_t>(hq) + static_cast<std::size_t>(x.h);
       float row_lse;
       finish_partial(d, acc.m[k], acc.l[k], acc.o_at(k), row.data(), &row_lse);
       const std::size_t src = (x.in_row * static_cast<std::size_t>(hq) + static_cast<std::size_t>(x.h)) * du;
-      for (std::size_t i = 0; i < du; ++i) {
-        store_from_float(ring.qring, ring.ring_dtype, w_row * du + i, load_as_float(q_pre.data, q_pre.dtype, src + i));
-        store_from_float(ring.oring, ring.ring_dtype, w_row * du + i, row[i]);
-      }
-      ring.lring[w_row] = row_lse;
+      for (std::size_t i = 0; i < du; ++i) pre[i] = load_as_float(q_pre.data, q_pre.dtype, src + i);
+      detail::write_ring_row(ring, detail::ring_row(ring, x.p % w, static_cast<std::size_t>(x.h)), pre.data(), row.data(),
+                             row_lse);
     }
   }
   for (std::int32_t b = 0; b < kv.batch_size(); ++b) {

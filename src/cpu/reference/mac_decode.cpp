@@ -8,6 +8,7 @@
 #include "core/accounting.hpp"
 #include "core/distance.hpp"
 #include "core/merge.hpp"
+#include "core/ring_row.hpp"
 #include "cpu/reference/attend.hpp"
 #include "cpu/reference/reference.hpp"
 
@@ -82,7 +83,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
         State entry(d);
         if (hit) {
           start = entry_end(m.position, config.rect_offset);
-          load_row(ring.oring, ring.ring_dtype, m_row, d, reused.o.data());
+          detail::read_ring_output(ring, m_row, reused.o.data());
           reused.lse = ring.lring[m_row];
           const State band = attend(kv, b, g, qpost.data(), scale, start, new_end);
           detail::merge_state(d, reused.o.data(), reused.lse, band.o.data(), band.lse, entry.o.data(), &entry.lse);
@@ -92,10 +93,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
         }
 
         // Ring write, every step and head, before sinks and tail are added.
-        const std::size_t w_row = write_slot * static_cast<std::size_t>(hq) + static_cast<std::size_t>(h);
-        store_row(ring.qring, ring.ring_dtype, w_row, d, qpre.data());
-        store_row(ring.oring, ring.ring_dtype, w_row, d, entry.o.data());
-        ring.lring[w_row] = entry.lse;
+        detail::write_ring_row(ring, detail::ring_row(ring, write_slot, static_cast<std::size_t>(h)), qpre.data(),
+                               entry.o.data(), entry.lse);
 
         // Complete: (+) sinks [0, min(F, start)) (+) tail [new_end, t+1).
         State result = entry;

@@ -2,6 +2,7 @@
 // over its prefix [min(F, E(p)), E(p)) -- no subtractive downdate (MAC_ATTENTION.md §6).
 #include <algorithm>
 
+#include "core/ring_row.hpp"
 #include "cpu/reference/attend.hpp"
 #include "cpu/reference/reference.hpp"
 
@@ -29,10 +30,8 @@ void prefill_init(const AttentionShape& shape, const MacConfig& config, const KV
         load_row(q_post.data, q_post.dtype, qrow, d, qpost.data());
         load_row(q_pre.data, q_pre.dtype, qrow, d, qpre.data());
         const State st = attend(kv, b, h / group, qpost.data(), shape.scale(), begin, e);
-        const std::size_t w_row = slot * static_cast<std::size_t>(hq) + static_cast<std::size_t>(h);
-        store_row(ring.qring, ring.ring_dtype, w_row, d, qpre.data());
-        store_row(ring.oring, ring.ring_dtype, w_row, d, st.o.data());
-        ring.lring[w_row] = st.lse;
+        detail::write_ring_row(ring, detail::ring_row(ring, slot, static_cast<std::size_t>(h)), qpre.data(), st.o.data(),
+                               st.lse);
       }
     }
     *ring.position = p_len;
