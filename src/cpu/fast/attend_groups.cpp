@@ -64,7 +64,13 @@ void attend_groups(const KernelTable& kernels, const KVCacheView& kv, std::span<
       if (task.num_groups > 0) tasks.push_back(task);
     }
   }
-  Partials scratch(states, d);
+  // Kept per calling thread and reused: a fresh buffer of this size comes from new pages on
+  // every call, and faulting them in cost several percent of a decode step.
+  // (Bound to a reference here: inside the parallel regions each thread would otherwise
+  // name its own, empty, thread_local instance.)
+  thread_local Partials workspace(0, 0);
+  Partials& scratch = workspace;
+  scratch.reset(states, d);
   for (std::size_t k = 0; k < groups.size(); ++k) {
     groups[k].m = scratch.m.data() + group_state[k];
     groups[k].l = scratch.l.data() + group_state[k];

@@ -20,6 +20,13 @@ struct Partials {
         l(n, 0.0f),
         o(n * static_cast<std::size_t>(head_dim), 0.0f) {}
   float* o_at(std::size_t i) { return o.data() + i * static_cast<std::size_t>(d); }
+  /// n empty states of dimension head_dim, reusing the storage already held.
+  void reset(std::size_t n, std::int32_t head_dim) {
+    d = head_dim;
+    m.assign(n, -std::numeric_limits<float>::infinity());
+    l.assign(n, 0.0f);
+    o.assign(n * static_cast<std::size_t>(head_dim), 0.0f);
+  }
 };
 
 /// Adds partial src (one state) into partial dst, exactly as two online-softmax passes would.
