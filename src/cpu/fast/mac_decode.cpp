@@ -82,7 +82,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
     x.distance = found[i].distance;
     const float l_m = x.matched_position < 0
                           ? 0.0f
-                          : states[b].lring[static_cast<std::size_t>(x.matched_position % w) * static_cast<std::size_t>(hq) + h];
+                          : states[b].lring[detail::ring_row(states[b], x.matched_position % w, h)];
     x.hit = detail::is_hit(x.matched_position, x.distance, l_m, threshold, new_end_of[b], config);
     x.start = x.hit ? entry_end(x.matched_position, config.rect_offset) : std::min<std::int64_t>(f, new_end_of[b]);
   }

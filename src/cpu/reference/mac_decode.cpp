@@ -74,7 +74,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
         Match m;
         if (t >= config.min_context) m = scan_ring(ring, h, qpre.data(), t);
         const std::size_t m_row =
-            m.position < 0 ? 0 : static_cast<std::size_t>(m.position % w) * static_cast<std::size_t>(hq) + static_cast<std::size_t>(h);
+            m.position < 0 ? 0 : detail::ring_row(ring, m.position % w, static_cast<std::size_t>(h));
         const bool hit =
             detail::is_hit(m.position, m.distance, m.position < 0 ? 0.0f : ring.lring[m_row], threshold, new_end, config);
 
