@@ -72,7 +72,14 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "prompts/passkey_12k.txt"))
     ap.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
     a = ap.parse_args()
-    from tokenizers import Tokenizer
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        print("skipped: the Python package `tokenizers` is not installed")
+        sys.exit(77)
+    if subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", FILLER_COMMIT], capture_output=True).returncode:
+        print(f"skipped: this checkout lacks commit {FILLER_COMMIT} (the filler's source)")
+        sys.exit(77)
     tok = Tokenizer.from_file(a.tokenizer)
     text, key, needle_at = build(tok, a.tokens, a.depth, a.seed)
     n = len(tok.encode(text, add_special_tokens=True).ids)

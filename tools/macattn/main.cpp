@@ -11,6 +11,9 @@
 #include "bench.hpp"
 #include "demo.hpp"
 #include "macattn/macattn.hpp"
+#ifdef MACATTN_WITH_ENGINE
+#include "engine_commands.hpp"
+#endif
 
 namespace {
 
@@ -24,6 +27,10 @@ const char* kUsage =
     "commands:\n"
     "  demo        synthetic long-context decode stream through exact and MAC attention\n"
     "  bench       decode benchmark, exact vs MAC, over contexts, batches, shapes and hit rates\n"
+#ifdef MACATTN_WITH_ENGINE
+    "  generate    generate text with a Hugging Face Llama-family model, exact and/or MAC attention\n"
+    "  bench-e2e   decode tokens/s of a model at given context lengths, exact vs MAC\n"
+#endif
     "\n"
     "  macattn --help           this text\n"
     "  macattn --version        version and enabled backends\n"
@@ -62,6 +69,10 @@ int main(int argc, char** argv) {
     }
     if (command == "demo") return run_demo_command(rest);
     if (command == "bench") return run_bench_command(rest);
+#ifdef MACATTN_WITH_ENGINE
+    if (command == "generate") return run_generate_command(rest);
+    if (command == "bench-e2e") return run_bench_e2e_command(rest);
+#endif
     throw UsageError("unknown command '" + command + "'");
   } catch (const UsageError& e) {
     std::cerr << "macattn: " << e.what() << "\n(run 'macattn --help' or 'macattn <command> --help')\n";
