@@ -1,0 +1,258 @@
+// src/cuda/attend_tile.cuh: the one attention core every CUDA kernel uses: up to 16 query rows
+// that share a KV head attend to a span of keys of one sequence, on the tensor cores.
+//
+// Layout of the work (128 threads = 4 warps per block):
+// - the rows' queries sit in shared memory as an mma A operand [16 rows x D] (padding rows 0);
+// - K and V stream through NS shared-memory stages of BK = 64 keys (cp.async, 16-byte chunks,
+//   XOR-swizzled so ldmatrix reads are conflict-free); keys past the span are zero-filled;
+// - each warp takes 16 keys of every stage: S = Q K^T (m16n8k16), per-row masks, online
+//   softmax in base 2 in fp32, P (rounded to the K/V type) times V accumulates into O;
+// - at the end the four warps' (max, sum, O) merge through shared memory.
+// Each row has its own key set, the union of two intervals [a0, a1) and [b0, b1), so the same
+// core serves exact decode (one interval), MAC amend (per-head start), MAC complete (sinks and
+// tail) and prefill rows (per-row end). The block walks up to two spans of keys.
+// Internal.
+#pragma once
+
+#include "cuda/device_common.cuh"
+
+namespace macattn::cuda::detail {
+
+constexpr int kRows = 16;       // query rows per block (the mma M dimension)
+constexpr int kBlockKeys = 64;  // keys per pipeline stage
+constexpr int kThreads = 128;
+
+/// The keys row r attends: [a0, a1) U [b0, b1) (absolute positions).
+struct RowKeys {
+  long long a0, a1, b0, b1;
+};
+
+/// Up to two spans of keys the block walks, in order: [lo0, hi0) then [lo1, hi1).
+struct KeySpans {
+  long long lo0, hi0, lo1, hi1;
+  __device__ long long count() const { return (hi0 - lo0) + (hi1 - lo1); }
+  __device__ long long at(long long v) const { return v < hi0 - lo0 ? lo0 + v : lo1 + (v - (hi0 - lo0)); }
+};
+
+template <int D, int NS>
+struct TileSmem {
+  static constexpr int kChunks = D / 8;                          // 16-byte chunks per row
+  static constexpr int kStageElems = kBlockKeys * D;             // per K or V
+  static constexpr std::size_t kKV = std::size_t(2) * NS * kStageElems * 2;  // bytes (16-bit types)
+  static constexpr std::size_t kQ = std::size_t(kRows) * D * 2;
+  static constexpr std::size_t kMerge = std::size_t(4) * kRows * D * 4 + 3 * 4 * kRows * 4;
+  static constexpr std::size_t kBytes = (kKV > kMerge ? kKV : kMerge) + kQ + kRows * sizeof(RowKeys);
+};
+
+/// Swizzled element offset of (row, chunk) in a [rows x D] tile of 16-bit elements.
+template <int D>
+__device__ __forceinline__ int swz(int row, int chunk) {
+  return row * D + ((chunk ^ (row & 7)) << 3);
+}
+
+/// Writes query row r (D elements read through load_float from `q`, `dtype`) into the A
+/// operand tile; null q = padding (zeros). Call from all threads, then __syncthreads().
+template <int D, typename T>
+__device__ __forceinline__ void stage_query_rows(T* s_q, const void* const* q_rows, int dtype) {
+  for (int i = threadIdx.x; i < kRows * D; i += kThreads) {
+    const int r = i / D, c = i % D;
+    const float v = q_rows[r] ? load_float(q_rows[r], dtype, c) : 0.f;
+    s_q[swz<D>(r, c >> 3) + (c & 7)] = Elem<T>::from(v);
+  }
+}
+
+/// Runs the core. s_raw: dynamic shared memory of TileSmem<D,NS>::kBytes; the query tile and
+/// row_keys must already be written there (see q_tile()/row_keys()). On return (all threads,
+/// after a barrier) out_o[r*D + i] / out_lse[r] hold each row's normalised output and natural
+/// LSE (out_o/out_lse live in shared memory, see merged_o()/merged_lse()).
+template <int D, int NS, typename T>
+struct AttendTile {
+  using Smem = TileSmem<D, NS>;
+  static __device__ T* k_stage(char* s, int st) { return reinterpret_cast<T*>(s) + st * Smem::kStageElems; }
+  static __device__ T* v_stage(char* s, int st) { return reinterpret_cast<T*>(s) + (NS + st) * Smem::kStageElems; }
+  static __device__ T* q_tile(char* s) {
+    return reinterpret_cast<T*>(s + (Smem::kKV > Smem::kMerge ? Smem::kKV : Smem::kMerge));
+  }
+  static __device__ RowKeys* row_keys(char* s) { return reinterpret_cast<RowKeys*>(reinterpret_cast<char*>(q_tile(s)) + Smem::kQ); }
+  static __device__ float* merged_o(char* s) { return reinterpret_cast<float*>(s); }  // [16][D] after run
+  static __device__ float* merged_lse(char* s) { return reinterpret_cast<float*>(s) + 4 * kRows * D + 8 * kRows; }
+
+  static __device__ void load_stage(char* s, int st, const PagedKVArgs& kv, int b, int g, const KeySpans& spans,
+                                    long long n_keys, long long first) {
+    T* sk = k_stage(s, st);
+    T* sv = v_stage(s, st);
+    constexpr int kPerThread = kBlockKeys * Smem::kChunks / kThreads;
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {
+      const int idx = threadIdx.x + k * kThreads;
+      const int r = idx / Smem::kChunks, c = idx % Smem::kChunks;
+      const long long v = first + r;
+      const bool valid = v < n_keys;
+      long long off = 0;
+      if (valid) off = kv_row_offset(kv, b, spans.at(v), g, D) + c * 8;
+      cp_async_16(sk + swz<D>(r, c), reinterpret_cast<const T*>(kv.k) + off, valid);
+      cp_async_16(sv + swz<D>(r, c), reinterpret_cast<const T*>(kv.v) + off, valid);
+    }
+  }
+
+  static __device__ void run(char* s, const PagedKVArgs& kv, int b, int g, const KeySpans& spans, float scale) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int gid = lane >> 2, tig = lane & 3;
+    const float scale_log2 = scale * 1.4426950408889634f;
+    const float ninf = -__int_as_float(0x7f800000);
+    const long long n_keys = spans.count();
+    const long long n_tiles = (n_keys + kBlockKeys - 1) / kBlockKeys;
+
+    // Query fragments (A operand), kept in registers for the whole span.
+    std::uint32_t qf[D / 16][4];
+    {
+      const T* sq = q_tile(s);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const int row = (lane & 7) + ((lane >> 3) & 1) * 8, chunk = 2 * kk + (lane >> 4);
+        ldmatrix_x4(qf[kk], sq + swz<D>(row, chunk));
+      }
+    }
+    const RowKeys rk0 = row_keys(s)[gid], rk1 = row_keys(s)[gid + 8];
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m0 = ninf, m1 = ninf, l0 = 0.f, l1 = 0.f;
+
+    // Prologue: NS-1 stages in flight.
+#pragma unroll
+    for (int st = 0; st < NS - 1; ++st) {
+      if (st < n_tiles) load_stage(s, st, kv, b, g, spans, n_keys, static_cast<long long>(st) * kBlockKeys);
+      cp_async_commit();
+    }
+    for (long long tile = 0; tile < n_tiles; ++tile) {
+      cp_async_wait<NS - 2>();
+      __syncthreads();
+      {
+        const long long next = tile + NS - 1;
+        if (next < n_tiles) load_stage(s, static_cast<int>(next % NS), kv, b, g, spans, n_keys, next * kBlockKeys);
+        cp_async_commit();
+      }
+      const int st = static_cast<int>(tile % NS);
+      const T* sk = k_stage(s, st) + warp * 16 * D;  // this warp's 16 keys (swizzle is row&7: aligned)
+      const T* sv = v_stage(s, st) + warp * 16 * D;
+
+      // S = Q K^T for 16 keys: two n-tiles of 8 keys.
+      float sc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        std::uint32_t kb[4];
+        const int key = (lane & 7) + ((lane >> 4) << 3), chunk = 2 * kk + ((lane >> 3) & 1);
+        ldmatrix_x4(kb, sk + swz<D>(key, chunk));
+        Mma<T>::run(sc[0], qf[kk], kb[0], kb[1]);
+        Mma<T>::run(sc[1], qf[kk], kb[2], kb[3]);
+      }
+      // Masks and online softmax (base 2). Thread holds rows gid (c0,c1) and gid+8 (c2,c3).
+      const long long base = tile * kBlockKeys + warp * 16;
+      float mx0 = ninf, mx1 = ninf;
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const long long v = base + nt * 8 + tig * 2 + e;
+          const bool in_span = v < n_keys;
+          const long long pos = in_span ? spans.at(v) : -1;
+          const bool in0 = in_span && ((pos >= rk0.a0 && pos < rk0.a1) || (pos >= rk0.b0 && pos < rk0.b1));
+          const bool in1 = in_span && ((pos >= rk1.a0 && pos < rk1.a1) || (pos >= rk1.b0 && pos < rk1.b1));
+          sc[nt][e] = in0 ? sc[nt][e] * scale_log2 : ninf;
+          sc[nt][2 + e] = in1 ? sc[nt][2 + e] * scale_log2 : ninf;
+          mx0 = fmaxf(mx0, sc[nt][e]);
+          mx1 = fmaxf(mx1, sc[nt][2 + e]);
+        }
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+      const float nm0 = fmaxf(m0, mx0), nm1 = fmaxf(m1, mx1);
+      // A row with nothing seen yet keeps m = -inf; use 0 as its base so exp2 gives 0, not NaN.
+      const float b0 = nm0 == ninf ? 0.f : nm0, b1 = nm1 == ninf ? 0.f : nm1;
+      const float c0 = exp2f(m0 - b0), c1 = exp2f(m1 - b1);
+      m0 = nm0;
+      m1 = nm1;
+      float p[2][4];
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        p[nt][0] = exp2f(sc[nt][0] - b0);
+        p[nt][1] = exp2f(sc[nt][1] - b0);
+        p[nt][2] = exp2f(sc[nt][2] - b1);
+        p[nt][3] = exp2f(sc[nt][3] - b1);
+      }
+      l0 = l0 * c0 + p[0][0] + p[0][1] + p[1][0] + p[1][1];
+      l1 = l1 * c1 + p[0][2] + p[0][3] + p[1][2] + p[1][3];
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        o[j][0] *= c0;
+        o[j][1] *= c0;
+        o[j][2] *= c1;
+        o[j][3] *= c1;
+      }
+      // O += P V: P as the A operand (rows x 16 keys), V^T fragments by ldmatrix.trans.
+      std::uint32_t pa[4];
+      pa[0] = Elem<T>::pack(p[0][0], p[0][1]);
+      pa[1] = Elem<T>::pack(p[0][2], p[0][3]);
+      pa[2] = Elem<T>::pack(p[1][0], p[1][1]);
+      pa[3] = Elem<T>::pack(p[1][2], p[1][3]);
+#pragma unroll
+      for (int j = 0; j < D / 8; j += 2) {
+        std::uint32_t vb[4];
+        const int key = (lane & 7) + (((lane >> 3) & 1) << 3), chunk = j + (lane >> 4);
+        ldmatrix_x4_trans(vb, sv + swz<D>(key, chunk));
+        Mma<T>::run(o[j], pa, vb[0], vb[1]);
+        Mma<T>::run(o[j + 1], pa, vb[2], vb[3]);
+      }
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // stages are free: reuse them for the cross-warp merge
+
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    float* wo = reinterpret_cast<float*>(s);               // [4][16][D]
+    float* wm = wo + 4 * kRows * D;                        // [4][16]
+    float* wl = wm + 4 * kRows;                            // [4][16]
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      const int col = j * 8 + tig * 2;
+      wo[(warp * kRows + gid) * D + col] = o[j][0];
+      wo[(warp * kRows + gid) * D + col + 1] = o[j][1];
+      wo[(warp * kRows + gid + 8) * D + col] = o[j][2];
+      wo[(warp * kRows + gid + 8) * D + col + 1] = o[j][3];
+    }
+    if (tig == 0) {
+      wm[warp * kRows + gid] = m0;
+      wm[warp * kRows + gid + 8] = m1;
+      wl[warp * kRows + gid] = l0;
+      wl[warp * kRows + gid + 8] = l1;
+    }
+    __syncthreads();
+    // Row r, element i: combine the warps; result overwrites warp 0's slice (then merged_o()).
+    float* out_lse = merged_lse(s);
+    for (int idx = threadIdx.x; idx < kRows * D; idx += kThreads) {
+      const int r = idx / D, i = idx % D;
+      float mm = ninf;
+#pragma unroll
+      for (int w = 0; w < 4; ++w) mm = fmaxf(mm, wm[w * kRows + r]);
+      float acc = 0.f, sum = 0.f;
+      if (mm != ninf) {
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+          const float f = exp2f(wm[w * kRows + r] - mm);
+          sum += wl[w * kRows + r] * f;
+          acc += wo[(w * kRows + r) * D + i] * f;
+        }
+      }
+      wo[r * D + i] = sum > 0.f ? acc / sum : 0.f;  // warp 0's slice: read above only by this thread
+      if (i == 0) out_lse[r] = sum > 0.f ? (mm + log2f(sum)) * 0.6931471805599453f : ninf;
+    }
+    __syncthreads();
+  }
+};
+
+}  // namespace macattn::cuda::detail

@@ -1,0 +1,91 @@
+// src/cuda/exact_decode.cu: exact decode attention, flash-decoding style.
+//   kernel 1 (grid splits x Hkv x B): the G query heads of a group attend to one split of the
+//            sequence's keys through AttendTile; each writes a partial (o, lse).
+//   kernel 2 (grid B*Hq): merges the splits' partials into out and lse.
+#include "cuda/launch.cuh"
+#include "cuda/merge_splits.cuh"
+
+namespace macattn::cuda {
+namespace detail {
+namespace {
+
+template <int D, int NS, typename T>
+__global__ void __launch_bounds__(kThreads) exact_split_kernel(PagedKVArgs kv, const void* q, int q_dtype, int hq,
+                                                               int group, int splits, float scale, float* part_o,
+                                                               float* part_lse) {
+  extern __shared__ __align__(128) char smem[];
+  using Tile = AttendTile<D, NS, T>;
+  __shared__ const void* q_rows[kRows];
+  const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
+  const long long len = seq_len(kv, b);
+  long long lo, hi;
+  split_range(0, len, splits, split, &lo, &hi);
+  const std::size_t esize = q_dtype == kF32 ? 4 : 2;
+  if (threadIdx.x < kRows) {
+    const int r = threadIdx.x;
+    const bool real = r < group;
+    q_rows[r] = real ? static_cast<const char*>(q) + (static_cast<std::size_t>(b) * hq + g * group + r) * D * esize
+                     : nullptr;
+    Tile::row_keys(smem)[r] = real ? RowKeys{0, len, 0, 0} : RowKeys{0, 0, 0, 0};
+  }
+  __syncthreads();
+  if (lo < hi) {
+    stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
+    __syncthreads();
+    Tile::run(smem, kv, b, g, KeySpans{lo, hi, 0, 0}, scale);
+  }
+  const float* mo = Tile::merged_o(smem);
+  const float* ml = Tile::merged_lse(smem);
+  for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
+    const int r = idx / D, i = idx % D;
+    const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * splits + split;
+    part_o[row * D + i] = lo < hi ? mo[r * D + i] : 0.f;
+    if (i == 0) part_lse[row] = lo < hi ? ml[r] : -__int_as_float(0x7f800000);
+  }
+}
+
+__global__ void exact_merge_kernel(const float* part_o, const float* part_lse, int splits, int head_dim, void* out,
+                                   int out_dtype, float* lse) {
+  const std::size_t row = blockIdx.x;
+  float o, l;
+  merge_split_partials(part_o, part_lse, row, splits, 0, splits, head_dim, threadIdx.x, &o, &l);
+  store_float(out, out_dtype, row * head_dim + threadIdx.x, o);
+  if (lse && threadIdx.x == 0) lse[row] = l;
+}
+
+}  // namespace
+}  // namespace detail
+
+void exact_decode(const AttentionShape& shape, const PagedKVDevice& kv, ConstTensor q_post, Tensor out, float* lse,
+                  Workspace& workspace, void* stream) {
+  using namespace detail;
+  constexpr const char* fn = "cuda::exact_decode";
+  validate_kv(fn, shape, kv);
+  validate_query(fn, "q_post", q_post.data, q_post.dtype);
+  validate_query(fn, "out", out.data, out.dtype);
+  macattn::detail::require(out.dtype == q_post.dtype, fn, ": out.dtype = ", dtype_name(out.dtype),
+                           " but q_post.dtype = ", dtype_name(q_post.dtype));
+  if (kv.batch_size == 0) return;
+  const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim, group = shape.group_size();
+  const int splits = plan_splits(kv.batch_size, hkv, d, kv.max_seq_len);
+  const std::int64_t rows = static_cast<std::int64_t>(kv.batch_size) * hq;
+  require_workspace(fn, workspace, shape, rows, splits, 0, 0);
+  const auto& ws = workspace.buffers();
+  auto s = static_cast<cudaStream_t>(stream);
+  const PagedKVArgs args = kv_args(kv);
+  const float scale = shape.scale();
+  dispatch(d, kv.dtype, [&]<int D, typename T>() {
+    constexpr int NS = stages<D>();
+    auto kernel = exact_split_kernel<D, NS, T>;
+    constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
+    allow_smem(kernel, bytes);
+    kernel<<<dim3(splits, hkv, kv.batch_size), kThreads, bytes, s>>>(
+        args, q_post.data, static_cast<int>(q_post.dtype), hq, group, splits, scale, ws.part_o, ws.part_lse);
+    MACATTN_CUDA_CHECK_LAUNCH("exact_split_kernel");
+  });
+  exact_merge_kernel<<<static_cast<unsigned>(rows), d, 0, s>>>(ws.part_o, ws.part_lse, splits, d, out.data,
+                                                                static_cast<int>(out.dtype), lse);
+  MACATTN_CUDA_CHECK_LAUNCH("exact_merge_kernel");
+}
+
+}  // namespace macattn::cuda

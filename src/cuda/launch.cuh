@@ -1,0 +1,103 @@
+// src/cuda/launch.cuh: what the CUDA kernels' host launchers share: argument structs, the
+// dispatch over head dim and K/V type, the split plan, and error checks. Internal.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "core/check.hpp"
+#include "cuda/attend_tile.cuh"
+#include "macattn/cuda.hpp"
+
+namespace macattn::cuda::detail {
+
+/// Throws macattn::Error for a failed CUDA call, naming the call site and CUDA's message.
+inline void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) macattn::detail::fail("CUDA error in ", what, ": ", cudaGetErrorString(e));
+}
+#define MACATTN_CUDA_CHECK(call) ::macattn::cuda::detail::check_cuda((call), #call)
+#define MACATTN_CUDA_CHECK_LAUNCH(name) ::macattn::cuda::detail::check_cuda(cudaGetLastError(), name)
+
+/// Device view of the rings (MacRingsDevice).
+struct RingArgs {
+  void* qring = nullptr;
+  void* oring = nullptr;
+  float* lring = nullptr;
+  std::int64_t* position = nullptr;
+  std::uint8_t* ready = nullptr;
+  int dtype = 0;
+  int window = 0;
+};
+
+/// MAC parameters on the device.
+struct MacArgs {
+  int window = 0, rect = 0, sinks = 0;
+  long long min_context = 0;
+  float threshold = 0.f;
+};
+
+inline PagedKVArgs kv_args(const PagedKVDevice& kv) {
+  PagedKVArgs a;
+  a.k = static_cast<const char*>(kv.k_pages);
+  a.v = static_cast<const char*>(kv.v_pages);
+  a.indptr = kv.indptr;
+  a.indices = kv.indices;
+  a.last_page_len = kv.last_page_len;
+  a.page_size = kv.page_size;
+  a.num_kv_heads = kv.num_kv_heads;
+  a.hnd = kv.layout == KVLayout::HND ? 1 : 0;
+  return a;
+}
+inline RingArgs ring_args(const MacRingsDevice& r) {
+  return {r.qring, r.oring, r.lring, r.position, r.ready, static_cast<int>(r.ring_dtype), r.window};
+}
+
+/// Pipeline depth per head dim: as deep as fits two blocks per SM (one for D = 256).
+template <int D> constexpr int stages() { return D == 64 ? 4 : D == 128 ? 3 : 2; }
+
+/// Calls f.template operator()<D, T>() for the runtime head dim and K/V dtype (validated).
+template <typename F>
+void dispatch(int head_dim, DType kv_dtype, F&& f) {
+  const bool bf = kv_dtype == DType::bf16;
+  switch (head_dim) {
+    case 64: bf ? f.template operator()<64, __nv_bfloat16>() : f.template operator()<64, __half>(); break;
+    case 128: bf ? f.template operator()<128, __nv_bfloat16>() : f.template operator()<128, __half>(); break;
+    default: bf ? f.template operator()<256, __nv_bfloat16>() : f.template operator()<256, __half>(); break;
+  }
+}
+
+/// Raises a kernel's dynamic shared memory limit once.
+template <typename K>
+void allow_smem(K kernel, std::size_t bytes) {
+  if (bytes > 48 * 1024)
+    MACATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
+/// Splits per (sequence, KV head) for a decode call (see planned_splits in cuda.hpp).
+std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int32_t head_dim, std::int64_t max_seq_len);
+
+/// Validation shared by the entry points (throws macattn::Error naming the bad value).
+void validate_kv(const char* fn, const AttentionShape& shape, const PagedKVDevice& kv);
+void validate_rings(const char* fn, const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv,
+                    const MacRingsDevice& rings);
+void validate_query(const char* fn, const char* name, const void* data, DType dtype);
+void require_workspace(const char* fn, const Workspace& ws, const AttentionShape& shape, std::int64_t rows,
+                       std::int32_t splits, std::int64_t heads, std::int32_t batch);
+
+/// Key range of split `split` of [lo, hi) in `splits` parts of whole 64-key tiles.
+__host__ __device__ inline void split_range(long long lo, long long hi, int splits, int split, long long* a,
+                                            long long* b) {
+  const long long n = hi - lo;
+  const long long per = ((n + splits - 1) / splits + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
+  long long s0 = lo + per * split, s1 = s0 + per;
+  if (s0 > hi) s0 = hi;
+  if (s1 > hi) s1 = hi;
+  *a = s0;
+  *b = s1;
+}
+
+inline std::size_t dtype_bytes(DType t) { return t == DType::f32 ? 4 : 2; }
+
+}  // namespace macattn::cuda::detail

@@ -1,0 +1,267 @@
+// src/cuda/mac_decode.cu: MAC decode (MAC_ATTENTION.md §5) in three kernels, every decision
+// on the device (no host synchronisation; capturable in a CUDA graph):
+//   1. scan   (grid slot-tiles x Hq x B): distances of q_pre to the ring's rows in the fixed
+//      fp32 order of core/distance.hpp, packed minimum per head by atomicMin. Also records
+//      whether each sequence's ring is stale (not ready / at another position).
+//   2. attend (grid (splits+1) x Hkv x B): blocks 0..splits-1 compute each head's amend state
+//      (band [E(m), E(t)) on a hit, the prefix [min(F,E(t)), E(t)) on a miss) over one split
+//      of the group's span, through the same AttendTile as exact decode, so a miss group costs
+//      what exact costs and an all-hit group touches only its bands; block `splits` computes
+//      the complete state (sinks + tail).
+//   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
+//      (wiping a stale ring first), merges the complete state into out, writes stats, and
+//      resets the scan's minimum for the next step.
+#include "cuda/launch.cuh"
+#include "cuda/mac_decide.cuh"
+#include "cuda/merge_splits.cuh"
+
+namespace macattn::cuda {
+namespace detail {
+namespace {
+
+constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
+constexpr int kScanSlots = 64;     // candidates per block
+
+__global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
+                                                                RingArgs ring, MacArgs mac, int hq, int head_dim,
+                                                                unsigned long long* best, std::uint8_t* stale_flags) {
+  const int tile = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const long long t = seq_len(kv, b) - 1;
+  const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
+  if (tile == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
+  if (t < mac.min_context) return;
+  const long long first = first_candidate(t, mac.window);
+  // A stale ring is wiped before it is scanned (CPU semantics): every row is zero, so the
+  // best is the oldest candidate at distance |q|^2. Scan just that one, against zeros.
+  const long long n = stale ? (t > first ? 1 : 0) : t - first;
+  const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
+  float q[16];
+  const std::size_t qbase = (static_cast<std::size_t>(b) * hq + h) * head_dim;
+#pragma unroll
+  for (int k = 0; k < 16; ++k) q[k] = k * 16 < head_dim ? load_float(q_pre, q_dtype, qbase + lane + k * 16) : 0.f;
+  unsigned long long mine = kNoMatch;
+  const long long c_end = min(n, static_cast<long long>(tile + 1) * kScanSlots);
+  for (long long c = static_cast<long long>(tile) * kScanSlots + half; c < c_end; c += kScanThreads / 16) {
+    const long long p = first + c;
+    const std::size_t row = ((static_cast<std::size_t>(b) * mac.window + p % mac.window) * hq + h) * head_dim;
+    float r[16];
+#pragma unroll
+    for (int k = 0; k < 16; ++k)
+      r[k] = (!stale && k * 16 < head_dim) ? load_float(ring.qring, ring.dtype, row + lane + k * 16) : 0.f;
+    float acc = 0.f;
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+      if (k * 16 < head_dim) {
+        const float diff = __fsub_rn(q[k], r[k]);
+        acc = __fmaf_rn(diff, diff, acc);
+      }
+    }
+    // Pairwise lane reduction: lane l += lane l+8, l+4, l+2, l+1 (core/distance.hpp).
+#pragma unroll
+    for (int width = 8; width >= 1; width >>= 1) acc = __fadd_rn(acc, __shfl_down_sync(0xffffffffu, acc, width, 16));
+    if (lane == 0 && acc < __int_as_float(0x7f800000)) {  // +inf and NaN never match (CPU: d < best)
+      const unsigned long long key = pack_match(acc, static_cast<unsigned>(c));
+      mine = key < mine ? key : mine;
+    }
+  }
+  // Block minimum, then one atomic per block.
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    const unsigned long long other = __shfl_xor_sync(0xffffffffu, mine, off);
+    mine = other < mine ? other : mine;
+  }
+  __shared__ unsigned long long warp_min[kScanThreads / 32];
+  if ((threadIdx.x & 31) == 0) warp_min[threadIdx.x >> 5] = mine;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned long long m = kNoMatch;
+    for (int w = 0; w < kScanThreads / 32; ++w) m = warp_min[w] < m ? warp_min[w] : m;
+    if (m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
+  }
+}
+
+template <int D, int NS, typename T>
+__global__ void __launch_bounds__(kThreads) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype, RingArgs ring,
+                                                              MacArgs mac, int hq, int group, int splits, float scale,
+                                                              const unsigned long long* best,
+                                                              const std::uint8_t* stale_flags, float* part_o,
+                                                              float* part_lse) {
+  extern __shared__ __align__(128) char smem[];
+  using Tile = AttendTile<D, NS, T>;
+  __shared__ const void* q_rows[kRows];
+  __shared__ long long starts[kRows];
+  const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
+  const bool complete = split == splits;
+  const long long t = seq_len(kv, b) - 1;
+  const long long new_end = entry_end_dev(t, mac.rect);
+  const bool stale = stale_flags[b] != 0;
+  const std::size_t esize = q_dtype == kF32 ? 4 : 2;
+  if (threadIdx.x < kRows) {
+    const int r = threadIdx.x, h = g * group + r;
+    const bool real = r < group;
+    long long start = new_end;
+    if (real) {
+      const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best[static_cast<std::size_t>(b) * hq + h];
+      // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
+      start = stale ? (new_end < mac.sinks ? new_end : mac.sinks) : decide(m, t, mac, ring, b, h, hq).start;
+    }
+    starts[r] = start;
+    q_rows[r] = real ? static_cast<const char*>(q) + (static_cast<std::size_t>(b) * hq + h) * D * esize : nullptr;
+    RowKeys rk{0, 0, 0, 0};
+    if (real) {
+      if (!complete) rk = RowKeys{start, new_end, 0, 0};
+      else rk = RowKeys{0, start < mac.sinks ? start : mac.sinks, new_end, t + 1};
+    }
+    Tile::row_keys(smem)[r] = rk;
+  }
+  __syncthreads();
+  KeySpans spans{0, 0, 0, 0};
+  if (!complete) {
+    long long lo = new_end;
+    for (int r = 0; r < group; ++r) lo = starts[r] < lo ? starts[r] : lo;
+    split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
+  } else {
+    long long sink_end = 0;
+    for (int r = 0; r < group; ++r) {
+      const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
+      sink_end = e > sink_end ? e : sink_end;
+    }
+    spans = KeySpans{0, sink_end, new_end, t + 1};
+  }
+  const bool work = spans.count() > 0;
+  if (work) {
+    stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
+    __syncthreads();
+    Tile::run(smem, kv, b, g, spans, scale);
+  }
+  const float* mo = Tile::merged_o(smem);
+  const float* ml = Tile::merged_lse(smem);
+  for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
+    const int r = idx / D, i = idx % D;
+    const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * (splits + 1) + split;
+    part_o[row * D + i] = work ? mo[r * D + i] : 0.f;
+    if (i == 0) part_lse[row] = work ? ml[r] : -__int_as_float(0x7f800000);
+  }
+}
+
+__global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, int q_dtype, float* lse, RingArgs ring,
+                                  MacArgs mac, int hq, int group, int head_dim, int splits, unsigned long long* best,
+                                  const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
+                                  HeadStats* head_stats) {
+  const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
+  const std::size_t qrow = static_cast<std::size_t>(b) * hq + h;
+  const long long t = seq_len(kv, b) - 1;
+  const long long new_end = entry_end_dev(t, mac.rect);
+  const bool stale = stale_flags[b] != 0;
+  const float ninf = -__int_as_float(0x7f800000);
+  const unsigned long long m = t < mac.min_context ? kNoMatch : best[qrow];
+  Decision x = decide(stale ? kNoMatch : m, t, mac, ring, b, h, hq);
+  if (stale && m != kNoMatch) {  // the wiped ring's best: oldest candidate at |q|^2, never a hit
+    x.matched = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);
+    x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
+  }
+  // Amend: merge the splits, then the reused entry on a hit.
+  float eo, el;
+  merge_split_partials(part_o, part_lse, qrow, splits + 1, 0, splits, head_dim, i, &eo, &el);
+  if (x.hit) {
+    const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
+    const float ro = load_float(ring.oring, ring.dtype, mrow * head_dim + i);
+    const MergeWeights w = merge_weights(ring.lring[mrow], el);
+    eo = w.w1 * ro + w.w2 * eo;
+    el = w.lse;
+  }
+  float co, cl;
+  merge_split_partials(part_o, part_lse, qrow, splits + 1, splits, splits + 1, head_dim, i, &co, &cl);
+  __syncthreads();  // every thread has read the ring (lring[m], oring[m]) before it is written
+  const std::size_t row_stride = static_cast<std::size_t>(hq) * head_dim;
+  if (stale) {  // wipe this head's rows of every slot
+    for (int slot = 0; slot < mac.window; ++slot) {
+      const std::size_t r = (static_cast<std::size_t>(b) * mac.window + slot) * hq + h;
+      store_float(ring.qring, ring.dtype, r * head_dim + i, 0.f);
+      store_float(ring.oring, ring.dtype, r * head_dim + i, 0.f);
+      if (i == 0) ring.lring[r] = ninf;
+    }
+    (void)row_stride;
+  }
+  const std::size_t wrow = (static_cast<std::size_t>(b) * mac.window + t % mac.window) * hq + h;
+  store_float(ring.qring, ring.dtype, wrow * head_dim + i, load_float(q_pre, q_dtype, qrow * head_dim + i));
+  store_float(ring.oring, ring.dtype, wrow * head_dim + i, eo);
+  if (i == 0) ring.lring[wrow] = el;
+  // Complete: out = entry (+) sinks and tail.
+  const MergeWeights w = merge_weights(el, cl);
+  store_float(out, q_dtype, qrow * head_dim + i, w.w1 * eo + w.w2 * co);
+  if (i == 0) {
+    if (lse) lse[qrow] = w.lse;
+    best[qrow] = kNoMatch;
+    if (head_stats) {
+      HeadStats hs;
+      hs.hit = x.hit ? 1 : 0;
+      hs.matched_position = x.matched;
+      hs.match_distance = x.distance;
+      hs.band_len = x.hit ? static_cast<std::int32_t>(new_end - x.start) : 0;
+      const long long sinks = x.start < mac.sinks ? x.start : mac.sinks;
+      hs.kv_tokens_read = x.hit ? (t + 1 - x.start) + sinks : t + 1;
+      head_stats[qrow] = hs;
+    }
+    if (h == 0) {
+      ring.position[b] = t + 1;
+      ring.ready[b] = 1;
+    }
+  }
+  (void)group;
+}
+
+}  // namespace
+}  // namespace detail
+
+void mac_decode(const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv, ConstTensor q_post,
+                ConstTensor q_pre, const MacRingsDevice& rings, Tensor out, float* lse, HeadStats* head_stats,
+                Workspace& workspace, void* stream) {
+  using namespace detail;
+  constexpr const char* fn = "cuda::mac_decode";
+  validate_kv(fn, shape, kv);
+  validate_rings(fn, shape, config, kv, rings);
+  validate_query(fn, "q_post", q_post.data, q_post.dtype);
+  validate_query(fn, "q_pre", q_pre.data, q_pre.dtype);
+  validate_query(fn, "out", out.data, out.dtype);
+  macattn::detail::require(q_pre.dtype == q_post.dtype && out.dtype == q_post.dtype, fn,
+                           ": q_post, q_pre and out must share one dtype (got ", dtype_name(q_post.dtype), ", ",
+                           dtype_name(q_pre.dtype), ", ", dtype_name(out.dtype), ")");
+  if (kv.batch_size == 0) return;
+  const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim, group = shape.group_size();
+  const int splits = plan_splits(kv.batch_size, hkv, d, kv.max_seq_len);
+  const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;
+  require_workspace(fn, workspace, shape, heads, splits + 1, heads, kv.batch_size);
+  const auto& ws = workspace.buffers();
+  auto s = static_cast<cudaStream_t>(stream);
+  const PagedKVArgs kva = kv_args(kv);
+  const RingArgs ring = ring_args(rings);
+  MacArgs mac;
+  mac.window = config.window;
+  mac.rect = config.rect_offset;
+  mac.sinks = config.front_sinks;
+  mac.min_context = config.min_context;
+  mac.threshold = config.threshold(d);
+  const int qd = static_cast<int>(q_post.dtype);
+
+  const unsigned scan_tiles = static_cast<unsigned>((config.window + kScanSlots - 1) / kScanSlots);
+  mac_scan_kernel<<<dim3(scan_tiles, hq, kv.batch_size), kScanThreads, 0, s>>>(kva, q_pre.data, qd, ring, mac, hq, d,
+                                                                                 ws.best, ws.seq_flags);
+  MACATTN_CUDA_CHECK_LAUNCH("mac_scan_kernel");
+  const float scale = shape.scale();
+  dispatch(d, kv.dtype, [&]<int D, typename T>() {
+    constexpr int NS = stages<D>();
+    auto kernel = mac_attend_kernel<D, NS, T>;
+    constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
+    allow_smem(kernel, bytes);
+    kernel<<<dim3(splits + 1, hkv, kv.batch_size), kThreads, bytes, s>>>(
+        kva, q_post.data, qd, ring, mac, hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse);
+    MACATTN_CUDA_CHECK_LAUNCH("mac_attend_kernel");
+  });
+  mac_finish_kernel<<<static_cast<unsigned>(heads), d, 0, s>>>(kva, q_pre.data, out.data, qd, lse, ring, mac, hq,
+                                                                group, d, splits, ws.best, ws.seq_flags, ws.part_o,
+                                                                ws.part_lse, head_stats);
+  MACATTN_CUDA_CHECK_LAUNCH("mac_finish_kernel");
+}
+
+}  // namespace macattn::cuda

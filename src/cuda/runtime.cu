@@ -1,0 +1,238 @@
+// src/cuda/runtime.cu: the CUDA backend's host side: device queries, the workspace, the split
+// plan, input validation shared by the entry points, and the ring reset.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <mutex>
+#include <sstream>
+
+#include "cuda/launch.cuh"
+
+namespace macattn::cuda {
+
+using macattn::detail::fail;
+using macattn::detail::require;
+
+namespace {
+
+struct DeviceInfo {
+  int sm_count = 0;
+  int major = 0, minor = 0;
+  std::string name;
+  std::size_t memory = 0;
+};
+
+const DeviceInfo* device_info() {
+  static std::once_flag once;
+  static DeviceInfo info;
+  static bool ok = false;
+  std::call_once(once, [] {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+      cudaGetLastError();  // clear the sticky "no device" error
+      return;
+    }
+    int dev = 0;
+    cudaDeviceProp p{};
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return;
+    info.sm_count = p.multiProcessorCount;
+    info.major = p.major;
+    info.minor = p.minor;
+    info.name = p.name;
+    info.memory = p.totalGlobalMem;
+    ok = info.major >= 8;  // the kernels use sm_80 instructions (cp.async, ldmatrix, bf16 mma)
+  });
+  return ok ? &info : nullptr;
+}
+
+}  // namespace
+
+bool available() { return device_info() != nullptr; }
+
+std::string device_description() {
+  const DeviceInfo* d = device_info();
+  if (!d) return "no usable CUDA device (none found, or older than sm_80)";
+  std::ostringstream s;
+  s << d->name << " (sm_" << d->major << d->minor << ", " << d->sm_count << " SMs, "
+    << static_cast<double>(d->memory) / (1024.0 * 1024.0 * 1024.0) << " GiB)";
+  return s.str();
+}
+
+namespace detail {
+
+std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int32_t head_dim,
+                         std::int64_t max_seq_len) {
+  const DeviceInfo* d = device_info();
+  const int sms = d ? d->sm_count : 132;
+  // Blocks resident per SM: two for D <= 128 (shared memory), one for D = 256. Aim for about
+  // `waves` full waves of blocks over the chip; a split never gets fewer than 256 keys.
+  const int per_sm = head_dim <= 128 ? 2 : 1;
+  double waves = 2.0;
+  if (const char* env = std::getenv("MACATTN_CUDA_WAVES")) waves = std::max(0.25, std::atof(env));
+  const double groups = static_cast<double>(batch) * num_kv_heads;
+  int splits = static_cast<int>(std::ceil(waves * sms * per_sm / groups));
+  const int by_length = static_cast<int>(std::max<std::int64_t>(1, (max_seq_len + 255) / 256));
+  splits = std::clamp(splits, 1, std::min(by_length, 1024));
+  if (const char* env = std::getenv("MACATTN_CUDA_SPLITS")) splits = std::clamp(std::atoi(env), 1, 1024);
+  return splits;
+}
+
+void validate_query(const char* fn, const char* name, const void* data, DType dtype) {
+  require(dtype_valid(dtype), fn, ": ", name, ".dtype value ", static_cast<int>(dtype), " is not f32, f16 or bf16");
+  require(data != nullptr, fn, ": ", name, " is null");
+}
+
+void validate_kv(const char* fn, const AttentionShape& shape, const PagedKVDevice& kv) {
+  shape.validate();
+  require(available(), fn, ": ", device_description());
+  const int d = shape.head_dim;
+  require(d == 64 || d == 128 || d == 256, fn, ": head_dim = ", d, "; the CUDA backend supports 64, 128 and 256");
+  require(shape.group_size() <= kRows, fn, ": group size Hq/Hkv = ", shape.group_size(),
+          "; the CUDA backend supports 1..16");
+  require(kv.batch_size >= 0, fn, ": kv.batch_size = ", kv.batch_size, ", must be >= 0");
+  require(kv.num_kv_heads == shape.num_kv_heads, fn, ": kv.num_kv_heads = ", kv.num_kv_heads,
+          " but shape.num_kv_heads = ", shape.num_kv_heads);
+  require(kv.head_dim == d, fn, ": kv.head_dim = ", kv.head_dim, " but shape.head_dim = ", d);
+  require(kv.dtype == DType::bf16 || kv.dtype == DType::f16, fn, ": kv.dtype = ", dtype_name(kv.dtype),
+          "; the CUDA backend reads bf16 or f16 K/V");
+  require(kv.layout == KVLayout::NHD || kv.layout == KVLayout::HND, fn, ": kv.layout value ",
+          static_cast<int>(kv.layout), " is not NHD or HND");
+  if (kv.batch_size == 0) return;
+  require(kv.k_pages && kv.v_pages, fn, ": kv.k_pages or kv.v_pages is null");
+  require(kv.indptr && kv.indices && kv.last_page_len, fn, ": a page-table pointer (indptr, indices, last_page_len) is null");
+  require(kv.page_size >= 1, fn, ": kv.page_size = ", kv.page_size, ", must be >= 1");
+  require(kv.num_pages >= 1, fn, ": kv.num_pages = ", kv.num_pages, ", must be >= 1");
+  require(kv.max_seq_len >= 1, fn, ": kv.max_seq_len = ", kv.max_seq_len, ", must be >= 1");
+  require(reinterpret_cast<std::uintptr_t>(kv.k_pages) % 16 == 0 && reinterpret_cast<std::uintptr_t>(kv.v_pages) % 16 == 0,
+          fn, ": kv.k_pages and kv.v_pages must be 16-byte aligned");
+}
+
+void validate_rings(const char* fn, const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv,
+                    const MacRingsDevice& rings) {
+  config.validate();
+  require(rings.qring && rings.oring && rings.lring && rings.position && rings.ready, fn,
+          ": a rings pointer (qring, oring, lring, position, ready) is null");
+  require(dtype_valid(rings.ring_dtype), fn, ": rings.ring_dtype value ", static_cast<int>(rings.ring_dtype),
+          " is not f32, f16 or bf16");
+  require(rings.window == config.window, fn, ": rings.window = ", rings.window, " but config.window = ", config.window);
+  require(rings.num_q_heads == shape.num_q_heads, fn, ": rings.num_q_heads = ", rings.num_q_heads,
+          " but shape.num_q_heads = ", shape.num_q_heads);
+  require(rings.head_dim == shape.head_dim, fn, ": rings.head_dim = ", rings.head_dim, " but shape.head_dim = ",
+          shape.head_dim);
+  require(rings.batch_size == kv.batch_size, fn, ": rings.batch_size = ", rings.batch_size, " but kv.batch_size = ",
+          kv.batch_size);
+}
+
+void require_workspace(const char* fn, const Workspace& ws, const AttentionShape& shape, std::int64_t rows,
+                       std::int32_t splits, std::int64_t heads, std::int32_t batch) {
+  const auto& b = ws.buffers();
+  require(b.part_o != nullptr, fn, ": the workspace is empty; call Workspace::reserve() first");
+  require(b.head_dim >= shape.head_dim && rows * splits <= b.capacity_rows * b.capacity_splits && heads <= b.capacity_heads &&
+              batch <= b.capacity_batch,
+          fn, ": the workspace is too small for this call (needs ", rows, " rows x ", splits, " splits, reserved ",
+          b.capacity_rows, " x ", b.capacity_splits, "); reserve() it for this batch and max_seq_len");
+}
+
+namespace {
+
+__global__ void fill_u64_kernel(unsigned long long* p, std::size_t n, unsigned long long v) {
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::size_t>(gridDim.x) * blockDim.x)
+    p[i] = v;
+}
+
+__global__ void rings_reset_kernel(RingArgs ring, std::size_t elems, std::size_t rows, int batch) {
+  const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
+  const std::size_t i0 = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
+  for (std::size_t i = i0; i < elems; i += stride) {
+    store_float(ring.qring, ring.dtype, i, 0.f);
+    store_float(ring.oring, ring.dtype, i, 0.f);
+  }
+  for (std::size_t i = i0; i < rows; i += stride) ring.lring[i] = -__int_as_float(0x7f800000);
+  for (std::size_t i = i0; i < static_cast<std::size_t>(batch); i += stride) {
+    ring.position[i] = 0;
+    ring.ready[i] = 0;
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+Workspace::~Workspace() { release(); }
+
+void Workspace::release() {
+  cudaFree(buffers_.part_o);
+  cudaFree(buffers_.part_lse);
+  cudaFree(buffers_.best);
+  cudaFree(buffers_.seq_flags);
+  buffers_ = Buffers{};
+  bytes_ = 0;
+}
+
+void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::int64_t max_seq_len,
+                        std::int32_t window) {
+  using namespace detail;
+  constexpr const char* fn = "cuda::Workspace::reserve";
+  shape.validate();
+  require(batch >= 1, fn, ": batch = ", batch, ", must be >= 1");
+  require(max_seq_len >= 1, fn, ": max_seq_len = ", max_seq_len, ", must be >= 1");
+  require(window >= 1, fn, ": window = ", window, ", must be >= 1");
+  require(available(), fn, ": ", device_description());
+  const std::int64_t heads = static_cast<std::int64_t>(batch) * shape.num_q_heads;
+  const std::int32_t splits = plan_splits(batch, shape.num_kv_heads, shape.head_dim, max_seq_len) + 1;
+  const auto& b = buffers_;
+  if (b.part_o && b.head_dim >= shape.head_dim && heads <= b.capacity_rows && splits <= b.capacity_splits &&
+      heads <= b.capacity_heads && batch <= b.capacity_batch)
+    return;  // already large enough
+  Buffers n;
+  n.capacity_rows = std::max<std::int64_t>(heads, b.capacity_rows);
+  n.capacity_splits = std::max(splits, b.capacity_splits);
+  n.capacity_heads = std::max<std::int64_t>(heads, b.capacity_heads);
+  n.capacity_batch = std::max(batch, b.capacity_batch);
+  n.head_dim = std::max(shape.head_dim, b.head_dim);
+  release();
+  const std::size_t partials = static_cast<std::size_t>(n.capacity_rows) * static_cast<std::size_t>(n.capacity_splits);
+  auto alloc = [&](void** p, std::size_t bytes) {
+    const cudaError_t e = cudaMalloc(p, bytes);
+    if (e != cudaSuccess) {
+      release();
+      fail(fn, ": cudaMalloc of ", bytes, " bytes failed: ", cudaGetErrorString(e));
+    }
+    bytes_ += bytes;
+  };
+  alloc(reinterpret_cast<void**>(&n.part_o), partials * static_cast<std::size_t>(n.head_dim) * sizeof(float));
+  buffers_.part_o = n.part_o;
+  alloc(reinterpret_cast<void**>(&n.part_lse), partials * sizeof(float));
+  buffers_.part_lse = n.part_lse;
+  alloc(reinterpret_cast<void**>(&n.best), static_cast<std::size_t>(n.capacity_heads) * sizeof(unsigned long long));
+  buffers_.best = n.best;
+  alloc(reinterpret_cast<void**>(&n.seq_flags), static_cast<std::size_t>(n.capacity_batch));
+  buffers_ = n;
+  fill_u64_kernel<<<64, 256>>>(n.best, static_cast<std::size_t>(n.capacity_heads), ~0ull);
+  MACATTN_CUDA_CHECK_LAUNCH("fill_u64_kernel");
+  MACATTN_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void mac_rings_reset(const MacRingsDevice& rings, void* stream) {
+  using namespace detail;
+  constexpr const char* fn = "cuda::mac_rings_reset";
+  require(available(), fn, ": ", device_description());
+  require(rings.qring && rings.oring && rings.lring && rings.position && rings.ready, fn,
+          ": a rings pointer (qring, oring, lring, position, ready) is null");
+  require(rings.window >= 1 && rings.num_q_heads >= 1 && rings.head_dim >= 1 && rings.batch_size >= 0, fn,
+          ": rings sizes must be positive (window ", rings.window, ", heads ", rings.num_q_heads, ", head_dim ",
+          rings.head_dim, ", batch ", rings.batch_size, ")");
+  require(dtype_valid(rings.ring_dtype), fn, ": rings.ring_dtype value ", static_cast<int>(rings.ring_dtype),
+          " is not f32, f16 or bf16");
+  const std::size_t rows = static_cast<std::size_t>(rings.batch_size) * rings.window * rings.num_q_heads;
+  rings_reset_kernel<<<256, 256, 0, static_cast<cudaStream_t>(stream)>>>(ring_args(rings), rows * rings.head_dim, rows,
+                                                                         rings.batch_size);
+  MACATTN_CUDA_CHECK_LAUNCH("rings_reset_kernel");
+}
+
+std::int32_t planned_splits(const AttentionShape& shape, std::int32_t batch, std::int64_t max_seq_len) {
+  shape.validate();
+  return detail::plan_splits(batch, shape.num_kv_heads, shape.head_dim, max_seq_len);
+}
+
+}  // namespace macattn::cuda

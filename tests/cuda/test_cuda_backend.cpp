@@ -1,0 +1,418 @@
+// tests/cuda/test_cuda_backend.cpp: the CUDA backend against the CPU reference backend on
+// fresh random inputs every run (the seed is printed; MACATTN_TEST_SEED=N replays one).
+// Outputs are poisoned with NaN before each call and every element is checked; MAC decisions
+// (hit, matched position, distance bits) and ring contents must equal the reference's.
+// Without a GPU every test skips and says why.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "fixture.hpp"
+#include "macattn/cuda.hpp"
+#include "macattn/macattn.hpp"
+
+namespace {
+
+using macattn::AttentionShape;
+using macattn::Backend;
+using macattn::DType;
+using macattn::HeadStats;
+using macattn::KVLayout;
+using macattn::MacConfig;
+namespace mc = macattn::cuda;
+
+#define SKIP_WITHOUT_GPU() \
+  if (!mc::available()) GTEST_SKIP() << "CUDA backend not tested: " << mc::device_description()
+
+void ck(cudaError_t e, const char* what) { ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e); }
+
+std::uint64_t fresh_seed() {
+  if (const char* env = std::getenv("MACATTN_TEST_SEED")) return std::strtoull(env, nullptr, 10);
+  std::random_device rd;
+  const std::uint64_t s = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  std::printf("[ seed     ] MACATTN_TEST_SEED=%llu\n", static_cast<unsigned long long>(s));
+  return s;
+}
+
+/// A device buffer owning n bytes.
+struct Dev {
+  void* p = nullptr;
+  std::size_t n = 0;
+  Dev() = default;
+  explicit Dev(std::size_t bytes) : n(bytes) {
+    if (cudaMalloc(&p, bytes ? bytes : 16) != cudaSuccess) p = nullptr;
+  }
+  Dev(const void* host, std::size_t bytes) : Dev(bytes) { cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice); }
+  ~Dev() { cudaFree(p); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+  Dev(Dev&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr; }
+  Dev& operator=(Dev&& o) noexcept {
+    std::swap(p, o.p);
+    std::swap(n, o.n);
+    return *this;
+  }
+  template <typename T>
+  T* as() const { return static_cast<T*>(p); }
+  void upload(const void* host, std::size_t bytes) { cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice); }
+  std::vector<unsigned char> download() const {
+    std::vector<unsigned char> h(n);
+    cudaMemcpy(h.data(), p, n, cudaMemcpyDeviceToHost);
+    return h;
+  }
+  void poison() { cudaMemset(p, 0xff, n); }  // NaN in f32, f16 and bf16
+};
+
+/// A paged batch on the device mirroring a host PagedBuf.
+struct DevPaged {
+  Dev k, v, indptr, indices, last;
+  mc::PagedKVDevice view;
+  DevPaged(const fx::PagedBuf& pb, std::int64_t max_len)
+      : k(pb.k.data(), pb.k.size()),
+        v(pb.v.data(), pb.v.size()),
+        indptr(pb.indptr.data(), pb.indptr.size() * 4),
+        indices(pb.indices.data(), pb.indices.size() * 4),
+        last(pb.last_page_len.data(), pb.last_page_len.size() * 4) {
+    view.k_pages = k.p;
+    view.v_pages = v.p;
+    view.num_pages = pb.pk.num_pages;
+    view.page_size = pb.pk.page_size;
+    view.layout = pb.pk.layout;
+    view.indptr = indptr.as<std::int32_t>();
+    view.indices = indices.as<std::int32_t>();
+    view.last_page_len = last.as<std::int32_t>();
+    view.batch_size = pb.batch;
+    view.num_kv_heads = pb.hkv;
+    view.head_dim = pb.d;
+    view.dtype = pb.dtype;
+    view.max_seq_len = max_len;
+  }
+};
+
+/// Device rings for B sequences, and conversion to/from host MacStates.
+struct DevRings {
+  Dev q, o, l, pos, ready;
+  mc::MacRingsDevice view;
+  int b = 0, w = 0, hq = 0, d = 0;
+  DType dt = DType::bf16;
+  DevRings(int batch, int window, int heads, int dim, DType dtype)
+      : q(std::size_t(batch) * window * heads * dim * macattn::dtype_size(dtype)),
+        o(q.n),
+        l(std::size_t(batch) * window * heads * 4),
+        pos(std::size_t(batch) * 8),
+        ready(std::size_t(batch)),
+        b(batch), w(window), hq(heads), d(dim), dt(dtype) {
+    view = {q.p, o.p, l.as<float>(), pos.as<std::int64_t>(), ready.as<std::uint8_t>(), dtype, window, heads, dim, batch};
+    mc::mac_rings_reset(view);
+  }
+  /// Compares ring b with a host MacState: q bitwise, lse -inf pattern exact and values close,
+  /// o close (ring dtype rounding of fp32 results), position and ready equal.
+  ::testing::AssertionResult matches(int seq, const macattn::MacState& st) const {
+    const auto hq_ = q.download(), ho = o.download(), hl = l.download(), hp = pos.download(), hr = ready.download();
+    std::int64_t p;
+    std::memcpy(&p, hp.data() + seq * 8, 8);
+    if (p != st.position()) return ::testing::AssertionFailure() << "position " << p << " vs " << st.position();
+    if ((hr[seq] != 0) != st.ready()) return ::testing::AssertionFailure() << "ready differs";
+    const std::size_t es = macattn::dtype_size(dt);
+    double err = 0, ref = 0;
+    for (int slot = 0; slot < w; ++slot)
+      for (int h = 0; h < hq; ++h) {
+        const std::size_t row = (std::size_t(seq) * w + slot) * hq + h;
+        float lg;
+        std::memcpy(&lg, hl.data() + row * 4, 4);
+        const float lh = st.lse_at(slot, h);
+        if (std::isinf(lh) != std::isinf(lg) || (std::isinf(lh) && lh != lg))
+          return ::testing::AssertionFailure() << "lring slot " << slot << " head " << h << ": " << lg << " vs " << lh;
+        if (!std::isinf(lh) && std::fabs(lg - lh) > 2e-2 * (1 + std::fabs(lh)))
+          return ::testing::AssertionFailure() << "lring slot " << slot << " head " << h << ": " << lg << " vs " << lh;
+        for (int i = 0; i < d; ++i) {
+          const float qg = macattn::load_as_float(hq_.data() + row * d * es, dt, i);
+          if (!(qg == st.q_at(slot, h, i)))
+            return ::testing::AssertionFailure() << "qring slot " << slot << " head " << h << " dim " << i << ": " << qg
+                                                 << " vs " << st.q_at(slot, h, i);
+          const float og = macattn::load_as_float(ho.data() + row * d * es, dt, i), oh = st.o_at(slot, h, i);
+          if (std::isnan(og)) return ::testing::AssertionFailure() << "oring NaN at slot " << slot;
+          err += (og - oh) * double(og - oh);
+          ref += double(oh) * oh;
+        }
+      }
+    if (std::sqrt(err) > 1e-2 * std::sqrt(ref) + 1e-6)
+      return ::testing::AssertionFailure() << "oring relative L2 " << std::sqrt(err / std::max(ref, 1e-30));
+    return ::testing::AssertionSuccess();
+  }
+};
+
+/// Relative L2 of a device output ([rows, D] of dtype) against a host one, and a NaN check
+/// (the device buffer was poisoned: a NaN means an element was never written).
+::testing::AssertionResult close(const std::vector<unsigned char>& got, const fx::Buf& want, std::size_t rows, int d,
+                                 double tol) {
+  double err = 0, ref = 0;
+  for (std::size_t r = 0; r < rows; ++r) {
+    double re = 0, rr = 0;
+    for (int i = 0; i < d; ++i) {
+      const float g = macattn::load_as_float(got.data(), want.dtype, r * d + i);
+      const float w = want.get(r * d + i);
+      if (std::isnan(g)) return ::testing::AssertionFailure() << "row " << r << " dim " << i << " not written (NaN)";
+      re += (g - w) * double(g - w);
+      rr += double(w) * w;
+    }
+    if (std::sqrt(re) > 3 * tol * std::sqrt(rr) + 1e-4)
+      return ::testing::AssertionFailure() << "row " << r << " relative L2 " << std::sqrt(re / std::max(rr, 1e-30));
+    err += re;
+    ref += rr;
+  }
+  if (std::sqrt(err) > tol * std::sqrt(ref)) return ::testing::AssertionFailure() << "relative L2 " << std::sqrt(err / ref);
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult lse_close(const std::vector<unsigned char>& got, const std::vector<float>& want) {
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    float g;
+    std::memcpy(&g, got.data() + i * 4, 4);
+    if (std::isinf(want[i]) ? g != want[i] : !(std::fabs(g - want[i]) <= 1e-2 * (1 + std::fabs(want[i]))))
+      return ::testing::AssertionFailure() << "lse[" << i << "] = " << g << " vs " << want[i];
+  }
+  return ::testing::AssertionSuccess();
+}
+
+struct Case {
+  int hq, hkv, d;
+  DType kv_dtype;
+  int page_size;
+  KVLayout layout;
+};
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  const Case& c = info.param;
+  return "hq" + std::to_string(c.hq) + "_hkv" + std::to_string(c.hkv) + "_d" + std::to_string(c.d) + "_" +
+         macattn::dtype_name(c.kv_dtype) + "_page" + std::to_string(c.page_size) + "_" + macattn::kv_layout_name(c.layout);
+}
+
+class CudaBackend : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CudaBackend, ExactDecodeMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  const Case c = GetParam();
+  std::mt19937_64 rng(fresh_seed());
+  const AttentionShape shape{c.hq, c.hkv, c.d, 0.0f};
+  // Odd lengths, one empty sequence, one longer than a split, one of a single token.
+  const std::vector<std::int64_t> lens{1, 0, 777, 5000 + static_cast<std::int64_t>(rng() % 3000), 63};
+  fx::KVBatch kv = fx::random_kv(c.hkv, c.d, c.kv_dtype, lens, rng);
+  const fx::PagedBuf pb = fx::make_paged(kv, lens, c.page_size, c.layout, rng);
+  for (DType qdt : {DType::bf16, DType::f32}) {
+    const fx::Buf q = fx::random_buf(qdt, lens.size() * c.hq * c.d, rng);
+    fx::Buf want(qdt, q.size());
+    std::vector<float> want_lse(lens.size() * c.hq);
+    macattn::exact_decode(shape, pb.view(), q.ctensor(), want.tensor(), want_lse.data(), Backend::reference);
+
+    DevPaged dk(pb, 8192);
+    Dev dq(q.data(), q.raw.size()), dout(q.raw.size()), dlse(want_lse.size() * 4);
+    dout.poison();
+    dlse.poison();
+    mc::Workspace ws;
+    ws.reserve(shape, static_cast<int>(lens.size()), 8192);
+    mc::exact_decode(shape, dk.view, {dq.p, qdt}, {dout.p, qdt}, dlse.as<float>(), ws);
+    ck(cudaDeviceSynchronize(), "exact_decode");
+    EXPECT_TRUE(close(dout.download(), want, lens.size() * c.hq, c.d, 1e-2)) << "q dtype " << macattn::dtype_name(qdt);
+    EXPECT_TRUE(lse_close(dlse.download(), want_lse));
+  }
+}
+
+/// Decodes `steps` tokens with MAC on both backends from a prefilled prompt and compares
+/// decisions, outputs and rings at every step. Queries drift so that hits, misses and mixed
+/// groups all occur; the ring wraps (lengths >> W).
+void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_graph, bool invalidate_midway) {
+  std::mt19937_64 rng(fresh_seed());
+  const AttentionShape shape{c.hq, c.hkv, c.d, 0.0f};
+  const std::vector<std::int64_t> prompt{333, 1201 + static_cast<std::int64_t>(rng() % 500), 700};
+  const int batch = static_cast<int>(prompt.size());
+  std::vector<std::int64_t> final_lens;
+  for (auto p : prompt) final_lens.push_back(p + steps);
+  fx::KVBatch kv = fx::random_kv(c.hkv, c.d, c.kv_dtype, final_lens, rng);
+  std::vector<fx::QStream> qs;
+  for (int b = 0; b < batch; ++b)
+    qs.push_back(fx::drifting_queries(DType::bf16, final_lens[b], c.hq, c.d, rng, 0.05, 0.08, 1.0));
+  const std::int64_t max_len = 4096;
+
+  // Prefill: the last W prompt rows (two chunks, to exercise the chunked path).
+  std::vector<macattn::MacState> host;
+  for (int b = 0; b < batch; ++b) host.emplace_back(shape, cfg, DType::bf16);
+  DevRings rings(batch, cfg.window, c.hq, c.d, DType::bf16);
+  mc::Workspace ws;
+  ws.reserve(shape, batch, max_len, cfg.window);
+  for (int chunk = 0; chunk < 2; ++chunk) {
+    std::vector<std::int64_t> lens, first, count;
+    for (int b = 0; b < batch; ++b) {
+      const std::int64_t split = prompt[b] - 40;  // second chunk: the last 40 prompt rows
+      lens.push_back(chunk == 0 ? split : prompt[b]);
+      first.push_back(chunk == 0 ? 0 : split);
+      count.push_back(chunk == 0 ? split : 40);
+    }
+    const fx::PagedBuf pb = fx::make_paged(kv, lens, c.page_size, c.layout, rng);
+    const fx::Buf qpost = fx::gather_rows(qs, first, count, true), qpre = fx::gather_rows(qs, first, count, false);
+    std::vector<std::int32_t> indptr{0};
+    for (auto n : count) indptr.push_back(indptr.back() + static_cast<std::int32_t>(n));
+    auto views = fx::views(host);
+    macattn::mac_prefill_init(shape, cfg, pb.view(), qpost.ctensor(), qpre.ctensor(), indptr, views, Backend::reference);
+    DevPaged dk(pb, max_len);
+    Dev dqpost(qpost.data(), qpost.raw.size()), dqpre(qpre.data(), qpre.raw.size()),
+        dindptr(indptr.data(), indptr.size() * 4);
+    std::int32_t max_rows = 0;
+    for (auto n : count) max_rows = std::max<std::int32_t>(max_rows, static_cast<std::int32_t>(n));
+    mc::mac_prefill_init(shape, cfg, dk.view, {dqpost.p, DType::bf16}, {dqpre.p, DType::bf16},
+                         dindptr.as<std::int32_t>(), max_rows, rings.view, ws);
+    ck(cudaDeviceSynchronize(), "mac_prefill_init");
+    for (int b = 0; b < batch; ++b) ASSERT_TRUE(rings.matches(b, host[b])) << "after prefill chunk " << chunk << ", seq " << b;
+  }
+
+  // Decode steps. For the graph variant the cache is one page per sequence (page_size =
+  // capacity) so only last_page_len changes between replays.
+  std::int64_t hits = 0, heads = 0, mixed_groups = 0;
+  cudaGraphExec_t exec = nullptr;
+  cudaStream_t stream;
+  ck(cudaStreamCreate(&stream), "stream");
+  std::vector<std::int64_t> lens = prompt;
+  fx::PagedBuf full = fx::make_paged(kv, final_lens, use_graph ? 4096 : c.page_size, c.layout, rng);
+  DevPaged dfull(full, max_len);
+  Dev dqpost(std::size_t(batch) * c.hq * c.d * 2), dqpre(dqpost.n), dout(dqpost.n), dlse(std::size_t(batch) * c.hq * 4),
+      dstats(std::size_t(batch) * c.hq * sizeof(HeadStats));
+  for (int step = 0; step < steps; ++step) {
+    for (auto& l : lens) ++l;
+    std::vector<std::int64_t> pos;
+    for (auto l : lens) pos.push_back(l - 1);
+    if (invalidate_midway && step == steps / 2) {
+      host[1].invalidate();
+      const std::uint8_t zero = 0;
+      ck(cudaMemcpy(rings.ready.as<std::uint8_t>() + 1, &zero, 1, cudaMemcpyHostToDevice), "invalidate");
+    }
+    const fx::PagedBuf pb = fx::make_paged(kv, lens, c.page_size, c.layout, rng);
+    const fx::Buf qpost = fx::gather(qs, pos, true), qpre = fx::gather(qs, pos, false);
+    fx::Buf want(DType::bf16, qpost.size());
+    std::vector<float> want_lse(std::size_t(batch) * c.hq);
+    std::vector<HeadStats> want_stats(std::size_t(batch) * c.hq);
+    auto views = fx::views(host);
+    macattn::mac_decode(shape, cfg, pb.view(), qpost.ctensor(), qpre.ctensor(), views, want.tensor(), want_lse.data(),
+                        want_stats.data(), nullptr, Backend::reference);
+
+    dqpost.upload(qpost.data(), qpost.raw.size());
+    dqpre.upload(qpre.data(), qpre.raw.size());
+    dout.poison();
+    dlse.poison();
+    dstats.poison();
+    if (use_graph) {
+      std::vector<std::int32_t> last;
+      for (auto l : lens) last.push_back(static_cast<std::int32_t>(l));
+      dfull.last.upload(last.data(), last.size() * 4);
+      if (!exec) {  // capture once, replay every step
+        cudaGraph_t graph;
+        ck(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "capture");
+        mc::mac_decode(shape, cfg, dfull.view, {dqpost.p, DType::bf16}, {dqpre.p, DType::bf16}, rings.view,
+                       {dout.p, DType::bf16}, dlse.as<float>(), dstats.as<HeadStats>(), ws, stream);
+        ck(cudaStreamEndCapture(stream, &graph), "end capture");
+        ck(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+        cudaGraphDestroy(graph);
+      }
+      ck(cudaGraphLaunch(exec, stream), "graph launch");
+    } else {
+      DevPaged dk(pb, max_len);
+      mc::mac_decode(shape, cfg, dk.view, {dqpost.p, DType::bf16}, {dqpre.p, DType::bf16}, rings.view,
+                     {dout.p, DType::bf16}, dlse.as<float>(), dstats.as<HeadStats>(), ws, stream);
+      ck(cudaStreamSynchronize(stream), "mac_decode");
+    }
+    ck(cudaStreamSynchronize(stream), "step");
+    const auto got_stats_raw = dstats.download();
+    for (std::size_t i = 0; i < want_stats.size(); ++i) {
+      HeadStats g;
+      std::memcpy(&g, got_stats_raw.data() + i * sizeof(HeadStats), sizeof(HeadStats));
+      const HeadStats& w = want_stats[i];
+      ASSERT_EQ(g.hit, w.hit) << "step " << step << " head row " << i;
+      ASSERT_EQ(g.matched_position, w.matched_position) << "step " << step << " head row " << i;
+      ASSERT_EQ(std::memcmp(&g.match_distance, &w.match_distance, 4), 0)
+          << "step " << step << " head row " << i << ": distance " << g.match_distance << " vs " << w.match_distance;
+      ASSERT_EQ(g.band_len, w.band_len) << "step " << step << " head row " << i;
+      ASSERT_EQ(g.kv_tokens_read, w.kv_tokens_read) << "step " << step << " head row " << i;
+      hits += w.hit;
+      ++heads;
+    }
+    for (int b = 0; b < batch; ++b)
+      for (int g = 0; g < c.hkv; ++g) {
+        int h = 0;
+        for (int r = 0; r < c.hq / c.hkv; ++r) h += want_stats[std::size_t(b) * c.hq + g * (c.hq / c.hkv) + r].hit;
+        mixed_groups += (h > 0 && h < c.hq / c.hkv) ? 1 : 0;
+      }
+    ASSERT_TRUE(close(dout.download(), want, std::size_t(batch) * c.hq, c.d, 1e-2)) << "step " << step;
+    ASSERT_TRUE(lse_close(dlse.download(), want_lse)) << "step " << step;
+    for (int b = 0; b < batch; ++b) ASSERT_TRUE(rings.matches(b, host[b])) << "step " << step << ", seq " << b;
+  }
+  if (exec) cudaGraphExecDestroy(exec);
+  cudaStreamDestroy(stream);
+  std::printf("[ info     ] %lld of %lld head decisions were hits, %lld mixed groups\n", static_cast<long long>(hits),
+              static_cast<long long>(heads), static_cast<long long>(mixed_groups));
+  EXPECT_GT(hits, 0) << "the test must exercise hits";
+  EXPECT_LT(hits, heads) << "the test must exercise misses";
+}
+
+MacConfig small_config(int sinks) {
+  MacConfig cfg;
+  cfg.window = 64;
+  cfg.rect_offset = 16;
+  cfg.tau = 0.2f;
+  cfg.front_sinks = sinks;
+  cfg.min_context = 300;
+  return cfg;
+}
+
+TEST_P(CudaBackend, MacDecodeMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  run_mac_session(GetParam(), small_config(0), 40, false, false);
+}
+
+TEST_P(CudaBackend, MacDecodeWithSinksAndStaleRing) {
+  SKIP_WITHOUT_GPU();
+  run_mac_session(GetParam(), small_config(5), 24, false, true);
+}
+
+TEST_P(CudaBackend, MacDecodeInCudaGraph) {
+  SKIP_WITHOUT_GPU();
+  run_mac_session(GetParam(), small_config(0), 24, true, false);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaBackend,
+    ::testing::Values(Case{32, 8, 128, DType::bf16, 16, KVLayout::NHD}, Case{32, 8, 128, DType::f16, 7, KVLayout::HND},
+                      Case{8, 8, 64, DType::bf16, 1, KVLayout::NHD}, Case{16, 1, 256, DType::bf16, 32, KVLayout::HND},
+                      Case{12, 4, 64, DType::f16, 64, KVLayout::NHD}, Case{16, 2, 128, DType::bf16, 5, KVLayout::NHD}),
+    case_name);
+
+TEST(CudaBackendValidation, BadInputsNameTheValue) {
+  SKIP_WITHOUT_GPU();
+  const AttentionShape shape{32, 8, 96, 0.0f};
+  mc::PagedKVDevice kv;
+  kv.batch_size = 1;
+  kv.num_kv_heads = 8;
+  kv.head_dim = 96;
+  mc::Workspace ws;
+  int dummy = 0;
+  try {
+    mc::exact_decode(shape, kv, {&dummy, DType::bf16}, {&dummy, DType::bf16}, nullptr, ws);
+    FAIL() << "head_dim 96 accepted";
+  } catch (const macattn::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("head_dim = 96"), std::string::npos) << e.what();
+  }
+  const AttentionShape ok{32, 8, 128, 0.0f};
+  kv.head_dim = 128;
+  kv.dtype = DType::f32;
+  try {
+    mc::exact_decode(ok, kv, {&dummy, DType::bf16}, {&dummy, DType::bf16}, nullptr, ws);
+    FAIL() << "f32 K/V accepted";
+  } catch (const macattn::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("kv.dtype = f32"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
