@@ -11,7 +11,8 @@
 //   embed_tokens [vocab, hidden]; lm_head [vocab, hidden] (= embed_tokens when tied)
 //   per layer: q_proj [Hq*D, hidden], k_proj/v_proj [Hkv*D, hidden], o_proj [hidden, Hq*D],
 //   gate_proj/up_proj [inter, hidden], down_proj [hidden, inter], norms [hidden],
-//   q_norm/k_norm [D] (qwen3), q/k/v bias [out] (qwen2 / attention_bias).
+//   q_norm/k_norm [D] (qwen3), q/k/v bias [out] (qwen2 / attention_bias), o bias [hidden]
+//   (llama / qwen3 with attention_bias).
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,7 @@ struct LayerWeights {
   WeightTensor input_norm, post_attention_norm;  ///< [hidden]
   WeightTensor q_proj, k_proj, v_proj, o_proj;
   WeightTensor q_bias, k_bias, v_bias;           ///< empty unless config.attention_bias
+  WeightTensor o_bias;                           ///< [hidden]; empty unless config.o_proj_bias
   WeightTensor q_norm, k_norm;                   ///< [D]; empty unless config.qk_norm
   WeightTensor gate_proj, up_proj, down_proj;
 };

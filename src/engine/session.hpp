@@ -145,6 +145,12 @@ class Session {
   std::vector<LayerStats> layer_stats_;
   Timings timings_;
   std::optional<AuditStep> last_audit_;
+  std::vector<float> last_logits_;
+
+  void check_tokens_(std::span<const std::int32_t> tokens, std::int32_t chunk_size) const;
+  void check_room_(std::int64_t n, const char* fn) const;
+  void run_prefill_(std::span<const std::int32_t> tokens, std::int32_t chunk_size, const PrefillProgress& progress,
+                    std::vector<float>* all_logits);
 };
 
 }  // namespace macattn::engine

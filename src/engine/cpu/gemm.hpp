@@ -1,0 +1,42 @@
+// engine/cpu/gemm.hpp: the small set of fp32-accumulating kernels the forward pass is built
+// from, compiled per ISA (gemm_avx512.cpp, gemm_portable.cpp) and picked at run time.
+//
+// Why packed panels: prefill multiplies many activation rows by one weight block, so a
+// weight block is converted (bf16/f16 -> f32) and laid out k-major once ("packed"), then a
+// register-blocked kernel streams it for every row. Decode (one row) skips the packing and
+// dots weight rows directly (matvec), because then each weight is used once.
+#pragma once
+
+#include <cstdint>
+
+#include "macattn/dtype.hpp"
+
+namespace macattn::engine::cpu {
+
+/// Width of a packed panel: columns of B (outputs) per panel.
+inline constexpr int kPanel = 32;
+
+struct GemmKernels {
+  const char* name;
+  /// Packs one panel Bp [k, kPanel] fp32 (columns >= nb zero-filled), nb in [1, kPanel]:
+  ///   transposed = true:  Bp[kk][j] = rows[j][kk]        (rows[j]: an output's weight row)
+  ///   transposed = false: Bp[kk][j] = rows[kk][col0 + j] (rows[kk]: a V row; col0 picks columns)
+  /// rows: nb (resp. k) pointers to elements of `dtype`, unaligned allowed.
+  void (*pack)(const void* const* rows, DType dtype, bool transposed, std::int64_t k, int nb, std::int64_t col0, float* Bp);
+  /// C[m, nb] = (accumulate ? C : 0) + A[m, k] * Bp[k, nb].  A: row stride lda; C: row stride ldc.
+  void (*gemm)(const float* A, std::int64_t lda, std::int64_t m, std::int64_t k, const float* Bp, int nb, float* C,
+               std::int64_t ldc, bool accumulate);
+  /// y[r] = dot(x[0:k], W[r][0:k]) for r in [0, rows); W row r at W + r * ldw elements of dtype.
+  void (*matvec)(const float* x, std::int64_t k, const void* W, DType dtype, std::int64_t ldw, std::int64_t rows, float* y);
+  /// x[i] = exp(x[i] - shift) for i < n; returns the sum of the results. x[i] = -inf gives 0.
+  float (*exp_shift_sum)(float* x, std::int64_t n, float shift);
+};
+
+/// The kernel set for this processor: "avx512" (AVX-512 F/BW/VL) or "portable";
+/// MACATTN_ENGINE_ISA=portable forces the portable set (tests use it to check both).
+const GemmKernels& gemm_kernels();
+
+namespace avx512 { const GemmKernels* kernels(); }    // nullptr when not compiled in
+namespace portable { const GemmKernels& kernels(); }
+
+}  // namespace macattn::engine::cpu

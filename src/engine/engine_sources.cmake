@@ -1,0 +1,44 @@
+# macattn_engine: model loading (config, safetensors), the CPU forward pass and the Session.
+# Included by src/engine/CMakeLists.txt after the tokenizer. Headers are included as
+# "engine/..." from ${PROJECT_SOURCE_DIR}/src.
+find_package(nlohmann_json 3 REQUIRED)
+
+add_library(macattn_engine STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/io/mapped_file.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/io/safetensors.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/model_config.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/model.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/paged_kv_cache.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cpu/gemm.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cpu/gemm_portable.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cpu/gemm_avx512.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cpu/linear.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cpu/ops.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cpu/prefill_attention.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/forward.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/session.cpp)
+# The AVX-512 kernels get their ISA flags alone; gemm.cpp calls them only after checking
+# the processor (__builtin_cpu_supports).
+set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cpu/gemm_avx512.cpp PROPERTIES COMPILE_OPTIONS
+  "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mfma;-mf16c;-ffp-contract=fast;-Wno-uninitialized;-Wno-maybe-uninitialized")
+# (GCC 12 warns on its own _mm512_undefined_* inside the intrinsic headers; nothing of ours.)
+target_include_directories(macattn_engine PUBLIC ${PROJECT_SOURCE_DIR}/src)
+target_link_libraries(macattn_engine PUBLIC macattn::macattn_static OpenMP::OpenMP_CXX nlohmann_json::nlohmann_json)
+if(TARGET macattn_tokenizer)
+  target_link_libraries(macattn_engine PUBLIC macattn_tokenizer)
+endif()
+
+# Fuzz entry points for the parsers of untrusted files (safetensors header, config.json).
+# With MACATTN_BUILD_FUZZERS (clang): libFuzzer binaries. Without: the same sources linked
+# with a replay main (fuzz/replay_main.cpp) that runs the committed seed corpus as a test.
+set(MACATTN_ENGINE_FUZZ_TARGETS fuzz_safetensors fuzz_config)
+foreach(f ${MACATTN_ENGINE_FUZZ_TARGETS})
+  if(MACATTN_BUILD_FUZZERS)
+    add_executable(engine_${f} ${CMAKE_CURRENT_LIST_DIR}/fuzz/${f}.cpp)
+    target_compile_options(engine_${f} PRIVATE -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer)
+    target_link_options(engine_${f} PRIVATE -fsanitize=fuzzer,address,undefined)
+  else()
+    add_executable(engine_${f} ${CMAKE_CURRENT_LIST_DIR}/fuzz/${f}.cpp ${CMAKE_CURRENT_LIST_DIR}/fuzz/replay_main.cpp)
+  endif()
+  target_link_libraries(engine_${f} PRIVATE macattn_engine)
+endforeach()
