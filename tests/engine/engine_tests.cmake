@@ -1,0 +1,18 @@
+# Engine tests (model loading, kernels, forward pass vs transformers, sessions, MAC) and the
+# fuzz entry points' seed-corpus replays. Included by tests/engine/CMakeLists.txt.
+add_executable(engine_tests
+  ${CMAKE_CURRENT_LIST_DIR}/test_hf_parity.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_kernels.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_loader_errors.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_model_config.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/test_session.cpp)
+target_include_directories(engine_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+target_compile_definitions(engine_tests PRIVATE MACATTN_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+target_link_libraries(engine_tests PRIVATE macattn_engine GTest::gtest_main)
+gtest_discover_tests(engine_tests TEST_PREFIX "engine." DISCOVERY_TIMEOUT 60)
+
+if(NOT MACATTN_BUILD_FUZZERS)
+  add_test(NAME engine.fuzz_replay.safetensors
+           COMMAND engine_fuzz_safetensors ${CMAKE_CURRENT_LIST_DIR}/fuzz_corpus/safetensors)
+  add_test(NAME engine.fuzz_replay.config COMMAND engine_fuzz_config ${CMAKE_CURRENT_LIST_DIR}/fuzz_corpus/config)
+endif()
