@@ -175,6 +175,7 @@ BenchRun run_bench(const BenchOptions& o) {
 int run_bench_command(const std::vector<std::string>& args) {
   BenchOptions o;
   if (!parse_bench_options(args, o)) return 0;
+  if (o.cuda) return run_cuda_bench(o);
   BenchRun run = run_bench(o);
   print_bench_table(o, run);
   write_bench_json(o, run);

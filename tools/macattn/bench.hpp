@@ -31,6 +31,7 @@ struct BenchOptions {
   std::vector<double> hit_rates{0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 1.0};
   std::vector<MissPattern> patterns{MissPattern::packed, MissPattern::independent};
   macattn::Backend backend = macattn::Backend::cpu;
+  bool cuda = false;  // --backend cuda: the GPU benchmark (bench_cuda.cu)
   macattn::MacConfig config;  // min_context defaults to 0 here: every context is decoded with MAC
   macattn::DType ring_dtype = macattn::DType::bf16;
   std::int32_t threads = 0;
@@ -73,6 +74,8 @@ struct BenchRun {
 };
 
 int run_bench_command(const std::vector<std::string>& args);
+/// `macattn bench --backend cuda` (bench_cuda.cu; a message and exit 1 in a build without CUDA).
+int run_cuda_bench(const BenchOptions& options);
 void print_bench_table(const BenchOptions& o, const BenchRun& run);
 void write_bench_json(const BenchOptions& o, const BenchRun& run);
 void write_bench_csv(const BenchOptions& o, const BenchRun& run);

@@ -76,10 +76,12 @@ FlagSet bench_flags(BenchOptions& o) {
                                      ? MissPattern::packed
                                      : MissPattern::independent);
         });
-  f.add("--backend", "NAME", "backend timed: cpu | reference", "cpu", [&o](const std::string& v) {
-    o.backend = parse_choice("--backend", v, {"cpu", "reference"}) == "cpu" ? macattn::Backend::cpu
-                                                                            : macattn::Backend::reference;
-  });
+  f.add("--backend", "NAME", "backend timed: cpu | reference | cuda (the GPU benchmark)", "cpu",
+        [&o](const std::string& v) {
+          const std::string b = parse_choice("--backend", v, {"cpu", "reference", "cuda"});
+          o.cuda = b == "cuda";
+          o.backend = b == "reference" ? macattn::Backend::reference : macattn::Backend::cpu;
+        });
   f.add("--threads", "N", "threads (0 = all cores)", "0", [&o](const std::string& v) {
     o.threads = static_cast<std::int32_t>(parse_int("--threads", v, 0, 4096));
   });
