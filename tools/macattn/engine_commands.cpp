@@ -13,7 +13,7 @@ int run_generate_command(const std::vector<std::string>& args) {
   GenerateOptions options;
   if (!parse_generate_options(args, options)) return kExitOk;
   const GenerateResult result = run_generate(options);
-  print_comparison(result);
+  print_comparison(options, result);
   write_generate_json(options, result);
   if (!options.json_path.empty()) std::printf("\nresults written to %s\n", options.json_path.c_str());
   return kExitOk;

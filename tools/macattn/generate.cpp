@@ -71,8 +71,10 @@ GenerateRun generate_once(const GenerateOptions& o, const macattn::engine::Model
   const auto& config = model.config();
   macattn::engine::Session session(
       model, session_options(o.engine, mode, config.num_layers, result.capacity, o.audit));
-  std::span<const float> logits =
-      session.prefill(result.prompt_tokens, o.engine.chunk, progress_line(o.engine.progress, attention_mode_name(mode)));
+  // Like llama.cpp, a progress line only for prompts long enough to wait for (more than one chunk).
+  const bool long_prefill = static_cast<std::int64_t>(result.prompt_tokens.size()) > o.engine.chunk;
+  std::span<const float> logits = session.prefill(
+      result.prompt_tokens, o.engine.chunk, progress_line(o.engine.progress && long_prefill, attention_mode_name(mode)));
 
   std::set<std::int32_t> eos(config.eos_token_ids.begin(), config.eos_token_ids.end());
   for (const std::int32_t id : tokenizer.eos_ids()) eos.insert(id);

@@ -64,7 +64,7 @@ GenerateResult run_generate(const GenerateOptions& options);
 /// Statistics of one run (stdout), printed after its text.
 void print_run_report(const GenerateOptions& options, const GenerateResult& result, const GenerateRun& run);
 /// Exact vs MAC, when both ran.
-void print_comparison(const GenerateResult& result);
+void print_comparison(const GenerateOptions& options, const GenerateResult& result);
 void write_generate_json(const GenerateOptions& options, const GenerateResult& result);
 
 }  // namespace macattn_tool

@@ -50,18 +50,18 @@ void print_run_report(const GenerateOptions& o, const GenerateResult& result, co
   const LayerStats total = sum_layers(run.layers);
   if (run.mode == AttentionMode::mac && total.decode_steps > 0) {
     const bool audit = o.audit && !run.layers.empty() && run.layers[0].audit_steps > 0;
-    std::printf("[%s] %-6s %-6s %13s %14s %27s%s\n", "mac", "layer", "attn", "head hit rate", "groups all-hit",
-                "K/V bytes read / exact", audit ? "   audit rel L2 mean / max" : "");
+    std::printf("[mac] %-5s %-5s %13s %14s  %-34s%s\n", "layer", "attn", "head hit rate", "groups all-hit",
+                "K/V bytes read / exact", audit ? "  audit rel L2 mean / max" : "");
     for (std::size_t i = 0; i < run.layers.size(); ++i) {
       const LayerStats& l = run.layers[i];
-      std::printf("[mac] %-6zu %-6s %13.3f %14.3f %11s / %-11s %5.1f%%", i, l.mac_enabled ? "mac" : "exact",
+      std::printf("[mac] %-5zu %-5s %13.3f %14.3f  %10s / %-10s (%5.1f%%)", i, l.mac_enabled ? "mac" : "exact",
                   l.head_hit_rate(), ratio(double(l.attention.groups_all_hit), double(l.attention.groups)),
                   format_bytes(double(l.kv_bytes_read)).c_str(), format_bytes(double(l.kv_bytes_exact)).c_str(),
                   100.0 * ratio(double(l.kv_bytes_read), double(l.kv_bytes_exact)));
-      if (audit) std::printf("   %.2e / %.2e", l.audit_rel_l2_mean(), l.audit_rel_l2_max);
+      if (audit) std::printf("  %.2e / %.2e", l.audit_rel_l2_mean(), l.audit_rel_l2_max);
       std::printf("\n");
     }
-    std::printf("[mac] %-6s %-6s %13.3f %14.3f %11s / %-11s %5.1f%%\n", "all", "", total.head_hit_rate(),
+    std::printf("[mac] %-5s %-5s %13.3f %14.3f  %10s / %-10s (%5.1f%%)\n", "all", "", total.head_hit_rate(),
                 ratio(double(total.attention.groups_all_hit), double(total.attention.groups)),
                 format_bytes(double(total.kv_bytes_read)).c_str(), format_bytes(double(total.kv_bytes_exact)).c_str(),
                 100.0 * ratio(double(total.kv_bytes_read), double(total.kv_bytes_exact)));
@@ -84,13 +84,14 @@ void print_run_report(const GenerateOptions& o, const GenerateResult& result, co
   std::fflush(stdout);
 }
 
-void print_comparison(const GenerateResult& result) {
+void print_comparison(const GenerateOptions& o, const GenerateResult& result) {
   const GenerateRun* exact = find_run(result, AttentionMode::exact);
   const GenerateRun* mac = find_run(result, AttentionMode::mac);
   if (exact == nullptr || mac == nullptr) return;
   std::size_t same = 0;
   while (same < exact->tokens.size() && same < mac->tokens.size() && exact->tokens[same] == mac->tokens[same]) ++same;
   const bool identical = exact->tokens == mac->tokens;
+  const bool audited = o.audit;
   std::printf("\n=== exact vs MAC ===\n");
   if (identical) {
     std::printf("tokens: identical (%zu of %zu)\n", same, exact->tokens.size());
@@ -99,7 +100,8 @@ void print_comparison(const GenerateResult& result) {
                 exact->tokens.size(), mac->tokens.size());
   }
   const double e = exact->timings.decode_tokens_per_second(), m = mac->timings.decode_tokens_per_second();
-  std::printf("decode: exact %.2f tok/s, MAC %.2f tok/s (%.2fx)\n", e, m, ratio(m, e));
+  std::printf("decode: exact %.2f tok/s, MAC %.2f tok/s (%.2fx)%s\n", e, m, ratio(m, e),
+              audited ? "; MAC's time includes the audit's exact attention" : "");
   const LayerStats te = sum_layers(exact->layers), tm = sum_layers(mac->layers);
   std::printf("K/V bytes read by decode: exact %s, MAC %s (%.1f%%); MAC head hit rate %.3f\n",
               format_bytes(double(te.kv_bytes_read)).c_str(), format_bytes(double(tm.kv_bytes_read)).c_str(),
