@@ -38,8 +38,10 @@ std::size_t space_run_at_end(std::string_view s) {
   for (std::size_t i = 0; i < s.size();) {
     const std::size_t at = i;
     const bool space = is_white_space(utf8_next(s, i));
-    if (!space) start = s.size();
-    else if (start == s.size()) start = at;
+    if (!space)
+      start = s.size();
+    else if (start == s.size())
+      start = at;
   }
   return start;
 }
@@ -63,14 +65,13 @@ void AddedVocabulary::Matcher::build() {
     if (!patterns[i].first.empty()) by_first_byte[static_cast<unsigned char>(patterns[i].first[0])].push_back(i);
   }
   for (auto& bucket : by_first_byte) {
-    std::stable_sort(bucket.begin(), bucket.end(), [&](std::size_t a, std::size_t b) {
-      return patterns[a].first.size() > patterns[b].first.size();
-    });
+    std::stable_sort(bucket.begin(), bucket.end(),
+                     [&](std::size_t a, std::size_t b) { return patterns[a].first.size() > patterns[b].first.size(); });
   }
 }
 
-bool AddedVocabulary::Matcher::find(std::string_view text, std::size_t from, std::size_t& start,
-                                    std::size_t& length, std::int32_t& id) const {
+bool AddedVocabulary::Matcher::find(std::string_view text, std::size_t from, std::size_t& start, std::size_t& length,
+                                    std::int32_t& id) const {
   for (std::size_t i = from; i < text.size(); ++i) {
     for (const std::size_t p : by_first_byte[static_cast<unsigned char>(text[i])]) {
       const std::string& pattern = patterns[p].first;

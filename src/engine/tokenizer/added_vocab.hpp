@@ -66,8 +66,7 @@ class AddedVocabulary {
     std::vector<std::pair<std::string, std::int32_t>> patterns;
     std::array<std::vector<std::size_t>, 256> by_first_byte;
     void build();
-    bool find(std::string_view text, std::size_t from, std::size_t& start, std::size_t& length,
-              std::int32_t& id) const;
+    bool find(std::string_view text, std::size_t from, std::size_t& start, std::size_t& length, std::int32_t& id) const;
   };
   void add(const AddedToken& token, const BpeModel& model);
 

@@ -65,7 +65,8 @@ BpeModel BpeModel::parse(const json& model, const JsonPlace& place) {
     if (merges[i].is_string()) {
       const std::string line = merges[i].get<std::string>();
       if (line.rfind("#version", 0) == 0) continue;  // merges.txt header, skipped as HF does
-      if (!split_merge_line(line, a, b)) json_fail(at, "must be \"left right\" with one space, got " + json_brief(merges[i]));
+      if (!split_merge_line(line, a, b))
+        json_fail(at, "must be \"left right\" with one space, got " + json_brief(merges[i]));
     } else if (merges[i].is_array() && merges[i].size() == 2) {
       a = json_string(merges[i][0], at.at(0));
       b = json_string(merges[i][1], at.at(1));
@@ -110,7 +111,8 @@ void BpeModel::tokenize(std::string_view word, std::vector<std::int32_t>& out) c
   std::int32_t pending_unk = -1;  // an unk id not yet pushed (held back so fuse_unk can merge)
   auto unk_id = [&]() {
     const auto id = token_to_id(*unk_token_);
-    if (!id) throw macattn::Error("Tokenizer: " + file_ + ": model.unk_token \"" + *unk_token_ + "\" is not in model.vocab");
+    if (!id)
+      throw macattn::Error("Tokenizer: " + file_ + ": model.unk_token \"" + *unk_token_ + "\" is not in model.vocab");
     return *id;
   };
   for (std::size_t i = 0; i < word.size();) {

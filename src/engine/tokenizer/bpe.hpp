@@ -21,9 +21,9 @@ class BpeModel {
   void tokenize(std::string_view word, std::vector<std::int32_t>& out) const;
 
   std::optional<std::int32_t> token_to_id(std::string_view token) const;
-  const std::string* id_to_token(std::int32_t id) const;  ///< nullptr when no token has `id`
+  const std::string* id_to_token(std::int32_t id) const;       ///< nullptr when no token has `id`
   std::size_t vocab_entries() const { return vocab_.size(); }  ///< HF's Model::get_vocab_size
-  std::int32_t max_id() const { return max_id_; }               ///< -1 when the vocab is empty
+  std::int32_t max_id() const { return max_id_; }              ///< -1 when the vocab is empty
 
  private:
   struct Merge {

@@ -8,11 +8,14 @@
 namespace macattn::engine::tok {
 
 void json_fail(const JsonPlace& place, const std::string& problem) {
-  throw macattn::Error("Tokenizer: " + place.file + ": " + (place.field.empty() ? "(top level)" : place.field) +
-                       ": " + problem);
+  throw macattn::Error("Tokenizer: " + place.file + ": " + (place.field.empty() ? "(top level)" : place.field) + ": " +
+                       problem);
 }
 
 std::string json_brief(const json& value) {
+  // Containers by size only: dumping one would recurse as deep as the (untrusted) nesting.
+  if (value.is_array()) return "an array of " + std::to_string(value.size()) + " items";
+  if (value.is_object()) return "an object with " + std::to_string(value.size()) + " keys";
   std::string s = value.dump(-1, ' ', false, json::error_handler_t::replace);
   if (s.size() > 80) s = s.substr(0, 77) + "...";
   return s;

@@ -44,15 +44,23 @@ std::string Normalizer::apply(std::string_view text) const {
   for (const Form form : forms_) {
     int options = UTF8PROC_STABLE;
     switch (form) {
-      case Form::nfc: options |= UTF8PROC_COMPOSE; break;
-      case Form::nfd: options |= UTF8PROC_DECOMPOSE; break;
-      case Form::nfkc: options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; break;
-      case Form::nfkd: options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; break;
+      case Form::nfc:
+        options |= UTF8PROC_COMPOSE;
+        break;
+      case Form::nfd:
+        options |= UTF8PROC_DECOMPOSE;
+        break;
+      case Form::nfkc:
+        options |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
+        break;
+      case Form::nfkd:
+        options |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
+        break;
     }
     utf8proc_uint8_t* out = nullptr;
-    const utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(current.data()),
-                                            static_cast<utf8proc_ssize_t>(current.size()), &out,
-                                            static_cast<utf8proc_option_t>(options));
+    const utf8proc_ssize_t n =
+        utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(current.data()),
+                     static_cast<utf8proc_ssize_t>(current.size()), &out, static_cast<utf8proc_option_t>(options));
     std::unique_ptr<utf8proc_uint8_t, decltype(&std::free)> owned(out, &std::free);
     if (n < 0) {
       throw macattn::Error(std::string("Tokenizer: normalizer failed: ") + utf8proc_errmsg(n));

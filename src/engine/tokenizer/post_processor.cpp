@@ -63,13 +63,15 @@ void PostProcessor::parse_into(const json& value, const JsonPlace& place, int de
     const json& piece = single[i];
     if (const json* seq = json_find(piece, "Sequence", at)) {
       const std::string id = json_string(json_require(*seq, "id", at.at("Sequence")), at.at("Sequence").at("id"));
-      if (id != "A") json_fail(at.at("Sequence").at("id"), "a single-sequence template can only use A, got \"" + id + "\"");
+      if (id != "A")
+        json_fail(at.at("Sequence").at("id"), "a single-sequence template can only use A, got \"" + id + "\"");
       step.pieces.emplace_back();
       step.is_input.push_back(true);
     } else if (const json* special = json_find(piece, "SpecialToken", at)) {
       const JsonPlace sp = at.at("SpecialToken");
       const std::string name = json_string(json_require(*special, "id", sp), sp.at("id"));
-      const json* entry = specials == nullptr || specials->is_null() ? nullptr : json_find(*specials, name.c_str(), specials_place);
+      const json* entry =
+          specials == nullptr || specials->is_null() ? nullptr : json_find(*specials, name.c_str(), specials_place);
       if (entry == nullptr) json_fail(sp.at("id"), "\"" + name + "\" is not in " + specials_place.field);
       const JsonPlace ep = specials_place.at(name);
       const json& ids = json_require(*entry, "ids", ep);

@@ -23,8 +23,8 @@ class PreTokenizer {
  private:
   enum class Behavior { removed, isolated, merged_with_previous, merged_with_next, contiguous };
   struct Step {
-    bool byte_level = false;       // ByteLevel, else Split
-    bool add_prefix_space = false;  // ByteLevel
+    bool byte_level = false;             // ByteLevel, else Split
+    bool add_prefix_space = false;       // ByteLevel
     std::shared_ptr<const Regex> regex;  // Split's pattern, or ByteLevel's GPT-2 regex (null: use_regex=false)
     Behavior behavior = Behavior::isolated;
     bool invert = false;

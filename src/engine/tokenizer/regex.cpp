@@ -82,8 +82,8 @@ Regex::Regex(std::string_view pattern, bool literal, std::string where)
   if (literal) options = PCRE2_UTF | PCRE2_LITERAL;
   int error = 0;
   PCRE2_SIZE offset = 0;
-  code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(source.data()), source.size(), options, &error,
-                              &offset, nullptr);
+  code_->code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(source.data()), source.size(), options, &error, &offset, nullptr);
   if (code_->code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof message);
@@ -104,8 +104,8 @@ std::vector<std::pair<std::size_t, std::size_t>> Regex::find_all(std::string_vie
   thread_local JitStack jit_stack;
   std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> data(
       pcre2_match_data_create_from_pattern(code_->code, nullptr), &pcre2_match_data_free);
-  std::unique_ptr<pcre2_match_context, decltype(&pcre2_match_context_free)> context(
-      pcre2_match_context_create(nullptr), &pcre2_match_context_free);
+  std::unique_ptr<pcre2_match_context, decltype(&pcre2_match_context_free)> context(pcre2_match_context_create(nullptr),
+                                                                                    &pcre2_match_context_free);
   if (!data || !context) throw std::bad_alloc();
   pcre2_set_match_limit(context.get(), kMatchLimit);
   if (code_->jit && jit_stack.stack != nullptr) pcre2_jit_stack_assign(context.get(), nullptr, jit_stack.stack);
@@ -116,8 +116,8 @@ std::vector<std::pair<std::size_t, std::size_t>> Regex::find_all(std::string_vie
   bool have_last = false;
   std::size_t last_match_end = 0;
   while (last_end <= text.size()) {
-    const int rc = pcre2_match(code_->code, subject, text.size(), last_end, PCRE2_NO_UTF_CHECK, data.get(),
-                               context.get());
+    const int rc =
+        pcre2_match(code_->code, subject, text.size(), last_end, PCRE2_NO_UTF_CHECK, data.get(), context.get());
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       PCRE2_UCHAR message[256];

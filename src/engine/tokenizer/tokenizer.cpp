@@ -35,7 +35,7 @@ struct Parts {
   Decoder decoder;
   std::optional<std::int32_t> bos;
   std::vector<std::int32_t> eos;
-  std::optional<bool> add_bos, add_eos;     // tokenizer_config.json overrides of the post-processor
+  std::optional<bool> add_bos, add_eos;  // tokenizer_config.json overrides of the post-processor
   bool processor_adds_bos = false, processor_adds_eos = false;
 
   const std::string* token_string(std::int32_t id) const {
@@ -61,8 +61,8 @@ std::string read_file(const std::filesystem::path& path) {
 // Qwen2, Llama-2 conventions); only special added tokens count.
 constexpr const char* kEosNames[] = {"<|end_of_text|>", "<|eot_id|>", "<|endoftext|>", "<|im_end|>", "</s>"};
 
-std::unique_ptr<Parts> build(std::string_view tokenizer_json, const std::string& file,
-                                       std::string_view config_json, const std::string& config_file) {
+std::unique_ptr<Parts> build(std::string_view tokenizer_json, const std::string& file, std::string_view config_json,
+                             const std::string& config_file) {
   auto impl = std::make_unique<Parts>();
   const JsonPlace top{file, ""};
   json root;
@@ -108,8 +108,10 @@ std::unique_ptr<Parts> build(std::string_view tokenizer_json, const std::string&
   }
   impl->add_bos = config.add_bos_token;
   impl->add_eos = config.add_eos_token;
-  if (impl->add_bos && *impl->add_bos && !impl->bos) json_fail(config_top.at("add_bos_token"), "true but no bos_token is known");
-  if (impl->add_eos && *impl->add_eos && impl->eos.empty()) json_fail(config_top.at("add_eos_token"), "true but no eos_token is known");
+  if (impl->add_bos && *impl->add_bos && !impl->bos)
+    json_fail(config_top.at("add_bos_token"), "true but no bos_token is known");
+  if (impl->add_eos && *impl->add_eos && impl->eos.empty())
+    json_fail(config_top.at("add_eos_token"), "true but no eos_token is known");
   impl->processor_adds_bos = impl->bos && !around.empty() && around.front() == *impl->bos;
   impl->processor_adds_eos = !impl->eos.empty() && !around.empty() && around.back() == impl->eos.front();
   return impl;
@@ -126,17 +128,20 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::load(const std::filesystem::path& tokenizer_json, const std::filesystem::path& tokenizer_config_json) {
+Tokenizer Tokenizer::load(const std::filesystem::path& tokenizer_json,
+                          const std::filesystem::path& tokenizer_config_json) {
   const std::string text = read_file(tokenizer_json);
   const std::string config = tokenizer_config_json.empty() ? std::string() : read_file(tokenizer_config_json);
   if (!tokenizer_config_json.empty() && config.empty()) {
     throw macattn::Error("Tokenizer: " + tokenizer_config_json.string() + ": empty file");
   }
-  return Tokenizer(std::make_unique<Impl>(std::move(*build(text, tokenizer_json.string(), config, tokenizer_config_json.string()))));
+  return Tokenizer(
+      std::make_unique<Impl>(std::move(*build(text, tokenizer_json.string(), config, tokenizer_config_json.string()))));
 }
 
 Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view config_json) {
-  return Tokenizer(std::make_unique<Impl>(std::move(*build(tokenizer_json, "tokenizer.json", config_json, "tokenizer_config.json"))));
+  return Tokenizer(std::make_unique<Impl>(
+      std::move(*build(tokenizer_json, "tokenizer.json", config_json, "tokenizer_config.json"))));
 }
 
 std::vector<std::int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
@@ -196,13 +201,21 @@ std::string Tokenizer::token_bytes(std::int32_t id) const {
   return impl_->decoder.bytes({token});
 }
 
-std::int32_t Tokenizer::vocab_size() const { return std::max(impl_->model.max_id(), impl_->added.max_id()) + 1; }
+std::int32_t Tokenizer::vocab_size() const {
+  return std::max(impl_->model.max_id(), impl_->added.max_id()) + 1;
+}
 
-std::optional<std::int32_t> Tokenizer::bos_id() const { return impl_->bos; }
+std::optional<std::int32_t> Tokenizer::bos_id() const {
+  return impl_->bos;
+}
 
-std::vector<std::int32_t> Tokenizer::eos_ids() const { return impl_->eos; }
+std::vector<std::int32_t> Tokenizer::eos_ids() const {
+  return impl_->eos;
+}
 
-std::optional<std::int32_t> Tokenizer::token_id(std::string_view token) const { return impl_->id_of(token); }
+std::optional<std::int32_t> Tokenizer::token_id(std::string_view token) const {
+  return impl_->id_of(token);
+}
 
 bool Tokenizer::is_special(std::int32_t id) const {
   const std::string* token = impl_->token_string(id);

@@ -133,14 +133,20 @@ def corpus():
     out = [t.encode("utf-8") for t in texts]
     out += [b"\xff", b"abc\x80def", b"\xc3", b"\xc3(", b"\xe2\x82", b"\xf0\x9f\x98", b"\xed\xa0\x80 surrogate",
             b"\xc0\xaf overlong", b"\xf4\x90\x80\x80 too big", b"ok\xf0\x80\x80ok", b"\xfe\xfe\xff\xff"]
-    # Seeded random strings over a mixed alphabet: whitespace kinds, digits, letters, CJK,
-    # emoji, combining marks, apostrophes and pieces of special tokens.
+    return out + random_texts(60, 10, seed=1234)
+
+
+def random_texts(n_text, n_bytes, seed):
+    """Seeded random strings over a mixed alphabet (whitespace kinds, digits, letters, CJK,
+    emoji, combining marks, apostrophes, pieces of special and added tokens), then random bytes."""
     alphabet = (list("abcXYZ019'.,!?-_ \t\n\r") + ["\u00a0", "\u3000", "\u0085", "\u00e9", "e\u0301", "日", "本",
-                "😀", "👍🏽", "\u200d", "\u0663", "<|", "|>", "endoftext", "<|endoftext|>", "[LS]", "[RS]", "word"])
-    rng = random.Random(1234)
-    for _ in range(60):
+                "😀", "👍🏽", "\u200d", "\u0663", "<|", "|>", "endoftext", "<|endoftext|>", "[LS]", "[RS]", "word",
+                "<tool>", "'s", "'LL", "\u2028", "\ufb01", "\u0130", "\u017f"])
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n_text):
         out.append("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))).encode("utf-8"))
-    for _ in range(10):
+    for _ in range(n_bytes):
         out.append(bytes(rng.randrange(256) for _ in range(rng.randint(1, 24))))
     return out
 

@@ -38,7 +38,7 @@ def run_tool(tokenizer_path, texts, tmp_path, config_path=None):
 
 
 def compare(tok, tokenizer_path, tmp_path):
-    texts = hf_builders.corpus()
+    texts = hf_builders.corpus() + hf_builders.random_texts(400, 100, seed=2024)
     ours = run_tool(tokenizer_path, texts, tmp_path)["results"]
     ref = hf_builders.hf_reference(tok, texts)
     assert len(ours) == len(ref)

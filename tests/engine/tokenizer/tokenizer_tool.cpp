@@ -23,7 +23,8 @@ namespace {
 std::string from_hex(const std::string& hex) {
   if (hex.size() % 2 != 0) throw std::runtime_error("odd-length hex text");
   std::string out;
-  for (std::size_t i = 0; i < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  for (std::size_t i = 0; i < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   return out;
 }
 
