@@ -100,7 +100,7 @@ BenchE2ERun run_bench_e2e(const BenchE2EOptions& o) {
   if (o.synthetic) {
     run.prompt_source = "random token ids (seed " + std::to_string(o.seed) + ")";
   } else {
-    const fs::path file = o.prompt_file.empty() ? find_repo_path("prompts/passkey_12k.txt") : fs::path(o.prompt_file);
+    const fs::path file = find_repo_path(o.prompt_file.empty() ? "prompts/passkey_12k.txt" : o.prompt_file);
     std::ifstream f(file, std::ios::binary);
     if (!f) throw std::runtime_error("cannot read the prompt file '" + file.string() + "'");
     text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());

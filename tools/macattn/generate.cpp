@@ -25,8 +25,10 @@ using macattn::engine::AttentionMode;
 
 namespace {
 
+// A relative path missing here is also looked up in the checkout (find_repo_path), so the
+// README's `-f prompts/passkey_12k.txt` works from any directory.
 std::string read_prompt_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(find_repo_path(path), std::ios::binary);
   if (!f) throw std::runtime_error("cannot read the prompt file '" + path + "'");
   return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
