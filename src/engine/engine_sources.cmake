@@ -31,14 +31,20 @@ endif()
 # Fuzz entry points for the parsers of untrusted files (safetensors header, config.json).
 # With MACATTN_BUILD_FUZZERS (clang): libFuzzer binaries. Without: the same sources linked
 # with a replay main (fuzz/replay_main.cpp) that runs the committed seed corpus as a test.
-set(MACATTN_ENGINE_FUZZ_TARGETS fuzz_safetensors fuzz_config)
-foreach(f ${MACATTN_ENGINE_FUZZ_TARGETS})
+# Each target compiles its parser's sources itself, so under libFuzzer they carry the
+# coverage instrumentation (the library build does not).
+set(MACATTN_ENGINE_FUZZ_fuzz_safetensors_SOURCES ${CMAKE_CURRENT_LIST_DIR}/io/safetensors.cpp)
+set(MACATTN_ENGINE_FUZZ_fuzz_config_SOURCES ${CMAKE_CURRENT_LIST_DIR}/model_config.cpp ${CMAKE_CURRENT_LIST_DIR}/io/mapped_file.cpp)
+foreach(f fuzz_safetensors fuzz_config)
   if(MACATTN_BUILD_FUZZERS)
-    add_executable(engine_${f} ${CMAKE_CURRENT_LIST_DIR}/fuzz/${f}.cpp)
+    add_executable(engine_${f} ${CMAKE_CURRENT_LIST_DIR}/fuzz/${f}.cpp ${MACATTN_ENGINE_FUZZ_${f}_SOURCES})
     target_compile_options(engine_${f} PRIVATE -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer)
     target_link_options(engine_${f} PRIVATE -fsanitize=fuzzer,address,undefined)
   else()
-    add_executable(engine_${f} ${CMAKE_CURRENT_LIST_DIR}/fuzz/${f}.cpp ${CMAKE_CURRENT_LIST_DIR}/fuzz/replay_main.cpp)
+    add_executable(engine_${f} ${CMAKE_CURRENT_LIST_DIR}/fuzz/${f}.cpp ${CMAKE_CURRENT_LIST_DIR}/fuzz/replay_main.cpp
+                   ${MACATTN_ENGINE_FUZZ_${f}_SOURCES})
   endif()
-  target_link_libraries(engine_${f} PRIVATE macattn_engine)
+  # Header-only use of the library (DType, Error): no link, so the fuzzers build on their own.
+  target_include_directories(engine_${f} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/include)
+  target_link_libraries(engine_${f} PRIVATE nlohmann_json::nlohmann_json)
 endforeach()

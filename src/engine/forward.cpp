@@ -56,7 +56,7 @@ void ForwardState::ensure_rows(std::int64_t n) {
 }
 
 void ForwardState::forward(const std::int32_t* tokens, std::int64_t n, std::int64_t p0, ForwardAttention mode,
-                           bool all_logits, bool audit) {
+                           bool all_logits, bool audit, bool init_rings) {
   const ModelConfig& c = model.config();
   ensure_rows(n);
   const std::int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_q_heads, Hkv = c.num_kv_heads, I = c.intermediate_size;
@@ -75,14 +75,14 @@ void ForwardState::forward(const std::int32_t* tokens, std::int64_t n, std::int6
       cpu::rms_norm(k.data(), n * Hkv, D, static_cast<const float*>(L.k_norm.data), eps, k.data());
     }
     // MAC matches on the pre-RoPE queries (position-free), attends with the rotated ones.
-    if (mac_layer[l] && mode != ForwardAttention::decode_exact) std::copy_n(q.data(), n * Hq * D, q_pre.data());
+    if (mac_layer[l] && mode != ForwardAttention::decode_exact && init_rings) std::copy_n(q.data(), n * Hq * D, q_pre.data());
     for (std::int64_t i = 0; i < n; ++i) {
       rope.angles(p0 + i, cos.data(), sin.data());
       rope.apply(q.data() + i * Hq * D, static_cast<std::int32_t>(Hq), cos.data(), sin.data());
       rope.apply(k.data() + i * Hkv * D, static_cast<std::int32_t>(Hkv), cos.data(), sin.data());
     }
     cache.write(l, p0, n, k.data(), v.data());
-    attention(l, p0, n, mode, audit);
+    attention(l, p0, n, mode, audit, init_rings);
     cpu::linear(attn.data(), n, L.o_proj, bias(L.o_bias), tmp.data());
     cpu::add_inplace(x.data(), tmp.data(), n * H);
 
@@ -102,12 +102,13 @@ void ForwardState::forward(const std::int32_t* tokens, std::int64_t n, std::int6
   cpu::linear(h.data(), m, model.lm_head(), nullptr, logits.data());
 }
 
-void ForwardState::attention(std::int32_t l, std::int64_t p0, std::int64_t n, ForwardAttention mode, bool audit) {
+void ForwardState::attention(std::int32_t l, std::int64_t p0, std::int64_t n, ForwardAttention mode, bool audit,
+                             bool init_rings) {
   const AttentionOptions& ao = options.attention;
   const KVCacheView kv = cache.view(l, p0 + n);
   if (mode == ForwardAttention::prefill) {
     cpu::prefill_attention(shape, kv, p0, n, q.data(), attn.data());
-    if (mac_layer[l]) {
+    if (mac_layer[l] && init_rings) {
       row_indptr = {0, static_cast<std::int32_t>(n)};
       const MacStateView ring = rings[l]->view();
       mac_prefill_init(shape, ao.mac, kv, ConstTensor(q.data(), DType::f32), ConstTensor(q_pre.data(), DType::f32),

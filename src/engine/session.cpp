@@ -110,7 +110,10 @@ void Session::run_prefill_(std::span<const std::int32_t> tokens, std::int32_t ch
   ForwardState& f = state_->fwd;
   for (std::int64_t done = 0; done < total;) {
     const std::int64_t n = std::min<std::int64_t>(chunk_size, total - done);
-    f.forward(tokens.data() + done, n, position_, ForwardAttention::prefill, all_logits != nullptr, false);
+    // Only the last W prompt positions get ring rows; a chunk ending before them needs none.
+    // (The first chunk that does reach them finds the ring behind and wipes it first.)
+    const bool init_rings = done + n > total - options_.attention.mac.window;
+    f.forward(tokens.data() + done, n, position_, ForwardAttention::prefill, all_logits != nullptr, false, init_rings);
     if (all_logits != nullptr) std::copy(f.logits.begin(), f.logits.end(), all_logits->begin() + done * V);
     position_ += n;
     done += n;

@@ -45,12 +45,15 @@ struct ForwardState {
 
   /// Runs `n` tokens at positions [p0, p0 + n). Writes the logits of the last position into
   /// `logits` ([vocab]), or of every position ([n, vocab]) when all_logits.
+  /// init_rings: in prefill, also initialise the MAC rings from this chunk (the Session
+  /// skips chunks that end before the last `window` positions of the prompt: their ring rows
+  /// would be overwritten by later chunks anyway).
   void forward(const std::int32_t* tokens, std::int64_t n, std::int64_t p0, ForwardAttention mode, bool all_logits,
-               bool audit);
+               bool audit, bool init_rings = true);
 
  private:
   void ensure_rows(std::int64_t n);
-  void attention(std::int32_t layer, std::int64_t p0, std::int64_t n, ForwardAttention mode, bool audit);
+  void attention(std::int32_t layer, std::int64_t p0, std::int64_t n, ForwardAttention mode, bool audit, bool init_rings);
 };
 
 }  // namespace macattn::engine

@@ -16,3 +16,10 @@ if(NOT MACATTN_BUILD_FUZZERS)
            COMMAND engine_fuzz_safetensors ${CMAKE_CURRENT_LIST_DIR}/fuzz_corpus/safetensors)
   add_test(NAME engine.fuzz_replay.config COMMAND engine_fuzz_config ${CMAKE_CURRENT_LIST_DIR}/fuzz_corpus/config)
 endif()
+
+# A timing driver (not run by ctest): engine_speed <model_dir> [context] [steps] [text] [threads].
+add_executable(engine_speed ${CMAKE_CURRENT_LIST_DIR}/engine_speed.cpp)
+target_link_libraries(engine_speed PRIVATE macattn_engine)
+if(TARGET macattn_tokenizer)
+  target_compile_definitions(engine_speed PRIVATE MACATTN_ENGINE_SPEED_TOKENIZER)
+endif()

@@ -177,3 +177,38 @@ TEST(EngineSession, MacWithHitsReadsLessAndAuditReports) {
 }
 
 }  // namespace
+
+namespace {
+
+// Prefill in many small chunks initialises the rings only from the chunks that reach the
+// last W positions; the rings must come out as from one big chunk (same hits, same logits).
+TEST(EngineSession, ChunkedPrefillLeavesTheSameRings) {
+  const auto prompt = tokens(100, 10), cont = tokens(20, 11);
+  SessionOptions o = base();
+  o.attention.mode = AttentionMode::mac;
+  o.attention.ring_dtype = macattn::DType::f32;
+  o.attention.mac.window = 16;
+  o.attention.mac.rect_offset = 4;
+  o.attention.mac.tau = 0.0f;
+  o.attention.mac.min_context = 0;
+  std::vector<std::vector<float>> logits[2];
+  macattn::StepStats stats[2];
+  const std::int32_t chunks[2] = {6, 100};
+  for (int i = 0; i < 2; ++i) {
+    Session s(llama(), o);
+    s.prefill(std::span(prompt).first(50), chunks[i]);
+    s.prefill(std::span(prompt).subspan(50), chunks[i]);  // a second call continues the rings
+    for (std::int32_t t : cont) {
+      const auto l = s.decode(t);
+      logits[i].emplace_back(l.begin(), l.end());
+    }
+    stats[i] = s.total_attention_stats();
+  }
+  EXPECT_GT(stats[0].heads_hit, 0);
+  EXPECT_EQ(stats[0].heads_hit, stats[1].heads_hit);
+  EXPECT_EQ(stats[0].ring_wipes, 0);
+  EXPECT_EQ(stats[1].ring_wipes, 0);
+  for (std::size_t i = 0; i < cont.size(); ++i) EXPECT_LT(engine_test::rel_err(logits[0][i], logits[1][i]), 1e-4) << i;
+}
+
+}  // namespace

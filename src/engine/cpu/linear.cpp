@@ -12,6 +12,9 @@ namespace {
 
 // Rows of W per matvec task: big enough to amortise the task, small enough to balance.
 constexpr std::int64_t kMatvecRows = 64;
+// Below this many multiply-adds a call stays on the calling thread: a fork/join costs
+// microseconds, and far more when the cores are shared and a worker is descheduled.
+constexpr std::int64_t kParallelMacs = std::int64_t{1} << 20;
 
 }  // namespace
 
@@ -25,10 +28,11 @@ void linear_rows(const float* x, std::int64_t n, const WeightTensor& w, std::int
   const std::size_t es = dtype_size(w.dtype);
   const auto* base = static_cast<const std::uint8_t*>(w.data) + row0 * w.cols * es;
   const std::int64_t k = w.cols;
+  const bool parallel = n * rows * k >= kParallelMacs;
 
   if (n < 4) {
     const std::int64_t tasks = (rows + kMatvecRows - 1) / kMatvecRows;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (std::int64_t t = 0; t < tasks; ++t) {
       const std::int64_t r0 = t * kMatvecRows;
       const std::int64_t nr = std::min(kMatvecRows, rows - r0);
@@ -39,7 +43,7 @@ void linear_rows(const float* x, std::int64_t n, const WeightTensor& w, std::int
     return;
   }
   const std::int64_t panels = (rows + kPanel - 1) / kPanel;
-#pragma omp parallel
+#pragma omp parallel if (parallel)
   {
     AlignedFloats packed(static_cast<std::size_t>(k) * kPanel);
     const void* ptrs[kPanel];
