@@ -7,7 +7,7 @@
 set(json "${WORK}/generate_both.json")
 set(prompt "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ")
 string(REPEAT "${prompt}" 4 prompt)
-execute_process(COMMAND ${TOOL} generate -m ${MODEL} -p "${prompt}" -n 40 --ignore-eos --attention both --audit
+execute_process(COMMAND ${TOOL} generate -m ${MODEL} -t 1 -p "${prompt}" -n 40 --ignore-eos --attention both --audit
                         --mac-min-context 32 --mac-window 64 --mac-rect 8 --progress off --json ${json}
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)

@@ -8,7 +8,7 @@ string(JSON prompt GET "${fixture}" prompt)
 string(JSON new_tokens GET "${fixture}" new_tokens)
 file(WRITE "${WORK}/greedy_prompt_${ATTENTION}.txt" "${prompt}")
 set(json "${WORK}/greedy_${ATTENTION}.json")
-execute_process(COMMAND ${TOOL} generate -m ${MODEL} -f ${WORK}/greedy_prompt_${ATTENTION}.txt -n ${new_tokens}
+execute_process(COMMAND ${TOOL} generate -m ${MODEL} -t 1 -f ${WORK}/greedy_prompt_${ATTENTION}.txt -n ${new_tokens}
                         --temp 0 --ignore-eos --attention ${ATTENTION} --kv-dtype f32 --progress off --json ${json}
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
