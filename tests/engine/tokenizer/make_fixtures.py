@@ -77,6 +77,9 @@ def write_small_seeds(corpus):
     }
     for name, content in seeds.items():
         (corpus / name).write_text(content)
+    # A file, a NUL, then a text for the fuzzer to encode besides its fixed one.
+    text_after = "  He said: 'Hello'\t\t[L] <s>\n\n 12345 \u00e9e\u0301 \U0001F600".encode("utf-8") + b"\xff\xc3"
+    (corpus / "tiny_with_text.bin").write_bytes(text.encode("utf-8") + b"\0" + text_after)
 
 
 def hf_reference_compact(tok, texts):
