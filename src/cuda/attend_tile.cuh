@@ -103,16 +103,9 @@ struct AttendTile {
     const long long n_keys = spans.count();
     const long long n_tiles = (n_keys + kBlockKeys - 1) / kBlockKeys;
 
-    // Query fragments (A operand), kept in registers for the whole span.
-    std::uint32_t qf[D / 16][4];
-    {
-      const T* sq = q_tile(s);
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const int row = (lane & 7) + ((lane >> 3) & 1) * 8, chunk = 2 * kk + (lane >> 4);
-        ldmatrix_x4(qf[kk], sq + swz<D>(row, chunk));
-      }
-    }
+    // Query fragments (A operand) are re-read from shared memory per tile (8 ldmatrix for
+    // D = 128) rather than held in registers: fewer registers, more resident blocks.
+    const T* sq = q_tile(s);
     const RowKeys rk0 = row_keys(s)[gid], rk1 = row_keys(s)[gid + 8];
 
     float o[D / 8][4];
@@ -142,11 +135,13 @@ struct AttendTile {
       float sc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
+        std::uint32_t qf[4];
+        ldmatrix_x4(qf, sq + swz<D>((lane & 7) + ((lane >> 3) & 1) * 8, 2 * kk + (lane >> 4)));
         std::uint32_t kb[4];
         const int key = (lane & 7) + ((lane >> 4) << 3), chunk = 2 * kk + ((lane >> 3) & 1);
         ldmatrix_x4(kb, sk + swz<D>(key, chunk));
-        Mma<T>::run(sc[0], qf[kk], kb[0], kb[1]);
-        Mma<T>::run(sc[1], qf[kk], kb[2], kb[3]);
+        Mma<T>::run(sc[0], qf, kb[0], kb[1]);
+        Mma<T>::run(sc[1], qf, kb[2], kb[3]);
       }
       // Masks and online softmax (base 2). Thread holds rows gid (c0,c1) and gid+8 (c2,c3).
       const long long base = tile * kBlockKeys + warp * 16;

@@ -39,16 +39,17 @@ __global__ void __launch_bounds__(kThreads) exact_split_kernel(PagedKVArgs kv, c
   for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
     const int r = idx / D, i = idx % D;
     const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * splits + split;
-    part_o[row * D + i] = lo < hi ? mo[r * D + i] : 0.f;
+    if (lo < hi) part_o[row * D + i] = mo[r * D + i];  // an empty split's o is never read
     if (i == 0) part_lse[row] = lo < hi ? ml[r] : -__int_as_float(0x7f800000);
   }
 }
 
 __global__ void exact_merge_kernel(const float* part_o, const float* part_lse, int splits, int head_dim, void* out,
                                    int out_dtype, float* lse) {
+  __shared__ float w[kMaxSplits + 1];
   const std::size_t row = blockIdx.x;
   float o, l;
-  merge_split_partials(part_o, part_lse, row, splits, 0, splits, head_dim, threadIdx.x, &o, &l);
+  merge_splits_block(part_o, part_lse, row, splits, 0, splits, head_dim, w, &o, &l);
   store_float(out, out_dtype, row * head_dim + threadIdx.x, o);
   if (lse && threadIdx.x == 0) lse[row] = l;
 }
@@ -74,8 +75,7 @@ void exact_decode(const AttentionShape& shape, const PagedKVDevice& kv, ConstTen
   auto s = static_cast<cudaStream_t>(stream);
   const PagedKVArgs args = kv_args(kv);
   const float scale = shape.scale();
-  dispatch(d, kv.dtype, [&]<int D, typename T>() {
-    constexpr int NS = stages<D>();
+  dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = exact_split_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);

@@ -54,17 +54,26 @@ inline RingArgs ring_args(const MacRingsDevice& r) {
   return {r.qring, r.oring, r.lring, r.position, r.ready, static_cast<int>(r.ring_dtype), r.window};
 }
 
-/// Pipeline depth per head dim: as deep as fits two blocks per SM (one for D = 256).
+/// Pipeline depth: as deep as fits two blocks per SM (one for D = 256). For D = 128 the
+/// environment variable MACATTN_CUDA_STAGES (2, 3 or 4) picks another depth, for tuning.
 template <int D> constexpr int stages() { return D == 64 ? 4 : D == 128 ? 3 : 2; }
+int stages_override();  // 0 = none
 
-/// Calls f.template operator()<D, T>() for the runtime head dim and K/V dtype (validated).
+/// Calls f.template operator()<D, NS, T>() for the runtime head dim, pipeline depth and K/V
+/// dtype (validated before).
 template <typename F>
 void dispatch(int head_dim, DType kv_dtype, F&& f) {
   const bool bf = kv_dtype == DType::bf16;
   switch (head_dim) {
-    case 64: bf ? f.template operator()<64, __nv_bfloat16>() : f.template operator()<64, __half>(); break;
-    case 128: bf ? f.template operator()<128, __nv_bfloat16>() : f.template operator()<128, __half>(); break;
-    default: bf ? f.template operator()<256, __nv_bfloat16>() : f.template operator()<256, __half>(); break;
+    case 64: bf ? f.template operator()<64, 4, __nv_bfloat16>() : f.template operator()<64, 4, __half>(); break;
+    case 128:
+      switch (stages_override()) {
+        case 2: bf ? f.template operator()<128, 2, __nv_bfloat16>() : f.template operator()<128, 2, __half>(); break;
+        case 4: bf ? f.template operator()<128, 4, __nv_bfloat16>() : f.template operator()<128, 4, __half>(); break;
+        default: bf ? f.template operator()<128, 3, __nv_bfloat16>() : f.template operator()<128, 3, __half>(); break;
+      }
+      break;
+    default: bf ? f.template operator()<256, 2, __nv_bfloat16>() : f.template operator()<256, 2, __half>(); break;
   }
 }
 

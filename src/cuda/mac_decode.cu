@@ -41,13 +41,17 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   for (int k = 0; k < 16; ++k) q[k] = k * 16 < head_dim ? load_float(q_pre, q_dtype, qbase + lane + k * 16) : 0.f;
   unsigned long long mine = kNoMatch;
   const long long c_end = min(n, static_cast<long long>(tile + 1) * kScanSlots);
-  for (long long c = static_cast<long long>(tile) * kScanSlots + half; c < c_end; c += kScanThreads / 16) {
+  // Every lane runs every iteration (the shuffles below need the whole warp); lanes past the
+  // candidates compute on zeros and drop the result.
+  for (int it = 0; it < kScanSlots / (kScanThreads / 16); ++it) {
+    const long long c = static_cast<long long>(tile) * kScanSlots + it * (kScanThreads / 16) + half;
+    const bool valid = c < c_end;
     const long long p = first + c;
-    const std::size_t row = ((static_cast<std::size_t>(b) * mac.window + p % mac.window) * hq + h) * head_dim;
+    const std::size_t row = ((static_cast<std::size_t>(b) * mac.window + (valid ? p % mac.window : 0)) * hq + h) * head_dim;
     float r[16];
 #pragma unroll
     for (int k = 0; k < 16; ++k)
-      r[k] = (!stale && k * 16 < head_dim) ? load_float(ring.qring, ring.dtype, row + lane + k * 16) : 0.f;
+      r[k] = (valid && !stale && k * 16 < head_dim) ? load_float(ring.qring, ring.dtype, row + lane + k * 16) : 0.f;
     float acc = 0.f;
 #pragma unroll
     for (int k = 0; k < 16; ++k) {
@@ -59,7 +63,7 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
     // Pairwise lane reduction: lane l += lane l+8, l+4, l+2, l+1 (core/distance.hpp).
 #pragma unroll
     for (int width = 8; width >= 1; width >>= 1) acc = __fadd_rn(acc, __shfl_down_sync(0xffffffffu, acc, width, 16));
-    if (lane == 0 && acc < __int_as_float(0x7f800000)) {  // +inf and NaN never match (CPU: d < best)
+    if (valid && lane == 0 && acc < __int_as_float(0x7f800000)) {  // +inf and NaN never match (CPU: d < best)
       const unsigned long long key = pack_match(acc, static_cast<unsigned>(c));
       mine = key < mine ? key : mine;
     }
@@ -139,7 +143,7 @@ __global__ void __launch_bounds__(kThreads) mac_attend_kernel(PagedKVArgs kv, co
   for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
     const int r = idx / D, i = idx % D;
     const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * (splits + 1) + split;
-    part_o[row * D + i] = work ? mo[r * D + i] : 0.f;
+    if (work) part_o[row * D + i] = mo[r * D + i];  // an empty split's o is never read
     if (i == 0) part_lse[row] = work ? ml[r] : -__int_as_float(0x7f800000);
   }
 }
@@ -148,6 +152,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
                                   MacArgs mac, int hq, int group, int head_dim, int splits, unsigned long long* best,
                                   const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
                                   HeadStats* head_stats) {
+  __shared__ float split_w[kMaxSplits + 1];
   const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
   const std::size_t qrow = static_cast<std::size_t>(b) * hq + h;
   const long long t = seq_len(kv, b) - 1;
@@ -162,7 +167,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   }
   // Amend: merge the splits, then the reused entry on a hit.
   float eo, el;
-  merge_split_partials(part_o, part_lse, qrow, splits + 1, 0, splits, head_dim, i, &eo, &el);
+  merge_splits_block(part_o, part_lse, qrow, splits + 1, 0, splits, head_dim, split_w, &eo, &el);
   if (x.hit) {
     const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
     const float ro = load_float(ring.oring, ring.dtype, mrow * head_dim + i);
@@ -171,7 +176,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
     el = w.lse;
   }
   float co, cl;
-  merge_split_partials(part_o, part_lse, qrow, splits + 1, splits, splits + 1, head_dim, i, &co, &cl);
+  merge_splits_block(part_o, part_lse, qrow, splits + 1, splits, splits + 1, head_dim, split_w, &co, &cl);
   __syncthreads();  // every thread has read the ring (lring[m], oring[m]) before it is written
   const std::size_t row_stride = static_cast<std::size_t>(hq) * head_dim;
   if (stale) {  // wipe this head's rows of every slot
@@ -249,8 +254,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
                                                                                  ws.best, ws.seq_flags);
   MACATTN_CUDA_CHECK_LAUNCH("mac_scan_kernel");
   const float scale = shape.scale();
-  dispatch(d, kv.dtype, [&]<int D, typename T>() {
-    constexpr int NS = stages<D>();
+  dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = mac_attend_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);

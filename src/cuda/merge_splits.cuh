@@ -5,27 +5,54 @@
 
 namespace macattn::cuda::detail {
 
-/// Element i of the merge of partials [s0, s1) of `row` (partials laid out [row][splits][D]
-/// and [row][splits]): the LSE-weighted average and the merged natural LSE (-inf if empty).
-__device__ __forceinline__ void merge_split_partials(const float* part_o, const float* part_lse, std::size_t row,
-                                                     int splits, int s0, int s1, int head_dim, int i, float* o,
-                                                     float* lse) {
+constexpr int kMaxSplits = 1024;  // plan_splits never plans more (+1 for MAC's complete block)
+
+/// Block-wide merge of partials [s0, s1) of `row` (partials laid out [row][splits][D] and
+/// [row][splits]): thread i < head_dim gets element i of the LSE-weighted average in *o and
+/// the merged natural LSE in *lse (-inf, o = 0 if every partial is empty). The weights are
+/// computed once in shared memory `w` (>= s1 - s0 floats); empty partials (lse = -inf, whose
+/// o is never written) are skipped, so an all-hit MAC step reads only the splits that worked.
+/// Every thread of the block must call it (it synchronises).
+__device__ __forceinline__ void merge_splits_block(const float* part_o, const float* part_lse, std::size_t row,
+                                                   int splits, int s0, int s1, int head_dim, float* w, float* o,
+                                                   float* lse) {
   const float ninf = -__int_as_float(0x7f800000);
+  __shared__ float red[2];
+  __syncthreads();  // w and red may still be read from a previous call
   const float* pl = part_lse + row * splits;
-  float m = ninf;
-  for (int s = s0; s < s1; ++s) m = fmaxf(m, pl[s]);
+  const int n = s1 - s0;
+  for (int s = threadIdx.x; s < n; s += blockDim.x) w[s] = pl[s0 + s];
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float m = ninf;
+    for (int s = threadIdx.x; s < n; s += 32) m = fmaxf(m, w[s]);
+    for (int off = 16; off >= 1; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    float sum = 0.f;
+    if (m != ninf)
+      for (int s = threadIdx.x; s < n; s += 32) sum += expf(w[s] - m);
+    for (int off = 16; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (threadIdx.x == 0) {
+      red[0] = m;
+      red[1] = sum;
+    }
+  }
+  __syncthreads();
+  const float m = red[0], sum = red[1];
   if (m == ninf) {
     *o = 0.f;
     *lse = ninf;
     return;
   }
-  float sum = 0.f, acc = 0.f;
-  for (int s = s0; s < s1; ++s) {
-    const float w = expf(pl[s] - m);  // exp(-inf) = 0 for empty splits
-    sum += w;
-    acc += w * part_o[(row * splits + s) * head_dim + i];
+  for (int s = threadIdx.x; s < n; s += blockDim.x) w[s] = expf(w[s] - m) / sum;  // exp(-inf) = 0: skipped below
+  __syncthreads();
+  float acc = 0.f;
+  if (threadIdx.x < head_dim) {
+    const float* po = part_o + (row * splits + s0) * head_dim + threadIdx.x;
+#pragma unroll 4
+    for (int s = 0; s < n; ++s)
+      if (w[s] != 0.f) acc += w[s] * po[static_cast<std::size_t>(s) * head_dim];
   }
-  *o = acc / sum;
+  *o = acc;
   *lse = m + logf(sum);
 }
 

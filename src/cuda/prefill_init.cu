@@ -134,8 +134,7 @@ void mac_prefill_init(const AttentionShape& shape, const MacConfig& config, cons
   const int rows_per_tile = kRows / group;
   const unsigned tiles = static_cast<unsigned>((kept + rows_per_tile - 1) / rows_per_tile);
   const float scale = shape.scale();
-  dispatch(d, kv.dtype, [&]<int D, typename T>() {
-    constexpr int NS = stages<D>();
+  dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = prefill_attend_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);

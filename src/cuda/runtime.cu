@@ -77,6 +77,15 @@ std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int
   return splits;
 }
 
+int stages_override() {
+  static const int v = [] {
+    const char* env = std::getenv("MACATTN_CUDA_STAGES");
+    const int n = env ? std::atoi(env) : 0;
+    return (n == 2 || n == 3 || n == 4) ? n : 0;
+  }();
+  return v;
+}
+
 void validate_query(const char* fn, const char* name, const void* data, DType dtype) {
   require(dtype_valid(dtype), fn, ": ", name, ".dtype value ", static_cast<int>(dtype), " is not f32, f16 or bf16");
   require(data != nullptr, fn, ": ", name, " is null");
@@ -102,7 +111,8 @@ void validate_kv(const char* fn, const AttentionShape& shape, const PagedKVDevic
   require(kv.indptr && kv.indices && kv.last_page_len, fn, ": a page-table pointer (indptr, indices, last_page_len) is null");
   require(kv.page_size >= 1, fn, ": kv.page_size = ", kv.page_size, ", must be >= 1");
   require(kv.num_pages >= 1, fn, ": kv.num_pages = ", kv.num_pages, ", must be >= 1");
-  require(kv.max_seq_len >= 1, fn, ": kv.max_seq_len = ", kv.max_seq_len, ", must be >= 1");
+  require(kv.max_seq_len >= 1 && kv.max_seq_len < (std::int64_t{1} << 31), fn, ": kv.max_seq_len = ", kv.max_seq_len,
+          ", must be in [1, 2^31)");
   require(reinterpret_cast<std::uintptr_t>(kv.k_pages) % 16 == 0 && reinterpret_cast<std::uintptr_t>(kv.v_pages) % 16 == 0,
           fn, ": kv.k_pages and kv.v_pages must be 16-byte aligned");
 }
