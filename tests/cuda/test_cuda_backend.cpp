@@ -30,6 +30,12 @@ namespace mc = macattn::cuda;
 #define SKIP_WITHOUT_GPU() \
   if (!mc::available()) GTEST_SKIP() << "CUDA backend not tested: " << mc::device_description()
 
+/// MACATTN_TEST_VERBOSE=1 prints each stage (to find where a device run stops).
+void trace(const char* what, int step) {
+  static const bool on = std::getenv("MACATTN_TEST_VERBOSE") != nullptr;
+  if (on) std::fprintf(stderr, "[ trace    ] %s %d\n", what, step);
+}
+
 void ck(cudaError_t e, const char* what) { ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e); }
 
 std::uint64_t fresh_seed() {
@@ -37,6 +43,7 @@ std::uint64_t fresh_seed() {
   std::random_device rd;
   const std::uint64_t s = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
   std::printf("[ seed     ] MACATTN_TEST_SEED=%llu\n", static_cast<unsigned long long>(s));
+  std::fflush(stdout);
   return s;
 }
 
@@ -264,9 +271,11 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
         dindptr(indptr.data(), indptr.size() * 4);
     std::int32_t max_rows = 0;
     for (auto n : count) max_rows = std::max<std::int32_t>(max_rows, static_cast<std::int32_t>(n));
+    trace("prefill chunk", chunk);
     mc::mac_prefill_init(shape, cfg, dk.view, {dqpost.p, DType::bf16}, {dqpre.p, DType::bf16},
                          dindptr.as<std::int32_t>(), max_rows, rings.view, ws);
     ck(cudaDeviceSynchronize(), "mac_prefill_init");
+    trace("prefill done", chunk);
     for (int b = 0; b < batch; ++b) ASSERT_TRUE(rings.matches(b, host[b])) << "after prefill chunk " << chunk << ", seq " << b;
   }
 
@@ -296,6 +305,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
     std::vector<float> want_lse(std::size_t(batch) * c.hq);
     std::vector<HeadStats> want_stats(std::size_t(batch) * c.hq);
     auto views = fx::views(host);
+    trace("reference step", step);
     macattn::mac_decode(shape, cfg, pb.view(), qpost.ctensor(), qpre.ctensor(), views, want.tensor(), want_lse.data(),
                         want_stats.data(), nullptr, Backend::reference);
 
@@ -324,7 +334,9 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
                      {dout.p, DType::bf16}, dlse.as<float>(), dstats.as<HeadStats>(), ws, stream);
       ck(cudaStreamSynchronize(stream), "mac_decode");
     }
+    trace("device step issued", step);
     ck(cudaStreamSynchronize(stream), "step");
+    trace("device step done", step);
     const auto got_stats_raw = dstats.download();
     for (std::size_t i = 0; i < want_stats.size(); ++i) {
       HeadStats g;
