@@ -107,8 +107,11 @@ class Session {
 
   /// Runs `tokens` (each in [0, vocab)) at positions [position(), position() + n) in chunks of
   /// `chunk_size` tokens (>= 1): writes their K/V, initialises the MAC rings of every
-  /// MAC-enabled layer for each chunk (mac_prefill_init), and returns the logits of the last
-  /// token: [vocab] fp32. n >= 1. Prefill may follow earlier prefill or decode calls.
+  /// MAC-enabled layer (mac_prefill_init, for the chunks that reach the last W positions:
+  /// only those get ring rows), and returns the logits of the last token: [vocab] fp32.
+  /// n >= 1. Prefill may follow earlier prefill or decode calls. Throws macattn::Error (and
+  /// changes nothing) for a bad token or chunk size, or when position() + n exceeds the
+  /// capacity or a Mistral-style sliding_window (sliding-window attention is not implemented).
   std::span<const float> prefill(std::span<const std::int32_t> tokens, std::int32_t chunk_size = 512,
                                  const PrefillProgress& progress = {});
   /// Like prefill, and also writes the logits of every token: all_logits [n, vocab] fp32
