@@ -10,7 +10,7 @@ namespace detail {
 namespace {
 
 template <int D, int NS, typename T>
-__global__ void __launch_bounds__(kThreads) exact_split_kernel(PagedKVArgs kv, const void* q, int q_dtype, int hq,
+__global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) exact_split_kernel(PagedKVArgs kv, const void* q, int q_dtype, int hq,
                                                                int group, int splits, float scale, float* part_o,
                                                                float* part_lse) {
   extern __shared__ __align__(128) char smem[];

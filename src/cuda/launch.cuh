@@ -54,9 +54,10 @@ inline RingArgs ring_args(const MacRingsDevice& r) {
   return {r.qring, r.oring, r.lring, r.position, r.ready, static_cast<int>(r.ring_dtype), r.window};
 }
 
-/// Pipeline depth: as deep as fits two blocks per SM (one for D = 256). For D = 128 the
-/// environment variable MACATTN_CUDA_STAGES (2, 3 or 4) picks another depth, for tuning.
-template <int D> constexpr int stages() { return D == 64 ? 4 : D == 128 ? 3 : 2; }
+/// Pipeline depth. Measured on the H200 (docs/benchmarks/h200.md): for D = 128 two stages,
+/// which let three blocks share an SM, beat three or four stages with fewer blocks. The
+/// environment variable MACATTN_CUDA_STAGES (2, 3 or 4) picks another depth for D = 128.
+template <int D> constexpr int stages() { return D == 64 ? 4 : 2; }
 int stages_override();  // 0 = none
 
 /// Calls f.template operator()<D, NS, T>() for the runtime head dim, pipeline depth and K/V
@@ -70,7 +71,8 @@ void dispatch(int head_dim, DType kv_dtype, F&& f) {
       switch (stages_override()) {
         case 2: bf ? f.template operator()<128, 2, __nv_bfloat16>() : f.template operator()<128, 2, __half>(); break;
         case 4: bf ? f.template operator()<128, 4, __nv_bfloat16>() : f.template operator()<128, 4, __half>(); break;
-        default: bf ? f.template operator()<128, 3, __nv_bfloat16>() : f.template operator()<128, 3, __half>(); break;
+        case 3: bf ? f.template operator()<128, 3, __nv_bfloat16>() : f.template operator()<128, 3, __half>(); break;
+        default: bf ? f.template operator()<128, 2, __nv_bfloat16>() : f.template operator()<128, 2, __half>(); break;
       }
       break;
     default: bf ? f.template operator()<256, 2, __nv_bfloat16>() : f.template operator()<256, 2, __half>(); break;
@@ -83,6 +85,9 @@ void allow_smem(K kernel, std::size_t bytes) {
   if (bytes > 48 * 1024)
     MACATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
+
+/// Blocks MAC's complete step (tail + sinks) is spread over: the tail's S keys in parallel.
+constexpr int kCompleteSplits = 4;
 
 /// Splits per (sequence, KV head) for a decode call (see planned_splits in cuda.hpp).
 std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int32_t head_dim, std::int64_t max_seq_len);

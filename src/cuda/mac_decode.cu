@@ -43,20 +43,31 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   const long long c_end = min(n, static_cast<long long>(tile + 1) * kScanSlots);
   // Every lane runs every iteration (the shuffles below need the whole warp); lanes past the
   // candidates compute on zeros and drop the result.
-  for (int it = 0; it < kScanSlots / (kScanThreads / 16); ++it) {
+  // All of this lane's loads first (4 candidates x D/16 dims), then the arithmetic, so the
+  // memory latency is paid once per block, not once per candidate.
+  constexpr int kIters = kScanSlots / (kScanThreads / 16);
+  float r[kIters][16];
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
     const long long c = static_cast<long long>(tile) * kScanSlots + it * (kScanThreads / 16) + half;
-    const bool valid = c < c_end;
-    const long long p = first + c;
-    const std::size_t row = ((static_cast<std::size_t>(b) * mac.window + (valid ? p % mac.window : 0)) * hq + h) * head_dim;
-    float r[16];
+    const bool valid = c < c_end && !stale;
+    const std::size_t row =
+        ((static_cast<std::size_t>(b) * mac.window + (valid ? (first + c) % mac.window : 0)) * hq + h) * head_dim;
 #pragma unroll
     for (int k = 0; k < 16; ++k)
-      r[k] = (valid && !stale && k * 16 < head_dim) ? load_float(ring.qring, ring.dtype, row + lane + k * 16) : 0.f;
+      r[it][k] = (valid && k * 16 < head_dim) ? load_float(ring.qring, ring.dtype, row + lane + k * 16) : 0.f;
+  }
+  // Every lane runs every iteration (the shuffles need the whole warp); lanes past the
+  // candidates computed on zeros and drop the result.
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const long long c = static_cast<long long>(tile) * kScanSlots + it * (kScanThreads / 16) + half;
+    const bool valid = c < c_end;
     float acc = 0.f;
 #pragma unroll
     for (int k = 0; k < 16; ++k) {
       if (k * 16 < head_dim) {
-        const float diff = __fsub_rn(q[k], r[k]);
+        const float diff = __fsub_rn(q[k], r[it][k]);
         acc = __fmaf_rn(diff, diff, acc);
       }
     }
@@ -85,7 +96,7 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
 }
 
 template <int D, int NS, typename T>
-__global__ void __launch_bounds__(kThreads) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype, RingArgs ring,
+__global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype, RingArgs ring,
                                                               MacArgs mac, int hq, int group, int splits, float scale,
                                                               const unsigned long long* best,
                                                               const std::uint8_t* stale_flags, float* part_o,
@@ -95,7 +106,7 @@ __global__ void __launch_bounds__(kThreads) mac_attend_kernel(PagedKVArgs kv, co
   __shared__ const void* q_rows[kRows];
   __shared__ long long starts[kRows];
   const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
-  const bool complete = split == splits;
+  const bool complete = split >= splits;  // blocks splits .. splits+kCompleteSplits-1: tail (+ sinks)
   const long long t = seq_len(kv, b) - 1;
   const long long new_end = entry_end_dev(t, mac.rect);
   const bool stale = stale_flags[b] != 0;
@@ -130,7 +141,10 @@ __global__ void __launch_bounds__(kThreads) mac_attend_kernel(PagedKVArgs kv, co
       const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
       sink_end = e > sink_end ? e : sink_end;
     }
-    spans = KeySpans{0, sink_end, new_end, t + 1};
+    // Complete block j takes part j of the tail; block 0 also takes the sinks.
+    long long a, z;
+    split_range(new_end, t + 1, kCompleteSplits, split - splits, &a, &z);
+    spans = KeySpans{0, split == splits ? sink_end : 0, a, z};
   }
   const bool work = spans.count() > 0;
   if (work) {
@@ -142,7 +156,7 @@ __global__ void __launch_bounds__(kThreads) mac_attend_kernel(PagedKVArgs kv, co
   const float* ml = Tile::merged_lse(smem);
   for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
     const int r = idx / D, i = idx % D;
-    const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * (splits + 1) + split;
+    const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * (splits + kCompleteSplits) + split;
     if (work) part_o[row * D + i] = mo[r * D + i];  // an empty split's o is never read
     if (i == 0) part_lse[row] = work ? ml[r] : -__int_as_float(0x7f800000);
   }
@@ -152,7 +166,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
                                   MacArgs mac, int hq, int group, int head_dim, int splits, unsigned long long* best,
                                   const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
                                   HeadStats* head_stats) {
-  __shared__ float split_w[kMaxSplits + 1];
+  __shared__ float split_w[kMaxSplits + kCompleteSplits];
   const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
   const std::size_t qrow = static_cast<std::size_t>(b) * hq + h;
   const long long t = seq_len(kv, b) - 1;
@@ -167,7 +181,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   }
   // Amend: merge the splits, then the reused entry on a hit.
   float eo, el;
-  merge_splits_block(part_o, part_lse, qrow, splits + 1, 0, splits, head_dim, split_w, &eo, &el);
+  merge_splits_block(part_o, part_lse, qrow, splits + kCompleteSplits, 0, splits, head_dim, split_w, &eo, &el);
   if (x.hit) {
     const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
     const float ro = load_float(ring.oring, ring.dtype, mrow * head_dim + i);
@@ -176,7 +190,8 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
     el = w.lse;
   }
   float co, cl;
-  merge_splits_block(part_o, part_lse, qrow, splits + 1, splits, splits + 1, head_dim, split_w, &co, &cl);
+  merge_splits_block(part_o, part_lse, qrow, splits + kCompleteSplits, splits, splits + kCompleteSplits, head_dim, split_w,
+                     &co, &cl);
   __syncthreads();  // every thread has read the ring (lring[m], oring[m]) before it is written
   const std::size_t row_stride = static_cast<std::size_t>(hq) * head_dim;
   if (stale) {  // wipe this head's rows of every slot
@@ -236,7 +251,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim, group = shape.group_size();
   const int splits = plan_splits(kv.batch_size, hkv, d, kv.max_seq_len);
   const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;
-  require_workspace(fn, workspace, shape, heads, splits + 1, heads, kv.batch_size);
+  require_workspace(fn, workspace, shape, heads, splits + kCompleteSplits, heads, kv.batch_size);
   const auto& ws = workspace.buffers();
   auto s = static_cast<cudaStream_t>(stream);
   const PagedKVArgs kva = kv_args(kv);
@@ -258,7 +273,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     auto kernel = mac_attend_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
-    kernel<<<dim3(splits + 1, hkv, kv.batch_size), kThreads, bytes, s>>>(
+    kernel<<<dim3(splits + kCompleteSplits, hkv, kv.batch_size), kThreads, bytes, s>>>(
         kva, q_post.data, qd, ring, mac, hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse);
     MACATTN_CUDA_CHECK_LAUNCH("mac_attend_kernel");
   });

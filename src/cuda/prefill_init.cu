@@ -36,7 +36,7 @@ __global__ void prefill_prepare_kernel(PagedKVArgs kv, const std::int32_t* row_i
 }
 
 template <int D, int NS, typename T>
-__global__ void __launch_bounds__(kThreads) prefill_attend_kernel(PagedKVArgs kv, const void* q_post, const void* q_pre,
+__global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) prefill_attend_kernel(PagedKVArgs kv, const void* q_post, const void* q_pre,
                                                                   int q_dtype, const std::int32_t* row_indptr,
                                                                   RingArgs ring, MacArgs mac, int hq, int group,
                                                                   float scale) {

@@ -64,9 +64,10 @@ std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int
                          std::int64_t max_seq_len) {
   const DeviceInfo* d = device_info();
   const int sms = d ? d->sm_count : 132;
-  // Blocks resident per SM: two for D <= 128 (shared memory), one for D = 256. Aim for about
-  // `waves` full waves of blocks over the chip; a split never gets fewer than 256 keys.
-  const int per_sm = head_dim <= 128 ? 2 : 1;
+  // Blocks resident per SM: three for D <= 128 (registers and shared memory), one for D = 256.
+  // Aim for `waves` full waves of blocks over the chip (whole waves: no half-empty last wave);
+  // a split never gets fewer than 256 keys.
+  const int per_sm = head_dim <= 128 ? 3 : 1;
   double waves = 2.0;
   if (const char* env = std::getenv("MACATTN_CUDA_WAVES")) waves = std::max(0.25, std::atof(env));
   const double groups = static_cast<double>(batch) * num_kv_heads;
@@ -189,7 +190,7 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   require(window >= 1, fn, ": window = ", window, ", must be >= 1");
   require(available(), fn, ": ", device_description());
   const std::int64_t heads = static_cast<std::int64_t>(batch) * shape.num_q_heads;
-  const std::int32_t splits = plan_splits(batch, shape.num_kv_heads, shape.head_dim, max_seq_len) + 1;
+  const std::int32_t splits = plan_splits(batch, shape.num_kv_heads, shape.head_dim, max_seq_len) + kCompleteSplits;
   const auto& b = buffers_;
   if (b.part_o && b.head_dim >= shape.head_dim && heads <= b.capacity_rows && splits <= b.capacity_splits &&
       heads <= b.capacity_heads && batch <= b.capacity_batch)
