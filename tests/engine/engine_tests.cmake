@@ -23,3 +23,8 @@ target_link_libraries(engine_speed PRIVATE macattn_engine)
 if(TARGET macattn_tokenizer)
   target_compile_definitions(engine_speed PRIVATE MACATTN_ENGINE_SPEED_TOKENIZER)
 endif()
+
+# The forward pass again on the portable kernel set (the default here is AVX-512), so the
+# fallback for other processors is checked against transformers too.
+add_test(NAME engine.portable_kernels COMMAND engine_tests "--gtest_filter=Fixtures/HfParity.*:EngineSession.*:ReferenceModel.*")
+set_tests_properties(engine.portable_kernels PROPERTIES ENVIRONMENT "MACATTN_ENGINE_ISA=portable")
