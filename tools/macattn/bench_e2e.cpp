@@ -72,7 +72,8 @@ BenchE2ERow measure(const BenchE2EOptions& o, const macattn::engine::Model& mode
     if (s >= o.warmup) step_ms.push_back(ms);
   }
   for (const double ms : step_ms) row.decode_seconds += ms / 1000.0;
-  row.decode_tokens_per_second = row.decode_seconds > 0 ? static_cast<double>(step_ms.size()) / row.decode_seconds : 0.0;
+  row.decode_tokens_per_second =
+      row.decode_seconds > 0 ? static_cast<double>(step_ms.size()) / row.decode_seconds : 0.0;
   std::nth_element(step_ms.begin(), step_ms.begin() + static_cast<std::ptrdiff_t>(step_ms.size() / 2), step_ms.end());
   row.median_step_ms = step_ms[step_ms.size() / 2];
   row.layers = session.layer_stats();
@@ -108,14 +109,13 @@ BenchE2ERun run_bench_e2e(const BenchE2EOptions& o) {
       throw std::runtime_error("model directory '" + dir.string() + "' has no tokenizer.json (use --synthetic on)");
     }
     const fs::path config = dir / "tokenizer_config.json";
-    tokenizer = macattn::engine::Tokenizer::load(dir / "tokenizer.json",
-                                                 fs::is_regular_file(config) ? config : fs::path());
+    tokenizer =
+        macattn::engine::Tokenizer::load(dir / "tokenizer.json", fs::is_regular_file(config) ? config : fs::path());
     run.prompt_source = file.string() + ", repeated";
   }
   for (const std::int64_t context : o.contexts) {
-    const std::vector<std::int32_t> prompt = o.synthetic
-                                                 ? synthetic_prompt(model.config().vocab_size, o.seed, context)
-                                                 : text_prompt(*tokenizer, text, context);
+    const std::vector<std::int32_t> prompt = o.synthetic ? synthetic_prompt(model.config().vocab_size, o.seed, context)
+                                                         : text_prompt(*tokenizer, text, context);
     if (o.run_exact) run.rows.push_back(measure(o, model, prompt, AttentionMode::exact, run.threads));
     if (o.run_mac) run.rows.push_back(measure(o, model, prompt, AttentionMode::mac, run.threads));
     if (o.engine.progress) std::fprintf(stderr, "context %lld done\n", static_cast<long long>(context));

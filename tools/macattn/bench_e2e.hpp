@@ -18,11 +18,11 @@ namespace macattn_tool {
 struct BenchE2EOptions {
   EngineOptions engine;
   std::vector<std::int64_t> contexts = {8192, 32768, 65536};
-  std::int64_t steps = 32;   // timed decode steps per context and mode
-  std::int64_t warmup = 2;   // decode steps before timing (not timed, counted in the stats)
-  std::string prompt_file;   // empty: the bundled prompt (prompts/passkey_12k.txt) repeated
-  bool synthetic = false;    // random token ids instead of text
-  std::uint64_t seed = 0;    // for synthetic ids
+  std::int64_t steps = 32;  // timed decode steps per context and mode
+  std::int64_t warmup = 2;  // decode steps before timing (not timed, counted in the stats)
+  std::string prompt_file;  // empty: the bundled prompt (prompts/passkey_12k.txt) repeated
+  bool synthetic = false;   // random token ids instead of text
+  std::uint64_t seed = 0;   // for synthetic ids
   bool run_exact = true, run_mac = true;
   std::string json_path;
 };
@@ -35,7 +35,7 @@ struct BenchE2ERow {
   std::int64_t context = 0;
   macattn::engine::AttentionMode mode = macattn::engine::AttentionMode::exact;
   double prefill_seconds = 0.0;
-  double decode_seconds = 0.0;         // the timed steps
+  double decode_seconds = 0.0;  // the timed steps
   double decode_tokens_per_second = 0.0;
   double median_step_ms = 0.0;
   std::vector<macattn::engine::LayerStats> layers;  // over warm-up and timed steps

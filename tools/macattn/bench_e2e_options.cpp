@@ -46,10 +46,11 @@ FlagSet bench_e2e_flags(BenchE2EOptions& o) {
           o.prompt_file = v;
         });
   f.add("--synthetic", "on|off", "random token ids instead of text (seeded by --seed)", "off",
-        [&o](const std::string& v) { o.synthetic = parse_choice("--synthetic", v, {"on", "off"}) == "on"; });
-  f.add("--seed", "N", "-s: seed of the synthetic ids", str(o.seed), [&o](const std::string& v) {
-    o.seed = static_cast<std::uint64_t>(parse_int("--seed", v, 0, INT64_MAX));
-  });
+        [&o](const std::string& v) {
+          o.synthetic = parse_choice("--synthetic", v, {"on", "off"}) == "on";
+        });
+  f.add("--seed", "N", "-s: seed of the synthetic ids", str(o.seed),
+        [&o](const std::string& v) { o.seed = static_cast<std::uint64_t>(parse_int("--seed", v, 0, INT64_MAX)); });
   f.add("--attention", "MODE", "exact | mac | both", "both", [&o](const std::string& v) {
     const std::string c = parse_choice("--attention", v, {"exact", "mac", "both"});
     o.run_exact = c != "mac";

@@ -28,8 +28,8 @@ const BenchE2ERow* exact_row(const BenchE2ERun& run, std::int64_t context) {
 
 void print_bench_e2e_table(const BenchE2EOptions& o, const BenchE2ERun& run) {
   std::printf("\nmacattn bench-e2e: %s\n", run.model_summary.c_str());
-  std::printf("machine: %s; %d threads; build %s, commit %s\n", machine_name().c_str(), run.threads,
-              MACATTN_BUILD_TYPE, MACATTN_GIT_COMMIT);
+  std::printf("machine: %s; %d threads; build %s, commit %s\n", machine_name().c_str(), run.threads, MACATTN_BUILD_TYPE,
+              MACATTN_GIT_COMMIT);
   std::printf("prompt: %s; %lld warm-up + %lld timed decode steps per context and mode; K/V %s, prefill chunk %d\n",
               run.prompt_source.c_str(), static_cast<long long>(o.warmup), static_cast<long long>(o.steps),
               macattn::dtype_name(o.engine.kv_dtype), o.engine.chunk);
@@ -49,8 +49,9 @@ void print_bench_e2e_table(const BenchE2EOptions& o, const BenchE2ERun& run) {
       for (const auto& l : r.layers) std::printf(" %.3f", l.head_hit_rate());
     std::printf("\n");
   }
-  std::printf("(decode tok/s over the timed steps; ms/token: median step; speedup: decode tok/s over exact's at the\n"
-              " same context; KV read/exact: K/V bytes decode read against what exact attention reads)\n");
+  std::printf(
+      "(decode tok/s over the timed steps; ms/token: median step; speedup: decode tok/s over exact's at the\n"
+      " same context; KV read/exact: K/V bytes decode read against what exact attention reads)\n");
 }
 
 void write_bench_e2e_json(const BenchE2EOptions& o, const BenchE2ERun& run) {
@@ -67,24 +68,28 @@ void write_bench_e2e_json(const BenchE2EOptions& o, const BenchE2ERun& run) {
   j["timed_steps"] = o.steps;
   j["kv_dtype"] = macattn::dtype_name(o.engine.kv_dtype);
   j["chunk"] = o.engine.chunk;
-  j["mac"] = {{"window", o.engine.mac.window},           {"rect_offset", o.engine.mac.rect_offset},
-              {"tau", o.engine.mac.tau},                 {"front_sinks", o.engine.mac.front_sinks},
-              {"min_context", o.engine.mac.min_context}, {"layers", o.engine.mac_layers.text.empty() ? "all" : o.engine.mac_layers.text},
+  j["mac"] = {{"window", o.engine.mac.window},
+              {"rect_offset", o.engine.mac.rect_offset},
+              {"tau", o.engine.mac.tau},
+              {"front_sinks", o.engine.mac.front_sinks},
+              {"min_context", o.engine.mac.min_context},
+              {"layers", o.engine.mac_layers.text.empty() ? "all" : o.engine.mac_layers.text},
               {"ring_dtype", macattn::dtype_name(o.engine.ring_dtype)}};
   for (const BenchE2ERow& r : run.rows) {
     const BenchE2ERow* e = exact_row(run, r.context);
-    nlohmann::json row = {{"context", r.context},
-                          {"attention", attention_mode_name(r.mode)},
-                          {"prefill_seconds", r.prefill_seconds},
-                          {"decode_seconds", r.decode_seconds},
-                          {"decode_tokens_per_second", r.decode_tokens_per_second},
-                          {"median_step_ms", r.median_step_ms},
-                          {"speedup_vs_exact", e ? ratio(r.decode_tokens_per_second, e->decode_tokens_per_second) : 0.0},
-                          {"head_hit_rate", r.total.hit_rate()},
-                          {"kv_tokens_read", r.total.kv_tokens_read},
-                          {"kv_tokens_exact", r.total.kv_tokens_exact},
-                          {"kv_bytes_read", r.kv_bytes_read},
-                          {"kv_bytes_exact", r.kv_bytes_exact}};
+    nlohmann::json row = {
+        {"context", r.context},
+        {"attention", attention_mode_name(r.mode)},
+        {"prefill_seconds", r.prefill_seconds},
+        {"decode_seconds", r.decode_seconds},
+        {"decode_tokens_per_second", r.decode_tokens_per_second},
+        {"median_step_ms", r.median_step_ms},
+        {"speedup_vs_exact", e ? ratio(r.decode_tokens_per_second, e->decode_tokens_per_second) : 0.0},
+        {"head_hit_rate", r.total.hit_rate()},
+        {"kv_tokens_read", r.total.kv_tokens_read},
+        {"kv_tokens_exact", r.total.kv_tokens_exact},
+        {"kv_bytes_read", r.kv_bytes_read},
+        {"kv_bytes_exact", r.kv_bytes_exact}};
     for (const auto& l : r.layers) {
       row["layers"].push_back({{"mac_enabled", l.mac_enabled},
                                {"head_hit_rate", l.head_hit_rate()},

@@ -36,7 +36,8 @@ std::vector<std::int64_t> parse_layer_list(const std::string& text) {
     if (item.empty()) throw UsageError("--mac-layers '" + text + "': empty item in the list");
     const std::size_t dash = item.find('-', 1);
     const std::int64_t lo = parse_int("--mac-layers", item.substr(0, dash), 0, 1 << 20);
-    const std::int64_t hi = dash == std::string::npos ? lo : parse_int("--mac-layers", item.substr(dash + 1), 0, 1 << 20);
+    const std::int64_t hi =
+        dash == std::string::npos ? lo : parse_int("--mac-layers", item.substr(dash + 1), 0, 1 << 20);
     if (hi < lo) throw UsageError("--mac-layers '" + item + "': range end below its start");
     for (std::int64_t l = lo; l <= hi; ++l) layers.push_back(l);
   }
@@ -61,10 +62,9 @@ std::vector<bool> LayerSelection::resolve(std::int32_t num_layers) const {
 
 std::vector<std::string> expand_short_flags(const std::vector<std::string>& args,
                                             const std::vector<std::string>& switches) {
-  static const std::map<std::string, std::string> kLong = {{"-m", "--model"},    {"-p", "--prompt"},
-                                                           {"-f", "--file"},     {"-n", "--n-predict"},
-                                                           {"-c", "--ctx-size"}, {"-t", "--threads"},
-                                                           {"-s", "--seed"}};
+  static const std::map<std::string, std::string> kLong = {
+      {"-m", "--model"},    {"-p", "--prompt"},  {"-f", "--file"}, {"-n", "--n-predict"},
+      {"-c", "--ctx-size"}, {"-t", "--threads"}, {"-s", "--seed"}};
   std::vector<std::string> out;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto it = kLong.find(args[i]);
@@ -104,8 +104,9 @@ void add_engine_flags(FlagSet& f, EngineOptions& o) {
         [&o](const std::string& v) {
           o.mac.front_sinks = static_cast<std::int32_t>(parse_int("--mac-sinks", v, 0, 1 << 20));
         });
-  f.add("--mac-min-context", "N", "MAC: no matching while the position is below N", str(o.mac.min_context),
-        [&o](const std::string& v) { o.mac.min_context = parse_int("--mac-min-context", v, 0, std::int64_t{1} << 31); });
+  f.add(
+      "--mac-min-context", "N", "MAC: no matching while the position is below N", str(o.mac.min_context),
+      [&o](const std::string& v) { o.mac.min_context = parse_int("--mac-min-context", v, 0, std::int64_t{1} << 31); });
   f.add("--mac-layers", "LIST", "layers that decode with MAC, e.g. 0,2-3 (others exact)", "all",
         [&o](const std::string& v) {
           if (v != "all") parse_layer_list(v);  // syntax now; the range once the model is known

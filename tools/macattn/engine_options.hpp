@@ -23,15 +23,15 @@ struct LayerSelection {
 };
 
 struct EngineOptions {
-  std::string model_dir;              // empty: models/macattn-ref, found by find_repo_path
-  std::int64_t context = 0;           // -c; 0 = the model's max_position_embeddings
-  std::int32_t threads = 0;           // -t; 0 = all cores
-  std::int32_t chunk = 512;           // prefill chunk size
-  macattn::MacConfig mac;             // --mac-* flags
-  LayerSelection mac_layers;          // --mac-layers
+  std::string model_dir;      // empty: models/macattn-ref, found by find_repo_path
+  std::int64_t context = 0;   // -c; 0 = the model's max_position_embeddings
+  std::int32_t threads = 0;   // -t; 0 = all cores
+  std::int32_t chunk = 512;   // prefill chunk size
+  macattn::MacConfig mac;     // --mac-* flags
+  LayerSelection mac_layers;  // --mac-layers
   macattn::DType kv_dtype = macattn::DType::bf16;
   macattn::DType ring_dtype = macattn::DType::bf16;
-  bool progress = true;               // prefill progress line on stderr
+  bool progress = true;  // prefill progress line on stderr
 };
 
 /// Rewrites llama.cpp's short flags to the long names FlagSet knows ("-n 8" -> "--n-predict 8"),

@@ -47,7 +47,8 @@ std::string prompt_tail(const std::string& text, std::size_t max_bytes) {
   std::size_t start = text.size() > max_bytes ? text.size() - max_bytes : 0;
   while (start < text.size() && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) ++start;
   std::string tail = start > 0 ? "..." : "";
-  for (std::size_t i = start; i < text.size(); ++i) tail += text[i] == '\n' ? std::string("\\n") : std::string(1, text[i]);
+  for (std::size_t i = start; i < text.size(); ++i)
+    tail += text[i] == '\n' ? std::string("\\n") : std::string(1, text[i]);
   return tail;
 }
 
@@ -71,12 +72,12 @@ GenerateRun generate_once(const GenerateOptions& o, const macattn::engine::Model
   GenerateRun run;
   run.mode = mode;
   const auto& config = model.config();
-  macattn::engine::Session session(
-      model, session_options(o.engine, mode, config.num_layers, result.capacity, o.audit));
+  macattn::engine::Session session(model, session_options(o.engine, mode, config.num_layers, result.capacity, o.audit));
   // Like llama.cpp, a progress line only for prompts long enough to wait for (more than one chunk).
   const bool long_prefill = static_cast<std::int64_t>(result.prompt_tokens.size()) > o.engine.chunk;
-  std::span<const float> logits = session.prefill(
-      result.prompt_tokens, o.engine.chunk, progress_line(o.engine.progress && long_prefill, attention_mode_name(mode)));
+  std::span<const float> logits =
+      session.prefill(result.prompt_tokens, o.engine.chunk,
+                      progress_line(o.engine.progress && long_prefill, attention_mode_name(mode)));
 
   std::set<std::int32_t> eos(config.eos_token_ids.begin(), config.eos_token_ids.end());
   for (const std::int32_t id : tokenizer.eos_ids()) eos.insert(id);
@@ -128,8 +129,9 @@ GenerateResult run_generate(const GenerateOptions& o) {
   const auto prompt_len = static_cast<std::int64_t>(result.prompt_tokens.size());
   if (prompt_len == 0) throw std::runtime_error("the prompt is empty (0 tokens)");
   if (prompt_len >= result.capacity) {
-    throw std::runtime_error("the prompt is " + format_count(prompt_len) + " tokens, leaving no room to generate in a " +
-                             "context of " + format_count(result.capacity) + " tokens (-c; the model's maximum is " +
+    throw std::runtime_error("the prompt is " + format_count(prompt_len) +
+                             " tokens, leaving no room to generate in a " + "context of " +
+                             format_count(result.capacity) + " tokens (-c; the model's maximum is " +
                              format_count(config.max_position_embeddings) + ")");
   }
   o.engine.mac_layers.resolve(config.num_layers);  // a layer index past the model is a usage error
@@ -139,8 +141,8 @@ GenerateResult run_generate(const GenerateOptions& o) {
               o.prompt_file.empty() ? "" : (" from " + o.prompt_file).c_str(), prompt_tail(text, 60).c_str());
   const std::int64_t room = result.capacity - prompt_len;
   std::printf("sampling: %s; up to %s new tokens%s; context %s\n", o.sampling.to_string().c_str(),
-              format_count(std::min(o.n_predict, room)).c_str(),
-              o.n_predict > room ? " (-n cut to fit -c)" : "", format_count(result.capacity).c_str());
+              format_count(std::min(o.n_predict, room)).c_str(), o.n_predict > room ? " (-n cut to fit -c)" : "",
+              format_count(result.capacity).c_str());
   if (o.attention != AttentionChoice::exact) {
     std::printf("MAC: %s, layers %s%s\n", o.engine.mac.to_string().c_str(),
                 o.engine.mac_layers.text.empty() ? "all" : o.engine.mac_layers.text.c_str(),

@@ -29,10 +29,13 @@ FlagSet generate_flags(GenerateOptions& o) {
         });
   f.add("--n-predict", "N", "-n: tokens to generate at most", str(o.n_predict),
         [&o](const std::string& v) { o.n_predict = parse_int("--n-predict", v, 1, std::int64_t{1} << 30); });
-  f.add("--temp", "X", "sampling temperature; 0 = greedy (argmax)", str(o.sampling.temperature),
-        [&o](const std::string& v) { o.sampling.temperature = static_cast<float>(parse_real("--temp", v, 0.0, 100.0)); });
+  f.add(
+      "--temp", "X", "sampling temperature; 0 = greedy (argmax)", str(o.sampling.temperature),
+      [&o](const std::string& v) { o.sampling.temperature = static_cast<float>(parse_real("--temp", v, 0.0, 100.0)); });
   f.add("--top-k", "N", "sample among the N most likely tokens; 0 = all", str(o.sampling.top_k),
-        [&o](const std::string& v) { o.sampling.top_k = static_cast<std::int32_t>(parse_int("--top-k", v, 0, 1 << 30)); });
+        [&o](const std::string& v) {
+          o.sampling.top_k = static_cast<std::int32_t>(parse_int("--top-k", v, 0, 1 << 30));
+        });
   f.add("--top-p", "X", "sample from the smallest set of tokens whose probability reaches X, in (0, 1]",
         str(o.sampling.top_p), [&o](const std::string& v) {
           o.sampling.top_p = static_cast<float>(parse_real("--top-p", v, 0.0, 1.0));
@@ -42,16 +45,20 @@ FlagSet generate_flags(GenerateOptions& o) {
         [&o](const std::string& v) {
           o.sampling.seed = static_cast<std::uint64_t>(parse_int("--seed", v, 0, INT64_MAX));
         });
-  f.add("--attention", "MODE", "exact | mac | both (exact and MAC side by side, then a comparison)", "mac",
-        [&o](const std::string& v) {
-          const std::string c = parse_choice("--attention", v, {"exact", "mac", "both"});
-          o.attention = c == "exact" ? AttentionChoice::exact : c == "mac" ? AttentionChoice::mac : AttentionChoice::both;
-        });
+  f.add(
+      "--attention", "MODE", "exact | mac | both (exact and MAC side by side, then a comparison)", "mac",
+      [&o](const std::string& v) {
+        const std::string c = parse_choice("--attention", v, {"exact", "mac", "both"});
+        o.attention = c == "exact" ? AttentionChoice::exact : c == "mac" ? AttentionChoice::mac : AttentionChoice::both;
+      });
   f.add("--audit", "[on|off]",
         "MAC runs also compute exact attention every step: per-layer relative L2, greedy-token changes", "off",
-        [&o](const std::string& v) { o.audit = parse_choice("--audit", v, {"on", "off"}) == "on"; });
-  f.add("--ignore-eos", "[on|off]", "keep generating past the end-of-text token", "off",
-        [&o](const std::string& v) { o.ignore_eos = parse_choice("--ignore-eos", v, {"on", "off"}) == "on"; });
+        [&o](const std::string& v) {
+          o.audit = parse_choice("--audit", v, {"on", "off"}) == "on";
+        });
+  f.add("--ignore-eos", "[on|off]", "keep generating past the end-of-text token", "off", [&o](const std::string& v) {
+    o.ignore_eos = parse_choice("--ignore-eos", v, {"on", "off"}) == "on";
+  });
   f.add("--json", "FILE", "also write the runs (tokens, text, speeds, per-layer stats) as JSON to FILE", "",
         [&o](const std::string& v) {
           if (v.empty()) throw UsageError("--json '': needs a file name");

@@ -71,8 +71,9 @@ void print_run_report(const GenerateOptions& o, const GenerateResult& result, co
       for (std::size_t i = 0; i < run.audit_greedy_change_steps.size() && i < 10; ++i)
         std::printf("%s%lld", i == 0 ? " (generated token " : ", ",
                     static_cast<long long>(run.audit_greedy_change_steps[i]));
-      std::printf("%s\n", run.audit_greedy_change_steps.empty() ? ""
-                          : run.audit_greedy_change_steps.size() > 10 ? ", ...)" : ")");
+      std::printf("%s\n", run.audit_greedy_change_steps.empty()       ? ""
+                          : run.audit_greedy_change_steps.size() > 10 ? ", ...)"
+                                                                      : ")");
     }
   } else {
     std::printf("[%s] K/V bytes read by decode: %s (every layer reads the whole cache)\n",
@@ -96,8 +97,8 @@ void print_comparison(const GenerateOptions& o, const GenerateResult& result) {
   if (identical) {
     std::printf("tokens: identical (%zu of %zu)\n", same, exact->tokens.size());
   } else {
-    std::printf("tokens: differ from generated token %zu on (exact %zu tokens, MAC %zu)\n", same,
-                exact->tokens.size(), mac->tokens.size());
+    std::printf("tokens: differ from generated token %zu on (exact %zu tokens, MAC %zu)\n", same, exact->tokens.size(),
+                mac->tokens.size());
   }
   const double e = exact->timings.decode_tokens_per_second(), m = mac->timings.decode_tokens_per_second();
   std::printf("decode: exact %.2f tok/s, MAC %.2f tok/s (%.2fx)%s\n", e, m, ratio(m, e),
@@ -122,11 +123,16 @@ void write_generate_json(const GenerateOptions& o, const GenerateResult& result)
   j["prompt_file"] = o.prompt_file;
   j["context"] = result.capacity;
   j["n_predict"] = o.n_predict;
-  j["sampling"] = {{"temperature", o.sampling.temperature}, {"top_k", o.sampling.top_k},
-                   {"top_p", o.sampling.top_p}, {"seed", o.sampling.seed}};
-  j["mac"] = {{"window", o.engine.mac.window},           {"rect_offset", o.engine.mac.rect_offset},
-              {"tau", o.engine.mac.tau},                 {"front_sinks", o.engine.mac.front_sinks},
-              {"min_context", o.engine.mac.min_context}, {"layers", o.engine.mac_layers.text.empty() ? "all" : o.engine.mac_layers.text},
+  j["sampling"] = {{"temperature", o.sampling.temperature},
+                   {"top_k", o.sampling.top_k},
+                   {"top_p", o.sampling.top_p},
+                   {"seed", o.sampling.seed}};
+  j["mac"] = {{"window", o.engine.mac.window},
+              {"rect_offset", o.engine.mac.rect_offset},
+              {"tau", o.engine.mac.tau},
+              {"front_sinks", o.engine.mac.front_sinks},
+              {"min_context", o.engine.mac.min_context},
+              {"layers", o.engine.mac_layers.text.empty() ? "all" : o.engine.mac_layers.text},
               {"ring_dtype", macattn::dtype_name(o.engine.ring_dtype)}};
   j["kv_dtype"] = macattn::dtype_name(o.engine.kv_dtype);
   j["chunk"] = o.engine.chunk;

@@ -131,10 +131,10 @@ double chi_square(const std::map<std::int32_t, int>& counts, const std::map<std:
 
 TEST(Sampling, FrequenciesMatchTheExactDistribution) {
   const int draws = 200000;
-  for (const SamplingParams& p : {SamplingParams{.temperature = 1.0f, .seed = 1},
-                                  SamplingParams{.temperature = 0.7f, .top_k = 4, .seed = 2},
-                                  SamplingParams{.temperature = 1.3f, .top_p = 0.8f, .seed = 3},
-                                  SamplingParams{.temperature = 2.0f, .top_k = 6, .top_p = 0.9f, .seed = 4}}) {
+  for (const SamplingParams& p :
+       {SamplingParams{.temperature = 1.0f, .seed = 1}, SamplingParams{.temperature = 0.7f, .top_k = 4, .seed = 2},
+        SamplingParams{.temperature = 1.3f, .top_p = 0.8f, .seed = 3},
+        SamplingParams{.temperature = 2.0f, .top_k = 6, .top_p = 0.9f, .seed = 4}}) {
     const auto want = reference_distribution(kLogits, double(p.temperature), p.top_k, double(p.top_p));
     Sampler sampler(p);
     std::map<std::int32_t, int> counts;

@@ -56,9 +56,9 @@ TEST(Utf8Stream, HoldsBackAnUnfinishedCharacter) {
 
 TEST(Utf8Stream, InvalidBytesBecomeReplacementCharacters) {
   Utf8Stream stream;
-  EXPECT_EQ(stream.push("\x80x"), kReplacement + "x");                 // stray continuation byte
-  EXPECT_EQ(stream.push("\xC3y"), kReplacement + "y");                 // lead byte cut short
-  EXPECT_EQ(stream.push("\xC0\xAF"), kReplacement + kReplacement);     // overlong form: never valid
+  EXPECT_EQ(stream.push("\x80x"), kReplacement + "x");                                 // stray continuation byte
+  EXPECT_EQ(stream.push("\xC3y"), kReplacement + "y");                                 // lead byte cut short
+  EXPECT_EQ(stream.push("\xC0\xAF"), kReplacement + kReplacement);                     // overlong form: never valid
   EXPECT_EQ(stream.push("\xED\xA0\x80"), kReplacement + kReplacement + kReplacement);  // surrogate
   EXPECT_EQ(stream.push("\xE2\x82"), "");
   EXPECT_EQ(stream.finish(), kReplacement);  // generation ended inside a character
