@@ -101,30 +101,68 @@ void gemm(const float* A, std::int64_t lda, std::int64_t m, std::int64_t k, cons
   }
 }
 
-// Four weight rows per pass so each x vector is loaded once for four dots.
-void matvec(const float* x, std::int64_t k, const void* W, DType dtype, std::int64_t ldw, std::int64_t rows, float* y) {
-  const std::size_t es = dtype_size(dtype);
+template <DType T>
+inline __m512 load16_t(const std::uint8_t* p, __mmask16 m) {
+  return load16(p, T, m);  // T is a constant here: the switch folds away
+}
+template <DType T>
+inline __m512 load16_full(const std::uint8_t* p) {
+  if constexpr (T == DType::f32) return _mm512_loadu_ps(p);
+  if constexpr (T == DType::bf16)
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  if constexpr (T == DType::f16) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// Four weight rows per pass so each x vector is loaded once for four dots; the dtype is a
+// template parameter and full 16-wide steps are unmasked (decode is bound by streaming W).
+template <DType T>
+void matvec_t(const float* x, std::int64_t k, const void* W, std::int64_t ldw, std::int64_t rows, float* y) {
+  constexpr std::size_t es = T == DType::f32 ? 4 : 2;
   const auto* base = static_cast<const std::uint8_t*>(W);
+  const std::int64_t k16 = k / 16 * 16;
+  const __mmask16 mt = tail_mask(k - k16);
   std::int64_t r = 0;
   for (; r + 4 <= rows; r += 4) {
-    const std::uint8_t* w[4];
-    for (int i = 0; i < 4; ++i) w[i] = base + (r + i) * ldw * es;
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (std::int64_t kk = 0; kk < k; kk += 16) {
-      const __mmask16 m = tail_mask(k - kk);
-      const __m512 xv = _mm512_maskz_loadu_ps(m, x + kk);
-      for (int i = 0; i < 4; ++i) acc[i] = _mm512_fmadd_ps(xv, load16(w[i] + kk * es, dtype, m), acc[i]);
+    const std::uint8_t* w0 = base + (r + 0) * ldw * es;
+    const std::uint8_t* w1 = base + (r + 1) * ldw * es;
+    const std::uint8_t* w2 = base + (r + 2) * ldw * es;
+    const std::uint8_t* w3 = base + (r + 3) * ldw * es;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    for (std::int64_t kk = 0; kk < k16; kk += 16) {
+      const __m512 xv = _mm512_loadu_ps(x + kk);
+      a0 = _mm512_fmadd_ps(xv, load16_full<T>(w0 + kk * es), a0);
+      a1 = _mm512_fmadd_ps(xv, load16_full<T>(w1 + kk * es), a1);
+      a2 = _mm512_fmadd_ps(xv, load16_full<T>(w2 + kk * es), a2);
+      a3 = _mm512_fmadd_ps(xv, load16_full<T>(w3 + kk * es), a3);
     }
-    for (int i = 0; i < 4; ++i) y[r + i] = _mm512_reduce_add_ps(acc[i]);
+    if (k16 < k) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mt, x + k16);
+      a0 = _mm512_fmadd_ps(xv, load16_t<T>(w0 + k16 * es, mt), a0);
+      a1 = _mm512_fmadd_ps(xv, load16_t<T>(w1 + k16 * es, mt), a1);
+      a2 = _mm512_fmadd_ps(xv, load16_t<T>(w2 + k16 * es, mt), a2);
+      a3 = _mm512_fmadd_ps(xv, load16_t<T>(w3 + k16 * es, mt), a3);
+    }
+    y[r] = _mm512_reduce_add_ps(a0);
+    y[r + 1] = _mm512_reduce_add_ps(a1);
+    y[r + 2] = _mm512_reduce_add_ps(a2);
+    y[r + 3] = _mm512_reduce_add_ps(a3);
   }
   for (; r < rows; ++r) {
     const std::uint8_t* w = base + r * ldw * es;
     __m512 acc = _mm512_setzero_ps();
     for (std::int64_t kk = 0; kk < k; kk += 16) {
       const __mmask16 m = tail_mask(k - kk);
-      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + kk), load16(w + kk * es, dtype, m), acc);
+      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + kk), load16_t<T>(w + kk * es, m), acc);
     }
     y[r] = _mm512_reduce_add_ps(acc);
+  }
+}
+
+void matvec(const float* x, std::int64_t k, const void* W, DType dtype, std::int64_t ldw, std::int64_t rows, float* y) {
+  switch (dtype) {
+    case DType::f32: return matvec_t<DType::f32>(x, k, W, ldw, rows, y);
+    case DType::bf16: return matvec_t<DType::bf16>(x, k, W, ldw, rows, y);
+    case DType::f16: return matvec_t<DType::f16>(x, k, W, ldw, rows, y);
   }
 }
 
