@@ -50,7 +50,7 @@ __global__ void exact_merge_kernel(const float* part_o, const float* part_lse, i
   const std::size_t row = blockIdx.x;
   float o, l;
   merge_splits_block(part_o, part_lse, row, splits, 0, splits, head_dim, w, &o, &l);
-  store_float(out, out_dtype, row * head_dim + threadIdx.x, o);
+  if (threadIdx.x < head_dim) store_float(out, out_dtype, row * head_dim + threadIdx.x, o);
   if (lse && threadIdx.x == 0) lse[row] = l;
 }
 
@@ -83,7 +83,8 @@ void exact_decode(const AttentionShape& shape, const PagedKVDevice& kv, ConstTen
         args, q_post.data, static_cast<int>(q_post.dtype), hq, group, splits, scale, ws.part_o, ws.part_lse);
     MACATTN_CUDA_CHECK_LAUNCH("exact_split_kernel");
   });
-  exact_merge_kernel<<<static_cast<unsigned>(rows), d, 0, s>>>(ws.part_o, ws.part_lse, splits, d, out.data,
+  const int merge_threads = d * (d == 256 ? 4 : 1024 / d / 2);  // 4 (D=256) or 8/4 threads per element
+  exact_merge_kernel<<<static_cast<unsigned>(rows), merge_threads, 0, s>>>(ws.part_o, ws.part_lse, splits, d, out.data,
                                                                 static_cast<int>(out.dtype), lse);
   MACATTN_CUDA_CHECK_LAUNCH("exact_merge_kernel");
 }

@@ -22,9 +22,13 @@ namespace {
 constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
 constexpr int kScanSlots = 64;     // candidates per block
 
+// Templated on D so each lane holds exactly its D/16 dims per candidate (registers decide how
+// many blocks share an SM, and the scan is a pure memory stream).
+template <int D>
 __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
-                                                                RingArgs ring, MacArgs mac, int hq, int head_dim,
+                                                                RingArgs ring, MacArgs mac, int hq,
                                                                 unsigned long long* best, std::uint8_t* stale_flags) {
+  constexpr int head_dim = D, kDims = D / 16;
   const int tile = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
@@ -35,10 +39,10 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   // best is the oldest candidate at distance |q|^2. Scan just that one, against zeros.
   const long long n = stale ? (t > first ? 1 : 0) : t - first;
   const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
-  float q[16];
+  float q[kDims];
   const std::size_t qbase = (static_cast<std::size_t>(b) * hq + h) * head_dim;
 #pragma unroll
-  for (int k = 0; k < 16; ++k) q[k] = k * 16 < head_dim ? load_float(q_pre, q_dtype, qbase + lane + k * 16) : 0.f;
+  for (int k = 0; k < kDims; ++k) q[k] = load_float(q_pre, q_dtype, qbase + lane + k * 16);
   unsigned long long mine = kNoMatch;
   const long long c_end = min(n, static_cast<long long>(tile + 1) * kScanSlots);
   // Every lane runs every iteration (the shuffles below need the whole warp); lanes past the
@@ -46,7 +50,7 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   // All of this lane's loads first (4 candidates x D/16 dims), then the arithmetic, so the
   // memory latency is paid once per block, not once per candidate.
   constexpr int kIters = kScanSlots / (kScanThreads / 16);
-  float r[kIters][16];
+  float r[kIters][kDims];
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const long long c = static_cast<long long>(tile) * kScanSlots + it * (kScanThreads / 16) + half;
@@ -54,8 +58,7 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
     const std::size_t row =
         ((static_cast<std::size_t>(b) * mac.window + (valid ? (first + c) % mac.window : 0)) * hq + h) * head_dim;
 #pragma unroll
-    for (int k = 0; k < 16; ++k)
-      r[it][k] = (valid && k * 16 < head_dim) ? load_float(ring.qring, ring.dtype, row + lane + k * 16) : 0.f;
+    for (int k = 0; k < kDims; ++k) r[it][k] = valid ? load_float(ring.qring, ring.dtype, row + lane + k * 16) : 0.f;
   }
   // Every lane runs every iteration (the shuffles need the whole warp); lanes past the
   // candidates computed on zeros and drop the result.
@@ -65,11 +68,9 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
     const bool valid = c < c_end;
     float acc = 0.f;
 #pragma unroll
-    for (int k = 0; k < 16; ++k) {
-      if (k * 16 < head_dim) {
-        const float diff = __fsub_rn(q[k], r[it][k]);
-        acc = __fmaf_rn(diff, diff, acc);
-      }
+    for (int k = 0; k < kDims; ++k) {
+      const float diff = __fsub_rn(q[k], r[it][k]);
+      acc = __fmaf_rn(diff, diff, acc);
     }
     // Pairwise lane reduction: lane l += lane l+8, l+4, l+2, l+1 (core/distance.hpp).
 #pragma unroll
@@ -265,8 +266,13 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const int qd = static_cast<int>(q_post.dtype);
 
   const unsigned scan_tiles = static_cast<unsigned>((config.window + kScanSlots - 1) / kScanSlots);
-  mac_scan_kernel<<<dim3(scan_tiles, hq, kv.batch_size), kScanThreads, 0, s>>>(kva, q_pre.data, qd, ring, mac, hq, d,
-                                                                                 ws.best, ws.seq_flags);
+  const dim3 scan_grid(scan_tiles, hq, kv.batch_size);
+  if (d == 64)
+    mac_scan_kernel<64><<<scan_grid, kScanThreads, 0, s>>>(kva, q_pre.data, qd, ring, mac, hq, ws.best, ws.seq_flags);
+  else if (d == 128)
+    mac_scan_kernel<128><<<scan_grid, kScanThreads, 0, s>>>(kva, q_pre.data, qd, ring, mac, hq, ws.best, ws.seq_flags);
+  else
+    mac_scan_kernel<256><<<scan_grid, kScanThreads, 0, s>>>(kva, q_pre.data, qd, ring, mac, hq, ws.best, ws.seq_flags);
   MACATTN_CUDA_CHECK_LAUNCH("mac_scan_kernel");
   const float scale = shape.scale();
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {

@@ -12,7 +12,8 @@ constexpr int kMaxSplits = 1024;  // plan_splits never plans more (+1 for MAC's 
 /// the merged natural LSE in *lse (-inf, o = 0 if every partial is empty). The weights are
 /// computed once in shared memory `w` (>= s1 - s0 floats); empty partials (lse = -inf, whose
 /// o is never written) are skipped, so an all-hit MAC step reads only the splits that worked.
-/// Every thread of the block must call it (it synchronises).
+/// Every thread of the block must call it (it synchronises); blockDim.x is a multiple of
+/// head_dim, at most 1024.
 __device__ __forceinline__ void merge_splits_block(const float* part_o, const float* part_lse, std::size_t row,
                                                    int splits, int s0, int s1, int head_dim, float* w, float* o,
                                                    float* lse) {
@@ -45,14 +46,25 @@ __device__ __forceinline__ void merge_splits_block(const float* part_o, const fl
   }
   for (int s = threadIdx.x; s < n; s += blockDim.x) w[s] = expf(w[s] - m) / sum;  // exp(-inf) = 0: skipped below
   __syncthreads();
+  // blockDim.x = P * head_dim threads: thread (i, p) sums the splits s = p mod P of element i,
+  // many independent loads in flight; the P partial sums meet in shared memory.
+  const int parts = blockDim.x / head_dim;
+  const int i = threadIdx.x % head_dim, part = threadIdx.x / head_dim;
   float acc = 0.f;
-  if (threadIdx.x < head_dim) {
-    const float* po = part_o + (row * splits + s0) * head_dim + threadIdx.x;
-#pragma unroll 4
-    for (int s = 0; s < n; ++s)
+  if (part < parts) {
+    const float* po = part_o + (row * splits + s0) * head_dim + i;
+#pragma unroll 8
+    for (int s = part; s < n; s += parts)
       if (w[s] != 0.f) acc += w[s] * po[static_cast<std::size_t>(s) * head_dim];
   }
-  *o = acc;
+  if (parts > 1) {
+    __shared__ float partial[1024];
+    if (part < parts) partial[threadIdx.x] = acc;
+    __syncthreads();
+    if (part == 0)
+      for (int p = 1; p < parts; ++p) acc += partial[p * head_dim + i];
+  }
+  *o = acc;  // meaningful for threads 0 .. head_dim-1
   *lse = m + logf(sum);
 }
 

@@ -68,12 +68,28 @@ std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int
   // Aim for `waves` full waves of blocks over the chip (whole waves: no half-empty last wave);
   // a split never gets fewer than 256 keys.
   const int per_sm = head_dim <= 128 ? 3 : 1;
-  double waves = 2.0;
-  if (const char* env = std::getenv("MACATTN_CUDA_WAVES")) waves = std::max(0.25, std::atof(env));
-  const double groups = static_cast<double>(batch) * num_kv_heads;
-  int splits = static_cast<int>(std::ceil(waves * sms * per_sm / groups));
+  double max_waves = 4.0;
+  if (const char* env = std::getenv("MACATTN_CUDA_WAVES")) max_waves = std::max(0.25, std::atof(env));
+  const std::int64_t slots = static_cast<std::int64_t>(sms) * per_sm;
+  const std::int64_t groups = static_cast<std::int64_t>(batch) * num_kv_heads;
   const int by_length = static_cast<int>(std::max<std::int64_t>(1, (max_seq_len + 255) / 256));
-  splits = std::clamp(splits, 1, std::min(by_length, 1024));
+  const int limit = static_cast<int>(std::min<std::int64_t>(
+      {by_length, 1024, std::max<std::int64_t>(1, static_cast<std::int64_t>(max_waves * slots) / groups)}));
+  // Predicted time of a split count: waves of blocks (a last wave that is only partly full
+  // costs as much as a full one) x keys per block, plus a small cost per split for writing
+  // and merging partials. The lowest wins.
+  int splits = 1;
+  double best_cost = 0;
+  for (int c = 1; c <= limit; ++c) {
+    const std::int64_t blocks = groups * c;
+    const double waves = static_cast<double>((blocks + slots - 1) / slots);
+    const double keys = static_cast<double>(((max_seq_len + c - 1) / c + 63) / 64 * 64);
+    const double cost = waves * (keys + 64.0) + 16.0 * c;
+    if (c == 1 || cost < best_cost) {
+      best_cost = cost;
+      splits = c;
+    }
+  }
   if (const char* env = std::getenv("MACATTN_CUDA_SPLITS")) splits = std::clamp(std::atoi(env), 1, 1024);
   return splits;
 }
