@@ -6,6 +6,9 @@
 //
 // The context is `text_file` tokenized and repeated (real text gives MAC real hits), or
 // pseudo-random token ids when no text file is given or the tokenizer is not built.
+// On a machine whose cores are shared with other jobs, run with OMP_WAIT_POLICY=passive:
+// OpenMP workers that spin between parallel regions otherwise take the cores the calling
+// thread needs, and a decode step can be several times slower.
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
