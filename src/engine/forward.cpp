@@ -18,7 +18,8 @@ ForwardState::ForwardState(const Model& m, const SessionOptions& opt, std::int64
       options(opt),
       shape{m.config().num_q_heads, m.config().num_kv_heads, m.config().head_dim, 0.0f},
       rope(m.config()),
-      cache(m.config().num_layers, m.config().num_kv_heads, m.config().head_dim, capacity, opt.kv_page_size, opt.kv_dtype) {
+      cache(m.config().num_layers, m.config().num_kv_heads, m.config().head_dim, capacity, opt.kv_page_size,
+            opt.kv_dtype) {
   const std::int32_t L = m.config().num_layers;
   mac_layer.assign(L, false);
   rings.resize(L);
@@ -59,7 +60,8 @@ void ForwardState::forward(const std::int32_t* tokens, std::int64_t n, std::int6
                            bool all_logits, bool audit, bool init_rings) {
   const ModelConfig& c = model.config();
   ensure_rows(n);
-  const std::int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_q_heads, Hkv = c.num_kv_heads, I = c.intermediate_size;
+  const std::int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_q_heads, Hkv = c.num_kv_heads,
+                     I = c.intermediate_size;
   const float eps = c.rms_norm_eps;
   for (std::int64_t i = 0; i < n; ++i) cpu::embed_row(model.embed_tokens(), tokens[i], x.data() + i * H);
 
@@ -75,7 +77,8 @@ void ForwardState::forward(const std::int32_t* tokens, std::int64_t n, std::int6
       cpu::rms_norm(k.data(), n * Hkv, D, static_cast<const float*>(L.k_norm.data), eps, k.data());
     }
     // MAC matches on the pre-RoPE queries (position-free), attends with the rotated ones.
-    if (mac_layer[l] && mode != ForwardAttention::decode_exact && init_rings) std::copy_n(q.data(), n * Hq * D, q_pre.data());
+    if (mac_layer[l] && mode != ForwardAttention::decode_exact && init_rings)
+      std::copy_n(q.data(), n * Hq * D, q_pre.data());
     for (std::int64_t i = 0; i < n; ++i) {
       rope.angles(p0 + i, cos.data(), sin.data());
       rope.apply(q.data() + i * Hq * D, static_cast<std::int32_t>(Hq), cos.data(), sin.data());
@@ -129,9 +132,11 @@ void ForwardState::attention(std::int32_t l, std::int64_t p0, std::int64_t n, Fo
   }
   const MacStateView ring = rings[l]->view();
   mac_decode(shape, ao.mac, kv, ConstTensor(q.data(), DType::f32), ConstTensor(q_pre.data(), DType::f32),
-             std::span<const MacStateView>(&ring, 1), Tensor{attn.data(), DType::f32}, nullptr, nullptr, &st, ao.backend);
+             std::span<const MacStateView>(&ring, 1), Tensor{attn.data(), DType::f32}, nullptr, nullptr, &st,
+             ao.backend);
   if (audit) {
-    exact_decode(shape, kv, ConstTensor(q.data(), DType::f32), Tensor{exact_out.data(), DType::f32}, nullptr, ao.backend);
+    exact_decode(shape, kv, ConstTensor(q.data(), DType::f32), Tensor{exact_out.data(), DType::f32}, nullptr,
+                 ao.backend);
     double diff = 0, ref = 0;
     for (std::size_t i = 0; i < exact_out.size(); ++i) {
       const double d = static_cast<double>(attn[i]) - exact_out[i];

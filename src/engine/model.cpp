@@ -15,8 +15,8 @@ namespace macattn::engine {
 
 struct Model::Storage {
   std::vector<MappedFile> files;
-  std::vector<std::unique_ptr<float[]>> f32_buffers;      // vectors (norms, biases) as f32
-  std::vector<std::unique_ptr<std::uint8_t[]>> copies;    // converted or realigned matrices
+  std::vector<std::unique_ptr<float[]>> f32_buffers;    // vectors (norms, biases) as f32
+  std::vector<std::unique_ptr<std::uint8_t[]>> copies;  // converted or realigned matrices
 };
 
 namespace {
@@ -29,9 +29,7 @@ struct Located {
 // Every tensor name of the checkpoint -> where its bytes are.
 class TensorIndex {
  public:
-  void add_file(MappedFile file) {
-    files_.push_back(std::move(file));
-  }
+  void add_file(MappedFile file) { files_.push_back(std::move(file)); }
   void parse_all() {
     headers_.reserve(files_.size());
     for (const MappedFile& f : files_) headers_.push_back(parse_safetensors(f.data(), f.size(), f.path().string()));
@@ -124,7 +122,8 @@ class ModelLoader {
     if (t == nullptr) throw Error(m_.dir_.string() + ": tensor '" + name + "' is missing from the checkpoint");
     const SafetensorsEntry& e = *t->entry;
     const std::string src = t->file->path().string();
-    if (!e.dtype) throw Error(src + ": tensor '" + name + "' dtype = " + e.dtype_name + " is not supported (F32, F16, BF16)");
+    if (!e.dtype)
+      throw Error(src + ": tensor '" + name + "' dtype = " + e.dtype_name + " is not supported (F32, F16, BF16)");
     if (e.shape != shape) {
       auto fmt = [](const std::vector<std::int64_t>& s) {
         std::string r = "[";
@@ -198,7 +197,8 @@ Model& Model::operator=(Model&&) noexcept = default;
 Model::~Model() = default;
 
 Model Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
-  if (options.weight_dtype && !dtype_valid(*options.weight_dtype)) throw Error("Model::load: options.weight_dtype is not a valid dtype");
+  if (options.weight_dtype && !dtype_valid(*options.weight_dtype))
+    throw Error("Model::load: options.weight_dtype is not a valid dtype");
   Model m;
   m.dir_ = dir;
   m.config_ = ModelConfig::load(dir);

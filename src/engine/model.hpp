@@ -39,9 +39,9 @@ struct WeightTensor {
 struct LayerWeights {
   WeightTensor input_norm, post_attention_norm;  ///< [hidden]
   WeightTensor q_proj, k_proj, v_proj, o_proj;
-  WeightTensor q_bias, k_bias, v_bias;           ///< empty unless config.attention_bias
-  WeightTensor o_bias;                           ///< [hidden]; empty unless config.o_proj_bias
-  WeightTensor q_norm, k_norm;                   ///< [D]; empty unless config.qk_norm
+  WeightTensor q_bias, k_bias, v_bias;  ///< empty unless config.attention_bias
+  WeightTensor o_bias;                  ///< [hidden]; empty unless config.o_proj_bias
+  WeightTensor q_norm, k_norm;          ///< [D]; empty unless config.qk_norm
   WeightTensor gate_proj, up_proj, down_proj;
 };
 

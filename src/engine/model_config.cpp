@@ -13,7 +13,9 @@ namespace {
 
 using json = nlohmann::json;
 
-[[noreturn]] void fail(const std::string& source, const std::string& what) { throw Error(source + ": " + what); }
+[[noreturn]] void fail(const std::string& source, const std::string& what) {
+  throw Error(source + ": " + what);
+}
 
 json parse_object(std::string_view text, const std::string& source) {
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
@@ -35,12 +37,15 @@ std::int64_t get_int(const json& j, const char* name, const std::string& source,
     if (!fallback) fail(source, std::string("missing field '") + name + "'");
     return *fallback;
   }
-  if (!v->is_number_integer() && !v->is_number_unsigned()) fail(source, std::string(name) + " = " + v->dump() + " is not an integer");
+  if (!v->is_number_integer() && !v->is_number_unsigned())
+    fail(source, std::string(name) + " = " + v->dump() + " is not an integer");
   if (v->is_number_unsigned() && v->get<std::uint64_t>() > static_cast<std::uint64_t>(hi))
-    fail(source, std::string(name) + " = " + v->dump() + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    fail(source, std::string(name) + " = " + v->dump() + " is out of range [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "]");
   const std::int64_t x = v->get<std::int64_t>();
   if (x < lo || x > hi)
-    fail(source, std::string(name) + " = " + std::to_string(x) + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    fail(source, std::string(name) + " = " + std::to_string(x) + " is out of range [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "]");
   return x;
 }
 
@@ -71,10 +76,15 @@ Architecture architecture_of(const json& j, const std::string& source, std::stri
   model_type = get_string(j, "model_type", source);
   std::string arch;
   if (const json* a = field(j, "architectures")) {
-    if (!a->is_array() || a->empty() || !(*a)[0].is_string()) fail(source, "architectures = " + a->dump() + " is not a list of names");
+    if (!a->is_array() || a->empty() || !(*a)[0].is_string())
+      fail(source, "architectures = " + a->dump() + " is not a list of names");
     arch = (*a)[0].get<std::string>();
   }
-  struct Known { const char* cls; const char* type; Architecture arch; };
+  struct Known {
+    const char* cls;
+    const char* type;
+    Architecture arch;
+  };
   static const Known known[] = {{"LlamaForCausalLM", "llama", Architecture::llama},
                                 {"MistralForCausalLM", "mistral", Architecture::mistral},
                                 {"Qwen2ForCausalLM", "qwen2", Architecture::qwen2},
@@ -91,8 +101,10 @@ void parse_rope(const json& j, const std::string& source, ModelConfig& c) {
   // transformers >= 5 writes "rope_parameters" (theta and scaling together); earlier versions
   // write "rope_theta" and "rope_scaling". Read both; the older field wins if both exist.
   const json* params = field(j, "rope_parameters");
-  if (params != nullptr && !params->is_object()) fail(source, "rope_parameters = " + params->dump() + " is not an object");
-  c.rope_theta = get_double(j, "rope_theta", source, params ? get_double(*params, "rope_theta", source, 10000.0) : 10000.0);
+  if (params != nullptr && !params->is_object())
+    fail(source, "rope_parameters = " + params->dump() + " is not an object");
+  c.rope_theta =
+      get_double(j, "rope_theta", source, params ? get_double(*params, "rope_theta", source, 10000.0) : 10000.0);
   if (!(c.rope_theta > 0)) fail(source, "rope_theta = " + std::to_string(c.rope_theta) + " must be > 0");
 
   const json* s = field(j, "rope_scaling");
@@ -114,8 +126,8 @@ void parse_rope(const json& j, const std::string& source, ModelConfig& c) {
     r.high_freq_factor = get_double(*s, "high_freq_factor", where, 4.0);
     r.original_max_position_embeddings = get_int(*s, "original_max_position_embeddings", where, 8192, 1, 1LL << 40);
     if (!(r.low_freq_factor > 0) || !(r.high_freq_factor > r.low_freq_factor))
-      fail(where, "low_freq_factor = " + std::to_string(r.low_freq_factor) + ", high_freq_factor = " +
-                      std::to_string(r.high_freq_factor) + ": need 0 < low < high");
+      fail(where, "low_freq_factor = " + std::to_string(r.low_freq_factor) +
+                      ", high_freq_factor = " + std::to_string(r.high_freq_factor) + ": need 0 < low < high");
   } else {
     fail(where, "rope_type = '" + type + "' is not supported (default, linear, llama3)");
   }
@@ -148,15 +160,20 @@ void parse_special_ids(const json& j, const std::string& source, ModelConfig& c)
 
 const char* architecture_name(Architecture arch) {
   switch (arch) {
-    case Architecture::llama: return "llama";
-    case Architecture::mistral: return "mistral";
-    case Architecture::qwen2: return "qwen2";
-    case Architecture::qwen3: return "qwen3";
+    case Architecture::llama:
+      return "llama";
+    case Architecture::mistral:
+      return "mistral";
+    case Architecture::qwen2:
+      return "qwen2";
+    case Architecture::qwen3:
+      return "qwen3";
   }
   return "invalid";
 }
 
-ModelConfig ModelConfig::parse(std::string_view config_json, std::string_view generation_config_json, const std::string& source) {
+ModelConfig ModelConfig::parse(std::string_view config_json, std::string_view generation_config_json,
+                               const std::string& source) {
   const json j = parse_object(config_json, source);
   ModelConfig c;
   c.architecture = architecture_of(j, source, c.model_type);
@@ -198,7 +215,8 @@ ModelConfig ModelConfig::parse(std::string_view config_json, std::string_view ge
   // use_sliding_window. Recorded so the Session can refuse contexts beyond it.
   const bool qwen = c.architecture == Architecture::qwen2 || c.architecture == Architecture::qwen3;
   if (!qwen || get_bool(j, "use_sliding_window", source, false)) {
-    if (field(j, "sliding_window") != nullptr) c.sliding_window = get_int(j, "sliding_window", source, std::nullopt, 1, 1LL << 40);
+    if (field(j, "sliding_window") != nullptr)
+      c.sliding_window = get_int(j, "sliding_window", source, std::nullopt, 1, 1LL << 40);
   }
   parse_special_ids(j, source, c);
   if (!generation_config_json.empty()) {
@@ -227,18 +245,23 @@ void ModelConfig::validate(const std::string& source) const {
   if (intermediate_size < 1) bad("intermediate_size = " + std::to_string(intermediate_size) + " must be >= 1");
   if (num_layers < 1) bad("num_hidden_layers = " + std::to_string(num_layers) + " must be >= 1");
   if (num_q_heads < 1 || num_kv_heads < 1 || num_q_heads % num_kv_heads != 0)
-    bad("num_key_value_heads = " + std::to_string(num_kv_heads) + " must divide num_attention_heads = " + std::to_string(num_q_heads));
+    bad("num_key_value_heads = " + std::to_string(num_kv_heads) +
+        " must divide num_attention_heads = " + std::to_string(num_q_heads));
   if (head_dim < 2 || head_dim > 1024 || head_dim % 2 != 0)
     bad("head_dim = " + std::to_string(head_dim) + " must be even and in [2, 1024] (RoPE rotates pairs)");
   if (static_cast<std::int64_t>(num_q_heads) * head_dim > (1 << 20))
-    bad("num_attention_heads * head_dim = " + std::to_string(static_cast<std::int64_t>(num_q_heads) * head_dim) + " is too large");
+    bad("num_attention_heads * head_dim = " + std::to_string(static_cast<std::int64_t>(num_q_heads) * head_dim) +
+        " is too large");
   if (vocab_size < 1) bad("vocab_size = " + std::to_string(vocab_size) + " must be >= 1");
-  if (!(rms_norm_eps > 0) || !std::isfinite(rms_norm_eps)) bad("rms_norm_eps = " + std::to_string(rms_norm_eps) + " must be > 0");
-  if (!(rope_theta > 0) || !std::isfinite(rope_theta)) bad("rope_theta = " + std::to_string(rope_theta) + " must be > 0");
+  if (!(rms_norm_eps > 0) || !std::isfinite(rms_norm_eps))
+    bad("rms_norm_eps = " + std::to_string(rms_norm_eps) + " must be > 0");
+  if (!(rope_theta > 0) || !std::isfinite(rope_theta))
+    bad("rope_theta = " + std::to_string(rope_theta) + " must be > 0");
   if (bos_token_id && *bos_token_id >= vocab_size)
     bad("bos_token_id = " + std::to_string(*bos_token_id) + " is not below vocab_size = " + std::to_string(vocab_size));
   for (std::int32_t e : eos_token_ids)
-    if (e >= vocab_size) bad("eos_token_id = " + std::to_string(e) + " is not below vocab_size = " + std::to_string(vocab_size));
+    if (e >= vocab_size)
+      bad("eos_token_id = " + std::to_string(e) + " is not below vocab_size = " + std::to_string(vocab_size));
 }
 
 std::string ModelConfig::to_string() const {

@@ -49,13 +49,13 @@ struct ModelConfig {
   std::int32_t head_dim = 0;           ///< "head_dim" if present, else hidden_size / num_q_heads
   std::int32_t vocab_size = 0;
   std::int64_t max_position_embeddings = 0;
-  double rope_theta = 10000.0;         ///< "rope_theta" or rope_parameters.rope_theta
-  RopeScaling rope_scaling;            ///< "rope_scaling" or "rope_parameters" (transformers 5)
+  double rope_theta = 10000.0;  ///< "rope_theta" or rope_parameters.rope_theta
+  RopeScaling rope_scaling;     ///< "rope_scaling" or "rope_parameters" (transformers 5)
   float rms_norm_eps = 1e-6f;
-  bool tie_word_embeddings = false;    ///< lm_head shares embed_tokens
-  bool attention_bias = false;         ///< q/k/v projections have a bias (qwen2: always)
-  bool o_proj_bias = false;            ///< o_proj has a bias (llama/qwen3: = attention_bias; qwen2: never)
-  bool qk_norm = false;                ///< per-head RMSNorm of q and k before RoPE (qwen3)
+  bool tie_word_embeddings = false;            ///< lm_head shares embed_tokens
+  bool attention_bias = false;                 ///< q/k/v projections have a bias (qwen2: always)
+  bool o_proj_bias = false;                    ///< o_proj has a bias (llama/qwen3: = attention_bias; qwen2: never)
+  bool qk_norm = false;                        ///< per-head RMSNorm of q and k before RoPE (qwen3)
   std::optional<std::int64_t> sliding_window;  ///< mistral/qwen: informative; see Session
   std::optional<std::int32_t> bos_token_id;    ///< generation_config.json, else config.json
   std::vector<std::int32_t> eos_token_ids;     ///< generation_config.json, else config.json (int or list)

@@ -10,11 +10,16 @@ namespace macattn::engine {
 
 PagedKVCache::PagedKVCache(std::int32_t num_layers, std::int32_t num_kv_heads, std::int32_t head_dim,
                            std::int64_t capacity, std::int32_t page_size, DType dtype)
-    : num_layers_(num_layers), num_kv_heads_(num_kv_heads), head_dim_(head_dim), page_size_(page_size),
-      capacity_(capacity), num_pages_(0), dtype_(dtype) {
+    : num_layers_(num_layers),
+      num_kv_heads_(num_kv_heads),
+      head_dim_(head_dim),
+      page_size_(page_size),
+      capacity_(capacity),
+      num_pages_(0),
+      dtype_(dtype) {
   if (num_layers < 1 || num_kv_heads < 1 || head_dim < 1)
-    throw Error("PagedKVCache: layers = " + std::to_string(num_layers) + ", kv heads = " + std::to_string(num_kv_heads) +
-                ", head_dim = " + std::to_string(head_dim) + " must be >= 1");
+    throw Error("PagedKVCache: layers = " + std::to_string(num_layers) + ", kv heads = " +
+                std::to_string(num_kv_heads) + ", head_dim = " + std::to_string(head_dim) + " must be >= 1");
   if (page_size < 1) throw Error("PagedKVCache: page_size = " + std::to_string(page_size) + " must be >= 1");
   if (capacity < 1 || capacity > (std::int64_t{1} << 31) - 1)
     throw Error("PagedKVCache: capacity = " + std::to_string(capacity) + " must be in [1, 2^31)");
@@ -25,16 +30,25 @@ PagedKVCache::PagedKVCache(std::int32_t num_layers, std::int32_t num_kv_heads, s
   mapped_bytes_ = layer_bytes_ * 2 * static_cast<std::size_t>(num_layers);
   void* p = ::mmap(nullptr, mapped_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED)
-    throw Error("PagedKVCache: cannot reserve " + std::to_string(mapped_bytes_) + " bytes for capacity " + std::to_string(capacity));
+    throw Error("PagedKVCache: cannot reserve " + std::to_string(mapped_bytes_) + " bytes for capacity " +
+                std::to_string(capacity));
   base_ = static_cast<std::uint8_t*>(p);
   indices_.resize(static_cast<std::size_t>(num_pages_));
   for (std::int64_t i = 0; i < num_pages_; ++i) indices_[i] = static_cast<std::int32_t>(i);
 }
 
 PagedKVCache::PagedKVCache(PagedKVCache&& o) noexcept
-    : num_layers_(o.num_layers_), num_kv_heads_(o.num_kv_heads_), head_dim_(o.head_dim_), page_size_(o.page_size_),
-      capacity_(o.capacity_), num_pages_(o.num_pages_), dtype_(o.dtype_), layer_bytes_(o.layer_bytes_), base_(o.base_),
-      mapped_bytes_(o.mapped_bytes_), indices_(std::move(o.indices_)) {
+    : num_layers_(o.num_layers_),
+      num_kv_heads_(o.num_kv_heads_),
+      head_dim_(o.head_dim_),
+      page_size_(o.page_size_),
+      capacity_(o.capacity_),
+      num_pages_(o.num_pages_),
+      dtype_(o.dtype_),
+      layer_bytes_(o.layer_bytes_),
+      base_(o.base_),
+      mapped_bytes_(o.mapped_bytes_),
+      indices_(std::move(o.indices_)) {
   o.base_ = nullptr;
   o.mapped_bytes_ = 0;
 }
@@ -59,7 +73,9 @@ PagedKVCache& PagedKVCache::operator=(PagedKVCache&& o) noexcept {
   return *this;
 }
 
-PagedKVCache::~PagedKVCache() { release(); }
+PagedKVCache::~PagedKVCache() {
+  release();
+}
 
 void PagedKVCache::release() {
   if (base_ != nullptr) ::munmap(base_, mapped_bytes_);
@@ -67,7 +83,8 @@ void PagedKVCache::release() {
 }
 
 void PagedKVCache::write(std::int32_t layer, std::int64_t pos, std::int64_t n, const float* k, const float* v) {
-  if (layer < 0 || layer >= num_layers_) throw Error("PagedKVCache::write: layer = " + std::to_string(layer) + " out of range");
+  if (layer < 0 || layer >= num_layers_)
+    throw Error("PagedKVCache::write: layer = " + std::to_string(layer) + " out of range");
   if (pos < 0 || n < 0 || pos + n > capacity_)
     throw Error("PagedKVCache::write: positions [" + std::to_string(pos) + ", " + std::to_string(pos + n) +
                 ") exceed the capacity " + std::to_string(capacity_));
@@ -87,9 +104,11 @@ void PagedKVCache::write(std::int32_t layer, std::int64_t pos, std::int64_t n, c
 }
 
 KVCacheView PagedKVCache::view(std::int32_t layer, std::int64_t length) {
-  if (layer < 0 || layer >= num_layers_) throw Error("PagedKVCache::view: layer = " + std::to_string(layer) + " out of range");
+  if (layer < 0 || layer >= num_layers_)
+    throw Error("PagedKVCache::view: layer = " + std::to_string(layer) + " out of range");
   if (length < 0 || length > capacity_)
-    throw Error("PagedKVCache::view: length = " + std::to_string(length) + " outside [0, " + std::to_string(capacity_) + "]");
+    throw Error("PagedKVCache::view: length = " + std::to_string(length) + " outside [0, " + std::to_string(capacity_) +
+                "]");
   const std::int64_t pages = (length + page_size_ - 1) / page_size_;
   indptr_[0] = 0;
   indptr_[1] = static_cast<std::int32_t>(pages);

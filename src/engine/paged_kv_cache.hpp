@@ -45,8 +45,8 @@ class PagedKVCache {
   std::int32_t num_layers_, num_kv_heads_, head_dim_, page_size_;
   std::int64_t capacity_, num_pages_;
   DType dtype_;
-  std::size_t layer_bytes_ = 0;       // bytes of K (or V) of one layer
-  std::uint8_t* base_ = nullptr;      // [layers][K, V][num_pages * page bytes]
+  std::size_t layer_bytes_ = 0;   // bytes of K (or V) of one layer
+  std::uint8_t* base_ = nullptr;  // [layers][K, V][num_pages * page bytes]
   std::size_t mapped_bytes_ = 0;
   std::vector<std::int32_t> indices_;  // identity page table
   std::int32_t indptr_[2] = {0, 0};

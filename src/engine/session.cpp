@@ -24,7 +24,9 @@ struct Session::State {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 std::int32_t argmax(std::span<const float> v) {
   return static_cast<std::int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
@@ -40,10 +42,11 @@ void validate_options(const ModelConfig& c, const SessionOptions& o) {
   if (a.mode != AttentionMode::exact && a.mode != AttentionMode::mac)
     throw Error("Session: attention.mode = " + std::to_string(static_cast<int>(a.mode)) + " is not exact or mac");
   if (a.backend != Backend::cpu && a.backend != Backend::reference)
-    throw Error("Session: attention.backend = " + std::to_string(static_cast<int>(a.backend)) + " is not a CPU backend");
+    throw Error("Session: attention.backend = " + std::to_string(static_cast<int>(a.backend)) +
+                " is not a CPU backend");
   if (!a.mac_layers.empty() && static_cast<std::int32_t>(a.mac_layers.size()) != c.num_layers)
-    throw Error("Session: attention.mac_layers has " + std::to_string(a.mac_layers.size()) + " entries, the model has " +
-                std::to_string(c.num_layers) + " layers");
+    throw Error("Session: attention.mac_layers has " + std::to_string(a.mac_layers.size()) +
+                " entries, the model has " + std::to_string(c.num_layers) + " layers");
   if (a.mode == AttentionMode::mac) {
     a.mac.validate();
     if (!dtype_valid(a.ring_dtype)) throw Error("Session: attention.ring_dtype is not f32, f16 or bf16");
@@ -54,8 +57,10 @@ void validate_options(const ModelConfig& c, const SessionOptions& o) {
 
 const char* attention_mode_name(AttentionMode mode) {
   switch (mode) {
-    case AttentionMode::exact: return "exact";
-    case AttentionMode::mac: return "mac";
+    case AttentionMode::exact:
+      return "exact";
+    case AttentionMode::mac:
+      return "mac";
   }
   return "invalid";
 }
@@ -100,8 +105,8 @@ void Session::check_room_(std::int64_t n, const char* fn) const {
                 std::to_string(*c.sliding_window) + " (sliding-window attention is not supported)");
 }
 
-void Session::run_prefill_(std::span<const std::int32_t> tokens, std::int32_t chunk_size, const PrefillProgress& progress,
-                           std::vector<float>* all_logits) {
+void Session::run_prefill_(std::span<const std::int32_t> tokens, std::int32_t chunk_size,
+                           const PrefillProgress& progress, std::vector<float>* all_logits) {
   check_tokens_(tokens, chunk_size);
   const auto t0 = Clock::now();
   const std::int64_t total = static_cast<std::int64_t>(tokens.size());
@@ -139,7 +144,8 @@ void Session::prefill_all_logits(std::span<const std::int32_t> tokens, std::int3
 std::span<const float> Session::decode(std::int32_t token) {
   const ModelConfig& c = model_->config();
   if (token < 0 || token >= c.vocab_size)
-    throw Error("Session::decode: token = " + std::to_string(token) + " is out of range [0, " + std::to_string(c.vocab_size) + ")");
+    throw Error("Session::decode: token = " + std::to_string(token) + " is out of range [0, " +
+                std::to_string(c.vocab_size) + ")");
   check_room_(1, "Session::decode");
   const auto t0 = Clock::now();
   ForwardState& f = state_->fwd;
@@ -202,7 +208,9 @@ StepStats Session::total_attention_stats() const {
   return t;
 }
 
-std::size_t Session::kv_cache_bytes() const { return state_->fwd.cache.bytes_for(position_); }
+std::size_t Session::kv_cache_bytes() const {
+  return state_->fwd.cache.bytes_for(position_);
+}
 
 std::size_t Session::ring_bytes() const {
   std::size_t b = 0;

@@ -52,23 +52,23 @@ struct SessionOptions {
   /// Capacity in tokens (prompt + generated). 0 = config.max_position_embeddings. The K/V
   /// pages are allocated lazily as positions grow; exceeding the capacity throws.
   std::int64_t max_context = 0;
-  std::int32_t kv_page_size = 256;   ///< tokens per K/V page (NHD layout)
-  DType kv_dtype = DType::bf16;      ///< K/V cache element type (f32 for bit-closest to HF)
+  std::int32_t kv_page_size = 256;  ///< tokens per K/V page (NHD layout)
+  DType kv_dtype = DType::bf16;     ///< K/V cache element type (f32 for bit-closest to HF)
   AttentionOptions attention;
-  int threads = 0;                   ///< 0 = OpenMP default (all cores / OMP_NUM_THREADS)
+  int threads = 0;  ///< 0 = OpenMP default (all cores / OMP_NUM_THREADS)
 };
 
 /// Per-layer totals over the decode steps of this session (since construction or reset()).
 struct LayerStats {
   std::int64_t decode_steps = 0;
-  bool mac_enabled = false;          ///< this layer decodes with MAC
-  StepStats attention;               ///< heads/heads_hit/groups/kv_tokens_read/kv_tokens_exact summed
-                                     ///< (exact layers: every head a miss, read = exact)
-  std::int64_t kv_bytes_read = 0;    ///< kv_tokens_read * 2 (K and V) * D * sizeof(kv_dtype)
-  std::int64_t kv_bytes_exact = 0;   ///< the same for exact attention
+  bool mac_enabled = false;         ///< this layer decodes with MAC
+  StepStats attention;              ///< heads/heads_hit/groups/kv_tokens_read/kv_tokens_exact summed
+                                    ///< (exact layers: every head a miss, read = exact)
+  std::int64_t kv_bytes_read = 0;   ///< kv_tokens_read * 2 (K and V) * D * sizeof(kv_dtype)
+  std::int64_t kv_bytes_exact = 0;  ///< the same for exact attention
   // Audit only (steps with audit on):
   std::int64_t audit_steps = 0;
-  double audit_rel_l2_sum = 0.0;     ///< sum over steps of ||o_mac - o_exact|| / ||o_exact||
+  double audit_rel_l2_sum = 0.0;  ///< sum over steps of ||o_mac - o_exact|| / ||o_exact||
   double audit_rel_l2_max = 0.0;
   double head_hit_rate() const { return attention.hit_rate(); }
   double audit_rel_l2_mean() const { return audit_steps ? audit_rel_l2_sum / static_cast<double>(audit_steps) : 0.0; }
@@ -76,9 +76,9 @@ struct LayerStats {
 
 /// What the audit of the latest decode step found (mac mode with audit on).
 struct AuditStep {
-  std::vector<double> rel_l2;        ///< [num_layers]; 0 for layers decoding exactly
-  std::int32_t greedy_mac = -1;      ///< argmax of the returned (MAC) logits
-  std::int32_t greedy_exact = -1;    ///< argmax of the all-exact logits
+  std::vector<double> rel_l2;      ///< [num_layers]; 0 for layers decoding exactly
+  std::int32_t greedy_mac = -1;    ///< argmax of the returned (MAC) logits
+  std::int32_t greedy_exact = -1;  ///< argmax of the all-exact logits
   bool greedy_changed() const { return greedy_mac != greedy_exact; }
 };
 
@@ -86,7 +86,7 @@ struct Timings {
   std::int64_t prefill_tokens = 0;
   double prefill_seconds = 0.0;
   std::int64_t decode_tokens = 0;
-  double decode_seconds = 0.0;       ///< includes audit work when audit is on
+  double decode_seconds = 0.0;            ///< includes audit work when audit is on
   std::int64_t audit_greedy_changes = 0;  ///< audited steps whose greedy token would change
   double prefill_tokens_per_second() const { return prefill_seconds > 0 ? prefill_tokens / prefill_seconds : 0.0; }
   double decode_tokens_per_second() const { return decode_seconds > 0 ? decode_tokens / decode_seconds : 0.0; }

@@ -16,9 +16,9 @@ namespace macattn::engine {
 
 /// How the attention of one forward call is computed.
 enum class ForwardAttention : std::uint8_t {
-  prefill,     ///< blocked causal attention + MAC ring initialisation of MAC layers
-  decode,      ///< n = 1: exact_decode / mac_decode per the session's layer choice
-  decode_exact ///< n = 1: exact_decode in every layer, rings untouched (the audit's reference)
+  prefill,      ///< blocked causal attention + MAC ring initialisation of MAC layers
+  decode,       ///< n = 1: exact_decode / mac_decode per the session's layer choice
+  decode_exact  ///< n = 1: exact_decode in every layer, rings untouched (the audit's reference)
 };
 
 struct ForwardState {
@@ -29,15 +29,15 @@ struct ForwardState {
   AttentionShape shape;
   cpu::Rope rope;
   PagedKVCache cache;
-  std::vector<bool> mac_layer;                     // [layers]: decode this layer with MAC
-  std::vector<std::optional<MacState>> rings;      // [layers]: set for MAC layers
+  std::vector<bool> mac_layer;                 // [layers]: decode this layer with MAC
+  std::vector<std::optional<MacState>> rings;  // [layers]: set for MAC layers
   std::vector<std::int32_t> row_indptr{0, 0};
 
   // Activations of up to `rows` positions (resized on demand).
   std::int64_t rows = 0;
   std::vector<float> x, h, q, q_pre, k, v, attn, tmp, gate, up, cos, sin;
-  std::vector<float> logits;                       // [vocab] or [n, vocab]
-  std::vector<float> exact_out;                    // audit: [Hq * D]
+  std::vector<float> logits;     // [vocab] or [n, vocab]
+  std::vector<float> exact_out;  // audit: [Hq * D]
 
   // Per call outputs: per-layer step stats (decode) and audit relative L2.
   std::vector<StepStats> step_stats;
@@ -53,7 +53,8 @@ struct ForwardState {
 
  private:
   void ensure_rows(std::int64_t n);
-  void attention(std::int32_t layer, std::int64_t p0, std::int64_t n, ForwardAttention mode, bool audit, bool init_rings);
+  void attention(std::int32_t layer, std::int64_t p0, std::int64_t n, ForwardAttention mode, bool audit,
+                 bool init_rings);
 };
 
 }  // namespace macattn::engine

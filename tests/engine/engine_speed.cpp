@@ -28,7 +28,8 @@ static std::vector<std::int32_t> context_tokens(const Model& model, std::int64_t
   std::vector<std::int32_t> base;
 #if defined(MACATTN_ENGINE_SPEED_TOKENIZER)
   if (text_file != nullptr) {
-    const Tokenizer tok = Tokenizer::load(model.directory() / "tokenizer.json", model.directory() / "tokenizer_config.json");
+    const Tokenizer tok =
+        Tokenizer::load(model.directory() / "tokenizer.json", model.directory() / "tokenizer_config.json");
     base = tok.encode(read_text_file(text_file, 1u << 30), false);
   }
 #else
@@ -37,7 +38,8 @@ static std::vector<std::int32_t> context_tokens(const Model& model, std::int64_t
   if (base.empty()) {
     std::uint32_t x = 12345;
     base.resize(4096);
-    for (auto& t : base) t = static_cast<std::int32_t>((x = x * 1664525u + 1013904223u) >> 8) % model.config().vocab_size;
+    for (auto& t : base)
+      t = static_cast<std::int32_t>((x = x * 1664525u + 1013904223u) >> 8) % model.config().vocab_size;
   }
   std::vector<std::int32_t> out(n);
   for (std::int64_t i = 0; i < n; ++i) out[i] = base[i % base.size()];
@@ -72,11 +74,12 @@ int main(int argc, char** argv) {
       }
       const Timings& t = s.timings();
       const auto st = s.total_attention_stats();
-      std::printf("%-5s context %lld: prefill %.0f tok/s (%.2f s), decode %.1f tok/s (%.2f ms/token), head hit rate %.3f, "
-                  "kv tokens read / exact %.3f\n",
-                  attention_mode_name(mode), static_cast<long long>(ctx), t.prefill_tokens_per_second(), t.prefill_seconds,
-                  t.decode_tokens_per_second(), 1e3 * t.decode_seconds / t.decode_tokens, st.hit_rate(),
-                  st.kv_tokens_exact ? static_cast<double>(st.kv_tokens_read) / st.kv_tokens_exact : 0.0);
+      std::printf(
+          "%-5s context %lld: prefill %.0f tok/s (%.2f s), decode %.1f tok/s (%.2f ms/token), head hit rate %.3f, "
+          "kv tokens read / exact %.3f\n",
+          attention_mode_name(mode), static_cast<long long>(ctx), t.prefill_tokens_per_second(), t.prefill_seconds,
+          t.decode_tokens_per_second(), 1e3 * t.decode_seconds / t.decode_tokens, st.hit_rate(),
+          st.kv_tokens_exact ? static_cast<double>(st.kv_tokens_read) / st.kv_tokens_exact : 0.0);
       if (mode == AttentionMode::mac) {
         for (std::size_t l = 0; l < s.layer_stats().size(); ++l)
           std::printf("  layer %zu: hit rate %.3f\n", l, s.layer_stats()[l].head_hit_rate());

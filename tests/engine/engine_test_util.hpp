@@ -19,8 +19,12 @@
 
 namespace engine_test {
 
-inline std::filesystem::path source_dir() { return MACATTN_SOURCE_DIR; }
-inline std::filesystem::path fixtures() { return source_dir() / "tests/engine/fixtures"; }
+inline std::filesystem::path source_dir() {
+  return MACATTN_SOURCE_DIR;
+}
+inline std::filesystem::path fixtures() {
+  return source_dir() / "tests/engine/fixtures";
+}
 
 /// One fixture's reference outputs (from tools/engine/make_fixtures.py).
 struct Reference {

@@ -89,15 +89,16 @@ TEST_P(HfParity, GreedyGenerationIdentical) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfParity,
-                         ::testing::Values("llama_f32", "llama3_bf16_sharded", "llama_tied_hd32_bias_f16", "mistral_bf16",
-                                           "qwen2_bf16", "qwen3_f32_tied"),
+                         ::testing::Values("llama_f32", "llama3_bf16_sharded", "llama_tied_hd32_bias_f16",
+                                           "mistral_bf16", "qwen2_bf16", "qwen3_f32_tied"),
                          [](const auto& info) { return std::string(info.param); });
 
 // The shipped reference model (bf16 weights, 4 layers, GQA 8/2, head dim 64) against
 // tests/python/fixtures/ref_greedy.json (transformers, float32 compute).
 TEST(ReferenceModel, TopLogitsAndGreedyMatchTransformers) {
   const auto model_dir = engine_test::source_dir() / "models/macattn-ref";
-  const auto fx = nlohmann::json::parse(engine_test::read_file(engine_test::source_dir() / "tests/python/fixtures/ref_greedy.json"));
+  const auto fx = nlohmann::json::parse(
+      engine_test::read_file(engine_test::source_dir() / "tests/python/fixtures/ref_greedy.json"));
   const Model model = Model::load(model_dir);
   SessionOptions o;
   o.kv_dtype = macattn::DType::f32;

@@ -60,7 +60,8 @@ TEST(EngineKernels, PackGemmMatvecAgainstDoubleLoops) {
       std::vector<const void*> rows(nb);
       for (int j = 0; j < nb; ++j) rows[j] = w.bytes.data() + j * k * dtype_size(dt);
       std::vector<float> packed(k * cpu::kPanel + 16);
-      float* bp = packed.data() + (16 - reinterpret_cast<std::uintptr_t>(packed.data()) / 4 % 16) % 16;  // 64-byte aligned
+      float* bp =
+          packed.data() + (16 - reinterpret_cast<std::uintptr_t>(packed.data()) / 4 % 16) % 16;  // 64-byte aligned
       kern->pack(rows.data(), dt, true, k, nb, 0, bp);
       std::vector<float> c(m * nb, 1.0f);
       kern->gemm(a.data(), k, m, k, bp, nb, c.data(), nb, /*accumulate=*/true);
@@ -199,7 +200,8 @@ TEST(EngineKernels, PrefillAttentionMatchesDoubleReference) {
         const auto kv = cache.view(0, total);
         cpu::prefill_attention(shape, kv, p0, n, q.data(), got.data());
         cpu::prefill_attention_reference(shape, kv, p0, n, q.data(), want.data());
-        for (std::size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 2e-5) << "D=" << D << " p0=" << p0 << " i=" << i;
+        for (std::size_t i = 0; i < got.size(); ++i)
+          ASSERT_NEAR(got[i], want[i], 2e-5) << "D=" << D << " p0=" << p0 << " i=" << i;
       }
     }
   }

@@ -40,8 +40,10 @@ void expect_parse_error(const std::string& bytes, const std::string& fragment) {
 }
 
 TEST(EngineSafetensors, ParsesValidHeader) {
-  const auto bytes = header_file(R"({"__metadata__": {"format": "pt"}, "a": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, 12]},
-    "b": {"dtype": "I64", "shape": [], "data_offsets": [12, 20]}})", 20);
+  const auto bytes = header_file(
+      R"({"__metadata__": {"format": "pt"}, "a": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, 12]},
+    "b": {"dtype": "I64", "shape": [], "data_offsets": [12, 20]}})",
+      20);
   const auto h = parse_safetensors(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), "x");
   ASSERT_EQ(h.tensors.size(), 2u);
   EXPECT_EQ(h.tensors.at("a").dtype, macattn::DType::bf16);
@@ -56,10 +58,14 @@ TEST(EngineSafetensors, MalformedHeadersFailClearly) {
   expect_parse_error(huge + "{}", "exceeds the file size");
   expect_parse_error(header_file("{\"a\": ", 0), "not valid JSON");
   expect_parse_error(header_file("[]", 0), "not a JSON object");
-  expect_parse_error(header_file(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 8), "end beyond the data section");
+  expect_parse_error(header_file(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 8),
+                     "end beyond the data section");
   expect_parse_error(header_file(R"({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}})", 16), "needs 12");
-  expect_parse_error(header_file(R"({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}})", 0), "shape[0] = -1 is negative");
-  expect_parse_error(header_file(R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})", 0), "overflows");
+  expect_parse_error(header_file(R"({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}})", 0),
+                     "shape[0] = -1 is negative");
+  expect_parse_error(
+      header_file(R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})", 0),
+      "overflows");
   expect_parse_error(header_file(R"({"a": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 1]}})", 1), "dtype = 'Q4'");
   expect_parse_error(header_file(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}})", 8), "begin > end");
   expect_parse_error(header_file(R"({"a": {"dtype": "F32", "shape": [1]}})", 4), "data_offsets");

@@ -45,7 +45,8 @@ TEST(EngineConfig, LlamaDefaultsAndIds) {
 TEST(EngineConfig, Llama3ScalingInBothFormats) {
   const ModelConfig old_fmt = ModelConfig::parse(with(R"("rope_theta": 500000.0, "rope_scaling": {"type": "llama3",
     "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})"));
-  const ModelConfig new_fmt = ModelConfig::parse(with(R"("rope_parameters": {"rope_theta": 500000.0, "rope_type": "llama3",
+  const ModelConfig new_fmt =
+      ModelConfig::parse(with(R"("rope_parameters": {"rope_theta": 500000.0, "rope_type": "llama3",
     "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})"));
   for (const ModelConfig& c : {old_fmt, new_fmt}) {
     EXPECT_EQ(c.rope_theta, 500000.0);
@@ -67,7 +68,8 @@ TEST(EngineConfig, FamiliesSetTheirFlags) {
   std::string mi = kBase;
   mi.replace(mi.find("LlamaForCausalLM"), 16, "MistralForCausalLM");
   EXPECT_EQ(ModelConfig::parse(mi.substr(0, mi.size() - 1) + R"(, "sliding_window": 4096})").sliding_window, 4096);
-  for (const char* name : {"llama_f32", "llama3_bf16_sharded", "llama_tied_hd32_bias_f16", "mistral_bf16", "qwen2_bf16", "qwen3_f32_tied"})
+  for (const char* name :
+       {"llama_f32", "llama3_bf16_sharded", "llama_tied_hd32_bias_f16", "mistral_bf16", "qwen2_bf16", "qwen3_f32_tied"})
     EXPECT_NO_THROW(ModelConfig::load(engine_test::fixtures() / name)) << name;
 }
 

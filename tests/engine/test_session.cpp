@@ -91,7 +91,8 @@ TEST(EngineSession, ResetAndMoveReproduceLogits) {
 }
 
 // Decodes `steps` tokens after a prompt, returning every step's logits.
-std::vector<std::vector<float>> run(Session& s, const std::vector<std::int32_t>& prompt, const std::vector<std::int32_t>& cont) {
+std::vector<std::vector<float>> run(Session& s, const std::vector<std::int32_t>& prompt,
+                                    const std::vector<std::int32_t>& cont) {
   std::vector<std::vector<float>> out;
   auto l = s.prefill(prompt, 16);
   out.emplace_back(l.begin(), l.end());
@@ -126,8 +127,10 @@ TEST(EngineSession, HitFreeMacEqualsExact) {
     o.attention.mac.window = 16;
     o.attention.mac.rect_offset = 4;
     o.attention.mac.min_context = 0;
-    if (variant == 0) o.attention.mac.tau = 0.999999f;    // threshold ~0: no query ever matches
-    else o.attention.mac.min_context = std::int64_t{1} << 40;  // never old enough to match
+    if (variant == 0)
+      o.attention.mac.tau = 0.999999f;  // threshold ~0: no query ever matches
+    else
+      o.attention.mac.min_context = std::int64_t{1} << 40;  // never old enough to match
     Session mac(llama(), o);
     const auto got = run(mac, prompt, cont);
     for (std::size_t i = 0; i < got.size(); ++i) EXPECT_LT(engine_test::rel_err(got[i], want[i]), 1e-5) << "step " << i;

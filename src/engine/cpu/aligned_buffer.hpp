@@ -14,7 +14,10 @@ class AlignedFloats {
   explicit AlignedFloats(std::size_t n) { resize(n); }
   AlignedFloats(const AlignedFloats&) = delete;
   AlignedFloats& operator=(const AlignedFloats&) = delete;
-  AlignedFloats(AlignedFloats&& o) noexcept : data_(o.data_), size_(o.size_) { o.data_ = nullptr; o.size_ = 0; }
+  AlignedFloats(AlignedFloats&& o) noexcept : data_(o.data_), size_(o.size_) {
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
   AlignedFloats& operator=(AlignedFloats&& o) noexcept {
     std::swap(data_, o.data_);
     std::swap(size_, o.size_);

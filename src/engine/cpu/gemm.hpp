@@ -22,12 +22,14 @@ struct GemmKernels {
   ///   transposed = true:  Bp[kk][j] = rows[j][kk]        (rows[j]: an output's weight row)
   ///   transposed = false: Bp[kk][j] = rows[kk][col0 + j] (rows[kk]: a V row; col0 picks columns)
   /// rows: nb (resp. k) pointers to elements of `dtype`, unaligned allowed.
-  void (*pack)(const void* const* rows, DType dtype, bool transposed, std::int64_t k, int nb, std::int64_t col0, float* Bp);
+  void (*pack)(const void* const* rows, DType dtype, bool transposed, std::int64_t k, int nb, std::int64_t col0,
+               float* Bp);
   /// C[m, nb] = (accumulate ? C : 0) + A[m, k] * Bp[k, nb].  A: row stride lda; C: row stride ldc.
   void (*gemm)(const float* A, std::int64_t lda, std::int64_t m, std::int64_t k, const float* Bp, int nb, float* C,
                std::int64_t ldc, bool accumulate);
   /// y[r] = dot(x[0:k], W[r][0:k]) for r in [0, rows); W row r at W + r * ldw elements of dtype.
-  void (*matvec)(const float* x, std::int64_t k, const void* W, DType dtype, std::int64_t ldw, std::int64_t rows, float* y);
+  void (*matvec)(const float* x, std::int64_t k, const void* W, DType dtype, std::int64_t ldw, std::int64_t rows,
+                 float* y);
   /// x[i] = exp(x[i] - shift) for i < n; returns the sum of the results. x[i] = -inf gives 0.
   float (*exp_shift_sum)(float* x, std::int64_t n, float shift);
 };
@@ -36,7 +38,11 @@ struct GemmKernels {
 /// MACATTN_ENGINE_ISA=portable forces the portable set (tests use it to check both).
 const GemmKernels& gemm_kernels();
 
-namespace avx512 { const GemmKernels* kernels(); }    // nullptr when not compiled in
-namespace portable { const GemmKernels& kernels(); }
+namespace avx512 {
+const GemmKernels* kernels();
+}  // namespace avx512
+namespace portable {
+const GemmKernels& kernels();
+}
 
 }  // namespace macattn::engine::cpu

@@ -11,17 +11,21 @@ namespace macattn::engine::cpu::avx512 {
 
 namespace {
 
-inline __mmask16 tail_mask(std::int64_t left) { return left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1u); }
+inline __mmask16 tail_mask(std::int64_t left) {
+  return left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1u);
+}
 
 // 16 (or fewer, masked) elements of `dtype` from p as fp32; masked-off lanes are 0.
 inline __m512 load16(const void* p, DType dtype, __mmask16 m) {
   switch (dtype) {
-    case DType::f32: return _mm512_maskz_loadu_ps(m, p);
+    case DType::f32:
+      return _mm512_maskz_loadu_ps(m, p);
     case DType::bf16: {
       const __m256i h = _mm256_maskz_loadu_epi16(m, p);
       return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     }
-    case DType::f16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+    case DType::f16:
+      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
   }
   return _mm512_setzero_ps();
 }
@@ -92,12 +96,23 @@ void gemm(const float* A, std::int64_t lda, std::int64_t m, std::int64_t k, cons
   std::int64_t r = 0;
   for (; r + 6 <= m; r += 6) tile<6>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
   switch (m - r) {
-    case 5: tile<5>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate); break;
-    case 4: tile<4>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate); break;
-    case 3: tile<3>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate); break;
-    case 2: tile<2>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate); break;
-    case 1: tile<1>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate); break;
-    default: break;
+    case 5:
+      tile<5>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
+      break;
+    case 4:
+      tile<4>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
+      break;
+    case 3:
+      tile<3>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
+      break;
+    case 2:
+      tile<2>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
+      break;
+    case 1:
+      tile<1>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
+      break;
+    default:
+      break;
   }
 }
 
@@ -109,7 +124,8 @@ template <DType T>
 inline __m512 load16_full(const std::uint8_t* p) {
   if constexpr (T == DType::f32) return _mm512_loadu_ps(p);
   if constexpr (T == DType::bf16)
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
   if constexpr (T == DType::f16) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
@@ -160,9 +176,12 @@ void matvec_t(const float* x, std::int64_t k, const void* W, std::int64_t ldw, s
 
 void matvec(const float* x, std::int64_t k, const void* W, DType dtype, std::int64_t ldw, std::int64_t rows, float* y) {
   switch (dtype) {
-    case DType::f32: return matvec_t<DType::f32>(x, k, W, ldw, rows, y);
-    case DType::bf16: return matvec_t<DType::bf16>(x, k, W, ldw, rows, y);
-    case DType::f16: return matvec_t<DType::f16>(x, k, W, ldw, rows, y);
+    case DType::f32:
+      return matvec_t<DType::f32>(x, k, W, ldw, rows, y);
+    case DType::bf16:
+      return matvec_t<DType::bf16>(x, k, W, ldw, rows, y);
+    case DType::f16:
+      return matvec_t<DType::f16>(x, k, W, ldw, rows, y);
   }
 }
 
@@ -171,7 +190,8 @@ void matvec(const float* x, std::int64_t k, const void* W, DType dtype, std::int
 inline __m512 exp16(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
   x = _mm512_min_ps(x, _mm512_set1_ps(88.7f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+  const __m512 n =
+      _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
   __m512 p = _mm512_set1_ps(1.0f / 720);
@@ -191,7 +211,8 @@ float exp_shift_sum(float* x, std::int64_t n, float shift) {
     const __mmask16 m = tail_mask(n - i);
     const __m512 v = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s));
     // -inf inputs (masked keys) must give exactly 0, not 2^-150.
-    const __mmask16 finite = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m, x + i), _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+    const __mmask16 finite =
+        _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m, x + i), _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
     const __m512 e = _mm512_maskz_mov_ps(finite, v);
     _mm512_mask_storeu_ps(x + i, m, e);
     sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(m, e));
@@ -203,6 +224,8 @@ const GemmKernels table{"avx512", pack, gemm, matvec, exp_shift_sum};
 
 }  // namespace
 
-const GemmKernels* kernels() { return &table; }
+const GemmKernels* kernels() {
+  return &table;
+}
 
 }  // namespace macattn::engine::cpu::avx512

@@ -73,6 +73,8 @@ const GemmKernels table{"portable", pack, gemm, matvec, exp_shift_sum};
 
 }  // namespace
 
-const GemmKernels& kernels() { return table; }
+const GemmKernels& kernels() {
+  return table;
+}
 
 }  // namespace macattn::engine::cpu::portable

@@ -22,8 +22,9 @@ void linear_rows(const float* x, std::int64_t n, const WeightTensor& w, std::int
                  std::int64_t ldy) {
   if (x == nullptr || y == nullptr || w.data == nullptr) throw Error("linear: null x, y or weight");
   if (n < 0 || row0 < 0 || rows < 0 || row0 + rows > w.rows || ldy < rows)
-    throw Error("linear: n = " + std::to_string(n) + ", rows [" + std::to_string(row0) + ", " + std::to_string(row0 + rows) +
-                ") of a weight with " + std::to_string(w.rows) + " rows, ldy = " + std::to_string(ldy));
+    throw Error("linear: n = " + std::to_string(n) + ", rows [" + std::to_string(row0) + ", " +
+                std::to_string(row0 + rows) + ") of a weight with " + std::to_string(w.rows) +
+                " rows, ldy = " + std::to_string(ldy));
   const GemmKernels& kern = gemm_kernels();
   const std::size_t es = dtype_size(w.dtype);
   const auto* base = static_cast<const std::uint8_t*>(w.data) + row0 * w.cols * es;

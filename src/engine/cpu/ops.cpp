@@ -33,7 +33,8 @@ void add_inplace(float* y, const float* x, std::int64_t n) {
 
 void embed_row(const WeightTensor& embed, std::int32_t token, float* out) {
   if (token < 0 || token >= embed.rows)
-    throw Error("embedding: token id " + std::to_string(token) + " is out of range [0, " + std::to_string(embed.rows) + ")");
+    throw Error("embedding: token id " + std::to_string(token) + " is out of range [0, " + std::to_string(embed.rows) +
+                ")");
   const std::size_t es = dtype_size(embed.dtype);
   const auto* row = static_cast<const std::uint8_t*>(embed.data) + static_cast<std::size_t>(token) * embed.cols * es;
   for (std::int64_t i = 0; i < embed.cols; ++i) {
@@ -44,7 +45,8 @@ void embed_row(const WeightTensor& embed, std::int32_t token, float* out) {
 }
 
 Rope::Rope(const ModelConfig& c) : head_dim_(c.head_dim) {
-  if (c.head_dim < 2 || c.head_dim % 2 != 0) throw Error("Rope: head_dim = " + std::to_string(c.head_dim) + " must be even");
+  if (c.head_dim < 2 || c.head_dim % 2 != 0)
+    throw Error("Rope: head_dim = " + std::to_string(c.head_dim) + " must be even");
   const std::int32_t half = c.head_dim / 2;
   inv_freq_.resize(half);
   const RopeScaling& s = c.rope_scaling;

@@ -21,12 +21,13 @@ void check(const AttentionShape& shape, const KVCacheView& kv, std::int64_t p0, 
            const float* out) {
   shape.validate();
   if (q == nullptr || out == nullptr) throw Error("prefill_attention: q or out is null");
-  if (kv.batch_size() != 1) throw Error("prefill_attention: kv batch = " + std::to_string(kv.batch_size()) + ", must be 1");
+  if (kv.batch_size() != 1)
+    throw Error("prefill_attention: kv batch = " + std::to_string(kv.batch_size()) + ", must be 1");
   if (kv.num_kv_heads() != shape.num_kv_heads || kv.head_dim() != shape.head_dim)
     throw Error("prefill_attention: kv heads/head_dim do not match the shape " + shape.to_string());
   if (p0 < 0 || n < 1 || kv.seq_len(0) != p0 + n)
-    throw Error("prefill_attention: p0 = " + std::to_string(p0) + ", n = " + std::to_string(n) + " but kv.seq_len(0) = " +
-                std::to_string(kv.seq_len(0)));
+    throw Error("prefill_attention: p0 = " + std::to_string(p0) + ", n = " + std::to_string(n) +
+                " but kv.seq_len(0) = " + std::to_string(kv.seq_len(0)));
 }
 
 }  // namespace

@@ -57,7 +57,9 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   return *this;
 }
 
-MappedFile::~MappedFile() { release(); }
+MappedFile::~MappedFile() {
+  release();
+}
 
 void MappedFile::release() {
   if (data_ != nullptr) ::munmap(const_cast<std::uint8_t*>(data_), size_);
@@ -71,7 +73,8 @@ std::string read_text_file(const std::filesystem::path& path, std::size_t max_by
   const auto size = std::filesystem::file_size(path, ec);
   if (ec) throw Error("cannot stat " + path.string() + ": " + ec.message());
   if (size > max_bytes)
-    throw Error(path.string() + ": " + std::to_string(size) + " bytes, more than the limit " + std::to_string(max_bytes));
+    throw Error(path.string() + ": " + std::to_string(size) + " bytes, more than the limit " +
+                std::to_string(max_bytes));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open " + path.string());
   std::ostringstream ss;

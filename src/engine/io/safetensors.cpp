@@ -13,12 +13,15 @@ namespace {
 // Headers of real checkpoints are a few hundred KB; anything far larger is hostile.
 constexpr std::uint64_t kMaxHeaderBytes = 100u << 20;
 
-[[noreturn]] void fail(const std::string& source, const std::string& what) { throw Error(source + ": " + what); }
+[[noreturn]] void fail(const std::string& source, const std::string& what) {
+  throw Error(source + ": " + what);
+}
 
 std::int64_t as_nonnegative_int(const nlohmann::json& v, const std::string& source, const std::string& what) {
   if (v.is_number_unsigned()) {
     const auto u = v.get<std::uint64_t>();
-    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) fail(source, what + " = " + v.dump() + " is too large");
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      fail(source, what + " = " + v.dump() + " is too large");
     return static_cast<std::int64_t>(u);
   }
   if (v.is_number_integer()) {
@@ -40,12 +43,15 @@ std::size_t safetensors_dtype_size(const std::string& name) {
 }
 
 SafetensorsHeader parse_safetensors(const std::uint8_t* data, std::size_t size, const std::string& source) {
-  if (size < 8 || data == nullptr) fail(source, "file of " + std::to_string(size) + " bytes is too short for a safetensors header");
+  if (size < 8 || data == nullptr)
+    fail(source, "file of " + std::to_string(size) + " bytes is too short for a safetensors header");
   std::uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | data[i];  // little-endian
   if (header_len > size - 8)
-    fail(source, "header length " + std::to_string(header_len) + " exceeds the file size " + std::to_string(size) + " (truncated?)");
-  if (header_len > kMaxHeaderBytes) fail(source, "header length " + std::to_string(header_len) + " is implausibly large");
+    fail(source, "header length " + std::to_string(header_len) + " exceeds the file size " + std::to_string(size) +
+                     " (truncated?)");
+  if (header_len > kMaxHeaderBytes)
+    fail(source, "header length " + std::to_string(header_len) + " is implausibly large");
 
   const char* text = reinterpret_cast<const char*>(data + 8);
   nlohmann::json header = nlohmann::json::parse(text, text + header_len, nullptr, /*allow_exceptions=*/false);
@@ -64,7 +70,8 @@ SafetensorsHeader parse_safetensors(const std::uint8_t* data, std::size_t size, 
     const auto off = entry.find("data_offsets");
     if (dt == entry.end() || !dt->is_string()) fail(source, where + " has no string field 'dtype'");
     if (sh == entry.end() || !sh->is_array()) fail(source, where + " has no array field 'shape'");
-    if (off == entry.end() || !off->is_array() || off->size() != 2) fail(source, where + " has no field 'data_offsets' [begin, end]");
+    if (off == entry.end() || !off->is_array() || off->size() != 2)
+      fail(source, where + " has no field 'data_offsets' [begin, end]");
 
     SafetensorsEntry e;
     e.dtype_name = dt->get<std::string>();
@@ -88,10 +95,12 @@ SafetensorsHeader parse_safetensors(const std::uint8_t* data, std::size_t size, 
     const auto end = static_cast<std::uint64_t>(as_nonnegative_int((*off)[1], source, where + " data_offsets[1]"));
     if (begin > end) fail(source, where + " data_offsets " + off->dump() + ": begin > end");
     if (end > data_size)
-      fail(source, where + " data_offsets " + off->dump() + " end beyond the data section (" + std::to_string(data_size) + " bytes; truncated?)");
+      fail(source, where + " data_offsets " + off->dump() + " end beyond the data section (" +
+                       std::to_string(data_size) + " bytes; truncated?)");
     if (end - begin != numel * elem)
-      fail(source, where + " data_offsets " + off->dump() + " hold " + std::to_string(end - begin) + " bytes but shape " +
-                       sh->dump() + " of " + e.dtype_name + " needs " + std::to_string(numel * elem));
+      fail(source, where + " data_offsets " + off->dump() + " hold " + std::to_string(end - begin) +
+                       " bytes but shape " + sh->dump() + " of " + e.dtype_name + " needs " +
+                       std::to_string(numel * elem));
     e.offset = out.data_start + static_cast<std::size_t>(begin);
     e.bytes = static_cast<std::size_t>(end - begin);
     e.numel = static_cast<std::int64_t>(numel);

@@ -21,17 +21,17 @@
 namespace macattn::engine {
 
 struct SafetensorsEntry {
-  std::string dtype_name;       ///< as written ("BF16", "F32", "I64", ...)
-  std::optional<DType> dtype;   ///< set for F32 / F16 / BF16, the types the engine computes with
+  std::string dtype_name;      ///< as written ("BF16", "F32", "I64", ...)
+  std::optional<DType> dtype;  ///< set for F32 / F16 / BF16, the types the engine computes with
   std::vector<std::int64_t> shape;
-  std::size_t offset = 0;       ///< absolute byte offset of the first element in the buffer
+  std::size_t offset = 0;  ///< absolute byte offset of the first element in the buffer
   std::size_t bytes = 0;
   std::int64_t numel = 0;
 };
 
 struct SafetensorsHeader {
   std::map<std::string, SafetensorsEntry> tensors;
-  std::size_t data_start = 0;   ///< 8 + header length
+  std::size_t data_start = 0;  ///< 8 + header length
 };
 
 /// Parses and validates the header of a safetensors buffer of `size` bytes (the whole file).
