@@ -2,7 +2,7 @@
 // prefill a context of N tokens, then decode S greedy steps, with exact and with MAC
 // attention, and print tokens/s, hit rate and K/V tokens read vs exact.
 //
-//   engine_speed <model_dir> [context=8192] [decode_steps=64] [text_file] [threads=0]
+//   engine_speed <model_dir> [context=8192] [decode_steps=64] [text_file|-] [threads=0] [exact|mac|both]
 //
 // The context is `text_file` tokenized and repeated (real text gives MAC real hits), or
 // pseudo-random token ids when no text file is given or the tokenizer is not built.
@@ -48,7 +48,8 @@ static std::vector<std::int32_t> context_tokens(const Model& model, std::int64_t
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s <model_dir> [context=8192] [decode_steps=64] [text_file] [threads=0]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s <model_dir> [context=8192] [decode_steps=64] [text_file|-] [threads=0] [exact|mac|both]\n",
+                 argv[0]);
     return 2;
   }
   try {
@@ -56,10 +57,12 @@ int main(int argc, char** argv) {
     const int steps = argc > 3 ? std::atoi(argv[3]) : 64;
     const char* text = argc > 4 && argv[4][0] != '\0' && std::string(argv[4]) != "-" ? argv[4] : nullptr;
     const int threads = argc > 5 ? std::atoi(argv[5]) : 0;
+    const std::string which = argc > 6 ? argv[6] : "both";
     const Model model = Model::load(argv[1]);
     std::printf("%s\n", model.summary().c_str());
     const auto tokens = context_tokens(model, ctx, text);
     for (AttentionMode mode : {AttentionMode::exact, AttentionMode::mac}) {
+      if (which != "both" && which != attention_mode_name(mode)) continue;
       SessionOptions o;
       o.max_context = ctx + steps + 1;
       o.threads = threads;
