@@ -253,7 +253,7 @@ TEST(BackendSweepIsa, ReportsKernelSet) {
   } catch (const macattn::Error& e) {
     GTEST_SKIP() << e.what();
   }
-  EXPECT_TRUE(isa == "avx512" || isa == "avx2" || isa == "portable") << isa;
+  EXPECT_TRUE(isa == "avx512bf16" || isa == "avx512" || isa == "avx2" || isa == "portable") << isa;
   if (const char* forced = std::getenv("MACATTN_CPU_ISA")) {
     EXPECT_EQ(isa, forced);
   }

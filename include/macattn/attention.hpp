@@ -37,8 +37,9 @@ const char* backend_name(Backend backend);
 /// Threads for the `cpu` backend; 0 (the default) = OpenMP's default (all cores, or
 /// OMP_NUM_THREADS). Throws macattn::Error for n < 0. Process-wide.
 void set_num_threads(int n);
-/// The kernel set the `cpu` backend runs: "avx512", "avx2" or "portable" (override with the
-/// environment variable MACATTN_CPU_ISA). Throws if the override names an unusable ISA.
+/// The kernel set the `cpu` backend runs: "avx512bf16" (AVX-512 with BF16 dot products for bf16
+/// K/V), "avx512", "avx2" or "portable" (override with the environment variable
+/// MACATTN_CPU_ISA). Throws if the override names an unusable ISA.
 const char* cpu_isa();
 
 /// A tensor of `[rows, Hq, D]` elements of dtype, row-major. Read-only or written per call.

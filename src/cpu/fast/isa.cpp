@@ -18,11 +18,16 @@ bool has_avx512() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl");
 }
+bool has_avx512bf16() { return has_avx512() && __builtin_cpu_supports("avx512bf16"); }
 bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"); }
 
 const KernelTable& choose() {
   const char* forced = std::getenv("MACATTN_CPU_ISA");
   if (forced != nullptr && *forced != '\0') {
+    if (std::strcmp(forced, "avx512bf16") == 0) {
+      detail::require(has_avx512bf16(), "MACATTN_CPU_ISA=avx512bf16 but this processor lacks AVX-512 F/BW/VL/BF16");
+      return avx512bf16::kernel_table();
+    }
     if (std::strcmp(forced, "avx512") == 0) {
       detail::require(has_avx512(), "MACATTN_CPU_ISA=avx512 but this processor lacks AVX-512 F/BW/VL");
       return avx512::kernel_table();
@@ -32,8 +37,9 @@ const KernelTable& choose() {
       return avx2::kernel_table();
     }
     if (std::strcmp(forced, "portable") == 0) return portable::kernel_table();
-    detail::fail("MACATTN_CPU_ISA='", forced, "': must be avx512, avx2 or portable");
+    detail::fail("MACATTN_CPU_ISA='", forced, "': must be avx512bf16, avx512, avx2 or portable");
   }
+  if (has_avx512bf16()) return avx512bf16::kernel_table();
   if (has_avx512()) return avx512::kernel_table();
   if (has_avx2()) return avx2::kernel_table();
   return portable::kernel_table();

@@ -1,5 +1,5 @@
 // src/cpu/fast/kernels.hpp: the per-ISA kernel table of the fast CPU backend. Each ISA's
-// translation unit (kernels_avx512.cpp, kernels_avx2.cpp, kernels_portable.cpp) compiles the
+// translation unit (kernels_avx512bf16.cpp, kernels_avx512.cpp, kernels_avx2.cpp, kernels_portable.cpp) compiles the
 // same templates with its own flags and fills one table; isa.cpp picks a table at run time.
 #pragma once
 
@@ -75,6 +75,7 @@ struct KernelTable {
   void (*scan)(const ScanArgs& args);
 };
 
+namespace avx512bf16 { const KernelTable& kernel_table(); }
 namespace avx512 { const KernelTable& kernel_table(); }
 namespace avx2 { const KernelTable& kernel_table(); }
 namespace portable { const KernelTable& kernel_table(); }

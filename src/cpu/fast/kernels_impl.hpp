@@ -20,7 +20,9 @@
 // 64 zmm FMAs per key and head, and this core sustains about one zmm FMA per cycle, so the
 // kernel is compute-bound in cache and twice slower still from DRAM. See docs/benchmarks/cpu.md.
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <vector>
 
 #include "cpu/fast/kernels.hpp"
 #include "cpu/fast/rows.hpp"
@@ -38,6 +40,45 @@ inline const v16f kLaneIndex = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
 /// Zero bytes that stand in for the rows of keys past the end of a partial tile (their
 /// scores are masked to -inf; the row only has to be readable).
 alignas(64) inline const unsigned char kZeroRow[1024] = {};
+
+/// Scores of a tile of n keys from j0 for QB queries from q0, from 16 per-lane accumulators
+/// per query and key; keys past n and keys outside a query's [begin, end) get -inf.
+template <int QB>
+inline void masked_scores(const AttendGroup& a, float scale, int q0, std::int64_t j0, int n, const v16f (*acc)[kTile],
+                          v16f* score) {
+  for (int qi = 0; qi < QB; ++qi) {
+    const v16f lo = splat(static_cast<float>(std::max<std::int64_t>(a.begin[q0 + qi] - j0, -1)));
+    const v16f hi = splat(static_cast<float>(std::min<std::int64_t>(std::min<std::int64_t>(a.end[q0 + qi] - j0, n), kTile)));
+    const v16f sc = reduce_16x16(acc[qi]) * scale;
+    score[qi] = (kLaneIndex >= lo && kLaneIndex < hi) ? sc : splat(kNegInf);
+  }
+}
+
+/// Online softmax over one tile for QB queries: p = exp(s - m_new), and what was accumulated
+/// is rescaled by alpha = exp(m_old - m_new) (0 when nothing was: m_old = -inf). Updates m, l;
+/// false when no query sees any key of the tile.
+template <int QB>
+inline bool online_softmax(const AttendGroup& a, int q0, const v16f* score, v16f* p, float* alpha) {
+  bool any = false;
+  for (int qi = 0; qi < QB; ++qi) {
+    const int q = q0 + qi;
+    const float mt = hmax(score[qi]);
+    if (mt == kNegInf) {  // nothing visible to this query in the tile
+      p[qi] = splat(0.0f);
+      alpha[qi] = 1.0f;
+      continue;
+    }
+    any = true;
+    const float m_new = a.m[q] > mt ? a.m[q] : mt;
+    // The running max rarely moves after the first tiles; then nothing needs rescaling.
+    alpha[qi] = m_new == a.m[q] ? 1.0f : exp_nonpositive(splat(a.m[q] - m_new))[0];
+    const v16f pv = exp_nonpositive(score[qi] - splat(m_new));
+    p[qi] = pv;
+    a.l[q] = a.l[q] * alpha[qi] + hsum(pv);
+    a.m[q] = m_new;
+  }
+  return any;
+}
 
 /// One tile of n <= 16 keys (row pointers k[jj], v[jj], rows past n point at kZeroRow, plus
 /// head_off) for QB queries from q0.
@@ -65,36 +106,10 @@ inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigne
       for (int i = 0; i < KS; ++i) acc[qi][jj + i] = x[qi][i];
   }
   v16f score[QB];
-  for (int qi = 0; qi < QB; ++qi) {
-    // Keys past n and masked keys get -inf.
-    const v16f lo = splat(static_cast<float>(std::max<std::int64_t>(a.begin[q0 + qi] - j0, -1)));
-    const v16f hi = splat(static_cast<float>(std::min<std::int64_t>(std::min<std::int64_t>(a.end[q0 + qi] - j0, n), kTile)));
-    const v16f sc = reduce_16x16(acc[qi]) * scale;
-    score[qi] = (kLaneIndex >= lo && kLaneIndex < hi) ? sc : splat(kNegInf);
-  }
-  // Online softmax: p = exp(s - m_new), and what was accumulated is rescaled by
-  // exp(m_old - m_new) (0 when nothing was: m_old = -inf).
+  masked_scores<QB>(a, scale, q0, j0, n, acc, score);
   v16f p[QB];
   float alpha[QB];
-  bool any = false;
-  for (int qi = 0; qi < QB; ++qi) {
-    const int q = q0 + qi;
-    const float mt = hmax(score[qi]);
-    if (mt == kNegInf) {  // nothing visible to this query in the tile
-      p[qi] = splat(0.0f);
-      alpha[qi] = 1.0f;
-      continue;
-    }
-    any = true;
-    const float m_new = a.m[q] > mt ? a.m[q] : mt;
-    // The running max rarely moves after the first tiles; then nothing needs rescaling.
-    alpha[qi] = m_new == a.m[q] ? 1.0f : exp_nonpositive(splat(a.m[q] - m_new))[0];
-    const v16f pv = exp_nonpositive(score[qi] - splat(m_new));
-    p[qi] = pv;
-    a.l[q] = a.l[q] * alpha[qi] + hsum(pv);
-    a.m[q] = m_new;
-  }
-  if (!any) return;
+  if (!online_softmax<QB>(a, q0, score, p, alpha)) return;
   // P * V: the head dim in blocks of CB 16-wide chunks, the QB * CB output chunks of the block
   // in registers while the tile's keys stream by (each V row read in whole cache lines; the
   // weights broadcast once per key and block).
@@ -118,8 +133,154 @@ inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigne
   }
 }
 
+#if defined(__AVX512BF16__)
+// bf16 K/V with vdpbf16ps (AVX512_BF16): each instruction multiplies 16 pairs of bf16 and adds
+// both products to 16 fp32 lanes, so K and V are used as stored (no widening) and one
+// instruction does the work of two FMAs. Queries and weights enter as bf16: each is split into
+// kTerms bf16 terms (x = hi + lo + ...; one term is plain rounding to bf16, relative error
+// 2^-9; two terms 2^-17), one vdpbf16ps per term. Scores, softmax and outputs stay fp32.
+constexpr int kTerms = 2;
+constexpr bool kBf16Dot = true;
+
+inline __m512 as_m512(v16f v) {
+  __m512 r;
+  std::memcpy(&r, &v, 64);
+  return r;
+}
+inline v16f as_v16f(__m512 v) {
+  v16f r;
+  std::memcpy(&r, &v, 64);
+  return r;
+}
+inline __m512bh load_bh(const void* p) { return (__m512bh)_mm512_loadu_si512(p); }
+
+/// x as kTerms bf16 terms: term t at out + t * stride (16 values each).
+inline void split_bf16(v16f x, std::uint16_t* out, std::size_t stride) {
+  __m512 rest = as_m512(x);
+  for (int t = 0; t < kTerms; ++t) {
+    const __m256bh h = _mm512_cvtneps_pbh(rest);
+    std::memcpy(out + t * stride, &h, 32);
+    rest = _mm512_sub_ps(rest, as_m512(load16<DType::bf16>(out + t * stride, 0)));
+  }
+}
+
+/// vdpbf16ps pairs the two bf16 halves of each 32-bit lane, so P*V takes two keys j, j+1 at a
+/// time: _mm512_unpacklo/hi_epi16 of their V rows give lanes (v_j[d], v_j+1[d]) for the dims
+/// d of 32 that the two unpacks pick (within each 128-bit lane: 4 from the low half, 4 from
+/// the high). The output accumulators keep that order while a call runs (o_lanes) and are
+/// put back in dim order at its end (o_dims).
+inline void o_lanes(float* o) {  // dims -> unpack order, 32 floats
+  const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+  const __m512i hi = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  const __m512 a = _mm512_loadu_ps(o), b = _mm512_loadu_ps(o + 16);
+  _mm512_storeu_ps(o, _mm512_permutex2var_ps(a, lo, b));
+  _mm512_storeu_ps(o + 16, _mm512_permutex2var_ps(a, hi, b));
+}
+inline void o_dims(float* o) {  // unpack order -> dims, 32 floats
+  const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  const __m512 a = _mm512_loadu_ps(o), b = _mm512_loadu_ps(o + 16);
+  _mm512_storeu_ps(o, _mm512_permutex2var_ps(a, lo, b));
+  _mm512_storeu_ps(o + 16, _mm512_permutex2var_ps(a, hi, b));
+}
+
+/// attend_tile for bf16 K/V with vdpbf16ps. qb: the group's queries as bf16 terms, query q's
+/// term t at qb + (q * kTerms + t) * D; a.o in unpack order (o_lanes).
+template <int D, int QB>
+inline void attend_tile_bf16(const AttendGroup& a, const std::uint16_t* qb, float scale, int q0,
+                             const unsigned char* const* k, const unsigned char* const* v, std::size_t head_off,
+                             std::int64_t j0, int n) {
+  constexpr int C = D / 32;  // 32-dim chunks: one 64-byte line of a bf16 row
+  constexpr int KS = QB >= 8 ? 2 : 4;
+  alignas(64) v16f acc[QB][kTile];
+  for (int jj = 0; jj < kTile; jj += KS) {
+    __m512 x[QB][KS];
+    for (int qi = 0; qi < QB; ++qi)
+      for (int i = 0; i < KS; ++i) x[qi][i] = _mm512_setzero_ps();
+    const unsigned char* rows[KS];
+    for (int i = 0; i < KS; ++i) rows[i] = jj + i < n ? k[jj + i] + head_off : kZeroRow;
+    for (int c = 0; c < C; ++c) {
+      __m512bh kc[KS];
+      for (int i = 0; i < KS; ++i) kc[i] = load_bh(rows[i] + c * 64);
+      for (int qi = 0; qi < QB; ++qi)
+        for (int t = 0; t < kTerms; ++t) {
+          const __m512bh qc = load_bh(qb + static_cast<std::size_t>((q0 + qi) * kTerms + t) * D + c * 32);
+          for (int i = 0; i < KS; ++i) x[qi][i] = _mm512_dpbf16_ps(x[qi][i], qc, kc[i]);
+        }
+    }
+    for (int qi = 0; qi < QB; ++qi)
+      for (int i = 0; i < KS; ++i) acc[qi][jj + i] = as_v16f(x[qi][i]);
+  }
+  v16f score[QB];
+  masked_scores<QB>(a, scale, q0, j0, n, acc, score);
+  v16f p[QB];
+  float alpha[QB];
+  if (!online_softmax<QB>(a, q0, score, p, alpha)) return;
+  // Weights as bf16 terms: 32-bit word jp of a term is the pair (p_2jp, p_2jp+1), broadcast
+  // from L1 into all lanes by the dot products that use it.
+  const int pairs = (n + 1) / 2;
+  alignas(64) std::uint32_t w[QB][kTerms][kTile / 2];
+  for (int qi = 0; qi < QB; ++qi) split_bf16(p[qi], reinterpret_cast<std::uint16_t*>(w[qi][0]), kTile);
+  // P * V: CB chunks of 32 dims (2 accumulators each) per query in registers while the pairs
+  // stream by; a key past n reads kZeroRow with weight 0.
+  constexpr int CB = QB >= 8 ? 1 : QB >= 4 ? 2 : (C < 8 ? C : 8) / (QB >= 2 ? 2 : 1);
+  for (int c0 = 0; c0 < C; c0 += CB) {
+    __m512 oc[QB][CB][2];
+    for (int qi = 0; qi < QB; ++qi) {
+      const __m512 al = _mm512_set1_ps(alpha[qi]);
+      for (int cb = 0; cb < CB; ++cb)
+        for (int h = 0; h < 2; ++h)
+          oc[qi][cb][h] = _mm512_mul_ps(_mm512_loadu_ps(a.o + static_cast<std::size_t>(q0 + qi) * D + (c0 + cb) * 32 + h * 16), al);
+    }
+    for (int jp = 0; jp < pairs; ++jp) {
+      const unsigned char* va = v[2 * jp] + head_off;
+      const unsigned char* vb = 2 * jp + 1 < n ? v[2 * jp + 1] + head_off : kZeroRow;
+      for (int cb = 0; cb < CB; ++cb) {
+        const __m512i ra = _mm512_loadu_si512(va + (c0 + cb) * 64), rb = _mm512_loadu_si512(vb + (c0 + cb) * 64);
+        const __m512bh lo = (__m512bh)_mm512_unpacklo_epi16(ra, rb), hi = (__m512bh)_mm512_unpackhi_epi16(ra, rb);
+        for (int qi = 0; qi < QB; ++qi)
+          for (int t = 0; t < kTerms; ++t) {
+            const __m512bh wt = (__m512bh)_mm512_set1_epi32(static_cast<int>(w[qi][t][jp]));
+            oc[qi][cb][0] = _mm512_dpbf16_ps(oc[qi][cb][0], lo, wt);
+            oc[qi][cb][1] = _mm512_dpbf16_ps(oc[qi][cb][1], hi, wt);
+          }
+      }
+    }
+    for (int qi = 0; qi < QB; ++qi)
+      for (int cb = 0; cb < CB; ++cb)
+        for (int h = 0; h < 2; ++h)
+          _mm512_storeu_ps(a.o + static_cast<std::size_t>(q0 + qi) * D + (c0 + cb) * 32 + h * 16, oc[qi][cb][h]);
+  }
+}
+#else
+constexpr bool kBf16Dot = false;
+#endif
+
 template <DType T, int D>
 void attend_impl(const AttendArgs& a) {
+  [[maybe_unused]] constexpr bool dot = kBf16Dot && T == DType::bf16;
+#if defined(__AVX512BF16__)
+  // The queries as bf16 terms, once per call (a call covers 256 keys or more); outputs in
+  // unpack order while the call runs.
+  thread_local std::vector<std::uint16_t> qbuf;
+  std::vector<std::size_t> qoff(static_cast<std::size_t>(a.num_groups));
+  if constexpr (dot) {
+    std::size_t total = 0;
+    for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
+      qoff[static_cast<std::size_t>(gi)] = total;
+      total += static_cast<std::size_t>(a.groups[gi].nq) * kTerms * D;
+    }
+    qbuf.resize(total);
+    for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
+      const AttendGroup& grp = a.groups[gi];
+      for (std::int32_t q = 0; q < grp.nq; ++q) {
+        std::uint16_t* dst = qbuf.data() + qoff[static_cast<std::size_t>(gi)] + static_cast<std::size_t>(q) * kTerms * D;
+        for (int c = 0; c < D; c += 16) split_bf16(load_f32(grp.q + static_cast<std::size_t>(q) * D + c), dst + c, D);
+        for (int c = 0; c < D; c += 32) o_lanes(grp.o + static_cast<std::size_t>(q) * D + c);
+      }
+    }
+  }
+#endif
   const RowLocator rows(*a.kv, a.b);
   const unsigned char* k[kTile];
   const unsigned char* v[kTile];
@@ -146,12 +307,28 @@ void attend_impl(const AttendArgs& a) {
         }
       }
       int q0 = 0;
+#if defined(__AVX512BF16__)
+      if constexpr (dot) {
+        const std::uint16_t* qb = qbuf.data() + qoff[static_cast<std::size_t>(gi)];
+        for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile_bf16<D, 8>(grp, qb, a.scale, q0, k, v, off, j0, n);
+        if (q0 + 4 <= grp.nq) { attend_tile_bf16<D, 4>(grp, qb, a.scale, q0, k, v, off, j0, n); q0 += 4; }
+        if (q0 + 2 <= grp.nq) { attend_tile_bf16<D, 2>(grp, qb, a.scale, q0, k, v, off, j0, n); q0 += 2; }
+        if (q0 < grp.nq) attend_tile_bf16<D, 1>(grp, qb, a.scale, q0, k, v, off, j0, n);
+        continue;
+      }
+#endif
       for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile<T, D, 8>(grp, a.scale, q0, k, v, off, j0, n);
       if (q0 + 4 <= grp.nq) { attend_tile<T, D, 4>(grp, a.scale, q0, k, v, off, j0, n); q0 += 4; }
       if (q0 + 2 <= grp.nq) { attend_tile<T, D, 2>(grp, a.scale, q0, k, v, off, j0, n); q0 += 2; }
       if (q0 < grp.nq) attend_tile<T, D, 1>(grp, a.scale, q0, k, v, off, j0, n);
     }
   }
+#if defined(__AVX512BF16__)
+  if constexpr (dot)
+    for (std::int32_t gi = 0; gi < a.num_groups; ++gi)
+      for (std::int32_t q = 0; q < a.groups[gi].nq; ++q)
+        for (int c = 0; c < D; c += 32) o_dims(a.groups[gi].o + static_cast<std::size_t>(q) * D + c);
+#endif
 }
 
 template <DType T>
