@@ -1,7 +1,8 @@
-// python/csrc/ops.cpp: the macattn op schemas (TORCH_LIBRARY), the Meta kernels that give
-// torch.compile / FakeTensor the output shapes, and the composite state allocator.
+// python/csrc/ops.cpp: the macattn op schemas (TORCH_LIBRARY) and the composite state allocator.
 //
-// Kernels per device live in cpu_ops.cpp and cuda_ops.cpp. Tensor conventions are those of
+// Kernels per device live in cpu_ops.cpp and cuda_ops.cpp; the fake (Meta / FakeTensor) kernels
+// that torch.compile traces with are Python (macattn_torch/_fake.py), so they handle symbolic
+// shapes. Tensor conventions are those of
 // include/macattn/attention.hpp and cuda.hpp: q, q_pre, out [B, Hq, D]; lse [B, Hq] f32 natural
 // log; paged K/V in FlashInfer's page table (common.hpp); MAC rings batched as
 // macattn::cuda::MacRingsDevice (qring/oring [B, W, Hq, D], lring [B, W, Hq] f32, position [B]
@@ -23,61 +24,6 @@ extern "C" PyObject* PyInit__C(void) {
 
 namespace macattn_torch {
 namespace {
-
-// --- Meta kernels: shapes only ---------------------------------------------------------------
-
-void check_q_shape(const char* op, const at::Tensor& q) {
-  TORCH_CHECK_VALUE(q.dim() == 3, "macattn.", op, ": q must be 3-D [B, Hq, D], got ", q.sizes());
-}
-
-std::tuple<at::Tensor, at::Tensor> exact_decode_meta(const at::Tensor& q, const at::Tensor& k_pages,
-                                                     const at::Tensor& v_pages, const at::Tensor& kv_indptr,
-                                                     const at::Tensor& kv_indices, const at::Tensor& kv_last_page_len,
-                                                     c10::string_view kv_layout, double softmax_scale,
-                                                     std::optional<int64_t> max_seq_len) {
-  check_q_shape("exact_decode", q);
-  const PagedArgs kv = parse_paged("exact_decode", q.device(), q.size(0), k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len,
-                                   std::string(kv_layout));
-  make_shape("exact_decode", q, kv, softmax_scale);
-  (void)max_seq_len;
-  return {at::empty_like(q, at::MemoryFormat::Contiguous), at::empty({q.size(0), q.size(1)}, q.options().dtype(at::kFloat))};
-}
-
-MacOutputs mac_decode_meta(const at::Tensor& q, const at::Tensor& q_pre, const at::Tensor& k_pages,
-                           const at::Tensor& v_pages, const at::Tensor& kv_indptr, const at::Tensor& kv_indices,
-                           const at::Tensor& kv_last_page_len, at::Tensor& qring, at::Tensor& oring, at::Tensor& lring,
-                           at::Tensor& position, at::Tensor& ready, c10::string_view kv_layout, double softmax_scale,
-                           int64_t rect_offset, double tau, int64_t front_sinks, int64_t min_context, bool return_stats,
-                           std::optional<int64_t> max_seq_len) {
-  check_q_shape("mac_decode", q);
-  TORCH_CHECK_VALUE(q_pre.sizes() == q.sizes(), "macattn.mac_decode: q_pre has shape ", q_pre.sizes(), ", q has ",
-                    q.sizes());
-  const PagedArgs kv = parse_paged("mac_decode", q.device(), q.size(0), k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len,
-                                   std::string(kv_layout));
-  make_shape("mac_decode", q, kv, softmax_scale);
-  const int32_t w = check_rings("mac_decode", qring, oring, lring, position, ready, q.size(0), q.size(1), q.size(2),
-                                q.device());
-  make_config("mac_decode", w, rect_offset, tau, front_sinks, min_context);
-  (void)max_seq_len;
-  return empty_mac_outputs(q, return_stats);
-}
-
-void mac_prefill_init_meta(const at::Tensor& q, const at::Tensor& q_pre, const at::Tensor& k_pages,
-                           const at::Tensor& v_pages, const at::Tensor& kv_indptr, const at::Tensor& kv_indices,
-                           const at::Tensor& kv_last_page_len, const at::Tensor& row_indptr, at::Tensor& qring,
-                           at::Tensor& oring, at::Tensor& lring, at::Tensor& position, at::Tensor& ready,
-                           c10::string_view kv_layout, double softmax_scale, int64_t rect_offset, int64_t front_sinks,
-                           std::optional<int64_t> max_rows_per_seq) {
-  check_q_shape("mac_prefill_init", q);
-  (void)q_pre, (void)k_pages, (void)v_pages, (void)kv_indptr, (void)kv_indices, (void)kv_last_page_len;
-  (void)row_indptr, (void)qring, (void)oring, (void)lring, (void)position, (void)ready, (void)kv_layout;
-  (void)softmax_scale, (void)rect_offset, (void)front_sinks, (void)max_rows_per_seq;
-}
-
-void mac_state_reset_meta(at::Tensor& qring, at::Tensor& oring, at::Tensor& lring, at::Tensor& position,
-                          at::Tensor& ready) {
-  (void)qring, (void)oring, (void)lring, (void)position, (void)ready;
-}
 
 // --- composite: allocation (decomposes into empty + mac_state_reset under torch.compile) ----
 
@@ -140,11 +86,4 @@ TORCH_LIBRARY(macattn, m) {
         "Device device) -> (Tensor qring, Tensor oring, Tensor lring, Tensor position, Tensor ready)");
   m.impl("mac_state_alloc", c10::DispatchKey::CompositeImplicitAutograd, TORCH_FN(macattn_torch::mac_state_alloc));
   m.def("build_info() -> str", &macattn_torch::build_info);
-}
-
-TORCH_LIBRARY_IMPL(macattn, Meta, m) {
-  m.impl("exact_decode", TORCH_FN(macattn_torch::exact_decode_meta));
-  m.impl("mac_decode", TORCH_FN(macattn_torch::mac_decode_meta));
-  m.impl("mac_prefill_init", TORCH_FN(macattn_torch::mac_prefill_init_meta));
-  m.impl("mac_state_reset", TORCH_FN(macattn_torch::mac_state_reset_meta));
 }

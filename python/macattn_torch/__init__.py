@@ -20,6 +20,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 import torch
 
 from . import _C  # noqa: F401  (registers torch.ops.macattn)
+from . import _fake  # noqa: F401  (fake kernels for torch.compile)
 
 ops = torch.ops.macattn
 
