@@ -6,6 +6,8 @@ Environment:
   MACATTN_TORCH_CUDA   auto (default: CUDA kernels when torch has CUDA and nvcc is found), 1, 0
   MACATTN_CUDA_ARCHS   CMAKE_CUDA_ARCHITECTURES for the library's kernels (default 90a: H100/H200)
   MAX_JOBS             parallel compile jobs (default 2)
+  MACATTN_BUILD_DIR    an existing CMake build of the library to link (its libmacattn.a and
+                       include/); CUDA kernels then follow that build's MACATTN_WITH_CUDA
 """
 import os
 import shutil
@@ -20,11 +22,26 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent  # the macattn repository: CMakeLists.txt, include/, src/
 
 
+def prebuilt_dir():
+    d = os.environ.get("MACATTN_BUILD_DIR")
+    if not d:
+        return None
+    d = Path(d).resolve()
+    if not (d / "libmacattn.a").exists() or not (d / "include" / "macattn" / "version.hpp").exists():
+        sys.exit(f"MACATTN_BUILD_DIR={d}: no libmacattn.a and include/macattn/version.hpp there (cmake --build it first)")
+    return d
+
+
 def want_cuda() -> bool:
+    import torch
+
+    pre = prebuilt_dir()
+    if pre is not None:
+        built = "#define MACATTN_WITH_CUDA 1" in (pre / "include" / "macattn" / "version.hpp").read_text()
+        return built and torch.version.cuda is not None
     mode = os.environ.get("MACATTN_TORCH_CUDA", "auto").lower()
     if mode not in ("auto", "0", "1"):
         sys.exit(f"MACATTN_TORCH_CUDA={mode!r}: must be auto, 0 or 1")
-    import torch
 
     have = torch.version.cuda is not None and (shutil.which("nvcc") or cpp_extension.CUDA_HOME)
     if mode == "1" and not have:
@@ -52,7 +69,7 @@ def build_library(cuda: bool) -> Path:
 
 class BuildExt(cpp_extension.BuildExtension):
     def run(self):
-        build = build_library(CUDA)
+        build = prebuilt_dir() or build_library(CUDA)
         for ext in self.extensions:
             ext.include_dirs += [str(ROOT / "include"), str(build / "include")]
             ext.extra_objects.append(str(build / "libmacattn.a"))

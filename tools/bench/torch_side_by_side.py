@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Side-by-side decode benchmark on one GPU (issue 5): macattn's exact and MAC decode (through the
+macattn_torch ops) against PyTorch SDPA (cuDNN and flash backends) and FlashInfer's batch decode
+when it is importable. Llama-3.1-8B attention shape (32 query heads, 8 KV heads, D 128), bf16,
+page size 16 (NHD); every kernel is captured in a CUDA graph and timed by replay, with L2
+flushed before each replay; outputs are cross-checked before anything is timed.
+
+MAC hit rates are forced through the ring contents, so the real scan decides: a hit head holds
+its own q_pre in the ring row of position t-1, every other row is q_pre + 3 per dimension (far
+beyond the threshold). Misses are packed into whole KV groups or independent per head. Before
+each replay the step's written ring slot and the positions are restored (not timed).
+
+    pip install --no-build-isolation ./python      # macattn_torch, built with CUDA
+    python3 tools/bench/torch_side_by_side.py --out docs/benchmarks/h200_torch
+
+writes OUT.json, OUT.md (the table) and OUT.png (speedup over cuDNN vs measured hit rate).
+"""
+import argparse
+import json
+import statistics
+import sys
+
+import torch
+
+HQ, HKV, D, PAGE = 32, 8, 128, 16
+HIT_RATES = [0.0, 0.5, 0.8, 0.9, 0.95, 0.97, 1.0]
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--contexts", default="8192,32768,65536,131072")
+    p.add_argument("--batches", default="1,4,16")
+    p.add_argument("--reps", type=int, default=50)
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--out", default="torch_side_by_side")
+    return p.parse_args()
+
+
+class Timer:
+    """Median µs of graph replays; L2 flushed (256 MiB write) before each, outside the events."""
+
+    def __init__(self, reps):
+        self.reps, self.flush = reps, torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+
+    def __call__(self, fn, before=None):
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up (allocations, plans) outside capture
+                before and before()
+                fn()
+            graph = torch.cuda.CUDAGraph()
+            before and before()
+            with torch.cuda.graph(graph, stream=stream):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        times = []
+        for _ in range(self.reps):
+            before and before()
+            self.flush.fill_(1)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1000.0)
+        return statistics.median(times)
+
+
+def sdpa(backend, q, k, v):
+    from torch.nn.attention import sdpa_kernel
+    with sdpa_kernel([backend]):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+
+def flashinfer_decode(kv, q, batch):
+    """FlashInfer's batch decode with a CUDA-graph-ready wrapper, or (None, reason)."""
+    try:
+        import flashinfer
+        ws = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            ws, "NHD", use_cuda_graph=True, paged_kv_indptr_buffer=kv.indptr, paged_kv_indices_buffer=kv.indices,
+            paged_kv_last_page_len_buffer=kv.last_page_len)
+        w.plan(kv.indptr, kv.indices, kv.last_page_len, HQ, HKV, D, PAGE, q_data_type=torch.bfloat16,
+               kv_data_type=torch.bfloat16)
+        return (lambda: w.run(q, (kv.k_pages, kv.v_pages))), None
+    except Exception as e:  # not installed, or an API this script does not know
+        return None, f"{type(e).__name__}: {e}"
+
+
+def forced_rings(mt, q_pre, t, window, hit):
+    """Rings at position t: row of t-1 = q_pre for hit heads, every other row q_pre + 3."""
+    b = q_pre.shape[0]
+    state = mt.mac_state_alloc(b, window, HQ, D, torch.bfloat16, "cuda")
+    state.qring.copy_((q_pre.float() + 3.0)[:, None].expand(b, window, HQ, D))
+    m = (t - 1) % window
+    state.qring[:, m] = torch.where(hit[..., None], q_pre, state.qring[:, m])
+    state.oring.copy_(torch.linspace(-0.06, 0.06, D, device="cuda").expand_as(state.oring))
+    state.lring.fill_(2.0)
+    state.position.fill_(t)
+    state.ready.fill_(1)
+    return state
+
+
+def hit_mask(rate, pattern, batch, gen):
+    if pattern == "packed":
+        groups = batch * HKV
+        miss = torch.randperm(groups, generator=gen)[:round((1 - rate) * groups)]
+        g = torch.ones(groups, dtype=torch.bool)
+        g[miss] = False
+        return g.repeat_interleave(HQ // HKV).view(batch, HQ).cuda()
+    return (torch.rand(batch, HQ, generator=gen) < rate).cuda()
+
+
+def bench_case(mt, ctx, batch, args, timer, gen):
+    pages = ctx // PAGE
+    k_pages = torch.randn(batch * pages, PAGE, HKV, D, device="cuda", dtype=torch.bfloat16)
+    v_pages = torch.randn_like(k_pages)
+    i32 = dict(dtype=torch.int32, device="cuda")
+    kv = mt.PagedKV(k_pages, v_pages, torch.arange(batch + 1, **i32) * pages, torch.arange(batch * pages, **i32),
+                    torch.full((batch,), PAGE, **i32))
+    q = torch.randn(batch, HQ, D, device="cuda", dtype=torch.bfloat16)
+    # SDPA reads a dense [B, Hkv, L, D] copy of the same values (it has no page table).
+    k_dense = k_pages.view(batch, ctx, HKV, D).transpose(1, 2).contiguous()
+    v_dense = v_pages.view(batch, ctx, HKV, D).transpose(1, 2).contiguous()
+    q4 = q[:, :, None]
+    mt.reserve_cuda_workspace(0, HQ, HKV, D, batch, ctx, args.window)
+
+    from torch.nn.attention import SDPBackend
+    ours = lambda: mt.exact_decode(q, kv, max_seq_len=ctx)  # noqa: E731
+    kernels = {"ours_exact": ours,
+               "sdpa_cudnn": lambda: sdpa(SDPBackend.CUDNN_ATTENTION, q4, k_dense, v_dense),
+               "sdpa_flash": lambda: sdpa(SDPBackend.FLASH_ATTENTION, q4, k_dense, v_dense)}
+    fi, why = flashinfer_decode(kv, q, batch)
+    if fi:
+        kernels["flashinfer"] = fi
+    row = {"context": ctx, "batch": batch, "flashinfer_note": why, "us": {}, "max_abs_diff": {}}
+    ref = ours()[0].float()
+    for name, fn in kernels.items():  # cross-check, then time
+        try:
+            out = fn()
+            out = (out[0] if isinstance(out, tuple) else out).reshape(batch, HQ, D).float()
+            diff = (out - ref).abs().max().item()
+            if diff > 2e-2:
+                sys.exit(f"{name} differs from ours_exact by {diff:.3g} at context {ctx}, batch {batch}")
+            row["max_abs_diff"][name], row["us"][name] = diff, timer(fn)
+        except RuntimeError as e:  # e.g. no SDPA kernel for this shape: reported, not hidden
+            row["us"][name], row["max_abs_diff"][name] = None, f"unsupported: {e}"
+
+    row["mac"] = []
+    t = ctx - 1
+    q_pre = torch.randn_like(q)
+    cfg = mt.MacConfig()  # reference defaults: S 256, tau 0.45, min_context 2048
+    for rate in HIT_RATES:
+        for pattern in (["packed"] if rate in (0.0, 1.0) else ["packed", "independent"]):
+            mask = hit_mask(rate, pattern, batch, gen)
+            state = forced_rings(mt, q_pre, t, args.window, mask)
+            slot = t % args.window
+            saved = [x[:, slot].clone() for x in state[:3]]
+
+            def restore():
+                for x, s in zip(state[:3], saved):
+                    x[:, slot].copy_(s)
+                state.position.fill_(t)
+
+            out, _, stats = mt.mac_decode(q, q_pre, kv, state, cfg, return_stats=True, max_seq_len=ctx)
+            if not torch.equal(stats.hit.bool(), mask):
+                sys.exit(f"the scan's hits differ from the forced ones at context {ctx}, batch {batch}, rate {rate}")
+            hits = stats.hit.view(batch, HKV, HQ // HKV)
+            measured = hits.float().mean().item()
+            if rate == 0.0 and (out.float() - ref).abs().max().item() > 2e-2:
+                sys.exit(f"MAC at hit rate 0 differs from exact decode at context {ctx}, batch {batch}")
+            restore()
+            us = timer(lambda: mt.mac_decode(q, q_pre, kv, state, cfg, max_seq_len=ctx), before=restore)
+            row["mac"].append({"target_hit_rate": rate, "pattern": pattern, "measured_hit_rate": measured,
+                               "all_hit_groups": hits.all(-1).float().mean().item(), "us": us})
+    return row
+
+
+def speedup(base, us):
+    return base / us if base and us else None
+
+
+def write_table(rows, path):
+    lines = ["| context | batch | cuDNN µs | flash µs | FlashInfer µs | ours exact µs | exact vs cuDNN |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    for r in rows:
+        u = r["us"]
+        lines.append(f"| {r['context'] // 1024}K | {r['batch']} | {fmt(u.get('sdpa_cudnn'))} | "
+                     f"{fmt(u.get('sdpa_flash'))} | {fmt(u.get('flashinfer'))} | {fmt(u['ours_exact'])} | "
+                     f"{fmt(speedup(u.get('sdpa_cudnn'), u['ours_exact']))}x |")
+    lines += ["", "| context | batch | target hit | misses | measured hit | MAC µs | vs cuDNN | vs ours exact |",
+              "|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        for m in r["mac"]:
+            lines.append(f"| {r['context'] // 1024}K | {r['batch']} | {m['target_hit_rate']} | {m['pattern']} | "
+                         f"{m['measured_hit_rate']:.3f} | {m['us']:.1f} | "
+                         f"{fmt(speedup(r['us'].get('sdpa_cudnn'), m['us']))}x | "
+                         f"{fmt(speedup(r['us']['ours_exact'], m['us']))}x |")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("torch_side_by_side.py: matplotlib is not installed, no plot (pip install matplotlib)")
+        return
+    batches = sorted({r["batch"] for r in rows})
+    fig, axes = plt.subplots(2, len(batches), figsize=(5.5 * len(batches), 8), squeeze=False)
+    for col, b in enumerate(batches):
+        for row_i, pattern in enumerate(["packed", "independent"]):
+            ax = axes[row_i][col]
+            for r in (r for r in rows if r["batch"] == b):
+                pts = sorted((m["measured_hit_rate"], speedup(r["us"].get("sdpa_cudnn"), m["us"]))
+                             for m in r["mac"] if m["pattern"] == pattern or m["target_hit_rate"] in (0.0, 1.0))
+                pts = [p for p in pts if p[1] is not None]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{r['context'] // 1024}K")
+            ax.set(yscale="log", xlabel="measured hit rate", ylabel="speedup over cuDNN SDPA (x)",
+                   title=f"batch {b}, misses {pattern}")
+            ax.axhline(1.0, color="grey", linewidth=0.8)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(title="context")
+    fig.suptitle(f"MAC decode vs cuDNN SDPA, {torch.cuda.get_device_name()}, {HQ}/{HKV}/{D} bf16", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    args = parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("torch_side_by_side.py: needs a CUDA GPU, and torch.cuda.is_available() is False")
+    try:
+        import macattn_torch as mt
+    except ImportError as e:
+        sys.exit(f"torch_side_by_side.py: macattn_torch is not installed ({e}); pip install --no-build-isolation ./python")
+    if "torch CUDA kernels registered" not in mt.build_info():
+        sys.exit("torch_side_by_side.py: macattn_torch has no CUDA kernels: " + mt.build_info())
+    timer, gen = Timer(args.reps), torch.Generator().manual_seed(0)
+    rows = []
+    for ctx in map(int, args.contexts.split(",")):
+        for batch in map(int, args.batches.split(",")):
+            rows.append(bench_case(mt, ctx, batch, args, timer, gen))
+            torch.cuda.empty_cache()
+    meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "macattn": mt.build_info(),
+            "shape": {"num_q_heads": HQ, "num_kv_heads": HKV, "head_dim": D, "page_size": PAGE, "dtype": "bf16"},
+            "window": args.window, "reps": args.reps}
+    with open(args.out + ".json", "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    write_table(rows, args.out + ".md")
+    plot(rows, args.out + ".png")
+
+
+if __name__ == "__main__":
+    main()
