@@ -1,4 +1,6 @@
 // tools/macattn/args.cpp: flag parsing and value checks for the macattn tool.
+#include <thread>
+#include <fstream>
 #include "args.hpp"
 
 #include <algorithm>
@@ -111,6 +113,17 @@ std::string FlagSet::help_text() const {
   }
   s << "  " << help_left << std::string(width - help_left.size() + 2, ' ') << "this text\n";
   return s.str();
+}
+
+std::string machine_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line, model = "unknown CPU";
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  return model + ", " + std::to_string(std::thread::hardware_concurrency()) + " logical CPUs";
 }
 
 }  // namespace macattn_tool

@@ -60,4 +60,7 @@ class FlagSet {
   bool help_requested_ = false;
 };
 
+/// "<CPU model>, <n> logical CPUs" from /proc/cpuinfo, for benchmark reports.
+std::string machine_name();
+
 }  // namespace macattn_tool

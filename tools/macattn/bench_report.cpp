@@ -5,25 +5,12 @@
 #include <stdexcept>
 #include <thread>
 
+#include "args.hpp"
 #include "bench.hpp"
 #include "git_commit.hpp"
 
 namespace macattn_tool {
 
-namespace {
-
-std::string machine_name() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line, model = "unknown CPU";
-  while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0) {
-      model = line.substr(line.find(':') + 2);
-      break;
-    }
-  return model + ", " + std::to_string(std::thread::hardware_concurrency()) + " logical CPUs";
-}
-
-}  // namespace
 
 void print_bench_table(const BenchOptions& o, const BenchRun& run) {
   std::printf("\nmacattn bench: %s; %s kernels, %d threads; build %s, commit %s\n", machine_name().c_str(),

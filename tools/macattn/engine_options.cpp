@@ -170,16 +170,6 @@ macattn::engine::SessionOptions session_options(const EngineOptions& o, macattn:
   return s;
 }
 
-std::string machine_name() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line, model = "unknown CPU";
-  while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0) {
-      model = line.substr(line.find(':') + 2);
-      break;
-    }
-  return model + ", " + std::to_string(std::thread::hardware_concurrency()) + " logical CPUs";
-}
 
 std::string format_count(std::int64_t n) {
   std::string digits = std::to_string(n < 0 ? -n : n), out;

@@ -59,8 +59,6 @@ std::filesystem::path model_directory(const EngineOptions& o);
 macattn::engine::SessionOptions session_options(const EngineOptions& o, macattn::engine::AttentionMode mode,
                                                 std::int32_t num_layers, std::int64_t capacity, bool audit);
 
-/// "Intel(R) Xeon(R) ..., 2 logical CPUs", from /proc/cpuinfo.
-std::string machine_name();
 
 /// Formats helpers shared by the reports.
 std::string format_count(std::int64_t n);  // 12008 -> "12,008"
