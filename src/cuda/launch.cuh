@@ -38,6 +38,16 @@ struct MacArgs {
   float threshold = 0.f;
 };
 
+inline MacArgs mac_args(const MacConfig& config, int head_dim) {
+  MacArgs m;
+  m.window = config.window;
+  m.rect = config.rect_offset;
+  m.sinks = config.front_sinks;
+  m.min_context = config.min_context;
+  m.threshold = config.threshold(head_dim);
+  return m;
+}
+
 inline PagedKVArgs kv_args(const PagedKVDevice& kv) {
   PagedKVArgs a;
   a.k = static_cast<const char*>(kv.k_pages);

@@ -257,12 +257,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   auto s = static_cast<cudaStream_t>(stream);
   const PagedKVArgs kva = kv_args(kv);
   const RingArgs ring = ring_args(rings);
-  MacArgs mac;
-  mac.window = config.window;
-  mac.rect = config.rect_offset;
-  mac.sinks = config.front_sinks;
-  mac.min_context = config.min_context;
-  mac.threshold = config.threshold(d);
+  const MacArgs mac = mac_args(config, d);
   const int qd = static_cast<int>(q_post.dtype);
 
   const unsigned scan_tiles = static_cast<unsigned>((config.window + kScanSlots - 1) / kScanSlots);

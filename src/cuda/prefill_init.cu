@@ -122,11 +122,7 @@ void mac_prefill_init(const AttentionShape& shape, const MacConfig& config, cons
   auto s = static_cast<cudaStream_t>(stream);
   const PagedKVArgs kva = kv_args(kv);
   const RingArgs ring = ring_args(rings);
-  MacArgs mac;
-  mac.window = config.window;
-  mac.rect = config.rect_offset;
-  mac.sinks = config.front_sinks;
-  mac.min_context = config.min_context;
+  const MacArgs mac = mac_args(config, d);
   prefill_prepare_kernel<<<kv.batch_size, 256, 0, s>>>(kva, row_indptr, ring, hq, d);
   MACATTN_CUDA_CHECK_LAUNCH("prefill_prepare_kernel");
   const int kept = max_rows_per_seq < config.window ? max_rows_per_seq : config.window;
