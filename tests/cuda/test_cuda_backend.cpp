@@ -194,11 +194,14 @@ struct Case {
   int page_size;
   KVLayout layout;
 };
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-  const Case& c = info.param;
+std::string case_text(const Case& c) {
   return "hq" + std::to_string(c.hq) + "_hkv" + std::to_string(c.hkv) + "_d" + std::to_string(c.d) + "_" +
          macattn::dtype_name(c.kv_dtype) + "_page" + std::to_string(c.page_size) + "_" + macattn::kv_layout_name(c.layout);
 }
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) { return case_text(info.param); }
+// gtest prints the parameter of a failing or skipped test with this (not as raw bytes).
+void PrintTo(const Case& c, std::ostream* os) { *os << case_text(c); }
 
 class CudaBackend : public ::testing::TestWithParam<Case> {};
 
