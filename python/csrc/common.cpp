@@ -17,9 +17,12 @@ std::string shape_str(const at::Tensor& t) {
 
 macattn::DType to_dtype(const char* op, const char* name, const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return macattn::DType::f32;
-    case at::kHalf: return macattn::DType::f16;
-    case at::kBFloat16: return macattn::DType::bf16;
+    case at::kFloat:
+      return macattn::DType::f32;
+    case at::kHalf:
+      return macattn::DType::f16;
+    case at::kBFloat16:
+      return macattn::DType::bf16;
     default:
       TORCH_CHECK_TYPE(false, "macattn.", op, ": ", name, " has dtype ", t.scalar_type(),
                        "; supported: float32, float16, bfloat16");
@@ -28,9 +31,12 @@ macattn::DType to_dtype(const char* op, const char* name, const at::Tensor& t) {
 
 at::ScalarType to_scalar_type(macattn::DType dtype) {
   switch (dtype) {
-    case macattn::DType::f32: return at::kFloat;
-    case macattn::DType::f16: return at::kHalf;
-    case macattn::DType::bf16: return at::kBFloat16;
+    case macattn::DType::f32:
+      return at::kFloat;
+    case macattn::DType::f16:
+      return at::kHalf;
+    case macattn::DType::bf16:
+      return at::kBFloat16;
   }
   TORCH_CHECK(false, "macattn: invalid dtype ", static_cast<int>(dtype));
 }
@@ -47,9 +53,9 @@ void check_scalar_type(const char* op, const char* name, const at::Tensor& t, at
   TORCH_CHECK_TYPE(t.scalar_type() == want, "macattn.", op, ": ", name, " must be ", want, ", got ", t.scalar_type());
 }
 
-PagedArgs parse_paged(const char* op, const at::Device& device, int64_t batch, const at::Tensor& k_pages, const at::Tensor& v_pages,
-                      const at::Tensor& kv_indptr, const at::Tensor& kv_indices, const at::Tensor& kv_last_page_len,
-                      const std::string& kv_layout) {
+PagedArgs parse_paged(const char* op, const at::Device& device, int64_t batch, const at::Tensor& k_pages,
+                      const at::Tensor& v_pages, const at::Tensor& kv_indptr, const at::Tensor& kv_indices,
+                      const at::Tensor& kv_last_page_len, const std::string& kv_layout) {
   PagedArgs a;
   const at::Device& dev = device;
   TORCH_CHECK_VALUE(kv_layout == "NHD" || kv_layout == "HND", "macattn.", op, ": kv_layout = '", kv_layout,
@@ -81,8 +87,9 @@ PagedArgs parse_paged(const char* op, const at::Device& device, int64_t batch, c
                       " for shape ", shape_str(*t), ")");
   }
   int64_t stride0 = num_pages == 1 ? page_elems : k_pages.stride(0);
-  TORCH_CHECK_VALUE(num_pages == 1 || v_pages.stride(0) == stride0, "macattn.", op, ": k_pages and v_pages have page strides ",
-                    k_pages.stride(0), " and ", v_pages.stride(0), "; they must be equal");
+  TORCH_CHECK_VALUE(num_pages == 1 || v_pages.stride(0) == stride0, "macattn.", op,
+                    ": k_pages and v_pages have page strides ", k_pages.stride(0), " and ", v_pages.stride(0),
+                    "; they must be equal");
   TORCH_CHECK_VALUE(stride0 >= page_elems && stride0 % page_elems == 0, "macattn.", op, ": the page stride ", stride0,
                     " of k_pages/v_pages must be a whole multiple of the page size ", page_elems, " elements");
   a.page_stride_factor = stride0 / page_elems;
@@ -117,8 +124,8 @@ PagedArgs parse_paged(const char* op, const at::Device& device, int64_t batch, c
 }
 
 macattn::AttentionShape make_shape(const char* op, const at::Tensor& q, const PagedArgs& kv, double softmax_scale) {
-  TORCH_CHECK_VALUE(q.size(2) == kv.head_dim, "macattn.", op, ": q has head dim ", q.size(2), " but the K/V pages have ",
-                    kv.head_dim);
+  TORCH_CHECK_VALUE(q.size(2) == kv.head_dim, "macattn.", op, ": q has head dim ", q.size(2),
+                    " but the K/V pages have ", kv.head_dim);
   TORCH_CHECK_VALUE(q.size(1) % kv.num_kv_heads == 0, "macattn.", op, ": q has ", q.size(1),
                     " heads, not a multiple of the cache's ", kv.num_kv_heads, " KV heads");
   macattn::AttentionShape shape;

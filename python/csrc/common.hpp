@@ -46,9 +46,9 @@ struct PagedArgs {
   int64_t caller_indices = 0;      // kv_indices.numel() as the caller passed it
   at::Tensor indices;              // the (possibly scaled) indices the view points into
 };
-PagedArgs parse_paged(const char* op, const at::Device& device, int64_t batch, const at::Tensor& k_pages, const at::Tensor& v_pages,
-                      const at::Tensor& kv_indptr, const at::Tensor& kv_indices, const at::Tensor& kv_last_page_len,
-                      const std::string& kv_layout);
+PagedArgs parse_paged(const char* op, const at::Device& device, int64_t batch, const at::Tensor& k_pages,
+                      const at::Tensor& v_pages, const at::Tensor& kv_indptr, const at::Tensor& kv_indices,
+                      const at::Tensor& kv_last_page_len, const std::string& kv_layout);
 
 /// The attention shape of q [B, Hq, D] over the cache; raises on a head-dim mismatch.
 macattn::AttentionShape make_shape(const char* op, const at::Tensor& q, const PagedArgs& kv, double softmax_scale);

@@ -27,9 +27,8 @@ macattn::DType check_queries(const char* op, const at::Tensor& q, const at::Tens
 }
 
 macattn::KVCacheView cpu_view(const char* op, const PagedArgs& kv) {
-  return call_library(op, [&] {
-    return macattn::KVCacheView::paged(kv.paged, kv.batch_size, kv.num_kv_heads, kv.head_dim, kv.dtype);
-  });
+  return call_library(
+      op, [&] { return macattn::KVCacheView::paged(kv.paged, kv.batch_size, kv.num_kv_heads, kv.head_dim, kv.dtype); });
 }
 
 std::tuple<at::Tensor, at::Tensor> exact_decode_cpu(const at::Tensor& q, const at::Tensor& k_pages,
@@ -39,8 +38,8 @@ std::tuple<at::Tensor, at::Tensor> exact_decode_cpu(const at::Tensor& q, const a
                                                     std::optional<int64_t> /*max_seq_len: device planning only*/) {
   const char* op = "exact_decode";
   const macattn::DType qd = check_queries(op, q, nullptr);
-  const PagedArgs kv =
-      parse_paged(op, q.device(), q.size(0), k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len, std::string(kv_layout));
+  const PagedArgs kv = parse_paged(op, q.device(), q.size(0), k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len,
+                                   std::string(kv_layout));
   const macattn::AttentionShape shape = make_shape(op, q, kv, softmax_scale);
   const macattn::KVCacheView view = cpu_view(op, kv);
   at::Tensor out = at::empty_like(q);
@@ -60,8 +59,8 @@ MacOutputs mac_decode_cpu(const at::Tensor& q, const at::Tensor& q_pre, const at
                           std::optional<int64_t> /*max_seq_len*/) {
   const char* op = "mac_decode";
   const macattn::DType qd = check_queries(op, q, &q_pre);
-  const PagedArgs kv =
-      parse_paged(op, q.device(), q.size(0), k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len, std::string(kv_layout));
+  const PagedArgs kv = parse_paged(op, q.device(), q.size(0), k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len,
+                                   std::string(kv_layout));
   const macattn::AttentionShape shape = make_shape(op, q, kv, softmax_scale);
   const int32_t w = check_rings(op, qring, oring, lring, position, ready, q.size(0), q.size(1), q.size(2), q.device());
   const macattn::MacConfig config = make_config(op, w, rect_offset, tau, front_sinks, min_context);
@@ -71,9 +70,8 @@ MacOutputs mac_decode_cpu(const at::Tensor& q, const at::Tensor& q_pre, const at
   auto [out, lse, hit, matched, band] = empty_mac_outputs(q, return_stats);
   std::vector<macattn::HeadStats> stats(return_stats ? static_cast<size_t>(q.size(0) * q.size(1)) : 0);
   call_library(op, [&] {
-    macattn::mac_decode(shape, config, view, {q.data_ptr(), qd}, {q_pre.data_ptr(), qd}, states,
-                        {out.data_ptr(), qd}, lse.data_ptr<float>(), return_stats ? stats.data() : nullptr, nullptr,
-                        kBackend);
+    macattn::mac_decode(shape, config, view, {q.data_ptr(), qd}, {q_pre.data_ptr(), qd}, states, {out.data_ptr(), qd},
+                        lse.data_ptr<float>(), return_stats ? stats.data() : nullptr, nullptr, kBackend);
     return 0;
   });
   for (size_t i = 0; i < stats.size(); ++i) {
@@ -98,8 +96,8 @@ void mac_prefill_init_cpu(const at::Tensor& q, const at::Tensor& q_pre, const at
   const int64_t batch = kv_indptr.size(0) - 1;
   TORCH_CHECK_VALUE(row_indptr.size(0) == batch + 1, "macattn.", op, ": row_indptr has ", row_indptr.size(0),
                     " entries; kv_indptr's batch of ", batch, " needs ", batch + 1);
-  const PagedArgs kv =
-      parse_paged(op, q.device(), batch, k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len, std::string(kv_layout));
+  const PagedArgs kv = parse_paged(op, q.device(), batch, k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len,
+                                   std::string(kv_layout));
   const macattn::AttentionShape shape = make_shape(op, q, kv, softmax_scale);
   const int32_t w = check_rings(op, qring, oring, lring, position, ready, batch, q.size(1), q.size(2), q.device());
   const macattn::MacConfig config = make_config(op, w, rect_offset, 0.45, front_sinks, 0);
@@ -115,9 +113,9 @@ void mac_prefill_init_cpu(const at::Tensor& q, const at::Tensor& q_pre, const at
 void mac_state_reset_cpu(at::Tensor& qring, at::Tensor& oring, at::Tensor& lring, at::Tensor& position,
                          at::Tensor& ready) {
   const char* op = "mac_state_reset";
-  const int32_t w = check_rings(op, qring, oring, lring, position, ready, qring.dim() == 4 ? qring.size(0) : -1,
-                                qring.dim() == 4 ? qring.size(2) : -1, qring.dim() == 4 ? qring.size(3) : -1,
-                                qring.device());
+  const int32_t w =
+      check_rings(op, qring, oring, lring, position, ready, qring.dim() == 4 ? qring.size(0) : -1,
+                  qring.dim() == 4 ? qring.size(2) : -1, qring.dim() == 4 ? qring.size(3) : -1, qring.device());
   (void)w;
   qring.zero_();
   oring.zero_();

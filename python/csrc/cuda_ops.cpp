@@ -53,15 +53,15 @@ bool same_shape(const macattn::AttentionShape& a, const macattn::AttentionShape&
 /// The device's workspace, reserved for (shape, batch, max_seq_len, window). Growing it frees
 /// the old buffers (graphs captured with them must be captured again), so it is refused while
 /// the current stream is capturing.
-macattn::cuda::Workspace& workspace_for(const char* op, int device, const macattn::AttentionShape& shape,
-                                        int32_t batch, int64_t max_seq_len, int32_t window) {
+macattn::cuda::Workspace& workspace_for(const char* op, int device, const macattn::AttentionShape& shape, int32_t batch,
+                                        int64_t max_seq_len, int32_t window) {
   DeviceWorkspace& w = device_workspace(device);
   std::lock_guard<std::mutex> lock(w.mutex);
   const bool fits = w.reserved && same_shape(w.shape, shape) && batch <= w.batch && max_seq_len <= w.max_seq_len &&
                     window <= w.window;
   if (fits) return w.workspace;
-  TORCH_CHECK_VALUE(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None, "macattn.",
-                    op, ": the CUDA workspace of device ", device, " is not reserved for this call (", shape.to_string(),
+  TORCH_CHECK_VALUE(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None, "macattn.", op,
+                    ": the CUDA workspace of device ", device, " is not reserved for this call (", shape.to_string(),
                     ", batch ", batch, ", max_seq_len ", max_seq_len, ", window ", window,
                     ") and cannot grow during graph capture: call macattn_torch.reserve_cuda_workspace(...) first");
   const bool keep = w.reserved && same_shape(w.shape, shape);
@@ -138,7 +138,8 @@ macattn::cuda::PagedKVDevice device_view(const char* op, const PagedArgs& kv, st
   d.head_dim = kv.head_dim;
   d.dtype = kv.dtype;
   const int64_t bound = std::max<int64_t>(1, kv.caller_indices * kv.page_size);
-  if (max_seq_len) TORCH_CHECK_VALUE(*max_seq_len >= 1, "macattn.", op, ": max_seq_len = ", *max_seq_len, ", must be >= 1");
+  if (max_seq_len)
+    TORCH_CHECK_VALUE(*max_seq_len >= 1, "macattn.", op, ": max_seq_len = ", *max_seq_len, ", must be >= 1");
   d.max_seq_len = max_seq_len ? *max_seq_len : bound;
   return d;
 }
@@ -159,7 +160,9 @@ macattn::cuda::MacRingsDevice device_rings(const at::Tensor& qring, const at::Te
   return r;
 }
 
-void* current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+void* current_stream() {
+  return c10::cuda::getCurrentCUDAStream().stream();
+}
 
 // --- the ops -------------------------------------------------------------------------------
 
@@ -171,8 +174,8 @@ std::tuple<at::Tensor, at::Tensor> exact_decode_cuda(const at::Tensor& q, const 
   const char* op = "exact_decode";
   c10::cuda::CUDAGuard guard(q.device());
   const macattn::DType qd = check_queries(op, q, nullptr);
-  const PagedArgs kv =
-      parse_paged(op, q.device(), q.size(0), k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len, std::string(kv_layout));
+  const PagedArgs kv = parse_paged(op, q.device(), q.size(0), k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len,
+                                   std::string(kv_layout));
   const macattn::AttentionShape shape = make_shape(op, q, kv, softmax_scale);
   const macattn::cuda::PagedKVDevice view = device_view(op, kv, max_seq_len);
   macattn::cuda::Workspace& ws = workspace_for(op, q.get_device(), shape, kv.batch_size, view.max_seq_len, 1);
@@ -195,8 +198,8 @@ MacOutputs mac_decode_cuda(const at::Tensor& q, const at::Tensor& q_pre, const a
   const char* op = "mac_decode";
   c10::cuda::CUDAGuard guard(q.device());
   const macattn::DType qd = check_queries(op, q, &q_pre);
-  const PagedArgs kv =
-      parse_paged(op, q.device(), q.size(0), k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len, std::string(kv_layout));
+  const PagedArgs kv = parse_paged(op, q.device(), q.size(0), k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len,
+                                   std::string(kv_layout));
   const macattn::AttentionShape shape = make_shape(op, q, kv, softmax_scale);
   const int32_t w = check_rings(op, qring, oring, lring, position, ready, q.size(0), q.size(1), q.size(2), q.device());
   const macattn::MacConfig config = make_config(op, w, rect_offset, tau, front_sinks, min_context);
@@ -243,8 +246,8 @@ void mac_prefill_init_cuda(const at::Tensor& q, const at::Tensor& q_pre, const a
   const int64_t batch = kv_indptr.size(0) - 1;
   TORCH_CHECK_VALUE(row_indptr.size(0) == batch + 1, "macattn.", op, ": row_indptr has ", row_indptr.size(0),
                     " entries; kv_indptr's batch of ", batch, " needs ", batch + 1);
-  const PagedArgs kv =
-      parse_paged(op, q.device(), batch, k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len, std::string(kv_layout));
+  const PagedArgs kv = parse_paged(op, q.device(), batch, k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len,
+                                   std::string(kv_layout));
   const macattn::AttentionShape shape = make_shape(op, q, kv, softmax_scale);
   const int32_t w = check_rings(op, qring, oring, lring, position, ready, batch, q.size(1), q.size(2), q.device());
   const macattn::MacConfig config = make_config(op, w, rect_offset, 0.45, front_sinks, 0);
@@ -278,9 +281,10 @@ void mac_state_reset_cuda(at::Tensor& qring, at::Tensor& oring, at::Tensor& lrin
 }  // namespace macattn_torch
 
 TORCH_LIBRARY_FRAGMENT(macattn, m) {
-  m.def("reserve_cuda_workspace(int device, int num_q_heads, int num_kv_heads, int head_dim, int batch_size, "
-        "int max_seq_len, int window=512) -> ()",
-        &macattn_torch::reserve_cuda_workspace);
+  m.def(
+      "reserve_cuda_workspace(int device, int num_q_heads, int num_kv_heads, int head_dim, int batch_size, "
+      "int max_seq_len, int window=512) -> ()",
+      &macattn_torch::reserve_cuda_workspace);
 }
 
 TORCH_LIBRARY_IMPL(macattn, CUDA, m) {

@@ -44,8 +44,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mac_state
   at::Tensor lring = at::empty({batch_size, window, num_q_heads}, opts.dtype(at::kFloat));
   at::Tensor position = at::empty({batch_size}, opts.dtype(at::kLong));
   at::Tensor ready = at::empty({batch_size}, opts.dtype(at::kByte));
-  static auto reset = c10::Dispatcher::singleton().findSchemaOrThrow("macattn::mac_state_reset", "").typed<void(
-      at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&)>();
+  static auto reset = c10::Dispatcher::singleton()
+                          .findSchemaOrThrow("macattn::mac_state_reset", "")
+                          .typed<void(at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&)>();
   reset.call(qring, oring, lring, position, ready);
   return {qring, oring, lring, position, ready};
 }
@@ -80,10 +81,12 @@ TORCH_LIBRARY(macattn, m) {
       "Tensor kv_indices, Tensor kv_last_page_len, Tensor row_indptr, Tensor(a!) qring, Tensor(b!) oring, "
       "Tensor(c!) lring, Tensor(d!) position, Tensor(e!) ready, str kv_layout=\"NHD\", float softmax_scale=0.0, "
       "int rect_offset=256, int front_sinks=0, int? max_rows_per_seq=None) -> ()");
-  m.def("mac_state_reset(Tensor(a!) qring, Tensor(b!) oring, Tensor(c!) lring, Tensor(d!) position, "
-        "Tensor(e!) ready) -> ()");
-  m.def("mac_state_alloc(int batch_size, int window, int num_q_heads, int head_dim, ScalarType ring_dtype, "
-        "Device device) -> (Tensor qring, Tensor oring, Tensor lring, Tensor position, Tensor ready)");
+  m.def(
+      "mac_state_reset(Tensor(a!) qring, Tensor(b!) oring, Tensor(c!) lring, Tensor(d!) position, "
+      "Tensor(e!) ready) -> ()");
+  m.def(
+      "mac_state_alloc(int batch_size, int window, int num_q_heads, int head_dim, ScalarType ring_dtype, "
+      "Device device) -> (Tensor qring, Tensor oring, Tensor lring, Tensor position, Tensor ready)");
   m.impl("mac_state_alloc", c10::DispatchKey::CompositeImplicitAutograd, TORCH_FN(macattn_torch::mac_state_alloc));
   m.def("build_info() -> str", &macattn_torch::build_info);
 }

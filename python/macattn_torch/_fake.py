@@ -1,6 +1,6 @@
 """Fake (Meta / FakeTensor) kernels of the macattn ops: output shapes and dtypes only, written
 with torch's symbolic shapes in mind, so the ops trace under torch.compile (also with dynamic
-shapes) and CUDA-graph capture through torch.compile(mode="reduce-overhead").
+shapes). CUDA-graph capture itself needs no fake kernel: the CUDA kernels never sync the host.
 
 They check what can be checked without data (ranks, matching dims, devices) with the messages
 of the real kernels; the real kernels check everything again."""
