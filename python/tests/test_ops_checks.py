@@ -155,6 +155,15 @@ def test_torch_compile_fullgraph_matches_eager():
     assert state.ready.tolist() == [1, 1]
 
 
+def test_torch_compile_dynamic_shapes():
+    """Symbolic batch and length: the fake kernels must not specialise them."""
+    compiled = torch.compile(lambda q, *kv: mt.exact_decode(q, mt.PagedKV(*kv))[0] + 1, fullgraph=True, dynamic=True)
+    for b, lengths in ((2, [40, 19]), (3, [5, 70, 33])):
+        pieces = make_paged(lengths, 2, 64, 16, seed=b)
+        q = torch.randn(b, 8, 64)
+        torch.testing.assert_close(compiled(q, *pieces[:5]), mt.exact_decode(q, mt.PagedKV(*pieces[:5]))[0] + 1)
+
+
 def test_torch_compile_state_alloc():
     def fresh(b: int):
         return mt.mac_state_alloc(b, 4, 2, 32, torch.float32)

@@ -91,6 +91,20 @@ def test_vllm_and_flashinfer_combined_layouts_match_separate_pages():
     # FlashInfer's single-tensor form [num_pages, 2, page_size, Hkv, D] is the same memory.
     out3, _ = mt.exact_decode(q, mt.paged_kv_flashinfer(cache, indptr, indices, last))
     torch.testing.assert_close(out, out3, atol=0, rtol=0)
+    # MAC decode and prefill read the same strided view.
+    q_pre = torch.randn(4, 8, d)
+    rows = torch.tensor([0, 3, 6, 7, 10], dtype=torch.int32)
+    results = []
+    for cache_kv in (kv, mt.PagedKV(k_sep, v_sep, indptr, indices, last)):
+        state = mt.mac_state_alloc(4, 4, 8, d, torch.float32)
+        mt.mac_prefill_init(torch.randn(10, 8, d, generator=g), torch.randn(10, 8, d, generator=g), cache_kv, rows,
+                            state, mt.MacConfig(rect_offset=2))
+        g.manual_seed(11)
+        results.append((mt.mac_decode(q, q_pre, cache_kv, state, mt.MacConfig(2, 0.45, 0, 0))[0], state))
+        g.manual_seed(7)
+    torch.testing.assert_close(results[0][0], results[1][0], atol=0, rtol=0)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
 # --- MAC decode --------------------------------------------------------------------------------
