@@ -20,13 +20,18 @@
 // 64 zmm FMAs per key and head, and this core sustains about one zmm FMA per cycle, so the
 // kernel is compute-bound in cache and twice slower still from DRAM. See docs/benchmarks/cpu.md.
 //   v5 avx512bf16 kernel set (bf16 K/V only; default where AVX512_BF16 exists): vdpbf16ps for
-//      Q.K (K as stored, queries rounded to bf16 once per call) and P*V (key pairs interleaved
-//      with unpacklo/hi, weight pairs broadcast from L1, outputs in unpack order during a call).
-//      Predicted 32 -> ~16 ns per key and head in cache (half the multiply instructions);
-//      measured 34.7 -> 25.5 ns (avx512 vs avx512bf16, same session, 1 thread, 1K keys): this
-//      core issues one vdpbf16ps per cycle (latency ~9 cycles), 32 per key and head = 9 ns; the
-//      rest is the per-tile score reduction, online softmax, output reload and the prefetches.
-//      From DRAM (1 thread, 32K, machine loaded): 80 -> 65 ns per key and head.
+//      Q.K (K as stored) and P*V (key pairs interleaved with unpacklo/hi, weight pairs
+//      broadcast from L1, outputs in unpack order during a call). Predicted: 32 -> ~16 ns per
+//      key and head in cache with queries and weights rounded to bf16 (half the multiplies).
+//      Measured (1 thread, 1K keys in cache, same session; avx512 34.7 ns): one bf16 term each
+//      25.5 ns, but 2e-3 relative L2 / 4e-3 LSE off fp32, which the tests and the benchmark's
+//      1e-3 check reject; two terms each (kept) 34.5 ns for fp32 queries, 29.9 ns for queries
+//      that are bf16 values (second query term skipped). This core issues one vdpbf16ps per
+//      cycle (latency ~9 cycles), like one zmm FMA, so with two terms the multiplies cost what
+//      the FMAs did; about 17 ns per key and head is the score reduction, online softmax,
+//      output reload and prefetch. From DRAM (1 thread, 32K, machine loaded to 3.5) it is the
+//      faster set: 61-68 -> 54-56 ns per key and head (fewer instructions in flight besides
+//      the misses).
 #include <cmath>
 #include <cstring>
 #include <limits>
