@@ -219,4 +219,17 @@ MacOutputs empty_mac_outputs(const at::Tensor& q, bool return_stats) {
           at::empty(stat_shape, opts.dtype(at::kInt))};
 }
 
+macattn::DType check_queries(const char* op, const at::Tensor& q, const at::Tensor* q_pre) {
+  check_tensor(op, "q", q, 3, q.device());
+  const macattn::DType qd = to_dtype(op, "q", q);
+  if (q_pre != nullptr) {
+    check_tensor(op, "q_pre", *q_pre, 3, q.device());
+    TORCH_CHECK_VALUE(q_pre->sizes() == q.sizes(), "macattn.", op, ": q_pre has shape ", q_pre->sizes(), ", q has ",
+                      q.sizes());
+    TORCH_CHECK_TYPE(q_pre->scalar_type() == q.scalar_type(), "macattn.", op, ": q_pre is ", q_pre->scalar_type(),
+                     " but q is ", q.scalar_type());
+  }
+  return qd;
+}
+
 }  // namespace macattn_torch

@@ -24,6 +24,8 @@ at::ScalarType to_scalar_type(macattn::DType dtype);
 /// Raises unless t is defined, has `dim` dimensions, lives on `device` and is contiguous.
 void check_tensor(const char* op, const char* name, const at::Tensor& t, int64_t dim, const at::Device& device);
 void check_scalar_type(const char* op, const char* name, const at::Tensor& t, at::ScalarType want);
+/// q (and q_pre when non-null, same shape and dtype): [B, Hq, D] on q's device; returns q's dtype.
+macattn::DType check_queries(const char* op, const at::Tensor& q, const at::Tensor* q_pre);
 
 /// A paged K/V cache in FlashInfer's page table, from torch tensors.
 ///

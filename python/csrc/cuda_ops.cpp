@@ -103,19 +103,6 @@ void reserve_cuda_workspace(int64_t device, int64_t num_q_heads, int64_t num_kv_
 
 // --- argument conversion -------------------------------------------------------------------
 
-macattn::DType check_queries(const char* op, const at::Tensor& q, const at::Tensor* q_pre) {
-  check_tensor(op, "q", q, 3, q.device());
-  const macattn::DType qd = to_dtype(op, "q", q);
-  if (q_pre != nullptr) {
-    check_tensor(op, "q_pre", *q_pre, 3, q.device());
-    TORCH_CHECK_VALUE(q_pre->sizes() == q.sizes(), "macattn.", op, ": q_pre has shape ", q_pre->sizes(), ", q has ",
-                      q.sizes());
-    TORCH_CHECK_TYPE(q_pre->scalar_type() == q.scalar_type(), "macattn.", op, ": q_pre is ", q_pre->scalar_type(),
-                     " but q is ", q.scalar_type());
-  }
-  return qd;
-}
-
 /// max_seq_len: the caller's bound, or one that needs no device read: every page of kv_indices
 /// full (exact for batch 1; an over-estimate only costs split-grid size).
 macattn::cuda::PagedKVDevice device_view(const char* op, const PagedArgs& kv, std::optional<int64_t> max_seq_len) {
