@@ -1,5 +1,7 @@
 #include "cpu/fast/isa.hpp"
 
+#include <cpuid.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -19,7 +21,12 @@ bool has_avx512() {
          __builtin_cpu_supports("avx512vl");
 }
 bool has_avx512bf16() { return has_avx512() && __builtin_cpu_supports("avx512bf16"); }
-bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"); }
+// F16C from CPUID leaf 1, ECX bit 29: clang 14's __builtin_cpu_supports does not know "f16c".
+bool has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c(); }
 
 const KernelTable& choose() {
   const char* forced = std::getenv("MACATTN_CPU_ISA");
