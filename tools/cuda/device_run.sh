@@ -2,7 +2,12 @@
 # tools/cuda/device_run.sh: one call on the GPU machine that builds the CUDA backend, runs its
 # tests (plus compute-sanitizer memcheck and racecheck on a subset) and the GPU benchmark.
 # The machine has nvcc, CMake and a compiler but no GoogleTest or nlohmann-json: the caller
-# carries their sources in .devdeps/ (see docs/benchmarks/h200.md for the exact command).
+# carries their sources in .devdeps/, made once on a Debian machine with libgtest-dev and
+# nlohmann-json3-dev installed, and ignored by git:
+#   mkdir -p .devdeps/json/include .devdeps/json/share/cmake && cp -r /usr/src/googletest .devdeps/ &&
+#   cp -r /usr/include/nlohmann .devdeps/json/include/ &&
+#   cp -r /usr/share/cmake/nlohmann_json .devdeps/json/share/cmake/ && echo /.devdeps/ >> .git/info/exclude
+# then run this script on the GPU machine with .devdeps carried along.
 #   usage: tools/cuda/device_run.sh OUTDIR [bench flags...]
 #   env:   STEPS="build test sanitize bench" (default all), JOBS (default nproc)
 set -uo pipefail
