@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
 }
 
 __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, int q_dtype, float* lse, RingArgs ring,
-                                  MacArgs mac, int hq, int group, int head_dim, int splits, unsigned long long* best,
+                                  MacArgs mac, int hq, int head_dim, int splits, unsigned long long* best,
                                   const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
                                   HeadStats* head_stats) {
   __shared__ float split_w[kMaxSplits + kCompleteSplits];
@@ -194,7 +194,6 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   merge_splits_block(part_o, part_lse, qrow, splits + kCompleteSplits, splits, splits + kCompleteSplits, head_dim, split_w,
                      &co, &cl);
   __syncthreads();  // every thread has read the ring (lring[m], oring[m]) before it is written
-  const std::size_t row_stride = static_cast<std::size_t>(hq) * head_dim;
   if (stale) {  // wipe this head's rows of every slot
     for (int slot = 0; slot < mac.window; ++slot) {
       const std::size_t r = (static_cast<std::size_t>(b) * mac.window + slot) * hq + h;
@@ -202,7 +201,6 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
       store_float(ring.oring, ring.dtype, r * head_dim + i, 0.f);
       if (i == 0) ring.lring[r] = ninf;
     }
-    (void)row_stride;
   }
   const std::size_t wrow = (static_cast<std::size_t>(b) * mac.window + t % mac.window) * hq + h;
   store_float(ring.qring, ring.dtype, wrow * head_dim + i, load_float(q_pre, q_dtype, qrow * head_dim + i));
@@ -229,7 +227,6 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
       ring.ready[b] = 1;
     }
   }
-  (void)group;
 }
 
 }  // namespace
@@ -278,9 +275,9 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
         kva, q_post.data, qd, ring, mac, hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse);
     MACATTN_CUDA_CHECK_LAUNCH("mac_attend_kernel");
   });
-  mac_finish_kernel<<<static_cast<unsigned>(heads), d, 0, s>>>(kva, q_pre.data, out.data, qd, lse, ring, mac, hq,
-                                                                group, d, splits, ws.best, ws.seq_flags, ws.part_o,
-                                                                ws.part_lse, head_stats);
+  mac_finish_kernel<<<static_cast<unsigned>(heads), d, 0, s>>>(kva, q_pre.data, out.data, qd, lse, ring, mac, hq, d,
+                                                                splits, ws.best, ws.seq_flags, ws.part_o, ws.part_lse,
+                                                                head_stats);
   MACATTN_CUDA_CHECK_LAUNCH("mac_finish_kernel");
 }
 
