@@ -104,6 +104,7 @@ std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int
 
 /// Validation shared by the entry points (throws macattn::Error naming the bad value).
 void validate_kv(const char* fn, const AttentionShape& shape, const PagedKVDevice& kv);
+void validate_ring_storage(const char* fn, const MacRingsDevice& rings);
 void validate_rings(const char* fn, const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv,
                     const MacRingsDevice& rings);
 void validate_query(const char* fn, const char* name, const void* data, DType dtype);

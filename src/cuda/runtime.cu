@@ -134,13 +134,18 @@ void validate_kv(const char* fn, const AttentionShape& shape, const PagedKVDevic
           fn, ": kv.k_pages and kv.v_pages must be 16-byte aligned");
 }
 
-void validate_rings(const char* fn, const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv,
-                    const MacRingsDevice& rings) {
-  config.validate();
+/// The ring pointers and element type, which every call that touches rings needs.
+void validate_ring_storage(const char* fn, const MacRingsDevice& rings) {
   require(rings.qring && rings.oring && rings.lring && rings.position && rings.ready, fn,
           ": a rings pointer (qring, oring, lring, position, ready) is null");
   require(dtype_valid(rings.ring_dtype), fn, ": rings.ring_dtype value ", static_cast<int>(rings.ring_dtype),
           " is not f32, f16 or bf16");
+}
+
+void validate_rings(const char* fn, const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv,
+                    const MacRingsDevice& rings) {
+  config.validate();
+  validate_ring_storage(fn, rings);
   require(rings.window == config.window, fn, ": rings.window = ", rings.window, " but config.window = ", config.window);
   require(rings.num_q_heads == shape.num_q_heads, fn, ": rings.num_q_heads = ", rings.num_q_heads,
           " but shape.num_q_heads = ", shape.num_q_heads);
@@ -244,13 +249,10 @@ void mac_rings_reset(const MacRingsDevice& rings, void* stream) {
   using namespace detail;
   constexpr const char* fn = "cuda::mac_rings_reset";
   require(available(), fn, ": ", device_description());
-  require(rings.qring && rings.oring && rings.lring && rings.position && rings.ready, fn,
-          ": a rings pointer (qring, oring, lring, position, ready) is null");
+  validate_ring_storage(fn, rings);
   require(rings.window >= 1 && rings.num_q_heads >= 1 && rings.head_dim >= 1 && rings.batch_size >= 0, fn,
           ": rings sizes must be positive (window ", rings.window, ", heads ", rings.num_q_heads, ", head_dim ",
           rings.head_dim, ", batch ", rings.batch_size, ")");
-  require(dtype_valid(rings.ring_dtype), fn, ": rings.ring_dtype value ", static_cast<int>(rings.ring_dtype),
-          " is not f32, f16 or bf16");
   const std::size_t rows = static_cast<std::size_t>(rings.batch_size) * rings.window * rings.num_q_heads;
   rings_reset_kernel<<<256, 256, 0, static_cast<cudaStream_t>(stream)>>>(ring_args(rings), rows * rings.head_dim, rows,
                                                                          rings.batch_size);
