@@ -11,6 +11,23 @@
 
 namespace macattn::cuda::detail {
 
+// Programmatic dependent launch (Hopper, sm_90+): a kernel launched with launch_pdl() may
+// start while the previous kernel of the stream drains. It must call grid_dependency_wait()
+// before it reads anything an earlier kernel wrote (the wait returns once those kernels have
+// finished and their writes are visible); what comes before the wait overlaps the previous
+// kernel's tail. allow_dependents() lets the next PDL kernel launch once every block of this
+// one has called it (or exited). Both are no-ops without PDL and before sm_90.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // DType values of macattn/dtype.hpp, usable on the device.
 enum : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
 

@@ -2,6 +2,7 @@
 //   kernel 1 (grid splits x Hkv x B): the G query heads of a group attend to one split of the
 //            sequence's keys through AttendTile; each writes a partial (o, lse).
 //   kernel 2 (grid B*Hq): merges the splits' partials into out and lse.
+// Both are launched with programmatic dependent launch (launch_pdl).
 #include "cuda/launch.cuh"
 #include "cuda/merge_splits.cuh"
 
@@ -16,6 +17,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) exact_split_kernel
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
+  grid_dependency_wait();  // q and the cache come from earlier kernels
+  allow_dependents();
   const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
   const long long len = seq_len(kv, b);
   long long lo, hi;
@@ -47,6 +50,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) exact_split_kernel
 __global__ void exact_merge_kernel(const float* part_o, const float* part_lse, int splits, int head_dim, void* out,
                                    int out_dtype, float* lse) {
   __shared__ float w[kMaxSplits + 1];
+  grid_dependency_wait();  // the split kernel's partials
+  allow_dependents();
   const std::size_t row = blockIdx.x;
   float o, l;
   merge_splits_block(part_o, part_lse, row, splits, 0, splits, head_dim, w, &o, &l);
@@ -79,14 +84,13 @@ void exact_decode(const AttentionShape& shape, const PagedKVDevice& kv, ConstTen
     auto kernel = exact_split_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
-    kernel<<<dim3(splits, hkv, kv.batch_size), kThreads, bytes, s>>>(
-        args, q_post.data, static_cast<int>(q_post.dtype), hq, group, splits, scale, ws.part_o, ws.part_lse);
-    MACATTN_CUDA_CHECK_LAUNCH("exact_split_kernel");
+    launch_pdl("exact_split_kernel", kernel, dim3(splits, hkv, kv.batch_size), dim3(kThreads), bytes, s, args,
+               q_post.data, static_cast<int>(q_post.dtype), hq, group, splits, scale, ws.part_o, ws.part_lse);
   });
   const int merge_threads = d * (d == 256 ? 4 : 1024 / d / 2);  // 4 (D=256) or 8/4 threads per element
-  exact_merge_kernel<<<static_cast<unsigned>(rows), merge_threads, 0, s>>>(ws.part_o, ws.part_lse, splits, d, out.data,
-                                                                static_cast<int>(out.dtype), lse);
-  MACATTN_CUDA_CHECK_LAUNCH("exact_merge_kernel");
+  launch_pdl("exact_merge_kernel", exact_merge_kernel, dim3(static_cast<unsigned>(rows)), dim3(merge_threads), 0, s,
+             static_cast<const float*>(ws.part_o), static_cast<const float*>(ws.part_lse), splits, d, out.data,
+             static_cast<int>(out.dtype), lse);
 }
 
 }  // namespace macattn::cuda

@@ -96,6 +96,30 @@ void allow_smem(K kernel, std::size_t bytes) {
     MACATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
 
+/// Whether kernels are launched with programmatic dependent launch (default yes on sm_90+;
+/// the environment variable MACATTN_CUDA_PDL=0 turns it off, for comparison).
+bool pdl_enabled();
+
+/// Launches kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch
+/// when pdl_enabled(): the kernel must call grid_dependency_wait() before reading what an
+/// earlier kernel wrote (see device_common.cuh). Works under stream capture (a programmatic
+/// edge in the graph).
+template <typename... Params, typename... Args>
+void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem,
+                cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...), name);
+}
+
 /// Blocks MAC's complete step (tail + sinks) is spread over: the tail's S keys in parallel.
 constexpr int kCompleteSplits = 4;
 

@@ -1,13 +1,14 @@
 // src/cuda/mac_decode.cu: MAC decode (MAC_ATTENTION.md §5) in three kernels, every decision
-// on the device (no host synchronisation; capturable in a CUDA graph):
+// on the device (no host synchronisation; capturable in a CUDA graph; launched with
+// programmatic dependent launch so each kernel's launch overlaps the previous one's tail):
 //   1. scan   (grid slot-tiles x Hq x B): distances of q_pre to the ring's rows in the fixed
 //      fp32 order of core/distance.hpp, packed minimum per head by atomicMin. Also records
 //      whether each sequence's ring is stale (not ready / at another position).
-//   2. attend (grid (splits+1) x Hkv x B): blocks 0..splits-1 compute each head's amend state
-//      (band [E(m), E(t)) on a hit, the prefix [min(F,E(t)), E(t)) on a miss) over one split
-//      of the group's span, through the same AttendTile as exact decode, so a miss group costs
-//      what exact costs and an all-hit group touches only its bands; block `splits` computes
-//      the complete state (sinks + tail).
+//   2. attend (grid splits x Hkv x B, the exact kernel's grid): each block computes the heads'
+//      amend state (band [E(m), E(t)) on a hit, the prefix [min(F,E(t)), E(t)) on a miss) over
+//      one split of the group's span, through the same AttendTile as exact decode, so a miss
+//      group costs what exact costs and an all-hit group touches only its bands; the last
+//      blocks also compute the complete state (sinks + tail) in kCompleteSplits parts.
 //   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
 //      (wiping a stale ring first), merges the complete state into out, writes stats, and
 //      resets the scan's minimum for the next step.
@@ -29,6 +30,8 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
                                                                 RingArgs ring, MacArgs mac, int hq,
                                                                 unsigned long long* best, std::uint8_t* stale_flags) {
   constexpr int head_dim = D, kDims = D / 16;
+  grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
+  allow_dependents();
   const int tile = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
@@ -96,6 +99,12 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   }
 }
 
+// Complete part j (of kCompleteSplits) of a group's tail (+ sinks) is computed by split block
+// complete_owner(j): the last blocks, whose amend share is the split plan's remainder, so a
+// miss group's grid is exactly the exact kernel's (no blocks past its waves) and an all-hit
+// group still spreads its tail over kCompleteSplits blocks.
+__device__ __forceinline__ int complete_owner(int j, int splits) { return splits - 1 - j % splits; }
+
 template <int D, int NS, typename T>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype, RingArgs ring,
                                                               MacArgs mac, int hq, int group, int splits, float scale,
@@ -106,12 +115,14 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
   __shared__ long long starts[kRows];
+  grid_dependency_wait();  // the scan's minima and stale flags
+  allow_dependents();
   const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
-  const bool complete = split >= splits;  // blocks splits .. splits+kCompleteSplits-1: tail (+ sinks)
   const long long t = seq_len(kv, b) - 1;
   const long long new_end = entry_end_dev(t, mac.rect);
   const bool stale = stale_flags[b] != 0;
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
+  const int parts = splits + kCompleteSplits;
   if (threadIdx.x < kRows) {
     const int r = threadIdx.x, h = g * group + r;
     const bool real = r < group;
@@ -123,43 +134,57 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     }
     starts[r] = start;
     q_rows[r] = real ? static_cast<const char*>(q) + (static_cast<std::size_t>(b) * hq + h) * D * esize : nullptr;
-    RowKeys rk{0, 0, 0, 0};
-    if (real) {
-      if (!complete) rk = RowKeys{start, new_end, 0, 0};
-      else rk = RowKeys{0, start < mac.sinks ? start : mac.sinks, new_end, t + 1};
-    }
-    Tile::row_keys(smem)[r] = rk;
+    Tile::row_keys(smem)[r] = real ? RowKeys{start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
   }
   __syncthreads();
-  KeySpans spans{0, 0, 0, 0};
-  if (!complete) {
-    long long lo = new_end;
-    for (int r = 0; r < group; ++r) lo = starts[r] < lo ? starts[r] : lo;
-    split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
-  } else {
-    long long sink_end = 0;
-    for (int r = 0; r < group; ++r) {
-      const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
-      sink_end = e > sink_end ? e : sink_end;
+  long long lo = new_end, sink_end = 0;
+  for (int r = 0; r < group; ++r) {
+    lo = starts[r] < lo ? starts[r] : lo;
+    const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
+    sink_end = e > sink_end ? e : sink_end;
+  }
+  bool staged = false;
+  // Writes the rows' state of the run just done (or an empty state) as partial `part`.
+  auto write_partial = [&](int part, bool work) {
+    const float* mo = Tile::merged_o(smem);
+    const float* ml = Tile::merged_lse(smem);
+    for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
+      const int r = idx / D, i = idx % D;
+      const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * parts + part;
+      if (work) part_o[row * D + i] = mo[r * D + i];  // an empty partial's o is never read
+      if (i == 0) part_lse[row] = work ? ml[r] : -__int_as_float(0x7f800000);
     }
-    // Complete block j takes part j of the tail; block 0 also takes the sinks.
-    long long a, z;
-    split_range(new_end, t + 1, kCompleteSplits, split - splits, &a, &z);
-    spans = KeySpans{0, split == splits ? sink_end : 0, a, z};
-  }
-  const bool work = spans.count() > 0;
-  if (work) {
-    stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
-    __syncthreads();
+  };
+  auto attend = [&](const KeySpans& spans) {
+    if (!staged) {
+      stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
+      staged = true;
+    }
+    __syncthreads();  // query tile and row keys written; the previous run's results read
     Tile::run(smem, kv, b, g, spans, scale);
-  }
-  const float* mo = Tile::merged_o(smem);
-  const float* ml = Tile::merged_lse(smem);
-  for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
-    const int r = idx / D, i = idx % D;
-    const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * (splits + kCompleteSplits) + split;
-    if (work) part_o[row * D + i] = mo[r * D + i];  // an empty split's o is never read
-    if (i == 0) part_lse[row] = work ? ml[r] : -__int_as_float(0x7f800000);
+  };
+  // Amend: this split of the group's span [min start, E(t)).
+  KeySpans spans{0, 0, 0, 0};
+  split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
+  const bool amend_work = spans.count() > 0;
+  if (amend_work) attend(spans);
+  write_partial(split, amend_work);
+  // Complete parts owned by this block: part j of the tail [E(t), t+1); part 0 also the sinks.
+  for (int j = 0; j < kCompleteSplits; ++j) {
+    if (complete_owner(j, splits) != split) continue;
+    long long a, z;
+    split_range(new_end, t + 1, kCompleteSplits, j, &a, &z);
+    const KeySpans cs{0, j == 0 ? sink_end : 0, a, z};
+    const bool work = cs.count() > 0;
+    if (work) {
+      __syncthreads();  // everyone has finished reading the previous results
+      if (threadIdx.x < group) {
+        const long long start = starts[threadIdx.x];
+        Tile::row_keys(smem)[threadIdx.x] = RowKeys{0, start < mac.sinks ? start : mac.sinks, new_end, t + 1};
+      }
+      attend(cs);
+    }
+    write_partial(splits + j, work);
   }
 }
 
@@ -168,6 +193,8 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
                                   const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
                                   HeadStats* head_stats) {
   __shared__ float split_w[kMaxSplits + kCompleteSplits];
+  grid_dependency_wait();  // the attend kernel's partials
+  allow_dependents();
   const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
   const std::size_t qrow = static_cast<std::size_t>(b) * hq + h;
   const long long t = seq_len(kv, b) - 1;
@@ -260,25 +287,24 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const unsigned scan_tiles = static_cast<unsigned>((config.window + kScanSlots - 1) / kScanSlots);
   const dim3 scan_grid(scan_tiles, hq, kv.batch_size);
   if (d == 64)
-    mac_scan_kernel<64><<<scan_grid, kScanThreads, 0, s>>>(kva, q_pre.data, qd, ring, mac, hq, ws.best, ws.seq_flags);
+    launch_pdl("mac_scan_kernel", mac_scan_kernel<64>, scan_grid, dim3(kScanThreads), 0, s, kva, q_pre.data, qd, ring, mac, hq,
+               ws.best, ws.seq_flags);
   else if (d == 128)
-    mac_scan_kernel<128><<<scan_grid, kScanThreads, 0, s>>>(kva, q_pre.data, qd, ring, mac, hq, ws.best, ws.seq_flags);
+    launch_pdl("mac_scan_kernel", mac_scan_kernel<128>, scan_grid, dim3(kScanThreads), 0, s, kva, q_pre.data, qd, ring, mac, hq,
+               ws.best, ws.seq_flags);
   else
-    mac_scan_kernel<256><<<scan_grid, kScanThreads, 0, s>>>(kva, q_pre.data, qd, ring, mac, hq, ws.best, ws.seq_flags);
-  MACATTN_CUDA_CHECK_LAUNCH("mac_scan_kernel");
+    launch_pdl("mac_scan_kernel", mac_scan_kernel<256>, scan_grid, dim3(kScanThreads), 0, s, kva, q_pre.data, qd, ring, mac, hq,
+               ws.best, ws.seq_flags);
   const float scale = shape.scale();
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = mac_attend_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
-    kernel<<<dim3(splits + kCompleteSplits, hkv, kv.batch_size), kThreads, bytes, s>>>(
-        kva, q_post.data, qd, ring, mac, hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse);
-    MACATTN_CUDA_CHECK_LAUNCH("mac_attend_kernel");
+    launch_pdl("mac_attend_kernel", kernel, dim3(splits, hkv, kv.batch_size), dim3(kThreads), bytes, s, kva,
+               q_post.data, qd, ring, mac, hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse);
   });
-  mac_finish_kernel<<<static_cast<unsigned>(heads), d, 0, s>>>(kva, q_pre.data, out.data, qd, lse, ring, mac, hq, d,
-                                                                splits, ws.best, ws.seq_flags, ws.part_o, ws.part_lse,
-                                                                head_stats);
-  MACATTN_CUDA_CHECK_LAUNCH("mac_finish_kernel");
+  launch_pdl("mac_finish_kernel", mac_finish_kernel, dim3(static_cast<unsigned>(heads)), dim3(d), 0, s, kva, q_pre.data,
+             out.data, qd, lse, ring, mac, hq, d, splits, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats);
 }
 
 }  // namespace macattn::cuda

@@ -94,6 +94,16 @@ std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int
   return splits;
 }
 
+bool pdl_enabled() {
+  static const bool v = [] {
+    const char* env = std::getenv("MACATTN_CUDA_PDL");
+    if (env && std::atoi(env) == 0) return false;
+    const DeviceInfo* d = device_info();
+    return d != nullptr && d->major >= 9;
+  }();
+  return v;
+}
+
 int stages_override() {
   static const int v = [] {
     const char* env = std::getenv("MACATTN_CUDA_STAGES");
