@@ -48,3 +48,20 @@ foreach(f fuzz_safetensors fuzz_config)
   target_include_directories(engine_${f} PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/include)
   target_link_libraries(engine_${f} PRIVATE nlohmann_json::nlohmann_json)
 endforeach()
+
+# The CUDA forward pass (src/engine/cuda): CudaSession over cuBLAS and the library's
+# macattn::cuda attention; without CUDA a stand-in whose constructors throw.
+if(MACATTN_WITH_CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  target_sources(macattn_engine PRIVATE
+    ${CMAKE_CURRENT_LIST_DIR}/cuda/kernels.cu
+    ${CMAKE_CURRENT_LIST_DIR}/cuda/causal_attention.cu
+    ${CMAKE_CURRENT_LIST_DIR}/cuda/cuda_session.cu
+    ${CMAKE_CURRENT_LIST_DIR}/cuda/bench_support.cu)
+  target_link_libraries(macattn_engine PUBLIC CUDA::cudart CUDA::cublas)
+  target_compile_options(macattn_engine PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-lineinfo --expt-relaxed-constexpr>)
+  target_compile_definitions(macattn_engine PUBLIC MACATTN_ENGINE_WITH_CUDA=1)
+else()
+  target_sources(macattn_engine PRIVATE ${CMAKE_CURRENT_LIST_DIR}/cuda/cuda_session_unavailable.cpp
+                                        ${CMAKE_CURRENT_LIST_DIR}/cuda/bench_support_unavailable.cpp)
+endif()

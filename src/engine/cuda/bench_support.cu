@@ -1,0 +1,263 @@
+// The GPU benchmark's hooks into a CudaSession (see cuda_bench.hpp).
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "engine/cuda/cuda_bench.hpp"
+#include "engine/cuda/cuda_check.cuh"
+#include "engine/cuda/cuda_session_impl.cuh"
+
+namespace macattn::engine {
+
+namespace {
+
+using gpu::bf16;
+
+__device__ void store(void* base, std::size_t i, int dtype, float v) {
+  if (dtype == 2) static_cast<bf16*>(base)[i] = __float2bfloat16_rn(v);
+  else if (dtype == 1) static_cast<__half*>(base)[i] = __float2half_rn(v);
+  else static_cast<float*>(base)[i] = v;
+}
+
+struct RingFill {
+  void* qring = nullptr;
+  void* oring = nullptr;
+  float* lring = nullptr;
+  std::int64_t* position = nullptr;
+  std::uint8_t* ready = nullptr;
+  int dtype = 2;  // 0 f32, 1 f16, 2 bf16
+  const float* q_pre = nullptr;  // recorded pre-RoPE queries [L, B, Hq, D]
+  const std::uint8_t* layer_on = nullptr;  // [L]: fill this layer
+  std::int32_t L = 0, B = 0, W = 0, Hq = 0, Hkv = 0, D = 0, hit_groups = 0;
+  std::int64_t t = 0;
+  bool only_step_slot = false;  // restore: only slot t % W (the one a step overwrites)
+};
+
+// grid (L, B * Hq), block 256: the ring rows of positions [t - W, t) of each (layer, b, head).
+__global__ void ring_fill_kernel(RingFill f) {
+  const int l = blockIdx.x;
+  if (!f.layer_on[l]) return;
+  const int b = blockIdx.y / f.Hq, h = blockIdx.y % f.Hq;
+  const bool hit_head = h / (f.Hq / f.Hkv) < f.hit_groups;
+  const std::int64_t cell0 = ((static_cast<std::int64_t>(l) * f.B + b) * f.W) * f.Hq;  // slot 0, head 0
+  const float* qp = f.q_pre + ((static_cast<std::int64_t>(l) * f.B + b) * f.Hq + h) * f.D;
+  const std::int64_t base = f.t - f.W;
+  const int s_begin = f.only_step_slot ? static_cast<int>(f.t % f.W) : 0;
+  const int s_end = f.only_step_slot ? s_begin + 1 : f.W;
+  for (int s = s_begin; s < s_end; ++s) {
+    const std::int64_t p = base + ((s - base % f.W) % f.W + f.W) % f.W;  // the position in [t - W, t) of slot s
+    const std::int64_t cell = cell0 + static_cast<std::int64_t>(s) * f.Hq + h;
+    const bool valid = p >= 0;
+    const bool match = hit_head && p == f.t - 1;
+    for (int d = threadIdx.x; d < f.D; d += blockDim.x) {
+      const float qv = valid ? (match ? qp[d] : qp[d] + 100.0f) : 0.0f;
+      store(f.qring, cell * f.D + d, f.dtype, qv);
+      store(f.oring, cell * f.D + d, f.dtype, valid ? 0.01f * static_cast<float>((d * 7 + s) % 13 - 6) : 0.0f);
+    }
+    if (threadIdx.x == 0) f.lring[cell] = valid ? 0.0f : -INFINITY;
+  }
+  if (h == 0 && threadIdx.x == 0) {
+    f.position[static_cast<std::int64_t>(l) * f.B + b] = f.t;
+    f.ready[static_cast<std::int64_t>(l) * f.B + b] = 1;
+  }
+}
+
+int dtype_code(DType d) {
+  return d == DType::bf16 ? 2 : (d == DType::f16 ? 1 : 0);
+}
+
+void check_tokens(const CudaSession::Impl& m, std::span<const std::int32_t> tokens, const char* fn) {
+  if (static_cast<std::int32_t>(tokens.size()) != m.B)
+    throw Error(std::string(fn) + ": " + std::to_string(tokens.size()) + " tokens for a batch of " +
+                std::to_string(m.B));
+  for (const std::int32_t t : tokens)
+    if (t < 0 || t >= m.V) throw Error(std::string(fn) + ": token " + std::to_string(t) + " is out of range");
+}
+
+// Device state the force-hits procedure keeps alive for the restore kernel (owned by the
+// session's bench_restore closure).
+struct BenchState {
+  gpu::DeviceBuffer q_pre_rec, layer_on;
+};
+
+}  // namespace
+
+void cuda_bench_fill_random_kv(CudaSession& session, std::int64_t context, std::uint64_t seed) {
+  CudaSession::Impl& m = session.impl();
+  if (context < 1 || context > m.capacity)
+    throw Error("cuda_bench_fill_random_kv: context " + std::to_string(context) + " is not in [1, capacity " +
+                std::to_string(m.capacity) + "]");
+  for (std::int32_t l = 0; l < m.L; ++l) {
+    const std::int64_t n = static_cast<std::int64_t>(m.k_pages[l].bytes() / 2);
+    gpu::fill_random_bf16(m.k_pages[l].as<bf16>(), n, seed * 7919 + 2 * l, 1.0f, m.stream);
+    gpu::fill_random_bf16(m.v_pages[l].as<bf16>(), n, seed * 7919 + 2 * l + 1, 1.0f, m.stream);
+  }
+  std::fill(m.pos_host.begin(), m.pos_host.end(), context - 1);
+  ENGINE_CUDA(cudaMemcpyAsync(m.pos.as<void>(), m.pos_host.data(), m.B * 8, cudaMemcpyHostToDevice, m.stream));
+  for (std::int32_t l = 0; l < m.L; ++l)
+    if (m.mac_layer[l]) macattn::cuda::mac_rings_reset(m.rings(l), m.stream);
+  ENGINE_CUDA(cudaMemsetAsync(m.stats_acc.as<void>(), 0, m.stats_acc.bytes(), m.stream));
+  m.bench_restore = nullptr;
+  m.clear_graphs();
+  m.sync();
+}
+
+void cuda_bench_force_hits(CudaSession& session, std::span<const std::int32_t> tokens, double group_hit_rate) {
+  CudaSession::Impl& m = session.impl();
+  check_tokens(m, tokens, "cuda_bench_force_hits");
+  if (m.options.session.attention.mode != AttentionMode::mac) throw Error("cuda_bench_force_hits: not a MAC session");
+  if (!(group_hit_rate >= 0.0 && group_hit_rate <= 1.0))
+    throw Error("cuda_bench_force_hits: hit rate " + std::to_string(group_hit_rate) + " is not in [0, 1]");
+  for (std::int32_t b = 1; b < m.B; ++b)
+    if (m.pos_host[b] != m.pos_host[0]) throw Error("cuda_bench_force_hits: the sequences are at different positions");
+  auto st = std::make_shared<BenchState>();
+  const std::size_t per_layer = static_cast<std::size_t>(m.B) * m.QD;
+  st->q_pre_rec = gpu::DeviceBuffer(per_layer * m.L * 4);
+  st->layer_on = gpu::DeviceBuffer(m.L);
+  ENGINE_CUDA(cudaMemsetAsync(st->layer_on.as<void>(), 0, m.L, m.stream));
+  ENGINE_CUDA(cudaMemcpyAsync(m.tokens.as<void>(), tokens.data(), m.B * 4, cudaMemcpyHostToDevice, m.stream));
+
+  RingFill f;
+  f.qring = m.qring.as<void>();
+  f.oring = m.oring.as<void>();
+  f.lring = m.lring.as<float>();
+  f.position = m.ring_position.as<std::int64_t>();
+  f.ready = m.ring_ready.as<std::uint8_t>();
+  f.dtype = dtype_code(m.ring_dtype);
+  f.q_pre = st->q_pre_rec.as<float>();
+  f.layer_on = st->layer_on.as<std::uint8_t>();
+  f.L = m.L;
+  f.B = m.B;
+  f.W = m.window;
+  f.Hq = m.Hq;
+  f.Hkv = m.Hkv;
+  f.D = m.D;
+  f.hit_groups = static_cast<std::int32_t>(std::lround(group_hit_rate * m.Hkv));
+  f.t = m.pos_host[0];
+  const dim3 grid(static_cast<unsigned>(m.L), static_cast<unsigned>(m.B * m.Hq));
+  const std::uint8_t one = 1;
+  for (std::int32_t l = 0; l < m.L; ++l) {
+    if (!m.mac_layer[l]) continue;
+    // The rings recorded so far (layers < l), whole, then one step: layer l's queries now
+    // follow the MAC outputs of the layers before it.
+    f.only_step_slot = false;
+    ring_fill_kernel<<<grid, 256, 0, m.stream>>>(f);
+    ENGINE_LAUNCHED("ring_fill_kernel");
+    m.decode_step(gpu::StepKind::decode, false, false, false);
+    ENGINE_CUDA(cudaMemcpyAsync(st->q_pre_rec.as<float>() + per_layer * l,
+                                m.q_pre_layers.as<float>() + per_layer * l, per_layer * 4, cudaMemcpyDeviceToDevice,
+                                m.stream));
+    ENGINE_CUDA(cudaMemcpyAsync(st->layer_on.as<std::uint8_t>() + l, &one, 1, cudaMemcpyHostToDevice, m.stream));
+    m.sync();
+  }
+  f.only_step_slot = false;
+  ring_fill_kernel<<<grid, 256, 0, m.stream>>>(f);
+  ENGINE_LAUNCHED("ring_fill_kernel");
+  ENGINE_CUDA(cudaMemsetAsync(m.stats_acc.as<void>(), 0, m.stats_acc.bytes(), m.stream));
+  m.sync();
+  f.only_step_slot = true;
+  m.bench_restore = [f, grid, st](cudaStream_t s) {
+    ring_fill_kernel<<<grid, 256, 0, s>>>(f);
+    ENGINE_LAUNCHED("ring_fill_kernel (restore)");
+  };
+  m.clear_graphs();
+}
+
+namespace {
+
+double time_graph_ms(cudaStream_t s, cudaGraphExec_t g, std::int32_t reps) {
+  cudaEvent_t a = nullptr, b = nullptr;
+  ENGINE_CUDA(cudaEventCreate(&a));
+  ENGINE_CUDA(cudaEventCreate(&b));
+  ENGINE_CUDA(cudaEventRecord(a, s));
+  for (std::int32_t i = 0; i < reps; ++i) ENGINE_CUDA(cudaGraphLaunch(g, s));
+  ENGINE_CUDA(cudaEventRecord(b, s));
+  ENGINE_CUDA(cudaEventSynchronize(b));
+  float ms = 0;
+  ENGINE_CUDA(cudaEventElapsedTime(&ms, a, b));
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return static_cast<double>(ms) / reps;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+CudaBenchTiming cuda_bench_time_replays(CudaSession& session, std::span<const std::int32_t> tokens, std::int32_t reps,
+                                        std::int32_t trials) {
+  CudaSession::Impl& m = session.impl();
+  check_tokens(m, tokens, "cuda_bench_time_replays");
+  if (reps < 1 || trials < 1) throw Error("cuda_bench_time_replays: reps and trials must be >= 1");
+  ENGINE_CUDA(cudaMemcpyAsync(m.tokens.as<void>(), tokens.data(), m.B * 4, cudaMemcpyHostToDevice, m.stream));
+  m.run_decode_bench();  // captures restore + step (key 4) and runs it once
+  m.sync();
+  cudaGraphExec_t step = m.graphs.at(4);
+  // The restore alone, timed the same way, is subtracted.
+  cudaGraphExec_t restore = nullptr;
+  if (m.bench_restore) {
+    cudaGraph_t g = nullptr;
+    ENGINE_CUDA(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
+    m.bench_restore(m.stream);
+    ENGINE_CUDA(cudaStreamEndCapture(m.stream, &g));
+    const cudaError_t e = cudaGraphInstantiate(&restore, g, 0);
+    cudaGraphDestroy(g);
+    ENGINE_CUDA(e);
+  }
+  CudaBenchTiming r;
+  r.reps = reps;
+  r.trials = trials;
+  time_graph_ms(m.stream, step, 3);  // warm-up
+  std::vector<double> steps, restores;
+  for (std::int32_t i = 0; i < trials; ++i) {
+    steps.push_back(time_graph_ms(m.stream, step, reps));
+    if (restore != nullptr) restores.push_back(time_graph_ms(m.stream, restore, reps));
+  }
+  if (restore != nullptr) cudaGraphExecDestroy(restore);
+  r.restore_ms = restores.empty() ? 0.0 : median(restores);
+  r.step_ms = median(steps) - r.restore_ms;
+  // Stats of exactly one step, for the report.
+  ENGINE_CUDA(cudaMemsetAsync(m.stats_acc.as<void>(), 0, m.stats_acc.bytes(), m.stream));
+  ENGINE_CUDA(cudaGraphLaunch(step, m.stream));
+  m.sync();
+  for (LayerStats& s : m.layer_stats) s.decode_steps = 1;
+  return r;
+}
+
+double cuda_bench_time_decode(CudaSession& session, std::span<const std::int32_t> tokens, std::int64_t warmup,
+                              std::int64_t steps) {
+  CudaSession::Impl& m = session.impl();
+  check_tokens(m, tokens, "cuda_bench_time_decode");
+  if (steps < 1 || warmup < 0) throw Error("cuda_bench_time_decode: steps must be >= 1 and warmup >= 0");
+  for (std::int32_t b = 0; b < m.B; ++b)
+    if (m.pos_host[b] + warmup + steps > m.capacity)
+      throw Error("cuda_bench_time_decode: sequence " + std::to_string(b) + " would pass max_context " +
+                  std::to_string(m.capacity));
+  ENGINE_CUDA(cudaMemcpyAsync(m.tokens.as<void>(), tokens.data(), m.B * 4, cudaMemcpyHostToDevice, m.stream));
+  for (std::int64_t i = 0; i < warmup; ++i) m.run_decode(true, true);
+  m.sync();
+  ENGINE_CUDA(cudaMemsetAsync(m.stats_acc.as<void>(), 0, m.stats_acc.bytes(), m.stream));
+  cudaEvent_t a = nullptr, b = nullptr;
+  ENGINE_CUDA(cudaEventCreate(&a));
+  ENGINE_CUDA(cudaEventCreate(&b));
+  ENGINE_CUDA(cudaEventRecord(a, m.stream));
+  for (std::int64_t i = 0; i < steps; ++i) m.run_decode(true, true);
+  ENGINE_CUDA(cudaEventRecord(b, m.stream));
+  ENGINE_CUDA(cudaEventSynchronize(b));
+  float ms = 0;
+  ENGINE_CUDA(cudaEventElapsedTime(&ms, a, b));
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  for (auto& p : m.pos_host) p += warmup + steps;
+  for (LayerStats& s : m.layer_stats) s.decode_steps = steps;
+  m.timings.decode_tokens += (warmup + steps) * m.B;
+  return static_cast<double>(ms) / static_cast<double>(steps);
+}
+
+}  // namespace macattn::engine

@@ -1,0 +1,30 @@
+// engine/cuda/cuda_check.cuh (internal): CUDA and cuBLAS return codes as macattn::Error naming
+// the call, the file and the line.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "macattn/error.hpp"
+
+namespace macattn::engine::gpu {
+
+inline void check_cuda(cudaError_t e, const char* call, const char* file, int line) {
+  if (e != cudaSuccess)
+    throw Error(std::string("CUDA engine: ") + call + " failed: " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
+                ") at " + file + ":" + std::to_string(line));
+}
+inline void check_cublas(cublasStatus_t s, const char* call, const char* file, int line) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw Error(std::string("CUDA engine: ") + call + " failed: " + cublasGetStatusName(s) + " (" +
+                cublasGetStatusString(s) + ") at " + file + ":" + std::to_string(line));
+}
+
+}  // namespace macattn::engine::gpu
+
+#define ENGINE_CUDA(call) ::macattn::engine::gpu::check_cuda((call), #call, __FILE__, __LINE__)
+#define ENGINE_CUBLAS(call) ::macattn::engine::gpu::check_cublas((call), #call, __FILE__, __LINE__)
+// After a kernel launch: a bad configuration shows up here, not at the next call.
+#define ENGINE_LAUNCHED(name) ::macattn::engine::gpu::check_cuda(cudaGetLastError(), name, __FILE__, __LINE__)

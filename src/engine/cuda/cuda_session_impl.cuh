@@ -1,0 +1,137 @@
+// engine/cuda/cuda_session_impl.cuh (internal): what a CudaSession owns on the device and the
+// forward pass over it (cuda_session.cu); bench_support.cu drives it for the GPU benchmark.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <functional>
+#include <map>
+#include <vector>
+
+#include "engine/cuda/cuda_session.hpp"
+#include "engine/cuda/kernels.cuh"
+#include "macattn/cuda.hpp"
+
+namespace macattn::engine::gpu {
+
+/// One device allocation (freed on destruction).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr, o.bytes_ = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <typename T>
+  T* as() const { return static_cast<T*>(p_); }
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  void* p_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+struct DeviceLayer {
+  DeviceBuffer input_norm, post_norm;  // f32 [H]
+  DeviceBuffer w_qkv;                  // bf16 [(Hq + 2 Hkv) D, H]: q | k | v rows
+  DeviceBuffer b_qkv;                  // f32 or empty
+  DeviceBuffer q_norm, k_norm;         // f32 [D] or empty
+  DeviceBuffer w_o, b_o;               // bf16 [H, Hq D]; f32 [H] or empty
+  DeviceBuffer w_gate_up;              // bf16 [2 I, H]: gate | up rows
+  DeviceBuffer w_down;                 // bf16 [H, I]
+};
+
+struct DeviceWeights {
+  DeviceBuffer embed;     // bf16 [V, H]
+  DeviceBuffer lm_head;   // bf16 [V, H]; empty when tied (then embed is used)
+  DeviceBuffer final_norm;
+  std::vector<DeviceLayer> layers;
+  std::size_t bytes = 0;
+  const bf16* lm_head_ptr() const { return lm_head.bytes() ? lm_head.as<bf16>() : embed.as<bf16>(); }
+};
+
+/// How one forward call attends (as ForwardAttention of the CPU engine).
+enum class StepKind : std::uint8_t { prefill, decode, decode_exact };
+
+}  // namespace macattn::engine::gpu
+
+namespace macattn::engine {
+
+struct CudaSession::Impl {
+  using DeviceBuffer = gpu::DeviceBuffer;
+  Impl(const ModelConfig& config, const CudaSessionOptions& options);
+  ~Impl();
+  void upload(const Model& model);
+  void randomize(std::uint64_t seed);
+  void allocate();  // everything but the weights (after them)
+
+  // The forward pass. Decode: rows = batch, tokens in d_tokens, positions d_pos.
+  void prefill_chunk(std::int32_t seq, const std::int32_t* tokens, std::int64_t n, bool all_logits, bool init_rings);
+  /// The decode step on `stream` (capturable): page table, layers, logits, argmax, stats.
+  void decode_step(gpu::StepKind kind, bool advance, bool feed_greedy, bool audit);
+  /// Launches the step as a graph (captured on first use per flag set) or eagerly.
+  void run_decode(bool advance, bool feed_greedy);
+  void layer(std::int32_t l, std::int64_t n, gpu::StepKind kind, bool init_rings, bool audit, std::int32_t seq);
+  void gemm(const gpu::bf16* x, std::int64_t n, const gpu::bf16* w, std::int64_t out, std::int64_t in, float* y,
+            float beta);
+  macattn::cuda::PagedKVDevice batch_kv(std::int32_t l) const;
+  macattn::cuda::MacRingsDevice rings(std::int32_t l, std::int32_t seq = -1) const;  // seq -1: all
+  void read_stats() const;
+  void sync() const;
+
+  ModelConfig config;
+  CudaSessionOptions options;
+  AttentionShape shape;
+  std::int32_t B = 1, L = 0, H = 0, Hq = 0, Hkv = 0, D = 0, I = 0, V = 0, QD = 0, KD = 0, QKV = 0;
+  std::int64_t capacity = 0, pages_per_seq = 0, rows = 0;
+  std::int32_t page_size = 16, window = 0;
+  bool library_attention = true;
+  std::vector<bool> mac_layer;
+  std::size_t decode_weight_bytes = 0;
+
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  DeviceBuffer cublas_workspace;
+  macattn::cuda::Workspace workspace;
+  gpu::DeviceWeights w;
+  DeviceBuffer inv_freq;
+
+  // K/V: per layer, pages [B * pages_per_seq, page_size, Hkv, D] bf16.
+  std::vector<DeviceBuffer> k_pages, v_pages;
+  DeviceBuffer indptr, indices, last_page_len;    // the batch table (rebuilt by each decode step)
+  DeviceBuffer s_indptr, s_last_page_len, iota;   // one sequence's table (prefill)
+  DeviceBuffer pos;                               // int64 [B]: the decode position of each sequence
+  std::vector<std::int64_t> pos_host;
+  // MAC rings of every layer, contiguous: q/o [L, B, W, Hq, D], l [L, B, W, Hq], position [L, B], ready [L, B].
+  DeviceBuffer qring, oring, lring, ring_position, ring_ready;
+  DType ring_dtype = DType::bf16;
+  DeviceBuffer head_stats;  // HeadStats [L, B, Hq]
+  DeviceBuffer mac_flags;   // uint8 [L]
+  DeviceBuffer stats_acc;   // int64 [L, 6]
+
+  // Activations of up to `rows` positions.
+  DeviceBuffer x, hb, qkv, q, q_pre, q_pre_layers, attn, attn_b, gu, act, logits, exact_out, audit_sums;
+  std::int64_t logits_rows = 0;
+  DeviceBuffer tokens, row_pos, row_seq, batch_seq, greedy, row_indptr;
+
+  std::map<int, cudaGraphExec_t> graphs;  // key: advance | feed_greedy << 1 | bench_restore << 2
+  /// Set by the benchmark: launched before the step in graphs with key bit 2 (restores the rings).
+  std::function<void(cudaStream_t)> bench_restore;
+  void run_decode_bench();  // restore + step without advancing
+
+  // Host side.
+  std::vector<LayerStats> layer_stats;
+  mutable std::vector<LayerStats> stats_view;
+  Timings timings;
+  std::optional<AuditStep> last_audit;
+  std::vector<float> logits_host;
+  std::vector<std::int32_t> greedy_host;
+
+  void ensure_logits_rows(std::int64_t n);
+  void clear_graphs();
+};
+
+}  // namespace macattn::engine

@@ -1,0 +1,98 @@
+// engine/cuda/kernels.cuh (internal): the engine's own kernels around the matmuls and the
+// attention, with their launchers. Activations are fp32 [rows, features] row-major; matmul
+// inputs bf16; every launcher takes the stream and checks the launch.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "macattn/attention.hpp"
+
+namespace macattn::engine::gpu {
+
+using bf16 = __nv_bfloat16;
+
+/// x[r] = float(embed[tokens[r]]), r < n. embed: [vocab, H] bf16. A token outside [0, vocab)
+/// (the host validates; this only guards memory) gives a zero row.
+void embed_rows(const std::int32_t* tokens, std::int64_t n, const bf16* embed, std::int64_t vocab, std::int64_t H,
+                float* x, cudaStream_t s);
+
+/// y[r] = bf16(w * x[r] / sqrt(mean(x[r]^2) + eps)), rows r < n of H values.
+void rms_norm_bf16(const float* x, std::int64_t n, std::int64_t H, const float* w, float eps, bf16* y,
+                   cudaStream_t s);
+
+/// What qkv_rope_append needs to know about the model and the cache.
+struct QkvParams {
+  std::int32_t num_q_heads = 0, num_kv_heads = 0, head_dim = 0;
+  const float* bias = nullptr;    ///< [(Hq + 2 Hkv) D] or null
+  const float* q_norm = nullptr;  ///< [D] or null (Qwen3 q/k RMSNorm)
+  const float* k_norm = nullptr;
+  float eps = 1e-6f;
+  const float* inv_freq = nullptr;  ///< [D/2] (cpu::Rope's table: scaling applied)
+  // The layer's K/V pages: NHD [num_pages, page_size, Hkv, D] bf16; sequence b owns pages
+  // [b * pages_per_seq, (b + 1) * pages_per_seq) in position order.
+  bf16* k_pages = nullptr;
+  bf16* v_pages = nullptr;
+  std::int32_t page_size = 0;
+  std::int64_t pages_per_seq = 0;
+};
+
+/// For each row r (sequence row_seq[r], position row_pos[r]) of qkv [n, (Hq + 2 Hkv) D] fp32
+/// (the fused projection): adds the bias, applies q/k-norm, writes q_pre [n, Hq, D] (before
+/// RoPE; may be null), applies RoPE (HF rotate_half, angle = fp32(pos * inv_freq), cos/sin
+/// in double as cpu::Rope), writes q [n, Hq, D] fp32, and appends K (rotated) and V to the
+/// sequence's pages at the position.
+void qkv_rope_append(const float* qkv, std::int64_t n, const std::int64_t* row_pos, const std::int32_t* row_seq,
+                     const QkvParams& p, float* q, float* q_pre, cudaStream_t s);
+
+/// act[r, i] = bf16(silu(gu[r, i]) * gu[r, I + i]): gu [n, 2I] is the fused gate|up product.
+void silu_mul_bf16(const float* gu, std::int64_t n, std::int64_t I, bf16* act, cudaStream_t s);
+
+/// y = bf16(x), n values.
+void to_bf16(const float* x, std::int64_t n, bf16* y, cudaStream_t s);
+
+/// x[r, c] += bias[c], rows r < n of `cols` values.
+void add_bias_rows(float* x, std::int64_t n, std::int64_t cols, const float* bias, cudaStream_t s);
+
+/// out[r] = argmax of logits[r] ([n, vocab]; the first of equal maxima, NaN ignored);
+/// when feed != null, also feed[r] = out[r] (the next step's token).
+void argmax_rows(const float* logits, std::int64_t n, std::int64_t vocab, std::int32_t* out, std::int32_t* feed,
+                 cudaStream_t s);
+
+/// The decode step's page table from the positions: sequence b holds pos[b] + 1 tokens;
+/// indptr [B+1], indices (pages b * pages_per_seq + i in order), last_page_len [B].
+void build_page_table(const std::int64_t* pos, std::int32_t B, std::int32_t page_size, std::int64_t pages_per_seq,
+                      std::int32_t* indptr, std::int32_t* indices, std::int32_t* last_page_len, cudaStream_t s);
+
+/// pos[b] += 1 for b < B (the end of a decode step).
+void advance_positions(std::int64_t* pos, std::int32_t B, cudaStream_t s);
+
+/// Per-layer stats accumulators: acc [L, 6] int64 = heads, heads_hit, groups, groups_all_hit,
+/// kv_tokens_read, kv_tokens_exact, summed over steps. head_stats [L, B, Hq] (read for MAC
+/// layers, mac_layer[l] = 1); t_b = pos[b]. A group whose heads all hit reads the longest of
+/// its heads' reads (the bands end at the same E(t)); otherwise t + 1 tokens, as the library.
+void accumulate_stats(const HeadStats* head_stats, const std::uint8_t* mac_layer, const std::int64_t* pos,
+                      std::int32_t L, std::int32_t B, std::int32_t Hq, std::int32_t Hkv, std::int64_t* acc,
+                      cudaStream_t s);
+
+/// sums[0] += sum((a - b)^2), sums[1] += sum(b^2) over n values (the audit's relative L2).
+void diff_norms(const float* a, const float* b, std::int64_t n, double* sums, cudaStream_t s);
+
+/// Fills n bf16 values with uniform(-scale, scale) from a hash of (seed, index).
+void fill_random_bf16(bf16* p, std::int64_t n, std::uint64_t seed, float scale, cudaStream_t s);
+/// Fills n fp32 values with `value`.
+void fill_f32(float* p, std::int64_t n, float value, cudaStream_t s);
+
+/// Causal attention of n query rows over a sequence's pages (the engine's own kernel, any
+/// even D up to 256): row r (sequence row_seq[r], position row_pos[r]) attends keys
+/// [0, row_pos[r]] of its sequence. q, out: [n, Hq, D] fp32. rows_same_seq_sorted: the rows
+/// are one sequence's consecutive positions (prefill), so 64 rows share each K/V tile;
+/// otherwise (decode) each row gets its own block.
+void causal_attention(const float* q, std::int64_t n, const std::int64_t* row_pos, const std::int32_t* row_seq,
+                      const bf16* k_pages, const bf16* v_pages, std::int32_t page_size, std::int64_t pages_per_seq,
+                      std::int32_t Hq, std::int32_t Hkv, std::int32_t D, float scale, bool rows_same_seq_sorted,
+                      float* out, cudaStream_t s);
+
+}  // namespace macattn::engine::gpu
