@@ -2,7 +2,7 @@
 //   kernel 1 (grid splits x Hkv x B): the G query heads of a group attend to one split of the
 //            sequence's keys through AttendTile; each writes a partial (o, lse).
 //   kernel 2 (grid B*Hq): merges the splits' partials into out and lse.
-// Both are launched with programmatic dependent launch (launch_pdl).
+// Both go through launch_pdl (programmatic dependent launch when MACATTN_CUDA_PDL=1).
 #include "cuda/launch.cuh"
 #include "cuda/merge_splits.cuh"
 

@@ -96,8 +96,10 @@ void allow_smem(K kernel, std::size_t bytes) {
     MACATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
 
-/// Whether kernels are launched with programmatic dependent launch (default yes on sm_90+;
-/// the environment variable MACATTN_CUDA_PDL=0 turns it off, for comparison).
+/// Whether kernels are launched with programmatic dependent launch: only with the environment
+/// variable MACATTN_CUDA_PDL=1 on sm_90+. Off by default because it measured slower on the H200
+/// (docs/benchmarks/h200.md: MAC hit 1.0 at batch 1 27.4 us without, 34.6 us with; exact
+/// unchanged); kept as a switch for later experiments.
 bool pdl_enabled();
 
 /// Launches kernel<<<grid, block, smem, stream>>>(args...) with programmatic dependent launch

@@ -1,6 +1,6 @@
 // src/cuda/mac_decode.cu: MAC decode (MAC_ATTENTION.md §5) in three kernels, every decision
-// on the device (no host synchronisation; capturable in a CUDA graph; launched with
-// programmatic dependent launch so each kernel's launch overlaps the previous one's tail):
+// on the device (no host synchronisation; capturable in a CUDA graph; launch_pdl can launch
+// them with programmatic dependent launch, off by default):
 //   1. scan   (grid slot-tiles x Hq x B): distances of q_pre to the ring's rows in the fixed
 //      fp32 order of core/distance.hpp, packed minimum per head by atomicMin. Also records
 //      whether each sequence's ring is stale (not ready / at another position).
@@ -99,11 +99,28 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   }
 }
 
-// Complete part j (of kCompleteSplits) of a group's tail (+ sinks) is computed by split block
-// complete_owner(j): the last blocks, whose amend share is the split plan's remainder, so a
-// miss group's grid is exactly the exact kernel's (no blocks past its waves) and an all-hit
-// group still spreads its tail over kCompleteSplits blocks.
-__device__ __forceinline__ int complete_owner(int j, int splits) { return splits - 1 - j % splits; }
+// Which split block computes complete part j (of kCompleteSplits, one 64-key tile each at the
+// default S = 256) of a group's tail (+ sinks). The parts go to the blocks with the least
+// amend work: walking from the last split down, a block takes as many parts as it has tiles
+// fewer than a full split. So a miss group's parts land on its short last split (the split
+// plan's remainder) and do not lengthen the kernel, a miss group's grid is exactly the exact
+// kernel's grid, and an all-hit group (amend = a short band in split 0) spreads its tail over
+// kCompleteSplits blocks. Without any slack the parts go to the last blocks, one each.
+__device__ __forceinline__ int complete_owner(int j, int splits, long long lo, long long hi) {
+  long long per_lo, per_hi;
+  split_range(lo, hi, splits, 0, &per_lo, &per_hi);
+  const long long per_tiles = (per_hi - per_lo + kBlockKeys - 1) / kBlockKeys;
+  int remaining = j;
+  for (int s = splits - 1; s >= 0; --s) {
+    long long a, z;
+    split_range(lo, hi, splits, s, &a, &z);
+    const long long slack = per_tiles - (z - a + kBlockKeys - 1) / kBlockKeys;
+    if (slack <= 0) break;  // splits below are full too
+    if (remaining < slack) return s;
+    remaining -= static_cast<int>(slack);
+  }
+  return splits - 1 - j % splits;
+}
 
 template <int D, int NS, typename T>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype, RingArgs ring,
@@ -170,11 +187,19 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   if (amend_work) attend(spans);
   write_partial(split, amend_work);
   // Complete parts owned by this block: part j of the tail [E(t), t+1); part 0 also the sinks.
-  for (int j = 0; j < kCompleteSplits; ++j) {
-    if (complete_owner(j, splits) != split) continue;
-    long long a, z;
-    split_range(new_end, t + 1, kCompleteSplits, j, &a, &z);
-    const KeySpans cs{0, j == 0 ? sink_end : 0, a, z};
+  // Consecutive parts owned by the block are one run over their union (its state is written
+  // as the first part's partial, the others' as empty): the finish merges them all anyway.
+  for (int ja = 0; ja < kCompleteSplits;) {
+    if (complete_owner(ja, splits, lo, new_end) != split) {
+      ++ja;
+      continue;
+    }
+    int jb = ja;
+    while (jb + 1 < kCompleteSplits && complete_owner(jb + 1, splits, lo, new_end) == split) ++jb;
+    long long a, z, a2, z2;
+    split_range(new_end, t + 1, kCompleteSplits, ja, &a, &z);
+    split_range(new_end, t + 1, kCompleteSplits, jb, &a2, &z2);
+    const KeySpans cs{0, ja == 0 ? sink_end : 0, a, z2 > a ? z2 : a};
     const bool work = cs.count() > 0;
     if (work) {
       __syncthreads();  // everyone has finished reading the previous results
@@ -184,7 +209,9 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
       }
       attend(cs);
     }
-    write_partial(splits + j, work);
+    write_partial(splits + ja, work);
+    for (int j = ja + 1; j <= jb; ++j) write_partial(splits + j, false);
+    ja = jb + 1;
   }
 }
 

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <mutex>
 #include <sstream>
 
 #include "cuda/launch.cuh"
@@ -22,27 +21,28 @@ struct DeviceInfo {
   std::size_t memory = 0;
 };
 
+// A function-local static (not std::call_once: std::call_once crashed inside the PyTorch
+// extension on the GPU machine, where the extension and the library come from two different
+// g++ installations whose libstdc++ once-call machinery differs).
 const DeviceInfo* device_info() {
-  static std::once_flag once;
-  static DeviceInfo info;
-  static bool ok = false;
-  std::call_once(once, [] {
+  static const DeviceInfo info = [] {
+    DeviceInfo d;
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
       cudaGetLastError();  // clear the sticky "no device" error
-      return;
+      return d;
     }
     int dev = 0;
     cudaDeviceProp p{};
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return;
-    info.sm_count = p.multiProcessorCount;
-    info.major = p.major;
-    info.minor = p.minor;
-    info.name = p.name;
-    info.memory = p.totalGlobalMem;
-    ok = info.major >= 8;  // the kernels use sm_80 instructions (cp.async, ldmatrix, bf16 mma)
-  });
-  return ok ? &info : nullptr;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return d;
+    d.sm_count = p.multiProcessorCount;
+    d.major = p.major;
+    d.minor = p.minor;
+    d.name = p.name;
+    d.memory = p.totalGlobalMem;
+    return d;
+  }();
+  return info.major >= 8 ? &info : nullptr;  // the kernels use sm_80 instructions (cp.async, ldmatrix, bf16 mma)
 }
 
 }  // namespace
@@ -97,7 +97,7 @@ std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int
 bool pdl_enabled() {
   static const bool v = [] {
     const char* env = std::getenv("MACATTN_CUDA_PDL");
-    if (env && std::atoi(env) == 0) return false;
+    if (!env || std::atoi(env) != 1) return false;
     const DeviceInfo* d = device_info();
     return d != nullptr && d->major >= 9;
   }();
