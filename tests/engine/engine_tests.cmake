@@ -28,3 +28,13 @@ endif()
 # fallback for other processors is checked against transformers too.
 add_test(NAME engine.portable_kernels COMMAND engine_tests "--gtest_filter=Fixtures/HfParity.*:EngineSession.*:ReferenceModel.*")
 set_tests_properties(engine.portable_kernels PROPERTIES ENVIRONMENT "MACATTN_ENGINE_ISA=portable")
+
+# The CUDA forward pass against the CPU engine (tests/engine/cuda). Built in every
+# configuration: without CUDA, or without a GPU, each test is SKIPPED with the reason.
+if(TARGET macattn_tokenizer)
+  add_executable(engine_cuda_tests ${CMAKE_CURRENT_LIST_DIR}/cuda/test_cuda_forward.cpp)
+  target_include_directories(engine_cuda_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  target_compile_definitions(engine_cuda_tests PRIVATE MACATTN_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+  target_link_libraries(engine_cuda_tests PRIVATE macattn_engine macattn_tokenizer GTest::gtest_main)
+  gtest_discover_tests(engine_cuda_tests TEST_PREFIX "engine.cuda." DISCOVERY_TIMEOUT 60)
+endif()

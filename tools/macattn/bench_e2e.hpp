@@ -25,6 +25,11 @@ struct BenchE2EOptions {
   std::uint64_t seed = 0;   // for synthetic ids
   bool run_exact = true, run_mac = true;
   std::string json_path;
+  // --device cuda only (bench_e2e_cuda.cpp):
+  std::vector<std::int32_t> batches = {1};   // sequences decoded together
+  std::string shape;                         // "llama3-8b": random weights of that shape (synthetic)
+  std::vector<double> hit_rates = {0.0, 1.0};  // synthetic MAC: fraction of KV groups forced to hit
+  std::int32_t reps = 20;                    // synthetic: graph replays per timing trial
 };
 
 bool parse_bench_e2e_options(const std::vector<std::string>& args, BenchE2EOptions& options);
@@ -50,6 +55,8 @@ struct BenchE2ERun {
 };
 
 BenchE2ERun run_bench_e2e(const BenchE2EOptions& options);
+/// `--device cuda`: the GPU benchmark (bench_e2e_cuda.cpp): runs, prints its table, writes JSON.
+void run_bench_e2e_cuda(const BenchE2EOptions& options);
 void print_bench_e2e_table(const BenchE2EOptions& options, const BenchE2ERun& run);
 void write_bench_e2e_json(const BenchE2EOptions& options, const BenchE2ERun& run);
 

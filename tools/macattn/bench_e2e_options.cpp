@@ -56,6 +56,28 @@ FlagSet bench_e2e_flags(BenchE2EOptions& o) {
     o.run_exact = c != "mac";
     o.run_mac = c != "exact";
   });
+  f.add("--batches", "LIST", "--device cuda: batch sizes (sequences decoded together)", "1", [&o](const std::string& v) {
+    o.batches.clear();
+    std::stringstream s(v);
+    std::string item;
+    while (std::getline(s, item, ','))
+      o.batches.push_back(static_cast<std::int32_t>(parse_int("--batches", item, 1, 64)));
+    if (o.batches.empty()) throw UsageError("--batches needs at least one value");
+  });
+  f.add("--shape", "NAME", "--device cuda: llama3-8b = random weights of that shape, K/V random (synthetic)", "",
+        [&o](const std::string& v) { o.shape = parse_choice("--shape", v, {"llama3-8b"}); });
+  f.add("--hit-rates", "LIST", "--device cuda --shape: MAC hit rates forced through the rings", "0,1",
+        [&o](const std::string& v) {
+          o.hit_rates.clear();
+          std::stringstream s(v);
+          std::string item;
+          while (std::getline(s, item, ',')) {
+            o.hit_rates.push_back(parse_real("--hit-rates", item, 0.0, 1.0));
+          }
+          if (o.hit_rates.empty()) throw UsageError("--hit-rates needs at least one value");
+        });
+  f.add("--reps", "N", "--device cuda --shape: graph replays per timing trial", str(o.reps),
+        [&o](const std::string& v) { o.reps = static_cast<std::int32_t>(parse_int("--reps", v, 1, 100000)); });
   f.add("--json", "FILE", "also write the results as JSON to FILE", "", [&o](const std::string& v) {
     if (v.empty()) throw UsageError("--json '': needs a file name");
     o.json_path = v;

@@ -12,7 +12,12 @@ if(TARGET macattn_engine AND TARGET macattn_tokenizer)
     generate_report.cpp
     bench_e2e_options.cpp
     bench_e2e.cpp
-    bench_e2e_report.cpp)
+    bench_e2e_report.cpp
+    bench_e2e_cuda.cpp)
+  # `bench-e2e --device cuda` measures the streaming-read bandwidth for its byte floor.
+  if(MACATTN_WITH_CUDA)
+    target_sources(macattn PRIVATE stream_bandwidth_cuda.cu)
+  endif()
   target_link_libraries(macattn PRIVATE macattn_engine macattn_tokenizer macattn_sampling)
   # MACATTN_SOURCE_DIR: the last place the tool looks for the shipped model and prompt.
   target_compile_definitions(macattn PRIVATE MACATTN_WITH_ENGINE=1 MACATTN_SOURCE_DIR="${PROJECT_SOURCE_DIR}")

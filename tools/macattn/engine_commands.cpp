@@ -22,6 +22,11 @@ int run_generate_command(const std::vector<std::string>& args) {
 int run_bench_e2e_command(const std::vector<std::string>& args) {
   BenchE2EOptions options;
   if (!parse_bench_e2e_options(args, options)) return kExitOk;
+  if (use_cuda_device(options.engine)) {
+    run_bench_e2e_cuda(options);
+    return kExitOk;
+  }
+  if (!options.shape.empty()) throw UsageError("--shape needs --device cuda (and a GPU)");
   const BenchE2ERun run = run_bench_e2e(options);
   print_bench_e2e_table(options, run);
   write_bench_e2e_json(options, run);

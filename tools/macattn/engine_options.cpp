@@ -1,6 +1,10 @@
 // tools/macattn/engine_options.cpp: flags shared by `macattn generate` and `macattn bench-e2e`.
 #include "engine_options.hpp"
 
+#include <stdexcept>
+
+#include "engine/cuda/cuda_session.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -114,9 +118,25 @@ void add_engine_flags(FlagSet& f, EngineOptions& o) {
         });
   f.add("--mac-ring-dtype", "T", "MAC ring dtype: f32 | f16 | bf16", "bf16",
         [&o](const std::string& v) { o.ring_dtype = parse_dtype("--mac-ring-dtype", v); });
+  f.add("--device", "D", "auto | cpu | cuda: where the model runs (auto: cuda when a usable GPU is present)", "auto",
+        [&o](const std::string& v) { o.device = parse_choice("--device", v, {"auto", "cpu", "cuda"}); });
   f.add("--progress", "on|off", "prefill progress line on stderr", "on", [&o](const std::string& v) {
     o.progress = parse_choice("--progress", v, {"on", "off"}) == "on";
   });
+}
+
+bool use_cuda_device(const EngineOptions& o) {
+  if (o.device == "cpu") return false;
+  const bool ok = macattn::engine::cuda_engine_available();
+  if (o.device == "cuda" && !ok)
+    throw std::runtime_error("--device cuda: no usable CUDA device: " + macattn::engine::cuda_engine_device());
+  return ok;
+}
+
+std::string device_line(const EngineOptions& o) {
+  if (use_cuda_device(o)) return "cuda (" + macattn::engine::cuda_engine_device() + ")";
+  if (o.device == "cpu") return "cpu (--device cpu)";
+  return "cpu (no usable CUDA device: " + macattn::engine::cuda_engine_device() + ")";
 }
 
 void check_engine_options(const EngineOptions& o) {

@@ -32,6 +32,7 @@ struct EngineOptions {
   macattn::DType kv_dtype = macattn::DType::bf16;
   macattn::DType ring_dtype = macattn::DType::bf16;
   bool progress = true;  // prefill progress line on stderr
+  std::string device = "auto";  // --device: auto | cpu | cuda
 };
 
 /// Rewrites llama.cpp's short flags to the long names FlagSet knows ("-n 8" -> "--n-predict 8"),
@@ -42,6 +43,12 @@ std::vector<std::string> expand_short_flags(const std::vector<std::string>& args
 /// Declares -m/--model, -c/--ctx-size, -t/--threads, --chunk, --kv-dtype, the --mac-* flags and
 /// --progress on `flags`, writing into `o`.
 void add_engine_flags(FlagSet& flags, EngineOptions& o);
+
+/// True when the run goes to the GPU: --device cuda, or auto with a usable GPU. Throws
+/// std::runtime_error for --device cuda without one (the message says why).
+bool use_cuda_device(const EngineOptions& o);
+/// "cuda (NVIDIA H200 ...)" or "cpu (...why...)", for the progress output.
+std::string device_line(const EngineOptions& o);
 
 /// Checks across the engine flags (MacConfig::validate as a usage error).
 void check_engine_options(const EngineOptions& o);

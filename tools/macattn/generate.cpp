@@ -13,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "engine/cuda/cuda_session.hpp"
 #include "engine/model.hpp"
 #include "engine/tokenizer/tokenizer.hpp"
 #include "generate.hpp"
@@ -66,18 +67,37 @@ macattn::engine::PrefillProgress progress_line(bool enabled, const char* label) 
   };
 }
 
-GenerateRun generate_once(const GenerateOptions& o, const macattn::engine::Model& model,
+// The two engines behind one interface for the generation loop: the CPU Session, or a
+// CudaSession of batch 1 (logits copied to the host each step; sampling on the host).
+struct CpuEngine {
+  macattn::engine::Session s;
+  std::span<const float> prefill(std::span<const std::int32_t> t, std::int32_t chunk,
+                                 const macattn::engine::PrefillProgress& p) {
+    return s.prefill(t, chunk, p);
+  }
+  std::span<const float> decode(std::int32_t t) { return s.decode(t); }
+};
+struct CudaEngine {
+  macattn::engine::CudaSession s;
+  std::span<const float> prefill(std::span<const std::int32_t> t, std::int32_t chunk,
+                                 const macattn::engine::PrefillProgress& p) {
+    return s.prefill(0, t, chunk, p);
+  }
+  std::span<const float> decode(std::int32_t t) { return s.decode(std::span(&t, 1)); }
+};
+
+template <typename Engine>
+GenerateRun generate_loop(Engine& engine, const GenerateOptions& o, const macattn::engine::ModelConfig& config,
                           const macattn::engine::Tokenizer& tokenizer, const GenerateResult& result,
                           AttentionMode mode) {
   GenerateRun run;
   run.mode = mode;
-  const auto& config = model.config();
-  macattn::engine::Session session(model, session_options(o.engine, mode, config.num_layers, result.capacity, o.audit));
+  auto& session = engine.s;
   // Like llama.cpp, a progress line only for prompts long enough to wait for (more than one chunk).
   const bool long_prefill = static_cast<std::int64_t>(result.prompt_tokens.size()) > o.engine.chunk;
   std::span<const float> logits =
-      session.prefill(result.prompt_tokens, o.engine.chunk,
-                      progress_line(o.engine.progress && long_prefill, attention_mode_name(mode)));
+      engine.prefill(result.prompt_tokens, o.engine.chunk,
+                     progress_line(o.engine.progress && long_prefill, attention_mode_name(mode)));
 
   std::set<std::int32_t> eos(config.eos_token_ids.begin(), config.eos_token_ids.end());
   for (const std::int32_t id : tokenizer.eos_ids()) eos.insert(id);
@@ -96,7 +116,7 @@ GenerateRun generate_once(const GenerateOptions& o, const macattn::engine::Model
       std::fflush(stdout);
     }
     if (i + 1 == budget) break;  // the last token's logits are never used: do not decode it
-    logits = session.decode(token);
+    logits = engine.decode(token);
     if (const auto& audit = session.last_audit(); audit && audit->greedy_changed()) {
       run.audit_greedy_change_steps.push_back(i + 1);  // the choice of generated token i + 1
     }
@@ -109,6 +129,25 @@ GenerateRun generate_once(const GenerateOptions& o, const macattn::engine::Model
   run.kv_cache_bytes = session.kv_cache_bytes();
   run.ring_bytes = session.ring_bytes();
   return run;
+}
+
+GenerateRun generate_once(const GenerateOptions& o, const macattn::engine::Model& model,
+                          const macattn::engine::Tokenizer& tokenizer, const GenerateResult& result,
+                          AttentionMode mode, bool cuda) {
+  const auto& config = model.config();
+  const macattn::engine::SessionOptions so =
+      session_options(o.engine, mode, config.num_layers, result.capacity, o.audit);
+  if (cuda) {
+    macattn::engine::CudaSessionOptions co;
+    co.session = so;
+    if (co.session.kv_dtype != macattn::DType::bf16)
+      throw std::runtime_error("--device cuda keeps K/V in bf16 (--kv-dtype bf16)");
+    co.session.kv_page_size = 16;
+    CudaEngine engine{macattn::engine::CudaSession(model, co)};
+    return generate_loop(engine, o, config, tokenizer, result, mode);
+  }
+  CpuEngine engine{macattn::engine::Session(model, so)};
+  return generate_loop(engine, o, config, tokenizer, result, mode);
 }
 
 }  // namespace
@@ -136,7 +175,9 @@ GenerateResult run_generate(const GenerateOptions& o) {
   }
   o.engine.mac_layers.resolve(config.num_layers);  // a layer index past the model is a usage error
 
+  const bool cuda = use_cuda_device(o.engine);
   std::printf("macattn generate: %s\n", result.model_summary.c_str());
+  std::printf("device: %s\n", device_line(o.engine).c_str());
   std::printf("prompt: %s tokens%s, ending \"%s\"\n", format_count(prompt_len).c_str(),
               o.prompt_file.empty() ? "" : (" from " + o.prompt_file).c_str(), prompt_tail(text, 60).c_str());
   const std::int64_t room = result.capacity - prompt_len;
@@ -156,7 +197,7 @@ GenerateResult run_generate(const GenerateOptions& o) {
   for (const AttentionMode mode : modes) {
     std::printf("\n=== %s attention ===\n", attention_mode_name(mode));
     std::fflush(stdout);
-    result.runs.push_back(generate_once(o, model, tokenizer, result, mode));
+    result.runs.push_back(generate_once(o, model, tokenizer, result, mode, cuda));
     print_run_report(o, result, result.runs.back());
   }
   return result;

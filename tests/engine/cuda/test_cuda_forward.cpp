@@ -1,0 +1,261 @@
+// The CUDA forward pass (engine/cuda) against the CPU engine (itself checked against
+// transformers in test_hf_parity.cpp): logits of prefill and decode on every fixture
+// architecture, greedy generations, MAC that cannot hit == exact, the MAC audit on the shipped
+// model with the passkey prompt, graph replay == eager launches, batches, errors.
+// Without a usable GPU (or a build without CUDA) every test is SKIPPED with the reason.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+
+#include "engine/cuda/cuda_session.hpp"
+#include "engine/model.hpp"
+#include "engine/session.hpp"
+#include "engine/tokenizer/tokenizer.hpp"
+#include "engine_test_util.hpp"
+#include "macattn/error.hpp"
+
+namespace {
+
+using namespace macattn::engine;
+using engine_test::Reference;
+
+// bf16 weights, bf16 matmul inputs and bf16 K/V on the GPU vs fp32 activations on the CPU:
+// max|diff| / max|ref| of a logits row.
+constexpr double kTol = 5e-2;
+
+#define SKIP_WITHOUT_GPU()                                                                                \
+  do {                                                                                                    \
+    if (!cuda_engine_available()) GTEST_SKIP() << "no usable CUDA device: " << cuda_engine_device(); \
+  } while (0)
+
+CudaSessionOptions gpu_options(std::int64_t max_context, AttentionMode mode = AttentionMode::exact) {
+  CudaSessionOptions o;
+  o.session.max_context = max_context;
+  o.session.kv_page_size = 16;
+  o.session.attention.mode = mode;
+  return o;
+}
+
+SessionOptions cpu_options(std::int64_t max_context, AttentionMode mode = AttentionMode::exact) {
+  SessionOptions o;
+  o.max_context = max_context;
+  o.kv_page_size = 16;
+  o.attention.mode = mode;
+  return o;
+}
+
+class CudaFixtures : public ::testing::TestWithParam<const char*> {
+ protected:
+  std::filesystem::path dir() const { return engine_test::fixtures() / GetParam(); }
+};
+
+TEST_P(CudaFixtures, PrefillAndDecodeLogitsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(dir());
+  const Reference ref = engine_test::load_reference(dir());
+  const std::int64_t P = static_cast<std::int64_t>(ref.prompt_ids.size());
+  for (std::int32_t chunk : {512, 7}) {
+    Session cpu(model, cpu_options(256));
+    CudaSession gpu(model, gpu_options(256));
+    std::vector<float> want, got;
+    cpu.prefill_all_logits(ref.prompt_ids, chunk, want);
+    gpu.prefill_all_logits(0, ref.prompt_ids, chunk, got);
+    ASSERT_EQ(got.size(), want.size());
+    double worst = 0;
+    for (std::int64_t p = 0; p < P; ++p) {
+      const double e = engine_test::rel_err(std::span(got).subspan(p * ref.vocab, ref.vocab),
+                                            std::span(want).subspan(p * ref.vocab, ref.vocab));
+      worst = std::max(worst, e);
+      EXPECT_LT(e, kTol) << GetParam() << " chunk " << chunk << " position " << p;
+    }
+    std::printf("[ info ] %s prefill chunk %d: worst rel err vs CPU %.2e\n", GetParam(), chunk, worst);
+  }
+  // Half prefilled, the rest decoded one token at a time (graph replays).
+  Session cpu(model, cpu_options(256));
+  CudaSession gpu(model, gpu_options(256));
+  const std::int64_t half = P / 2;
+  auto a = cpu.prefill(std::span(ref.prompt_ids).first(half), 16);
+  auto b = gpu.prefill(0, std::span(ref.prompt_ids).first(half), 16);
+  EXPECT_LT(engine_test::rel_err(b, a), kTol);
+  for (std::int64_t p = half; p < P; ++p) {
+    a = cpu.decode(ref.prompt_ids[p]);
+    b = gpu.decode(std::span(&ref.prompt_ids[p], 1));
+    EXPECT_LT(engine_test::rel_err(b, a), kTol) << GetParam() << " decode position " << p;
+  }
+  EXPECT_EQ(gpu.position(), P);
+}
+
+TEST_P(CudaFixtures, GreedyGenerationMatchesTransformers) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(dir());
+  const Reference ref = engine_test::load_reference(dir());
+  CudaSession gpu(model, gpu_options(256));
+  auto logits = gpu.prefill(0, ref.prompt_ids, 16);
+  // Ids must agree up to the first step whose transformers top-2 margin is below what bf16
+  // weights and activations can resolve; later steps follow a possibly different text.
+  for (std::size_t i = 0; i < ref.greedy_ids.size(); ++i) {
+    const std::int32_t got = engine_test::argmax(logits);
+    if (i < ref.margins.size() && ref.margins[i] < 0.05f) {
+      std::printf("[ info ] %s: compared %zu greedy ids (step %zu margin %.3g)\n", GetParam(), i, i, ref.margins[i]);
+      return;
+    }
+    ASSERT_EQ(got, ref.greedy_ids[i]) << GetParam() << " greedy step " << i;
+    logits = gpu.decode(std::span(&got, 1));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixtures,
+                         ::testing::Values("llama_f32", "llama3_bf16_sharded", "llama_tied_hd32_bias_f16",
+                                           "mistral_bf16", "qwen2_bf16", "qwen3_f32_tied"),
+                         [](const auto& info) { return std::string(info.param); });
+
+std::filesystem::path ref_model() {
+  return engine_test::source_dir() / "models/macattn-ref";
+}
+
+std::vector<std::int32_t> passkey_prompt(std::size_t max_tokens) {
+  const auto tok = Tokenizer::load(ref_model() / "tokenizer.json", ref_model() / "tokenizer_config.json");
+  std::ifstream f(engine_test::source_dir() / "prompts/passkey_12k.txt", std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto ids = tok.encode(text, true);
+  if (ids.size() > max_tokens) ids.resize(max_tokens);
+  return ids;
+}
+
+TEST(CudaReferenceModel, MacThatCannotHitEqualsExact) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(ref_model());
+  const auto prompt = passkey_prompt(3000);
+  std::vector<std::vector<std::int32_t>> runs;
+  for (AttentionMode mode : {AttentionMode::exact, AttentionMode::mac}) {
+    CudaSessionOptions o = gpu_options(4096, mode);
+    o.session.attention.mac.min_context = 1 << 30;
+    CudaSession s(model, o);
+    auto logits = s.prefill(0, prompt, 512);
+    std::vector<std::int32_t> ids;
+    for (int i = 0; i < 24; ++i) {
+      ids.push_back(engine_test::argmax(logits));
+      logits = s.decode(std::span(&ids.back(), 1));
+    }
+    if (mode == AttentionMode::mac) {
+      EXPECT_EQ(s.total_attention_stats().heads_hit, 0);
+    }
+    runs.push_back(ids);
+  }
+  EXPECT_EQ(runs[0], runs[1]);
+}
+
+TEST(CudaReferenceModel, GreedyMatchesCpuEngine) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(ref_model());
+  const auto prompt = passkey_prompt(2000);
+  Session cpu(model, cpu_options(4096));
+  CudaSession gpu(model, gpu_options(4096));
+  auto a = cpu.prefill(prompt, 512);
+  auto b = gpu.prefill(0, prompt, 512);
+  EXPECT_LT(engine_test::rel_err(b, a), kTol);
+  int same = 0;
+  for (int i = 0; i < 32; ++i) {
+    const std::int32_t ta = engine_test::argmax(a), tb = engine_test::argmax(b);
+    if (ta != tb) break;
+    ++same;
+    a = cpu.decode(ta);
+    b = gpu.decode(std::span(&tb, 1));
+    EXPECT_LT(engine_test::rel_err(b, a), kTol) << "decode step " << i;
+  }
+  std::printf("[ info ] reference model: %d/32 greedy ids identical to the CPU engine\n", same);
+  EXPECT_EQ(same, 32);
+}
+
+TEST(CudaReferenceModel, MacAuditOnPasskeyPrompt) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(ref_model());
+  const auto prompt = passkey_prompt(16000);
+  CudaSessionOptions o = gpu_options(16384, AttentionMode::mac);
+  o.session.attention.audit = true;
+  CudaSession s(model, o);
+  auto logits = s.prefill(0, prompt, 512);
+  for (int i = 0; i < 32; ++i) {
+    const std::int32_t t = engine_test::argmax(logits);
+    logits = s.decode(std::span(&t, 1));
+    ASSERT_TRUE(s.last_audit().has_value());
+  }
+  const auto& stats = s.layer_stats();
+  for (std::size_t l = 0; l < stats.size(); ++l) {
+    std::printf("[ info ] layer %zu: head hit rate %.3f, audit rel L2 mean %.2e max %.2e, K/V read %.3f of exact\n", l,
+                stats[l].head_hit_rate(), stats[l].audit_rel_l2_mean(), stats[l].audit_rel_l2_max,
+                stats[l].kv_bytes_exact ? double(stats[l].kv_bytes_read) / double(stats[l].kv_bytes_exact) : 0.0);
+    EXPECT_EQ(stats[l].audit_steps, 32);
+    EXPECT_TRUE(std::isfinite(stats[l].audit_rel_l2_max));
+    EXPECT_LT(stats[l].audit_rel_l2_max, 0.5) << "layer " << l;
+  }
+  std::printf("[ info ] audit: greedy token changed by MAC in %lld of 32 steps; overall head hit rate %.3f\n",
+              static_cast<long long>(s.timings().audit_greedy_changes), s.total_attention_stats().hit_rate());
+}
+
+TEST(CudaReferenceModel, GraphReplayEqualsEagerAndBatchRowsEqualBatchOne) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(ref_model());
+  const auto prompt = passkey_prompt(2500);
+  std::vector<std::vector<float>> runs;
+  for (bool graph : {false, true}) {
+    CudaSessionOptions o = gpu_options(4096, AttentionMode::mac);
+    o.session.attention.mac.min_context = 1024;
+    o.use_graph = graph;
+    CudaSession s(model, o);
+    auto logits = s.prefill(0, prompt, 512);
+    std::vector<float> all;
+    for (int i = 0; i < 8; ++i) {
+      const std::int32_t t = engine_test::argmax(logits);
+      logits = s.decode(std::span(&t, 1));
+      all.insert(all.end(), logits.begin(), logits.end());
+    }
+    runs.push_back(all);
+  }
+  ASSERT_EQ(runs[0].size(), runs[1].size());
+  EXPECT_EQ(runs[0], runs[1]) << "graph replay differs from eager launches";
+
+  // Two sequences with the same prompt: each row as batch 1 (up to the matmul's batch-size
+  // dependent summation order).
+  CudaSessionOptions o = gpu_options(4096, AttentionMode::mac);
+  o.session.attention.mac.min_context = 1024;
+  o.batch = 2;
+  CudaSession s(model, o);
+  s.prefill(0, prompt, 512);
+  auto l1 = s.prefill(1, prompt, 512);
+  std::vector<std::int32_t> toks(2, engine_test::argmax(l1));
+  const std::size_t V = static_cast<std::size_t>(model.config().vocab_size);
+  for (int i = 0; i < 8; ++i) {
+    auto logits = s.decode(toks);
+    const std::span<const float> r0 = logits.subspan(0, V), r1 = logits.subspan(V, V);
+    const std::span<const float> want(runs[1].data() + i * V, V);
+    EXPECT_LT(engine_test::rel_err(r0, want), 1e-2) << "step " << i;
+    EXPECT_LT(engine_test::rel_err(r1, want), 1e-2) << "step " << i;
+    toks = {engine_test::argmax(r0), engine_test::argmax(r1)};
+  }
+}
+
+TEST(CudaSessionErrors, BadTokensAndCapacity) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(engine_test::fixtures() / "llama_f32");
+  CudaSession s(model, gpu_options(8));
+  const std::int32_t bad = model.config().vocab_size;
+  const std::vector<std::int32_t> bad_prompt{1, bad};
+  EXPECT_THROW(s.prefill(0, bad_prompt), macattn::Error);
+  EXPECT_EQ(s.position(), 0);
+  EXPECT_THROW(s.prefill(1, std::vector<std::int32_t>{1}), macattn::Error);
+  const std::vector<std::int32_t> nine(9, 1);
+  EXPECT_THROW(s.prefill(0, nine), macattn::Error);
+  s.prefill(0, std::vector<std::int32_t>(8, 1));
+  const std::int32_t one = 1;
+  EXPECT_THROW(s.decode(std::span(&one, 1)), macattn::Error);
+  EXPECT_THROW(s.decode(std::span(&bad, 1)), macattn::Error);
+  CudaSessionOptions o = gpu_options(8);
+  o.session.kv_dtype = macattn::DType::f32;
+  EXPECT_THROW(CudaSession(model, o), macattn::Error);
+}
+
+}  // namespace
