@@ -75,18 +75,37 @@ def sdpa(backend, q, k, v):
 
 
 def flashinfer_decode(kv, q, batch):
-    """FlashInfer's batch decode with a CUDA-graph-ready wrapper, or (None, reason)."""
+    """FlashInfer's batch decode with a CUDA-graph-ready wrapper, or (None, reason).
+
+    Written against flashinfer-python 0.7.4: BatchDecodeWithPagedKVCacheWrapper with use_cuda_graph=True
+    over the page-table tensors as its fixed buffers (batch fixed per wrapper), backend "auto" and
+    use_tensor_cores=False, which on sm_90 is the CUDA-core split-KV decode kernel (JIT module
+    batch_decode_with_kv_cache_dtype_q_bf16_dtype_kv_bf16_dtype_o_bf16_dtype_idx_i32_head_dim_qk_128_...).
+    plan() takes its optional arguments as keywords. The module is JIT-compiled on first use, or
+    loaded prebuilt from flashinfer/data/aot/ (tools/bench/make_flashinfer_carry.sh makes such a copy
+    for a machine without network). One eager run is made here, so that a failure to import, build,
+    load or run ends up in the reason (the row's flashinfer_note: step, exception type, message)
+    instead of stopping the benchmark.
+    """
+    step = "import flashinfer"
     try:
         import flashinfer
-        ws = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+        version = f"flashinfer {getattr(flashinfer, '__version__', '?')}"
+        step = f"{version}: wrapper"
+        ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")  # must be zero before its first use
         w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
             ws, "NHD", use_cuda_graph=True, paged_kv_indptr_buffer=kv.indptr, paged_kv_indices_buffer=kv.indices,
             paged_kv_last_page_len_buffer=kv.last_page_len)
+        step = f"{version}: plan (builds or loads the decode module)"
         w.plan(kv.indptr, kv.indices, kv.last_page_len, HQ, HKV, D, PAGE, q_data_type=torch.bfloat16,
                kv_data_type=torch.bfloat16)
-        return (lambda: w.run(q, (kv.k_pages, kv.v_pages))), None
-    except Exception as e:  # not installed, or an API this script does not know
-        return None, f"{type(e).__name__}: {e}"
+        fn = lambda: w.run(q, (kv.k_pages, kv.v_pages))  # noqa: E731
+        step = f"{version}: first run"
+        fn()
+        torch.cuda.synchronize()
+        return fn, None
+    except Exception as e:  # not installed, an API this script does not know, no kernel, a CUDA error
+        return None, f"{step}: {type(e).__module__}.{type(e).__name__}: {e}"
 
 
 def forced_rings(mt, q_pre, t, window, hit):
