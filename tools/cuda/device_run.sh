@@ -7,9 +7,18 @@
 #   mkdir -p .devdeps/json/include .devdeps/json/share/cmake && cp -r /usr/src/googletest .devdeps/ &&
 #   cp -r /usr/include/nlohmann .devdeps/json/include/ &&
 #   cp -r /usr/share/cmake/nlohmann_json .devdeps/json/share/cmake/ && echo /.devdeps/ >> .git/info/exclude
+# The engine step (STEPS token "engine") also needs the tokenizer's PCRE2 and utf8proc, which
+# the GPU machine lacks: their headers and static libraries (no LD_LIBRARY_PATH needed at run
+# time) from Debian's packages go to .devdeps/sys (about 1.2 MB):
+#   cd /tmp && apt-get download libpcre2-dev libutf8proc-dev && for f in libpcre2-dev_*.deb libutf8proc-dev_*.deb;
+#   do dpkg -x $f /tmp/debx; done && cd - && mkdir -p .devdeps/sys/include .devdeps/sys/lib &&
+#   cp /tmp/debx/usr/include/{pcre2.h,utf8proc.h} .devdeps/sys/include/ &&
+#   cp /tmp/debx/usr/lib/x86_64-linux-gnu/{libpcre2-8.a,libutf8proc.a} .devdeps/sys/lib/
 # then run this script on the GPU machine with .devdeps carried along.
 #   usage: tools/cuda/device_run.sh OUTDIR [bench flags...]
-#   env:   STEPS="build test sanitize bench" (default all), JOBS (default nproc)
+#   env:   STEPS="build test sanitize bench" (default; add "engine" for the engine's CUDA tests and
+#          bench-e2e --device cuda), JOBS (default nproc), E2E_CONTEXTS (default 32768,65536,131072),
+#          E2E_BATCHES (default 1,4), E2E_REF_CONTEXTS (default 8192,16000)
 set -uo pipefail
 out=${1:?usage: device_run.sh OUTDIR [bench flags...]}
 shift
@@ -58,5 +67,47 @@ fi
 
 if has bench; then
   ./build-device/tools/macattn/macattn bench --backend cuda --json "$out/h200.json" "$@" 2>&1 | tee "$out/bench.log" | tail -80
+fi
+if has engine; then
+  # The engine (src/engine, its CUDA forward pass) and the macattn tool with generate/bench-e2e.
+  start=$(date +%s)
+  if [ ! -d /tmp/deps/lib/cmake/GTest ] && [ ! -d /tmp/deps/lib64/cmake/GTest ]; then
+    cmake -S .devdeps/googletest -B /tmp/gtest-build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/tmp/deps \
+        > "$out/engine_build.log" 2>&1 &&
+      cmake --build /tmp/gtest-build -j "$jobs" >> "$out/engine_build.log" 2>&1 &&
+      cmake --install /tmp/gtest-build >> "$out/engine_build.log" 2>&1
+  fi
+  sys=$PWD/.devdeps/sys
+  cmake -S . -B build-device-engine -DCMAKE_BUILD_TYPE=Release -DMACATTN_CUDA=ON -DMACATTN_BUILD_ENGINE=ON \
+      -DMACATTN_BUILD_TESTS=ON -DMACATTN_BUILD_TOOLS=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+      "-DCMAKE_PREFIX_PATH=/tmp/deps;$PWD/.devdeps/json" \
+      -DMACATTN_PCRE2_INCLUDE_DIR="$sys/include" -DMACATTN_PCRE2_LIBRARY="$sys/lib/libpcre2-8.a" \
+      -DMACATTN_UTF8PROC_INCLUDE_DIR="$sys/include" -DMACATTN_UTF8PROC_LIBRARY="$sys/lib/libutf8proc.a" \
+      >> "$out/engine_build.log" 2>&1 &&
+    cmake --build build-device-engine -j "$jobs" --target macattn engine_cuda_tests >> "$out/engine_build.log" 2>&1
+  rc=$?
+  log "engine build rc=$rc in $(( $(date +%s) - start )) s"
+  if [ $rc -ne 0 ]; then grep -E "error|Error" "$out/engine_build.log" | head -40; cat "$out/summary.txt"; exit 1; fi
+  start=$(date +%s)
+  ./build-device-engine/tests/engine/engine_cuda_tests > "$out/engine_tests.log" 2>&1
+  rc=$?
+  log "engine CUDA tests rc=$rc in $(( $(date +%s) - start )) s: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/engine_tests.log" | tr '\n' ' ')"
+  grep -E "FAILED|Failure|error|\[ info \]" "$out/engine_tests.log" | head -60
+  tool=./build-device-engine/tools/macattn/macattn
+  start=$(date +%s)
+  $tool generate -n 48 -f prompts/passkey_12k.txt --attention both --audit --progress off \
+      --json "$out/generate_cuda.json" > "$out/generate_cuda.log" 2>&1
+  log "generate --device auto (cuda) --attention both --audit rc=$? in $(( $(date +%s) - start )) s"
+  tail -30 "$out/generate_cuda.log"
+  start=$(date +%s)
+  $tool bench-e2e --device cuda --shape llama3-8b --contexts "${E2E_CONTEXTS:-32768,65536,131072}" \
+      --batches "${E2E_BATCHES:-1,4}" --hit-rates 0,0.5,1 --progress off --json "$out/e2e_cuda_llama3_8b.json" \
+      2>&1 | tee "$out/e2e_cuda_llama3_8b.log" | tail -30
+  log "bench-e2e --shape llama3-8b rc=${PIPESTATUS[0]} in $(( $(date +%s) - start )) s"
+  start=$(date +%s)
+  $tool bench-e2e --device cuda --contexts "${E2E_REF_CONTEXTS:-8192,16000}" --batches "${E2E_BATCHES:-1,4}" \
+      --steps 64 --warmup 4 --progress off --json "$out/e2e_cuda_ref.json" \
+      2>&1 | tee "$out/e2e_cuda_ref.log" | tail -20
+  log "bench-e2e models/macattn-ref rc=${PIPESTATUS[0]} in $(( $(date +%s) - start )) s"
 fi
 cat "$out/summary.txt"
