@@ -51,7 +51,8 @@ struct CudaRow {
 macattn::engine::ModelConfig llama3_8b_config(std::int64_t max_positions) {
   const std::string json = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
     "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-    "vocab_size": 128256, "max_position_embeddings": )" + std::to_string(max_positions) + R"(,
+    "vocab_size": 128256, "max_position_embeddings": )" +
+                           std::to_string(max_positions) + R"(,
     "rope_theta": 500000.0, "rms_norm_eps": 1e-05, "hidden_act": "silu", "tie_word_embeddings": false,
     "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                      "original_max_position_embeddings": 8192}})";
@@ -144,7 +145,8 @@ void run_bench_e2e_cuda(const BenchE2EOptions& o) {
     if (!f) throw std::runtime_error("cannot read the prompt file '" + file.string() + "'");
     const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     const fs::path tcfg = dir / "tokenizer_config.json";
-    const auto tok = macattn::engine::Tokenizer::load(dir / "tokenizer.json", fs::is_regular_file(tcfg) ? tcfg : fs::path());
+    const auto tok =
+        macattn::engine::Tokenizer::load(dir / "tokenizer.json", fs::is_regular_file(tcfg) ? tcfg : fs::path());
     const std::vector<std::int32_t> body = tok.encode(text, false);
     if (body.empty()) throw std::runtime_error("the prompt text has no tokens");
     for (const std::int32_t B : o.batches)
@@ -186,18 +188,22 @@ void run_bench_e2e_cuda(const BenchE2EOptions& o) {
   for (const CudaRow& r : rows) {
     double exact_tps = 0;
     for (const CudaRow& e : rows)
-      if (e.mode == AttentionMode::exact && e.context == r.context && e.batch == r.batch) exact_tps = e.tokens_per_second;
+      if (e.mode == AttentionMode::exact && e.context == r.context && e.batch == r.batch)
+        exact_tps = e.tokens_per_second;
     char target[16] = "-";
     if (r.hit_rate_target >= 0) std::snprintf(target, sizeof target, "%.2f", r.hit_rate_target);
-    std::printf("%-9s %8lld %5d %-6s %7s %9.3f %10.3f %11.1f %9.3f %9.3f %9.2fx\n", r.kind.c_str(),
-                static_cast<long long>(r.context), r.batch, attention_mode_name(r.mode), target, r.total.hit_rate(),
-                r.step_ms, r.tokens_per_second,
-                r.kv_bytes_exact ? static_cast<double>(r.kv_bytes_read) / r.kv_bytes_exact : 0.0,
-                r.mode == AttentionMode::exact ? r.floor_ms : 0.0, exact_tps > 0 ? r.tokens_per_second / exact_tps : 0.0);
+    std::printf(
+        "%-9s %8lld %5d %-6s %7s %9.3f %10.3f %11.1f %9.3f %9.3f %9.2fx\n", r.kind.c_str(),
+        static_cast<long long>(r.context), r.batch, attention_mode_name(r.mode), target, r.total.hit_rate(), r.step_ms,
+        r.tokens_per_second, r.kv_bytes_exact ? static_cast<double>(r.kv_bytes_read) / r.kv_bytes_exact : 0.0,
+        r.mode == AttentionMode::exact ? r.floor_ms : 0.0, exact_tps > 0 ? r.tokens_per_second / exact_tps : 0.0);
   }
-  std::printf("\nexact rows: floor ms = (weight bytes + exact K/V bytes) / %.0f GB/s; ms/step / floor ms is the "
-              "target's 1.3x check.\n", gbps);
-  if (synthetic) std::printf("SYNTHETIC rows: random weights and K/V; MAC hits forced through the rings (timing only).\n");
+  std::printf(
+      "\nexact rows: floor ms = (weight bytes + exact K/V bytes) / %.0f GB/s; ms/step / floor ms is the "
+      "target's 1.3x check.\n",
+      gbps);
+  if (synthetic)
+    std::printf("SYNTHETIC rows: random weights and K/V; MAC hits forced through the rings (timing only).\n");
 
   if (!o.json_path.empty()) {
     nlohmann::json j;

@@ -130,12 +130,16 @@ bool use_cuda_device(const EngineOptions& o) {
   const bool ok = macattn::engine::cuda_engine_available();
   if (o.device == "cuda" && !ok)
     throw std::runtime_error("--device cuda: no usable CUDA device: " + macattn::engine::cuda_engine_device());
-  return ok;
+  if (o.device == "cuda" && o.kv_dtype != macattn::DType::bf16)
+    throw std::runtime_error("--device cuda keeps K/V in bf16: use --kv-dtype bf16");
+  // auto: the GPU keeps K/V in bf16 only; another --kv-dtype stays on the CPU.
+  return ok && o.kv_dtype == macattn::DType::bf16;
 }
 
 std::string device_line(const EngineOptions& o) {
   if (use_cuda_device(o)) return "cuda (" + macattn::engine::cuda_engine_device() + ")";
   if (o.device == "cpu") return "cpu (--device cpu)";
+  if (macattn::engine::cuda_engine_available()) return "cpu (--kv-dtype is not bf16, which the GPU path needs)";
   return "cpu (no usable CUDA device: " + macattn::engine::cuda_engine_device() + ")";
 }
 

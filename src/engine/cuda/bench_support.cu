@@ -17,9 +17,12 @@ namespace {
 using gpu::bf16;
 
 __device__ void store(void* base, std::size_t i, int dtype, float v) {
-  if (dtype == 2) static_cast<bf16*>(base)[i] = __float2bfloat16_rn(v);
-  else if (dtype == 1) static_cast<__half*>(base)[i] = __float2half_rn(v);
-  else static_cast<float*>(base)[i] = v;
+  if (dtype == 2)
+    static_cast<bf16*>(base)[i] = __float2bfloat16_rn(v);
+  else if (dtype == 1)
+    static_cast<__half*>(base)[i] = __float2half_rn(v);
+  else
+    static_cast<float*>(base)[i] = v;
 }
 
 struct RingFill {
@@ -28,8 +31,8 @@ struct RingFill {
   float* lring = nullptr;
   std::int64_t* position = nullptr;
   std::uint8_t* ready = nullptr;
-  int dtype = 2;  // 0 f32, 1 f16, 2 bf16
-  const float* q_pre = nullptr;  // recorded pre-RoPE queries [L, B, Hq, D]
+  int dtype = 2;                           // 0 f32, 1 f16, 2 bf16
+  const float* q_pre = nullptr;            // recorded pre-RoPE queries [L, B, Hq, D]
   const std::uint8_t* layer_on = nullptr;  // [L]: fill this layer
   std::int32_t L = 0, B = 0, W = 0, Hq = 0, Hkv = 0, D = 0, hit_groups = 0;
   std::int64_t t = 0;
@@ -147,9 +150,8 @@ void cuda_bench_force_hits(CudaSession& session, std::span<const std::int32_t> t
     ring_fill_kernel<<<grid, 256, 0, m.stream>>>(f);
     ENGINE_LAUNCHED("ring_fill_kernel");
     m.decode_step(gpu::StepKind::decode, false, false, false);
-    ENGINE_CUDA(cudaMemcpyAsync(st->q_pre_rec.as<float>() + per_layer * l,
-                                m.q_pre_layers.as<float>() + per_layer * l, per_layer * 4, cudaMemcpyDeviceToDevice,
-                                m.stream));
+    ENGINE_CUDA(cudaMemcpyAsync(st->q_pre_rec.as<float>() + per_layer * l, m.q_pre_layers.as<float>() + per_layer * l,
+                                per_layer * 4, cudaMemcpyDeviceToDevice, m.stream));
     ENGINE_CUDA(cudaMemcpyAsync(st->layer_on.as<std::uint8_t>() + l, &one, 1, cudaMemcpyHostToDevice, m.stream));
     m.sync();
   }

@@ -91,8 +91,8 @@ void causal_attention(const float* q, std::int64_t n, const std::int64_t* row_po
   const int per_block = rows_same_seq_sorted ? kRows : 1;
   const dim3 grid(static_cast<unsigned>((n + per_block - 1) / per_block), static_cast<unsigned>(Hq));
   const int threads = rows_same_seq_sorted ? kRows : 32;
-#define ENGINE_ATTN_CASE(DIM)                                                                                   \
-  case DIM:                                                                                                     \
+#define ENGINE_ATTN_CASE(DIM)                                                                                  \
+  case DIM:                                                                                                    \
     causal_attention_kernel<DIM><<<grid, threads, 0, s>>>(q, n, row_pos, row_seq, k_pages, v_pages, page_size, \
                                                           pages_per_seq, Hq, Hkv, scale, per_block, out);      \
     break;
@@ -104,8 +104,7 @@ void causal_attention(const float* q, std::int64_t n, const std::int64_t* row_po
     ENGINE_ATTN_CASE(128)
     ENGINE_ATTN_CASE(256)
     default:
-      throw Error("CUDA engine: causal attention supports head_dim 16, 32, 64, 96, 128, 256, not " +
-                  std::to_string(D));
+      throw Error("CUDA engine: causal attention supports head_dim 16, 32, 64, 96, 128, 256, not " + std::to_string(D));
   }
 #undef ENGINE_ATTN_CASE
   ENGINE_LAUNCHED("causal_attention_kernel");

@@ -34,8 +34,8 @@ struct CudaBenchTiming {
 
 /// Synthetic contexts: replays (restore + decode step without advancing) `reps` times per
 /// trial; stats are zeroed first and hold one checked step afterwards (layer_stats()).
-CudaBenchTiming cuda_bench_time_replays(CudaSession& session, std::span<const std::int32_t> tokens,
-                                        std::int32_t reps, std::int32_t trials);
+CudaBenchTiming cuda_bench_time_replays(CudaSession& session, std::span<const std::int32_t> tokens, std::int32_t reps,
+                                        std::int32_t trials);
 
 /// Real contexts: `warmup` then `steps` decode steps of the graph that feeds each step's
 /// greedy token to the next, timed with events around the `steps` launches (no host sync in

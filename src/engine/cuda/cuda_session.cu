@@ -93,12 +93,14 @@ DeviceBuffer upload_f32(const WeightTensor& t, cudaStream_t s) {
 
 void validate(const ModelConfig& c, const CudaSessionOptions& o) {
   const SessionOptions& so = o.session;
-  if (o.batch < 1 || o.batch > 64) throw Error("CudaSession: batch = " + std::to_string(o.batch) + " must be in [1, 64]");
+  if (o.batch < 1 || o.batch > 64)
+    throw Error("CudaSession: batch = " + std::to_string(o.batch) + " must be in [1, 64]");
   if (o.max_prefill_chunk < 1)
     throw Error("CudaSession: max_prefill_chunk = " + std::to_string(o.max_prefill_chunk) + " must be >= 1");
   if (so.max_context < 0 || so.max_context > (std::int64_t{1} << 31) - 1)
     throw Error("CudaSession: max_context = " + std::to_string(so.max_context) + " must be in [0, 2^31)");
-  if (so.kv_page_size < 1) throw Error("CudaSession: kv_page_size = " + std::to_string(so.kv_page_size) + " must be >= 1");
+  if (so.kv_page_size < 1)
+    throw Error("CudaSession: kv_page_size = " + std::to_string(so.kv_page_size) + " must be >= 1");
   if (so.kv_dtype != DType::bf16) throw Error("CudaSession: kv_dtype must be bf16 on the GPU");
   const AttentionOptions& a = so.attention;
   if (!a.mac_layers.empty() && static_cast<std::int32_t>(a.mac_layers.size()) != c.num_layers)
@@ -145,8 +147,10 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   mac_layer.assign(L, false);
   if (a.mode == AttentionMode::mac) {
     if (!library_attention)
-      throw Error("CudaSession: MAC attention on the GPU needs head_dim 64, 128 or 256 and at most 16 query heads "
-                  "per KV head (the library's CUDA kernels); this model has head_dim " + std::to_string(D));
+      throw Error(
+          "CudaSession: MAC attention on the GPU needs head_dim 64, 128 or 256 and at most 16 query heads "
+          "per KV head (the library's CUDA kernels); this model has head_dim " +
+          std::to_string(D));
     for (std::int32_t l = 0; l < L; ++l) mac_layer[l] = a.mac_layers.empty() || a.mac_layers[l];
   }
   window = a.mac.window;
@@ -340,7 +344,8 @@ void CudaSession::Impl::allocate() {
     decode_weight_bytes += d.w_qkv.bytes() + d.w_o.bytes() + d.w_gate_up.bytes() + d.w_down.bytes() +
                            d.input_norm.bytes() + d.post_norm.bytes() + d.b_qkv.bytes() + d.b_o.bytes() +
                            d.q_norm.bytes() + d.k_norm.bytes();
-  decode_weight_bytes += static_cast<std::size_t>(V) * H * 2 + w.final_norm.bytes() + static_cast<std::size_t>(B) * H * 2;
+  decode_weight_bytes +=
+      static_cast<std::size_t>(V) * H * 2 + w.final_norm.bytes() + static_cast<std::size_t>(B) * H * 2;
   w.bytes = w.embed.bytes() + w.lm_head.bytes() + w.final_norm.bytes();
   for (const auto& d : w.layers)
     w.bytes += d.w_qkv.bytes() + d.w_o.bytes() + d.w_gate_up.bytes() + d.w_down.bytes() + d.input_norm.bytes() +
@@ -567,8 +572,8 @@ void CudaSession::Impl::prefill_chunk(std::int32_t seq, const std::int32_t* toks
                      stream);
   gemm(hb.as<bf16>(), m, w.lm_head_ptr(), V, H, logits.as<float>(), 0.0f);
   logits_host.resize(static_cast<std::size_t>(m) * V);
-  ENGINE_CUDA(cudaMemcpyAsync(logits_host.data(), logits.as<void>(), logits_host.size() * 4, cudaMemcpyDeviceToHost,
-                              stream));
+  ENGINE_CUDA(
+      cudaMemcpyAsync(logits_host.data(), logits.as<void>(), logits_host.size() * 4, cudaMemcpyDeviceToHost, stream));
   pos_host[seq] = end;
   ENGINE_CUDA(cudaMemcpyAsync(pos.as<std::int64_t>() + seq, &pos_host[seq], 8, cudaMemcpyHostToDevice, stream));
   ENGINE_CUDA(cudaStreamSynchronize(stream));  // the host vectors above die here
@@ -692,7 +697,8 @@ std::int32_t host_argmax(const float* v, std::int64_t n) {
 std::span<const float> CudaSession::decode(std::span<const std::int32_t> toks) {
   Impl& m = *impl_;
   if (static_cast<std::int32_t>(toks.size()) != m.B)
-    throw Error("CudaSession::decode: " + std::to_string(toks.size()) + " tokens for a batch of " + std::to_string(m.B));
+    throw Error("CudaSession::decode: " + std::to_string(toks.size()) + " tokens for a batch of " +
+                std::to_string(m.B));
   for (std::size_t i = 0; i < toks.size(); ++i) check_token(toks[i], m.V, "CudaSession::decode", i);
   for (std::int32_t b = 0; b < m.B; ++b)
     if (m.pos_host[b] + 1 > m.capacity)
@@ -767,12 +773,17 @@ std::span<const std::int32_t> CudaSession::decode_greedy(std::span<const std::in
   return m.greedy_host;
 }
 
-std::int32_t CudaSession::batch() const { return impl_->B; }
+std::int32_t CudaSession::batch() const {
+  return impl_->B;
+}
 std::int64_t CudaSession::position(std::int32_t seq) const {
-  if (seq < 0 || seq >= impl_->B) throw Error("CudaSession::position: sequence " + std::to_string(seq) + " out of range");
+  if (seq < 0 || seq >= impl_->B)
+    throw Error("CudaSession::position: sequence " + std::to_string(seq) + " out of range");
   return impl_->pos_host[seq];
 }
-std::int64_t CudaSession::capacity() const { return impl_->capacity; }
+std::int64_t CudaSession::capacity() const {
+  return impl_->capacity;
+}
 
 void CudaSession::reset() {
   Impl& m = *impl_;
@@ -792,8 +803,12 @@ void CudaSession::reset() {
   m.sync();
 }
 
-const ModelConfig& CudaSession::config() const { return impl_->config; }
-const CudaSessionOptions& CudaSession::options() const { return impl_->options; }
+const ModelConfig& CudaSession::config() const {
+  return impl_->config;
+}
+const CudaSessionOptions& CudaSession::options() const {
+  return impl_->options;
+}
 const std::vector<LayerStats>& CudaSession::layer_stats() const {
   impl_->read_stats();
   return impl_->stats_view;
@@ -803,8 +818,12 @@ StepStats CudaSession::total_attention_stats() const {
   for (const LayerStats& s : layer_stats()) t.add(s.attention);
   return t;
 }
-const Timings& CudaSession::timings() const { return impl_->timings; }
-const std::optional<AuditStep>& CudaSession::last_audit() const { return impl_->last_audit; }
+const Timings& CudaSession::timings() const {
+  return impl_->timings;
+}
+const std::optional<AuditStep>& CudaSession::last_audit() const {
+  return impl_->last_audit;
+}
 std::size_t CudaSession::kv_cache_bytes() const {
   std::size_t n = 0;
   for (const std::int64_t p : impl_->pos_host) n += static_cast<std::size_t>(p);
@@ -813,8 +832,14 @@ std::size_t CudaSession::kv_cache_bytes() const {
 std::size_t CudaSession::ring_bytes() const {
   return impl_->qring.bytes() + impl_->oring.bytes() + impl_->lring.bytes();
 }
-std::size_t CudaSession::weight_bytes() const { return impl_->w.bytes; }
-std::size_t CudaSession::decode_weight_bytes() const { return impl_->decode_weight_bytes; }
-bool CudaSession::library_attention() const { return impl_->library_attention; }
+std::size_t CudaSession::weight_bytes() const {
+  return impl_->w.bytes;
+}
+std::size_t CudaSession::decode_weight_bytes() const {
+  return impl_->decode_weight_bytes;
+}
+bool CudaSession::library_attention() const {
+  return impl_->library_attention;
+}
 
 }  // namespace macattn::engine

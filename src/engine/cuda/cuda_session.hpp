@@ -39,10 +39,10 @@ bool cuda_engine_available();
 std::string cuda_engine_device();
 
 struct CudaSessionOptions {
-  SessionOptions session;    ///< max_context, kv_page_size, attention (mode, mac, mac_layers, ring_dtype,
-                             ///< audit); kv_dtype must be bf16; threads and attention.backend are ignored
-  std::int32_t batch = 1;    ///< sequences decoded together (each has its own cache and rings)
-  bool use_graph = true;     ///< decode steps replay one CUDA graph (false: launched eagerly)
+  SessionOptions session;                ///< max_context, kv_page_size, attention (mode, mac, mac_layers, ring_dtype,
+                                         ///< audit); kv_dtype must be bf16; threads and attention.backend are ignored
+  std::int32_t batch = 1;                ///< sequences decoded together (each has its own cache and rings)
+  bool use_graph = true;                 ///< decode steps replay one CUDA graph (false: launched eagerly)
   std::int32_t max_prefill_chunk = 512;  ///< rows of the activation buffers (prefill chunks are cut to it)
 };
 
@@ -63,8 +63,8 @@ class CudaSession {
   /// up to `chunk_size` rows, initialising its MAC rings from the chunks that reach the last W
   /// positions. Returns the last token's logits [vocab]. Throws (and changes nothing) for a
   /// bad token, chunk size or sequence index, or when the capacity would be exceeded.
-  std::span<const float> prefill(std::int32_t seq, std::span<const std::int32_t> tokens,
-                                 std::int32_t chunk_size = 512, const PrefillProgress& progress = {});
+  std::span<const float> prefill(std::int32_t seq, std::span<const std::int32_t> tokens, std::int32_t chunk_size = 512,
+                                 const PrefillProgress& progress = {});
   /// Like prefill, also returning every position's logits [n, vocab] (tests).
   void prefill_all_logits(std::int32_t seq, std::span<const std::int32_t> tokens, std::int32_t chunk_size,
                           std::vector<float>& all_logits);
@@ -87,9 +87,9 @@ class CudaSession {
   StepStats total_attention_stats() const;
   const Timings& timings() const;
   const std::optional<AuditStep>& last_audit() const;  ///< batch 1 only, as Session's
-  std::size_t kv_cache_bytes() const;   ///< bytes of K/V in use by the current positions
+  std::size_t kv_cache_bytes() const;                  ///< bytes of K/V in use by the current positions
   std::size_t ring_bytes() const;
-  std::size_t weight_bytes() const;     ///< device bytes of the uploaded weights
+  std::size_t weight_bytes() const;  ///< device bytes of the uploaded weights
   /// Weight bytes one decode step reads (every matrix but the embedding, plus B embedding rows).
   std::size_t decode_weight_bytes() const;
   /// True when decode attention goes through the library (false: the engine's own kernel).

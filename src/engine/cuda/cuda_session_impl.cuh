@@ -26,7 +26,9 @@ class DeviceBuffer {
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   template <typename T>
-  T* as() const { return static_cast<T*>(p_); }
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
   std::size_t bytes() const { return bytes_; }
 
  private:
@@ -45,8 +47,8 @@ struct DeviceLayer {
 };
 
 struct DeviceWeights {
-  DeviceBuffer embed;     // bf16 [V, H]
-  DeviceBuffer lm_head;   // bf16 [V, H]; empty when tied (then embed is used)
+  DeviceBuffer embed;    // bf16 [V, H]
+  DeviceBuffer lm_head;  // bf16 [V, H]; empty when tied (then embed is used)
   DeviceBuffer final_norm;
   std::vector<DeviceLayer> layers;
   std::size_t bytes = 0;
@@ -101,9 +103,9 @@ struct CudaSession::Impl {
 
   // K/V: per layer, pages [B * pages_per_seq, page_size, Hkv, D] bf16.
   std::vector<DeviceBuffer> k_pages, v_pages;
-  DeviceBuffer indptr, indices, last_page_len;    // the batch table (rebuilt by each decode step)
-  DeviceBuffer s_indptr, s_last_page_len, iota;   // one sequence's table (prefill)
-  DeviceBuffer pos;                               // int64 [B]: the decode position of each sequence
+  DeviceBuffer indptr, indices, last_page_len;   // the batch table (rebuilt by each decode step)
+  DeviceBuffer s_indptr, s_last_page_len, iota;  // one sequence's table (prefill)
+  DeviceBuffer pos;                              // int64 [B]: the decode position of each sequence
   std::vector<std::int64_t> pos_host;
   // MAC rings of every layer, contiguous: q/o [L, B, W, Hq, D], l [L, B, W, Hq], position [L, B], ready [L, B].
   DeviceBuffer qring, oring, lring, ring_position, ring_ready;

@@ -272,8 +272,7 @@ void embed_rows(const std::int32_t* tokens, std::int64_t n, const bf16* embed, s
   ENGINE_LAUNCHED("embed_kernel");
 }
 
-void rms_norm_bf16(const float* x, std::int64_t n, std::int64_t H, const float* w, float eps, bf16* y,
-                   cudaStream_t s) {
+void rms_norm_bf16(const float* x, std::int64_t n, std::int64_t H, const float* w, float eps, bf16* y, cudaStream_t s) {
   rms_norm_kernel<<<static_cast<unsigned>(n), 512, 0, s>>>(x, H, w, eps, y);
   ENGINE_LAUNCHED("rms_norm_kernel");
 }

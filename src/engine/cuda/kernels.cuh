@@ -20,8 +20,7 @@ void embed_rows(const std::int32_t* tokens, std::int64_t n, const bf16* embed, s
                 float* x, cudaStream_t s);
 
 /// y[r] = bf16(w * x[r] / sqrt(mean(x[r]^2) + eps)), rows r < n of H values.
-void rms_norm_bf16(const float* x, std::int64_t n, std::int64_t H, const float* w, float eps, bf16* y,
-                   cudaStream_t s);
+void rms_norm_bf16(const float* x, std::int64_t n, std::int64_t H, const float* w, float eps, bf16* y, cudaStream_t s);
 
 /// What qkv_rope_append needs to know about the model and the cache.
 struct QkvParams {

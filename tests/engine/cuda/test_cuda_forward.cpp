@@ -7,9 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iterator>
 
 #include "engine/cuda/cuda_session.hpp"
@@ -28,8 +28,8 @@ using engine_test::Reference;
 // max|diff| / max|ref| of a logits row.
 constexpr double kTol = 5e-2;
 
-#define SKIP_WITHOUT_GPU()                                                                                \
-  do {                                                                                                    \
+#define SKIP_WITHOUT_GPU()                                                                           \
+  do {                                                                                               \
     if (!cuda_engine_available()) GTEST_SKIP() << "no usable CUDA device: " << cuda_engine_device(); \
   } while (0)
 
