@@ -638,6 +638,12 @@ void check_token(std::int32_t token, std::int32_t vocab, const char* fn, std::si
     throw Error(std::string(fn) + ": tokens[" + std::to_string(i) + "] = " + std::to_string(token) +
                 " is out of range [0, " + std::to_string(vocab) + ")");
 }
+// Mistral-style sliding-window attention is not implemented (as in Session): refuse positions past it.
+void check_window(const CudaSession::Impl& m, std::int64_t end, const char* fn) {
+  if (m.config.sliding_window && end > *m.config.sliding_window)
+    throw Error(std::string(fn) + ": " + std::to_string(end) + " tokens exceed the model's sliding_window " +
+                std::to_string(*m.config.sliding_window) + " (sliding-window attention is not supported)");
+}
 }  // namespace
 
 std::span<const float> CudaSession::prefill(std::int32_t seq, std::span<const std::int32_t> toks,
@@ -653,6 +659,7 @@ std::span<const float> CudaSession::prefill(std::int32_t seq, std::span<const st
   if (m.pos_host[seq] + total > m.capacity)
     throw Error("CudaSession::prefill: position " + std::to_string(m.pos_host[seq]) + " + " + std::to_string(total) +
                 " tokens exceeds the session's max_context " + std::to_string(m.capacity));
+  check_window(m, m.pos_host[seq] + total, "CudaSession::prefill");
   const auto t0 = Clock::now();
   const std::int64_t chunk = std::min<std::int64_t>(chunk_size, m.rows);
   const std::int32_t W = m.options.session.attention.mac.window;
@@ -675,6 +682,7 @@ void CudaSession::prefill_all_logits(std::int32_t seq, std::span<const std::int3
   for (std::size_t i = 0; i < toks.size(); ++i) check_token(toks[i], m.V, "CudaSession::prefill_all_logits", i);
   const std::int64_t total = static_cast<std::int64_t>(toks.size());
   if (m.pos_host[seq] + total > m.capacity) throw Error("CudaSession::prefill_all_logits: exceeds max_context");
+  check_window(m, m.pos_host[seq] + total, "CudaSession::prefill_all_logits");
   all_logits.resize(static_cast<std::size_t>(total) * m.V);
   const std::int64_t chunk = std::min<std::int64_t>(chunk_size, m.rows);
   const std::int32_t W = m.options.session.attention.mac.window;
@@ -704,6 +712,7 @@ std::span<const float> CudaSession::decode(std::span<const std::int32_t> toks) {
     if (m.pos_host[b] + 1 > m.capacity)
       throw Error("CudaSession::decode: sequence " + std::to_string(b) + " at position " +
                   std::to_string(m.pos_host[b]) + " has no room left in max_context " + std::to_string(m.capacity));
+  for (std::int32_t b = 0; b < m.B; ++b) check_window(m, m.pos_host[b] + 1, "CudaSession::decode");
   const auto t0 = Clock::now();
   ENGINE_CUDA(cudaMemcpyAsync(m.tokens.as<void>(), toks.data(), m.B * 4, cudaMemcpyHostToDevice, m.stream));
   const bool audit = m.options.session.attention.audit && m.options.session.attention.mode == AttentionMode::mac;
@@ -760,6 +769,7 @@ std::span<const std::int32_t> CudaSession::decode_greedy(std::span<const std::in
   for (std::size_t i = 0; i < toks.size(); ++i) check_token(toks[i], m.V, "CudaSession::decode_greedy", i);
   for (std::int32_t b = 0; b < m.B; ++b)
     if (m.pos_host[b] + 1 > m.capacity) throw Error("CudaSession::decode_greedy: no room left in max_context");
+  for (std::int32_t b = 0; b < m.B; ++b) check_window(m, m.pos_host[b] + 1, "CudaSession::decode_greedy");
   const auto t0 = Clock::now();
   ENGINE_CUDA(cudaMemcpyAsync(m.tokens.as<void>(), toks.data(), m.B * 4, cudaMemcpyHostToDevice, m.stream));
   m.run_decode(true, false);
