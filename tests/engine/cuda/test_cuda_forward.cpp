@@ -213,6 +213,7 @@ TEST(CudaReferenceModel, GraphReplayEqualsEagerAndBatchRowsEqualBatchOne) {
   const Model model = Model::load(ref_model());
   const auto prompt = passkey_prompt(2500);
   std::vector<std::vector<float>> runs;
+  std::vector<std::int32_t> fed;  // the tokens of the graph run, fed again to the batch below
   for (bool graph : {false, true}) {
     CudaSessionOptions o = gpu_options(4096, AttentionMode::mac);
     o.session.attention.mac.min_context = 1024;
@@ -220,15 +221,20 @@ TEST(CudaReferenceModel, GraphReplayEqualsEagerAndBatchRowsEqualBatchOne) {
     CudaSession s(model, o);
     auto logits = s.prefill(0, prompt, 512);
     std::vector<float> all;
+    fed.clear();
     for (int i = 0; i < 8; ++i) {
       const std::int32_t t = engine_test::argmax(logits);
+      fed.push_back(t);
       logits = s.decode(std::span(&t, 1));
       all.insert(all.end(), logits.begin(), logits.end());
     }
     runs.push_back(all);
   }
   ASSERT_EQ(runs[0].size(), runs[1].size());
-  EXPECT_EQ(runs[0], runs[1]) << "graph replay differs from eager launches";
+  EXPECT_TRUE(runs[0] == runs[1]) << "graph replay differs from eager launches (rel err of the last step "
+                                  << engine_test::rel_err(std::span(runs[1]).last(runs[1].size() / 8),
+                                                          std::span(runs[0]).last(runs[0].size() / 8))
+                                  << ")";
 
   // Two sequences with the same prompt: each row as batch 1 (up to the matmul's batch-size
   // dependent summation order).
@@ -237,16 +243,18 @@ TEST(CudaReferenceModel, GraphReplayEqualsEagerAndBatchRowsEqualBatchOne) {
   o.batch = 2;
   CudaSession s(model, o);
   s.prefill(0, prompt, 512);
-  auto l1 = s.prefill(1, prompt, 512);
-  std::vector<std::int32_t> toks(2, engine_test::argmax(l1));
+  s.prefill(1, prompt, 512);
   const std::size_t V = static_cast<std::size_t>(model.config().vocab_size);
   for (int i = 0; i < 8; ++i) {
+    const std::vector<std::int32_t> toks(2, fed[i]);
     auto logits = s.decode(toks);
     const std::span<const float> r0 = logits.subspan(0, V), r1 = logits.subspan(V, V);
     const std::span<const float> want(runs[1].data() + i * V, V);
-    EXPECT_LT(engine_test::rel_err(r0, want), 1e-2) << "step " << i;
-    EXPECT_LT(engine_test::rel_err(r1, want), 1e-2) << "step " << i;
-    toks = {engine_test::argmax(r0), engine_test::argmax(r1)};
+    // The batch-2 matmuls may sum in another order; a MAC decision near the threshold may
+    // then flip, hence the same tolerance as against the CPU.
+    EXPECT_LT(engine_test::rel_err(r0, want), kTol) << "step " << i;
+    EXPECT_LT(engine_test::rel_err(r1, want), kTol) << "step " << i;
+    EXPECT_EQ(engine_test::rel_err(r0, r1), 0.0) << "two identical sequences of one batch differ, step " << i;
   }
 }
 
