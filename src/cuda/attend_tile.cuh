@@ -41,7 +41,8 @@ struct TileSmem {
   static constexpr std::size_t kKV = std::size_t(2) * NS * kStageElems * 2;  // bytes (16-bit types)
   static constexpr std::size_t kQ = std::size_t(kRows) * D * 2;
   static constexpr std::size_t kMerge = std::size_t(4) * kRows * D * 4 + 3 * 4 * kRows * 4;
-  static constexpr std::size_t kBytes = (kKV > kMerge ? kKV : kMerge) + kQ + kRows * sizeof(RowKeys);
+  static constexpr std::size_t kOffsets = std::size_t(2) * kBlockKeys * sizeof(long long);  // 2 tiles' row offsets
+  static constexpr std::size_t kBytes = (kKV > kMerge ? kKV : kMerge) + kQ + kRows * sizeof(RowKeys) + kOffsets;
 };
 
 /// Swizzled element offset of (row, chunk) in a [rows x D] tile of 16-bit elements.
@@ -74,11 +75,16 @@ struct AttendTile {
     return reinterpret_cast<T*>(s + (Smem::kKV > Smem::kMerge ? Smem::kKV : Smem::kMerge));
   }
   static __device__ RowKeys* row_keys(char* s) { return reinterpret_cast<RowKeys*>(reinterpret_cast<char*>(q_tile(s)) + Smem::kQ); }
+  /// [2][kBlockKeys] element offsets of the K/V rows of two upcoming tiles (slot = tile % 2).
+  static __device__ long long* row_offsets(char* s) { return reinterpret_cast<long long*>(row_keys(s) + kRows); }
   static __device__ float* merged_o(char* s) { return reinterpret_cast<float*>(s); }  // [16][D] after run
   static __device__ float* merged_lse(char* s) { return reinterpret_cast<float*>(s) + 4 * kRows * D + 8 * kRows; }
 
+  // Stage `st` <- the K/V rows of the tile starting at span index `first`. With `offsets`
+  // (the tile's row offsets, prefetched) the addresses need no page-table load; without, each
+  // row's page is looked up here (the pipeline's prologue).
   static __device__ void load_stage(char* s, int st, const PagedKVArgs& kv, int b, int g, const KeySpans& spans,
-                                    long long n_keys, long long first) {
+                                    long long n_keys, long long first, const long long* offsets) {
     T* sk = k_stage(s, st);
     T* sv = v_stage(s, st);
     constexpr int kPerThread = kBlockKeys * Smem::kChunks / kThreads;
@@ -89,7 +95,7 @@ struct AttendTile {
       const long long v = first + r;
       const bool valid = v < n_keys;
       long long off = 0;
-      if (valid) off = kv_row_offset(kv, b, spans.at(v), g, D) + c * 8;
+      if (valid) off = (offsets ? offsets[r] : kv_row_offset(kv, b, spans.at(v), g, D)) + c * 8;
       cp_async_16(sk + swz<D>(r, c), reinterpret_cast<const T*>(kv.k) + off, valid);
       cp_async_16(sv + swz<D>(r, c), reinterpret_cast<const T*>(kv.v) + off, valid);
     }
@@ -113,19 +119,61 @@ struct AttendTile {
     for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
     float m0 = ninf, m1 = ninf, l0 = 0.f, l1 = 0.f;
 
-    // Prologue: NS-1 stages in flight.
+    // The page table is read one tile ahead of the K/V copies: while tile i is computed, the
+    // pages of tile i+NS are loaded (threads 0..63, one key each) and their row offsets stored
+    // at the end of the iteration, so issuing tile i+NS-1's copies needs no dependent global
+    // load (that load chain had been on every tile's critical path).
+    long long* offsets = row_offsets(s);
+    const int ibase = kv.indptr[b];
+    const unsigned ps = static_cast<unsigned>(kv.page_size);
+    // Key `v` of the span: its page-table entry index and in-page position.
+    auto locate = [&](long long v, int* entry, unsigned* in_page) {
+      const unsigned pos = static_cast<unsigned>(spans.at(v)), page_i = pos / ps;
+      *entry = ibase + static_cast<int>(page_i);
+      *in_page = pos - page_i * ps;
+    };
+    auto row_offset = [&](long long page, unsigned in_page) -> long long {
+      const long long row = kv.hnd ? (page * kv.num_kv_heads + g) * kv.page_size + in_page
+                                   : (page * kv.page_size + in_page) * kv.num_kv_heads + g;
+      return row * D;
+    };
+    // Prologue: NS-1 stages in flight (looked up directly), then tile NS-1's offsets.
 #pragma unroll
     for (int st = 0; st < NS - 1; ++st) {
-      if (st < n_tiles) load_stage(s, st, kv, b, g, spans, n_keys, static_cast<long long>(st) * kBlockKeys);
+      if (st < n_tiles) load_stage(s, st, kv, b, g, spans, n_keys, static_cast<long long>(st) * kBlockKeys, nullptr);
       cp_async_commit();
+    }
+    if (threadIdx.x < kBlockKeys && NS - 1 < n_tiles) {
+      const long long v = static_cast<long long>(NS - 1) * kBlockKeys + threadIdx.x;
+      long long off = 0;
+      if (v < n_keys) {
+        int entry;
+        unsigned in_page;
+        locate(v, &entry, &in_page);
+        off = row_offset(kv.indices[entry], in_page);
+      }
+      offsets[((NS - 1) & 1) * kBlockKeys + threadIdx.x] = off;
     }
     for (long long tile = 0; tile < n_tiles; ++tile) {
       cp_async_wait<NS - 2>();
-      __syncthreads();
+      __syncthreads();  // also publishes the offsets stored at the end of the last iteration
       {
         const long long next = tile + NS - 1;
-        if (next < n_tiles) load_stage(s, static_cast<int>(next % NS), kv, b, g, spans, n_keys, next * kBlockKeys);
+        if (next < n_tiles)
+          load_stage(s, static_cast<int>(next % NS), kv, b, g, spans, n_keys, next * kBlockKeys,
+                     offsets + (next & 1) * kBlockKeys);
         cp_async_commit();
+      }
+      // Page of this thread's key of tile+NS (consumed at the end of the iteration).
+      const long long ahead = tile + NS;
+      int ahead_page = 0;
+      unsigned ahead_in_page = 0;
+      const long long ahead_v = ahead * kBlockKeys + threadIdx.x;
+      const bool ahead_valid = threadIdx.x < kBlockKeys && ahead < n_tiles && ahead_v < n_keys;
+      if (ahead_valid) {
+        int entry;
+        locate(ahead_v, &entry, &ahead_in_page);
+        ahead_page = kv.indices[entry];
       }
       const int st = static_cast<int>(tile % NS);
       const T* sk = k_stage(s, st) + warp * 16 * D;  // this warp's 16 keys (swizzle is row&7: aligned)
@@ -201,6 +249,10 @@ struct AttendTile {
         Mma<T>::run(o[j], pa, vb[0], vb[1]);
         Mma<T>::run(o[j + 1], pa, vb[2], vb[3]);
       }
+      // Slot (tile+NS)%2 was last read when tile+NS-2's copies were issued, before this
+      // iteration's barrier.
+      if (threadIdx.x < kBlockKeys && ahead < n_tiles)
+        offsets[(ahead & 1) * kBlockKeys + threadIdx.x] = ahead_valid ? row_offset(ahead_page, ahead_in_page) : 0;
     }
     cp_async_wait<0>();
     __syncthreads();  // stages are free: reuse them for the cross-warp merge

@@ -215,39 +215,88 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   }
 }
 
+// One block per query head, blockDim = head_dim (thread i owns element i). The work is laid
+// out so that the chain of dependent memory round trips is three (the step's floor at hit rate
+// 1 is a chain of such trips): (1) the position, stale flag, scan minimum, q_pre and every
+// partial's lse; (2) the matched ring entry (lse and o, loaded before the hit is known) and the
+// partials' o; (3) the writes.
 __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, int q_dtype, float* lse, RingArgs ring,
                                   MacArgs mac, int hq, int head_dim, int splits, unsigned long long* best,
                                   const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
                                   HeadStats* head_stats) {
-  __shared__ float split_w[kMaxSplits + kCompleteSplits];
+  __shared__ float w[kMaxSplits + kCompleteSplits];  // partials' lse, then their weights
+  __shared__ float red[4];                           // max and sum: amend, complete
   grid_dependency_wait();  // the attend kernel's partials
   allow_dependents();
   const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
+  const int parts = splits + kCompleteSplits;
   const std::size_t qrow = static_cast<std::size_t>(b) * hq + h;
-  const long long t = seq_len(kv, b) - 1;
-  const long long new_end = entry_end_dev(t, mac.rect);
-  const bool stale = stale_flags[b] != 0;
   const float ninf = -__int_as_float(0x7f800000);
-  const unsigned long long m = t < mac.min_context ? kNoMatch : best[qrow];
+  // Round trip 1: everything that depends on nothing.
+  const long long t = seq_len(kv, b) - 1;
+  const bool stale = stale_flags[b] != 0;
+  const unsigned long long best_raw = best[qrow];
+  const float q_i = load_float(q_pre, q_dtype, qrow * head_dim + i);
+  for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
+  const long long new_end = entry_end_dev(t, mac.rect);
+  const unsigned long long m = t < mac.min_context ? kNoMatch : best_raw;
+  // Round trip 2, issued before the barrier: the candidate ring entry (read whether or not it
+  // turns out a hit; decide() reads its lse).
   Decision x = decide(stale ? kNoMatch : m, t, mac, ring, b, h, hq);
+  float ro = 0.f;
+  if (x.hit) {
+    const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
+    ro = load_float(ring.oring, ring.dtype, mrow * head_dim + i);
+  }
   if (stale && m != kNoMatch) {  // the wiped ring's best: oldest candidate at |q|^2, never a hit
     x.matched = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);
     x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
   }
-  // Amend: merge the splits, then the reused entry on a hit.
-  float eo, el;
-  merge_splits_block(part_o, part_lse, qrow, splits + kCompleteSplits, 0, splits, head_dim, split_w, &eo, &el);
-  if (x.hit) {
-    const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
-    const float ro = load_float(ring.oring, ring.dtype, mrow * head_dim + i);
-    const MergeWeights w = merge_weights(ring.lring[mrow], el);
-    eo = w.w1 * ro + w.w2 * eo;
-    el = w.lse;
+  __syncthreads();
+  // Max and sum of exp for the amend partials [0, splits) (warp 0) and the complete partials
+  // [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
+  const int warp = i >> 5, lane = i & 31;
+  for (int set = warp; set < 2; set += (blockDim.x >> 5)) {
+    const int s0 = set == 0 ? 0 : splits, s1 = set == 0 ? splits : parts;
+    float mx = ninf;
+    for (int p = s0 + lane; p < s1; p += 32) mx = fmaxf(mx, w[p]);
+    for (int off = 16; off >= 1; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    float sum = 0.f;
+    if (mx != ninf)
+      for (int p = s0 + lane; p < s1; p += 32) sum += expf(w[p] - mx);
+    for (int off = 16; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) {
+      red[2 * set] = mx;
+      red[2 * set + 1] = sum;
+    }
   }
-  float co, cl;
-  merge_splits_block(part_o, part_lse, qrow, splits + kCompleteSplits, splits, splits + kCompleteSplits, head_dim, split_w,
-                     &co, &cl);
+  __syncthreads();
+  const float am = red[0], asum = red[1], cm = red[2], csum = red[3];
+  for (int p = i; p < parts; p += blockDim.x) {
+    const float mx = p < splits ? am : cm, sum = p < splits ? asum : csum;
+    w[p] = mx == ninf ? 0.f : expf(w[p] - mx) / sum;  // exp(-inf) = 0: an empty partial is skipped
+  }
+  __syncthreads();
+  // Round trip 2 (continued): the partials' o, weighted.
+  float eo = 0.f, co = 0.f;
+  const float* po = part_o + qrow * parts * head_dim + i;
+#pragma unroll 8
+  for (int p = 0; p < splits; ++p)
+    if (w[p] != 0.f) eo += w[p] * po[static_cast<std::size_t>(p) * head_dim];
+#pragma unroll
+  for (int p = splits; p < parts; ++p)
+    if (w[p] != 0.f) co += w[p] * po[static_cast<std::size_t>(p) * head_dim];
+  float el = am == ninf ? ninf : am + logf(asum);
+  const float cl = cm == ninf ? ninf : cm + logf(csum);
+  if (am == ninf) eo = 0.f;
+  if (x.hit) {  // amend = the reused entry (+) the band
+    const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
+    const MergeWeights mw = merge_weights(ring.lring[mrow], el);
+    eo = mw.w1 * ro + mw.w2 * eo;
+    el = mw.lse;
+  }
   __syncthreads();  // every thread has read the ring (lring[m], oring[m]) before it is written
+  // Round trip 3: the writes.
   if (stale) {  // wipe this head's rows of every slot
     for (int slot = 0; slot < mac.window; ++slot) {
       const std::size_t r = (static_cast<std::size_t>(b) * mac.window + slot) * hq + h;
@@ -257,14 +306,14 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
     }
   }
   const std::size_t wrow = (static_cast<std::size_t>(b) * mac.window + t % mac.window) * hq + h;
-  store_float(ring.qring, ring.dtype, wrow * head_dim + i, load_float(q_pre, q_dtype, qrow * head_dim + i));
+  store_float(ring.qring, ring.dtype, wrow * head_dim + i, q_i);
   store_float(ring.oring, ring.dtype, wrow * head_dim + i, eo);
   if (i == 0) ring.lring[wrow] = el;
   // Complete: out = entry (+) sinks and tail.
-  const MergeWeights w = merge_weights(el, cl);
-  store_float(out, q_dtype, qrow * head_dim + i, w.w1 * eo + w.w2 * co);
+  const MergeWeights ow = merge_weights(el, cl);
+  store_float(out, q_dtype, qrow * head_dim + i, ow.w1 * eo + ow.w2 * co);
   if (i == 0) {
-    if (lse) lse[qrow] = w.lse;
+    if (lse) lse[qrow] = ow.lse;
     best[qrow] = kNoMatch;
     if (head_stats) {
       HeadStats hs;
