@@ -186,46 +186,46 @@ __global__ void advance_kernel(std::int64_t* pos, std::int32_t B) {
   if (threadIdx.x < B) pos[threadIdx.x] += 1;
 }
 
-// One thread per layer (B * Hkv groups each: tiny).
+// grid L blocks (one per layer), one thread per (sequence, KV head) group; totals added atomically.
 __global__ void stats_kernel(const HeadStats* hs, const std::uint8_t* mac_layer, const std::int64_t* pos,
                              std::int32_t L, std::int32_t B, std::int32_t Hq, std::int32_t Hkv, std::int64_t* acc) {
-  const int l = blockIdx.x * blockDim.x + threadIdx.x;
+  const int l = blockIdx.x;
   if (l >= L) return;
   const int G = Hq / Hkv;
   std::int64_t heads = 0, hit = 0, groups = 0, all_hit = 0, read = 0, exact = 0;
-  for (int b = 0; b < B; ++b) {
+  for (int k = threadIdx.x; k < B * Hkv; k += blockDim.x) {
+    const int b = k / Hkv, g = k % Hkv;
     const std::int64_t t1 = pos[b] + 1;
-    for (int g = 0; g < Hkv; ++g) {
-      groups += 1;
-      heads += G;
-      exact += t1;
-      if (!mac_layer[l]) {
-        read += t1;
-        continue;
-      }
-      int nhit = 0;
-      std::int64_t longest = 0;
-      for (int k = 0; k < G; ++k) {
-        const HeadStats& h = hs[(static_cast<std::int64_t>(l) * B + b) * Hq + g * G + k];
-        nhit += h.hit ? 1 : 0;
-        longest = h.kv_tokens_read > longest ? h.kv_tokens_read : longest;
-      }
-      hit += nhit;
-      if (nhit == G) {
-        all_hit += 1;
-        read += longest;
-      } else {
-        read += t1;
-      }
+    groups += 1;
+    heads += G;
+    exact += t1;
+    if (!mac_layer[l]) {
+      read += t1;
+      continue;
+    }
+    int nhit = 0;
+    std::int64_t longest = 0;
+    for (int j = 0; j < G; ++j) {
+      const HeadStats& h = hs[(static_cast<std::int64_t>(l) * B + b) * Hq + g * G + j];
+      nhit += h.hit ? 1 : 0;
+      longest = h.kv_tokens_read > longest ? h.kv_tokens_read : longest;
+    }
+    hit += nhit;
+    if (nhit == G) {
+      all_hit += 1;
+      read += longest;
+    } else {
+      read += t1;
     }
   }
-  std::int64_t* a = acc + 6 * l;
-  a[0] += heads;
-  a[1] += hit;
-  a[2] += groups;
-  a[3] += all_hit;
-  a[4] += read;
-  a[5] += exact;
+  if (groups == 0) return;
+  auto* a = reinterpret_cast<unsigned long long*>(acc + 6 * l);
+  atomicAdd(a + 0, static_cast<unsigned long long>(heads));
+  atomicAdd(a + 1, static_cast<unsigned long long>(hit));
+  atomicAdd(a + 2, static_cast<unsigned long long>(groups));
+  atomicAdd(a + 3, static_cast<unsigned long long>(all_hit));
+  atomicAdd(a + 4, static_cast<unsigned long long>(read));
+  atomicAdd(a + 5, static_cast<unsigned long long>(exact));
 }
 
 __global__ void diff_norms_kernel(const float* a, const float* b, std::int64_t n, double* sums) {
@@ -322,7 +322,7 @@ void advance_positions(std::int64_t* pos, std::int32_t B, cudaStream_t s) {
 void accumulate_stats(const HeadStats* head_stats, const std::uint8_t* mac_layer, const std::int64_t* pos,
                       std::int32_t L, std::int32_t B, std::int32_t Hq, std::int32_t Hkv, std::int64_t* acc,
                       cudaStream_t s) {
-  stats_kernel<<<(L + 63) / 64, 64, 0, s>>>(head_stats, mac_layer, pos, L, B, Hq, Hkv, acc);
+  stats_kernel<<<L, 128, 0, s>>>(head_stats, mac_layer, pos, L, B, Hq, Hkv, acc);
   ENGINE_LAUNCHED("stats_kernel");
 }
 
