@@ -100,6 +100,11 @@ std::string bench_e2e_help() {
        "with the machine, threads, commit and parameters. Prefill is quadratic in the context: at 64K\n"
        "it dominates the run time.\n"
        "\n"
+       "With --device cuda (never by default: auto stays on the CPU here) it times the CUDA engine instead:\n"
+       "--batches sequences decoded together, graph replays of the whole decode step, and with\n"
+       "--shape llama3-8b random weights and K/V of that shape (synthetic, timing only) with MAC hit rates\n"
+       "forced through the rings (--hit-rates); method in docs/benchmarks/e2e_cuda.md.\n"
+       "\n"
        "flags:\n"
     << bench_e2e_flags(defaults).help_text();
   return s.str();
