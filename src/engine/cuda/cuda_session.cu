@@ -289,7 +289,7 @@ void CudaSession::Impl::allocate() {
     ENGINE_CUDA(cudaMemcpy(batch_seq.as<void>(), seqs.data(), B * 4, cudaMemcpyHostToDevice));
   }
   pos = device_array<std::int64_t>(B);
-  ENGINE_CUDA(cudaMemset(pos.as<void>(), 0, B * 8));
+  ENGINE_CUDA(cudaMemsetAsync(pos.as<void>(), 0, B * 8, stream));
 
   if (mac) {
     const std::size_t cells = static_cast<std::size_t>(L) * B * window * Hq;
@@ -302,7 +302,7 @@ void CudaSession::Impl::allocate() {
       if (mac_layer[l]) macattn::cuda::mac_rings_reset(rings(l), stream);
   }
   head_stats = device_array<HeadStats>(static_cast<std::size_t>(L) * B * Hq);
-  ENGINE_CUDA(cudaMemset(head_stats.as<void>(), 0, head_stats.bytes()));
+  ENGINE_CUDA(cudaMemsetAsync(head_stats.as<void>(), 0, head_stats.bytes(), stream));
   {
     std::vector<std::uint8_t> f(L);
     for (std::int32_t l = 0; l < L; ++l) f[l] = mac_layer[l] ? 1 : 0;
@@ -310,7 +310,7 @@ void CudaSession::Impl::allocate() {
     ENGINE_CUDA(cudaMemcpy(mac_flags.as<void>(), f.data(), L, cudaMemcpyHostToDevice));
   }
   stats_acc = device_array<std::int64_t>(static_cast<std::size_t>(L) * 6);
-  ENGINE_CUDA(cudaMemset(stats_acc.as<void>(), 0, stats_acc.bytes()));
+  ENGINE_CUDA(cudaMemsetAsync(stats_acc.as<void>(), 0, stats_acc.bytes(), stream));
 
   const auto R = static_cast<std::size_t>(rows);
   x = device_array<float>(R * H);
@@ -350,7 +350,10 @@ void CudaSession::Impl::allocate() {
   for (const auto& d : w.layers)
     w.bytes += d.w_qkv.bytes() + d.w_o.bytes() + d.w_gate_up.bytes() + d.w_down.bytes() + d.input_norm.bytes() +
                d.post_norm.bytes() + d.b_qkv.bytes() + d.b_o.bytes() + d.q_norm.bytes() + d.k_norm.bytes();
-  ENGINE_CUDA(cudaStreamSynchronize(stream));
+  // Everything above (copies and sets on the legacy stream, the library's own set-up, the
+  // ring resets on `stream`) is done before the first step: `stream` does not wait for the
+  // legacy default stream by itself (non-blocking).
+  ENGINE_CUDA(cudaDeviceSynchronize());
 }
 
 void CudaSession::Impl::ensure_logits_rows(std::int64_t n) {
@@ -738,7 +741,9 @@ std::span<const float> CudaSession::decode(std::span<const std::int32_t> toks) {
   for (auto& p : m.pos_host) p += 1;
   if (audit) {
     std::vector<double> sums(static_cast<std::size_t>(m.L) * 2);
-    ENGINE_CUDA(cudaMemcpy(sums.data(), m.audit_sums.as<void>(), sums.size() * 8, cudaMemcpyDeviceToHost));
+    ENGINE_CUDA(
+        cudaMemcpyAsync(sums.data(), m.audit_sums.as<void>(), sums.size() * 8, cudaMemcpyDeviceToHost, m.stream));
+    m.sync();
     AuditStep a;
     a.rel_l2.assign(m.L, 0.0);
     for (std::int32_t l = 0; l < m.L; ++l) {
