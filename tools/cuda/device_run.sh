@@ -84,7 +84,7 @@ if has engine; then
       -DMACATTN_PCRE2_INCLUDE_DIR="$sys/include" -DMACATTN_PCRE2_LIBRARY="$sys/lib/libpcre2-8.a" \
       -DMACATTN_UTF8PROC_INCLUDE_DIR="$sys/include" -DMACATTN_UTF8PROC_LIBRARY="$sys/lib/libutf8proc.a" \
       >> "$out/engine_build.log" 2>&1 &&
-    cmake --build build-device-engine -j "$jobs" --target macattn engine_cuda_tests >> "$out/engine_build.log" 2>&1
+    cmake --build build-device-engine -j "$jobs" --target macattn engine_cuda_tests macattn_static >> "$out/engine_build.log" 2>&1
   rc=$?
   log "engine build rc=$rc in $(( $(date +%s) - start )) s"
   if [ $rc -ne 0 ]; then grep -E "error|Error" "$out/engine_build.log" | head -40; cat "$out/summary.txt"; exit 1; fi
