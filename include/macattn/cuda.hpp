@@ -56,6 +56,7 @@ struct PagedKVDevice {
 /// The MAC rings of `batch_size` sequences of one layer, in device memory (the batched form
 /// of MacStateView). Row-major layouts:
 ///   qring, oring: [batch_size, W, Hq, D] of ring_dtype;  lring: [batch_size, W, Hq] fp32;
+///   qring must be 16-byte aligned (the scan copies its rows with 16-byte async copies).
 ///   position: [batch_size] int64;  ready: [batch_size] uint8.
 /// Semantics per sequence as MacStateView's (mac_state.hpp): a step that finds a ring not
 /// ready or at another position than its t wipes it on the device and misses.

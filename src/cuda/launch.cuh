@@ -125,6 +125,9 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
 /// Blocks MAC's complete step (tail + sinks) is spread over: the tail's S keys in parallel.
 constexpr int kCompleteSplits = 4;
 
+/// Streaming multiprocessors of the current device (132 when it cannot be read).
+int device_sm_count();
+
 /// Splits per (sequence, KV head) for a decode call (see planned_splits in cuda.hpp).
 std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int32_t head_dim, std::int64_t max_seq_len);
 

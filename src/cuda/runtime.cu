@@ -62,6 +62,11 @@ std::string device_description() {
 
 namespace detail {
 
+int device_sm_count() {
+  const DeviceInfo* d = device_info();
+  return d ? d->sm_count : 132;
+}
+
 std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int32_t head_dim,
                          std::int64_t max_seq_len) {
   const DeviceInfo* d = device_info();
@@ -154,6 +159,9 @@ void validate_ring_storage(const char* fn, const MacRingsDevice& rings) {
           ": a rings pointer (qring, oring, lring, position, ready) is null");
   require(dtype_valid(rings.ring_dtype), fn, ": rings.ring_dtype value ", static_cast<int>(rings.ring_dtype),
           " is not f32, f16 or bf16");
+  // The scan copies ring rows with 16-byte async copies.
+  require(reinterpret_cast<std::uintptr_t>(rings.qring) % 16 == 0, fn, ": rings.qring (", rings.qring,
+          ") must be 16-byte aligned");
 }
 
 void validate_rings(const char* fn, const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv,
