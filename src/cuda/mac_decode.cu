@@ -164,9 +164,12 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   if (threadIdx.x < kRows) {
     const int r = threadIdx.x, h = g * group + r;
     const bool real = r < group;
+    // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
+    // waiting for them (one dependent round trip less before the first K/V copy).
+    const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
     long long start = new_end;
     if (real) {
-      const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best[static_cast<std::size_t>(b) * hq + h];
+      const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
       // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
       start = stale ? (new_end < mac.sinks ? new_end : mac.sinks) : decide(m, t, mac, ring, b, h, hq).start;
     }
