@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <vector>
 
 #include "engine/cuda/cuda_bench.hpp"
+#include "engine/cuda/cuda_gemv_check.hpp"
 #include "engine/cuda/cuda_check.cuh"
 #include "engine/cuda/cuda_session_impl.cuh"
 
@@ -260,6 +262,81 @@ double cuda_bench_time_decode(CudaSession& session, std::span<const std::int32_t
   for (LayerStats& s : m.layer_stats) s.decode_steps = steps;
   m.timings.decode_tokens += (warmup + steps) * m.B;
   return static_cast<double>(ms) / static_cast<double>(steps);
+}
+
+// ---------------------------------------------------------------------------------------
+// The skinny GEMM test hook (cuda_gemv_check.hpp)
+
+namespace {
+std::uint16_t host_bf16_bits(float f) {  // round to nearest even (NaN kept quiet), as __float2bfloat16_rn
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+float host_bf16_value(std::uint16_t b) {
+  const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+}  // namespace
+
+bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<const float> x, std::vector<float>& y) {
+  const std::int64_t rows = (c.swiglu ? 2 : 1) * c.out;
+  if (c.n < 1 || c.out < 1 || c.in < 1 || c.misalign < 0 || c.misalign > 64)
+    throw Error("cuda_gemv_check: bad shape or misalign");
+  if (static_cast<std::int64_t>(w.size()) != rows * c.in || static_cast<std::int64_t>(x.size()) != c.n * c.in)
+    throw Error("cuda_gemv_check: w or x has the wrong size");
+  if (c.swiglu && (c.f32_input || c.accumulate)) throw Error("cuda_gemv_check: SwiGLU takes bf16 input, no accumulate");
+  const std::size_t ny = static_cast<std::size_t>(c.n * c.out);
+  if (c.accumulate && y.size() != ny) throw Error("cuda_gemv_check: y has the wrong size");
+  y.resize(ny);
+  const std::size_t off = static_cast<std::size_t>(c.misalign);
+
+  std::vector<std::uint16_t> wh(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) wh[i] = host_bf16_bits(w[i]);
+  gpu::DeviceBuffer dw((wh.size() + off) * 2);
+  ENGINE_CUDA(cudaMemcpy(dw.as<bf16>() + off, wh.data(), wh.size() * 2, cudaMemcpyHostToDevice));
+  const bf16* wp = dw.as<bf16>() + off;
+
+  gpu::DeviceBuffer dx, dy, dact;
+  if (c.f32_input) {
+    dx = gpu::DeviceBuffer((x.size() + off) * 4);
+    ENGINE_CUDA(cudaMemcpy(dx.as<float>() + off, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
+  } else {
+    std::vector<std::uint16_t> xh(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) xh[i] = host_bf16_bits(x[i]);
+    dx = gpu::DeviceBuffer((xh.size() + off) * 2);
+    ENGINE_CUDA(cudaMemcpy(dx.as<bf16>() + off, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice));
+  }
+  bool vec = false;
+  if (c.swiglu) {
+    dact = gpu::DeviceBuffer(ny * 2);
+    ENGINE_CUDA(cudaMemset(dact.as<void>(), 0xff, ny * 2));  // NaN: an unwritten output shows
+    vec = gpu::skinny_gemm_swiglu(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dact.as<bf16>(), nullptr,
+                                  c.force_scalar);
+  } else {
+    dy = gpu::DeviceBuffer(ny * 4);
+    if (c.accumulate)
+      ENGINE_CUDA(cudaMemcpy(dy.as<float>(), y.data(), ny * 4, cudaMemcpyHostToDevice));
+    else
+      ENGINE_CUDA(cudaMemset(dy.as<void>(), 0xff, ny * 4));  // NaN: an unwritten output shows
+    vec = c.f32_input ? gpu::skinny_gemm(dx.as<float>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate,
+                                         nullptr, c.force_scalar)
+                      : gpu::skinny_gemm(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate,
+                                         nullptr, c.force_scalar);
+  }
+  ENGINE_CUDA(cudaDeviceSynchronize());
+  if (c.swiglu) {
+    std::vector<std::uint16_t> a(ny);
+    ENGINE_CUDA(cudaMemcpy(a.data(), dact.as<void>(), ny * 2, cudaMemcpyDeviceToHost));
+    for (std::size_t i = 0; i < ny; ++i) y[i] = host_bf16_value(a[i]);
+  } else {
+    ENGINE_CUDA(cudaMemcpy(y.data(), dy.as<void>(), ny * 4, cudaMemcpyDeviceToHost));
+  }
+  return vec;
 }
 
 }  // namespace macattn::engine

@@ -24,3 +24,14 @@ double cuda_bench_time_decode(CudaSession&, std::span<const std::int32_t>, std::
 }
 
 }  // namespace macattn::engine
+
+// cuda_gemv_check.hpp in a build without CUDA.
+#include "engine/cuda/cuda_gemv_check.hpp"
+
+namespace macattn::engine {
+
+bool cuda_gemv_check(const GemvCheck&, std::span<const float>, std::span<const float>, std::vector<float>&) {
+  throw Error("the CUDA engine is not available: this build has no CUDA (configure with -DMACATTN_CUDA=ON)");
+}
+
+}  // namespace macattn::engine

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -114,6 +115,17 @@ void validate(const ModelConfig& c, const CudaSessionOptions& o) {
     throw Error("CudaSession: head_dim " + std::to_string(c.head_dim) + " is not supported (even, <= 256)");
 }
 
+// MACATTN_ENGINE_MATMUL: "cublas" runs every matmul through cuBLAS; unset, empty, "auto" or
+// "gemv" (the default) use the engine's skinny GEMM for decode steps of <= 8 rows.
+bool skinny_gemm_from_env() {
+  const char* v = std::getenv("MACATTN_ENGINE_MATMUL");
+  if (v == nullptr) return true;
+  const std::string s(v);
+  if (s.empty() || s == "auto" || s == "gemv") return true;
+  if (s == "cublas") return false;
+  throw Error("CudaSession: MACATTN_ENGINE_MATMUL = '" + s + "' is not one of auto, gemv, cublas");
+}
+
 bool library_supports(std::int32_t D, std::int32_t Hq, std::int32_t Hkv) {
   return (D == 64 || D == 128 || D == 256) && Hq / Hkv >= 1 && Hq / Hkv <= 16;
 }
@@ -155,6 +167,7 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   }
   window = a.mac.window;
   ring_dtype = a.ring_dtype;
+  use_skinny_gemm = skinny_gemm_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   ENGINE_CUBLAS(cublasCreate(&cublas));
   ENGINE_CUBLAS(cublasSetStream(cublas, stream));
@@ -424,8 +437,13 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   const std::int64_t* rpos = decode ? pos.as<std::int64_t>() : row_pos.as<std::int64_t>();
   const std::int32_t* rseq = decode ? batch_seq.as<std::int32_t>() : row_seq.as<std::int32_t>();
 
+  const bool sk = skinny(n, decode);
+
   gpu::rms_norm_bf16(x.as<float>(), n, H, d.input_norm.as<float>(), eps, hb.as<bf16>(), stream);
-  gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), 0.0f);
+  if (sk)
+    gpu::skinny_gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), false, stream);
+  else
+    gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), 0.0f);
   gpu::QkvParams qp;
   qp.num_q_heads = Hq;
   qp.num_kv_heads = Hkv;
@@ -476,13 +494,25 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
     }
   }
 
-  gpu::to_bf16(attn.as<float>(), n * QD, attn_b.as<bf16>(), stream);
-  gemm(attn_b.as<bf16>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), 1.0f);  // x += o_proj(attn)
+  if (sk) {
+    // x += o_proj(attn): the skinny GEMM rounds the fp32 attention output to bf16 as it loads
+    // it (what to_bf16 did), so no separate conversion.
+    gpu::skinny_gemm(attn.as<float>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), true, stream);
+  } else {
+    gpu::to_bf16(attn.as<float>(), n * QD, attn_b.as<bf16>(), stream);
+    gemm(attn_b.as<bf16>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), 1.0f);  // x += o_proj(attn)
+  }
   if (d.b_o.bytes()) gpu::add_bias_rows(x.as<float>(), n, H, d.b_o.as<float>(), stream);
   gpu::rms_norm_bf16(x.as<float>(), n, H, d.post_norm.as<float>(), eps, hb.as<bf16>(), stream);
-  gemm(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), 2 * std::int64_t{I}, H, gu.as<float>(), 0.0f);
-  gpu::silu_mul_bf16(gu.as<float>(), n, I, act.as<bf16>(), stream);
-  gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), 1.0f);  // x += down(act)
+  if (sk) {
+    // gate|up with SwiGLU in the epilogue: act = bf16(silu(gate) * up), no gu round trip.
+    gpu::skinny_gemm_swiglu(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), I, H, act.as<bf16>(), stream);
+    gpu::skinny_gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), true, stream);  // x += down(act)
+  } else {
+    gemm(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), 2 * std::int64_t{I}, H, gu.as<float>(), 0.0f);
+    gpu::silu_mul_bf16(gu.as<float>(), n, I, act.as<bf16>(), stream);
+    gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), 1.0f);  // x += down(act)
+  }
 }
 
 void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greedy, bool audit) {
@@ -491,7 +521,10 @@ void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greed
   gpu::embed_rows(tokens.as<std::int32_t>(), B, w.embed.as<bf16>(), V, H, x.as<float>(), stream);
   for (std::int32_t l = 0; l < L; ++l) layer(l, B, kind, false, audit, -1);
   gpu::rms_norm_bf16(x.as<float>(), B, H, w.final_norm.as<float>(), config.rms_norm_eps, hb.as<bf16>(), stream);
-  gemm(hb.as<bf16>(), B, w.lm_head_ptr(), V, H, logits.as<float>(), 0.0f);
+  if (skinny(B, true))
+    gpu::skinny_gemm(hb.as<bf16>(), B, w.lm_head_ptr(), V, H, logits.as<float>(), false, stream);
+  else
+    gemm(hb.as<bf16>(), B, w.lm_head_ptr(), V, H, logits.as<float>(), 0.0f);
   gpu::argmax_rows(logits.as<float>(), B, V, greedy.as<std::int32_t>(),
                    feed_greedy ? tokens.as<std::int32_t>() : nullptr, stream);
   if (kind == StepKind::decode)

@@ -79,6 +79,9 @@ struct CudaSession::Impl {
   void layer(std::int32_t l, std::int64_t n, gpu::StepKind kind, bool init_rings, bool audit, std::int32_t seq);
   void gemm(const gpu::bf16* x, std::int64_t n, const gpu::bf16* w, std::int64_t out, std::int64_t in, float* y,
             float beta);
+  /// The decode matmuls of n rows use the engine's skinny GEMM (gpu::skinny_gemm*) instead of
+  /// cuBLAS: n <= kSkinnyGemmMaxRows and MACATTN_ENGINE_MATMUL is not "cublas". Prefill keeps cuBLAS.
+  bool skinny(std::int64_t n, bool decode) const { return use_skinny_gemm && decode && n <= gpu::kSkinnyGemmMaxRows; }
   macattn::cuda::PagedKVDevice batch_kv(std::int32_t l) const;
   macattn::cuda::MacRingsDevice rings(std::int32_t l, std::int32_t seq = -1) const;  // seq -1: all
   void read_stats() const;
@@ -91,6 +94,7 @@ struct CudaSession::Impl {
   std::int64_t capacity = 0, pages_per_seq = 0, rows = 0;
   std::int32_t page_size = 16, window = 0;
   bool library_attention = true;
+  bool use_skinny_gemm = true;  // MACATTN_ENGINE_MATMUL (read at construction)
   std::vector<bool> mac_layer;
   std::size_t decode_weight_bytes = 0;
 

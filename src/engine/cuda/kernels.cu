@@ -342,3 +342,6 @@ void fill_f32(float* p, std::int64_t n, float value, cudaStream_t s) {
 }
 
 }  // namespace macattn::engine::gpu
+
+// The decode matmuls (skinny_gemm*): in their own file, compiled in this translation unit.
+#include "engine/cuda/skinny_gemm_impl.cuh"

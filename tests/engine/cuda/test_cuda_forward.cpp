@@ -1,17 +1,23 @@
 // The CUDA forward pass (engine/cuda) against the CPU engine (itself checked against
 // transformers in test_hf_parity.cpp): logits of prefill and decode on every fixture
 // architecture, greedy generations, MAC that cannot hit == exact, the MAC audit on the shipped
-// model with the passkey prompt, graph replay == eager launches, batches, errors.
+// model with the passkey prompt, graph replay == eager launches, batches, errors; the decode
+// matmul kernel (skinny GEMM) against an fp64 host loop, and its session path against cuBLAS.
 // Without a usable GPU (or a build without CUDA) every test is SKIPPED with the reason.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <optional>
+#include <string>
 
+#include "engine/cuda/cuda_gemv_check.hpp"
 #include "engine/cuda/cuda_session.hpp"
 #include "engine/model.hpp"
 #include "engine/session.hpp"
@@ -276,6 +282,254 @@ TEST(CudaSessionErrors, BadTokensAndCapacity) {
   CudaSessionOptions o = gpu_options(8);
   o.session.kv_dtype = macattn::DType::f32;
   EXPECT_THROW(CudaSession(model, o), macattn::Error);
+}
+
+// ---------------------------------------------------------------------------------------
+// The decode matmul kernel (gpu::skinny_gemm, engine/cuda/skinny_gemm_impl.cuh) on random data
+// against an fp64 host loop: odd sizes, N = 1..8, y = / y +=, fp32 input, SwiGLU epilogue, the
+// scalar fallback (forced, odd `in`, misaligned pointers).
+
+float round_bf16(float f) {  // round to nearest even, as __float2bfloat16_rn (no NaN here)
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+struct Rng {
+  std::uint64_t s;
+  float uniform(float a) {  // [-a, a)
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    return a * (static_cast<float>(s >> 40) / 8388608.0f - 1.0f);
+  }
+};
+
+// Runs one case on the device and checks every output; returns the worst error / tolerance.
+double check_gemv_case(const GemvCheck& c, std::uint64_t seed) {
+  const std::int64_t rows = (c.swiglu ? 2 : 1) * c.out;
+  Rng rng{seed * 0x9E3779B97F4A7C15ull + 12345};
+  std::vector<float> w(static_cast<std::size_t>(rows * c.in)), x(static_cast<std::size_t>(c.n * c.in));
+  for (float& v : w) v = round_bf16(rng.uniform(1.0f));
+  for (float& v : x) v = c.f32_input ? rng.uniform(1.0f) : round_bf16(rng.uniform(1.0f));
+  std::vector<float> y0(static_cast<std::size_t>(c.n * c.out), 0.0f);
+  if (c.accumulate)
+    for (float& v : y0) v = rng.uniform(4.0f);
+  std::vector<float> y = y0;
+  const bool vec = cuda_gemv_check(c, w, x, y);
+  const std::size_t xs = c.f32_input ? 4 : 2;
+  const bool want_vec = !c.force_scalar && c.in % 8 == 0 && (c.misalign * 2) % 16 == 0 &&
+                        (c.misalign * static_cast<std::int64_t>(xs)) % 16 == 0;
+  EXPECT_EQ(vec, want_vec) << "16-byte path chosen wrongly: n " << c.n << " out " << c.out << " in " << c.in;
+  const std::string what = "n " + std::to_string(c.n) + " out " + std::to_string(c.out) + " in " +
+                           std::to_string(c.in) + (c.f32_input ? " f32" : " bf16") + (c.accumulate ? " +=" : "") +
+                           (c.swiglu ? " swiglu" : "") + (c.force_scalar ? " scalar" : "") + " misalign " +
+                           std::to_string(c.misalign);
+  const auto dot = [&](std::int64_t r, std::int64_t row, double& abs_sum) {
+    double s = 0.0;
+    abs_sum = 0.0;
+    for (std::int64_t k = 0; k < c.in; ++k) {
+      const double xv = round_bf16(x[static_cast<std::size_t>(r * c.in + k)]);
+      const double t = static_cast<double>(w[static_cast<std::size_t>(row * c.in + k)]) * xv;
+      s += t;
+      abs_sum += std::fabs(t);
+    }
+    return s;
+  };
+  double worst = 0.0;
+  int failures = 0;
+  for (std::int64_t r = 0; r < c.n; ++r) {
+    for (std::int64_t o = 0; o < c.out; ++o) {
+      const std::size_t i = static_cast<std::size_t>(r * c.out + o);
+      double want = 0.0, tol = 0.0;
+      if (c.swiglu) {
+        double ag = 0.0, au = 0.0;
+        const double g = dot(r, o, ag), u = dot(r, c.out + o, au);
+        const double silu = g / (1.0 + std::exp(-g));
+        want = silu * u;
+        // fp32 sums (relative 1e-5 of the absolute sums), then one bf16 rounding of the result.
+        tol = std::ldexp(std::fabs(want), -8) + 2e-5 * ((1.2 * std::fabs(u) + 1.0) * ag + (std::fabs(silu) + 1.0) * au) +
+              1e-30;
+      } else {
+        double a = 0.0;
+        want = dot(r, o, a) + y0[i];
+        tol = 1e-5 * (a + std::fabs(y0[i])) + 1e-30;
+      }
+      const double err = std::fabs(static_cast<double>(y[i]) - want);
+      const bool ok = err <= tol;  // false for NaN (an unwritten output)
+      if (!ok && ++failures <= 5)
+        ADD_FAILURE() << what << ": row " << r << " output " << o << " got " << y[i] << " want " << want << " (tol "
+                      << tol << ")";
+      if (ok) worst = std::max(worst, err / tol);
+    }
+  }
+  if (failures > 5) ADD_FAILURE() << what << ": " << failures << " wrong outputs in all";
+  return worst;
+}
+
+TEST(CudaSkinnyGemm, MatchesFp64HostLoop) {
+  SKIP_WITHOUT_GPU();
+  double worst = 0.0;
+  int cases = 0;
+  std::uint64_t seed = 1;
+  for (const std::int64_t in : {4096, 11008, 896, 384, 40, 8, 1, 37, 1001}) {
+    for (const std::int64_t out : {1, 2, 3, 4, 5, 7, 13, 67}) {
+      for (std::int64_t n = 1; n <= 8; ++n) {
+        GemvCheck c;
+        c.n = n;
+        c.out = out;
+        c.in = in;
+        // y = x W^T and y += x W^T from bf16; y += from fp32 (o_proj); SwiGLU (gate|up).
+        for (int mode = 0; mode < 4; ++mode) {
+          c.accumulate = mode == 1 || mode == 2;
+          c.f32_input = mode == 2;
+          c.swiglu = mode == 3;
+          worst = std::max(worst, check_gemv_case(c, seed++));
+          ++cases;
+          if (HasFailure()) return;
+        }
+      }
+    }
+  }
+  // lm_head-like: many outputs, not a multiple of the rows per block.
+  for (const std::int64_t n : {1, 4, 8}) {
+    GemvCheck c;
+    c.n = n;
+    c.out = 1031;
+    c.in = 4096;
+    worst = std::max(worst, check_gemv_case(c, seed++));
+    c.swiglu = true;
+    worst = std::max(worst, check_gemv_case(c, seed++));
+    cases += 2;
+  }
+  std::printf("[ info ] skinny GEMM: %d cases, worst error %.3f of the tolerance\n", cases, worst);
+}
+
+TEST(CudaSkinnyGemm, ScalarFallbackMatchesFp64HostLoop) {
+  SKIP_WITHOUT_GPU();
+  double worst = 0.0;
+  int cases = 0;
+  std::uint64_t seed = 100000;
+  for (const std::int64_t in : {4096, 896, 384, 40, 37}) {
+    for (const std::int64_t out : {1, 3, 4, 13}) {
+      for (const std::int64_t n : {1, 2, 3, 5, 8}) {
+        // Forced scalar; W and x one element off (2/4 bytes: scalar chosen); 8 elements off
+        // (16 bytes for bf16: the 16-byte path again, from an offset pointer).
+        for (const std::int64_t misalign : {0, 1, 3, 8}) {
+          for (int mode = 0; mode < 4; ++mode) {
+            GemvCheck c;
+            c.n = n;
+            c.out = out;
+            c.in = in;
+            c.force_scalar = misalign == 0;
+            c.misalign = misalign;
+            c.accumulate = mode == 1 || mode == 2;
+            c.f32_input = mode == 2;
+            c.swiglu = mode == 3;
+            worst = std::max(worst, check_gemv_case(c, seed++));
+            ++cases;
+            if (HasFailure()) return;
+          }
+        }
+      }
+    }
+  }
+  std::printf("[ info ] skinny GEMM fallbacks: %d cases, worst error %.3f of the tolerance\n", cases, worst);
+}
+
+TEST(CudaSkinnyGemm, RowsAreIndependentOfBatch) {
+  SKIP_WITHOUT_GPU();
+  // The same activation row at every position of an 8-row batch gives bit-identical outputs,
+  // equal to the 1-row call (the engine's batch rows == batch 1 test relies on it).
+  const std::int64_t out = 37, in = 4096;
+  Rng rng{7};
+  std::vector<float> w(static_cast<std::size_t>(out * in)), x1(static_cast<std::size_t>(in));
+  for (float& v : w) v = round_bf16(rng.uniform(1.0f));
+  for (float& v : x1) v = round_bf16(rng.uniform(1.0f));
+  GemvCheck c;
+  c.out = out;
+  c.in = in;
+  std::vector<float> y1;
+  cuda_gemv_check(c, w, x1, y1);
+  for (std::int64_t n = 2; n <= 8; ++n) {
+    std::vector<float> xn;
+    for (std::int64_t r = 0; r < n; ++r) xn.insert(xn.end(), x1.begin(), x1.end());
+    c.n = n;
+    std::vector<float> yn;
+    cuda_gemv_check(c, w, xn, yn);
+    for (std::int64_t r = 0; r < n; ++r)
+      for (std::int64_t o = 0; o < out; ++o)
+        ASSERT_EQ(yn[static_cast<std::size_t>(r * out + o)], y1[static_cast<std::size_t>(o)])
+            << "n " << n << " row " << r << " output " << o;
+  }
+}
+
+// Sets MACATTN_ENGINE_MATMUL for its lifetime and restores what was there (the rest of the
+// binary keeps running on the path it was started with).
+class MatmulEnv {
+ public:
+  explicit MatmulEnv(const char* value) {
+    if (const char* v = std::getenv(kName)) old_ = std::string(v);
+    if (value != nullptr)
+      ::setenv(kName, value, 1);
+    else
+      ::unsetenv(kName);
+  }
+  ~MatmulEnv() {
+    if (old_)
+      ::setenv(kName, old_->c_str(), 1);
+    else
+      ::unsetenv(kName);
+  }
+  MatmulEnv(const MatmulEnv&) = delete;
+  MatmulEnv& operator=(const MatmulEnv&) = delete;
+
+ private:
+  static constexpr const char* kName = "MACATTN_ENGINE_MATMUL";
+  std::optional<std::string> old_;
+};
+
+TEST(CudaSkinnyGemm, DecodeMatchesCublasPath) {
+  SKIP_WITHOUT_GPU();
+  // Decode steps of batch 3 (the GEMV kernel with N = 3) against the same steps through cuBLAS,
+  // on two fixtures (one with biases, tied embeddings and head dim 32).
+  for (const char* fixture : {"llama3_bf16_sharded", "llama_tied_hd32_bias_f16"}) {
+    const Model model = Model::load(engine_test::fixtures() / fixture);
+    const Reference ref = engine_test::load_reference(engine_test::fixtures() / fixture);
+    const std::size_t V = static_cast<std::size_t>(model.config().vocab_size);
+    std::vector<std::vector<float>> runs;
+    for (const char* path : {"cublas", "gemv"}) {
+      MatmulEnv env(path);
+      CudaSessionOptions o = gpu_options(256);
+      o.batch = 3;
+      CudaSession s(model, o);
+      for (std::int32_t b = 0; b < 3; ++b) s.prefill(b, std::span(ref.prompt_ids).first(4 + b), 4);
+      std::vector<float> all;
+      for (int i = 0; i < 6; ++i) {
+        std::vector<std::int32_t> toks;
+        for (std::int32_t b = 0; b < 3; ++b) toks.push_back(ref.prompt_ids[(4 + b + i) % ref.prompt_ids.size()]);
+        const auto logits = s.decode(toks);
+        all.insert(all.end(), logits.begin(), logits.end());
+      }
+      runs.push_back(all);
+    }
+    ASSERT_EQ(runs[0].size(), runs[1].size());
+    double worst = 0.0;
+    for (std::size_t r = 0; r < runs[0].size() / V; ++r) {
+      const double e = engine_test::rel_err(std::span(runs[1]).subspan(r * V, V), std::span(runs[0]).subspan(r * V, V));
+      worst = std::max(worst, e);
+      EXPECT_LT(e, 1e-2) << fixture << " logits row " << r;
+    }
+    std::printf("[ info ] %s batch 3 decode: GEMV vs cuBLAS worst rel err %.2e\n", fixture, worst);
+  }
+}
+
+TEST(CudaSkinnyGemm, BadMatmulVariableIsRefused) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(engine_test::fixtures() / "llama_f32");
+  MatmulEnv env("cuBLAS-typo");
+  EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
 }
 
 }  // namespace

@@ -1,0 +1,28 @@
+// engine/cuda/cuda_gemv_check.hpp: a test hook that runs the decode step's skinny GEMM
+// (gpu::skinny_gemm / skinny_gemm_swiglu, engine/cuda/skinny_gemm_impl.cuh) on host data, for the
+// unit test against an fp64 host loop. No CUDA header here; without CUDA it throws.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace macattn::engine {
+
+struct GemvCheck {
+  std::int64_t n = 1;          ///< activation rows, 1..8
+  std::int64_t out = 1;        ///< outputs (SwiGLU: I; the weight then has 2 * out rows)
+  std::int64_t in = 1;         ///< the reduction dimension
+  bool f32_input = false;      ///< fp32 activations (the kernel rounds them to bf16) instead of bf16
+  bool accumulate = false;     ///< y += x W^T (cuBLAS beta = 1) instead of y = x W^T
+  bool swiglu = false;         ///< y = bf16(silu(x Wg^T) * (x Wu^T)), W = [gate rows; up rows]
+  bool force_scalar = false;   ///< the scalar kernel even where the 16-byte one applies
+  std::int64_t misalign = 0;   ///< W and x start this many elements past a 256-byte boundary
+};
+
+/// w: [(swiglu ? 2 : 1) * out, in] values (rounded to bf16 on upload); x: [n, in] (rounded to
+/// bf16 on upload unless f32_input); y: [n, out], read first when accumulate, then the result
+/// (SwiGLU: the bf16 results as floats). Synchronous. Returns whether the 16-byte path ran.
+bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<const float> x, std::vector<float>& y);
+
+}  // namespace macattn::engine

@@ -1,0 +1,310 @@
+// engine/cuda/skinny_gemm_impl.cuh (internal): the decode step's matmuls with few rows
+// (skinny_gemm / skinny_gemm_swiglu of kernels.cuh). Included once, at the end of kernels.cu
+// (the engine's CMake lists compile kernels.cu; this keeps the GEMV code in its own file).
+//
+// Design (memory bound: every weight byte is read once per step):
+// - a block of 256 threads owns kRows = 4 weight rows (4 outputs; SwiGLU: 2 gate + 2 up rows
+//   for 2 outputs) and splits the reduction dimension over all 8 warps: thread t takes the
+//   16-byte chunks t, t + 256, ... of each of its rows (a warp reads 512 contiguous bytes of a
+//   row per load), two chunks per row in flight (4 rows x 2 = 8 loads of 16 bytes per thread);
+// - weights are streamed with ld.global.nc.L1::no_allocate (they are read once); the N <= 8
+//   activation rows are small and re-read by every block, so they go through L1 (__ldg);
+// - fp32 accumulators [kRows x N] per thread, a transposing warp reduction (31 shuffles for
+//   32 values instead of 5 per value), then the 8 warps' partials summed in shared memory in a
+//   fixed order: deterministic, no atomics, and the value of one (row, output) does not depend
+//   on N or on the other rows (a batch row equals the same row computed alone);
+// - out-of-range rows are clamped for the loads and not stored;
+// - the 16-byte path needs in % 8 == 0 and 16-byte aligned W and x; otherwise a scalar kernel
+//   with the same structure (any in, any bf16-aligned pointer).
+// Epilogues: y = acc, y += acc (cuBLAS beta = 1: the residual), or act = bf16(silu(g) * u) of the
+// fused gate|up weights (rows [0, I) gate, [I, 2I) up). x is bf16 or fp32; fp32 is rounded to
+// bf16 on load (what to_bf16 + the bf16 cuBLAS call did).
+
+#include <cstdint>
+
+namespace macattn::engine::gpu {
+
+namespace {
+
+constexpr int kGemvThreads = 256;
+constexpr int kGemvWarps = kGemvThreads / 32;
+constexpr int kGemvRows = 4;    // weight rows per block
+constexpr int kGemvUnroll = 2;  // chunks per row in flight per thread
+
+constexpr int pow2_at_least(int v) {
+  int p = 1;
+  while (p < v) p *= 2;
+  return p;
+}
+
+__device__ __forceinline__ uint4 load_stream16(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ float bf16_lo(std::uint32_t u) {
+  return __uint_as_float(u << 16);
+}
+__device__ __forceinline__ float bf16_hi(std::uint32_t u) {
+  return __uint_as_float(u & 0xffff0000u);
+}
+__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
+  f[0] = bf16_lo(v.x), f[1] = bf16_hi(v.x), f[2] = bf16_lo(v.y), f[3] = bf16_hi(v.y);
+  f[4] = bf16_lo(v.z), f[5] = bf16_hi(v.z), f[6] = bf16_lo(v.w), f[7] = bf16_hi(v.w);
+}
+__device__ __forceinline__ float round_bf16(float v) {
+  return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+// The 8 activations of chunk c (elements 8c .. 8c + 7) of row `row` (16-byte aligned).
+__device__ __forceinline__ void load_x8(const bf16* row, std::int64_t c, float (&f)[8]) {
+  unpack8(__ldg(reinterpret_cast<const uint4*>(row) + c), f);
+}
+__device__ __forceinline__ void load_x8(const float* row, std::int64_t c, float (&f)[8]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(row) + 2 * c);
+  const float4 b = __ldg(reinterpret_cast<const float4*>(row) + 2 * c + 1);
+  f[0] = round_bf16(a.x), f[1] = round_bf16(a.y), f[2] = round_bf16(a.z), f[3] = round_bf16(a.w);
+  f[4] = round_bf16(b.x), f[5] = round_bf16(b.y), f[6] = round_bf16(b.z), f[7] = round_bf16(b.w);
+}
+__device__ __forceinline__ float load_x1(const bf16* p) {
+  return __bfloat162float(p[0]);
+}
+__device__ __forceinline__ float load_x1(const float* p) {
+  return round_bf16(p[0]);
+}
+
+// Transposing butterfly over a warp: CNT (a power of two <= 32) values per lane in, and lane
+// l ends with the warp's total of value index l >> (5 - log2(CNT)) in v[0]. Each level adds
+// partial sums of two lane groups (a + b == b + a in floating point), so the summation tree of
+// one value is the same for every CNT.
+template <int CNT, int O>
+__device__ __forceinline__ void warp_reduce_transposed(float* v, int lane) {
+  if constexpr (CNT > 1) {
+    constexpr int H = CNT / 2;
+    const bool upper = (lane & O) != 0;
+#pragma unroll
+    for (int i = 0; i < H; ++i) {
+      const float send = upper ? v[i] : v[i + H];
+      const float keep = upper ? v[i + H] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+    }
+    if constexpr (O > 1) warp_reduce_transposed<H, O / 2>(v, lane);
+  } else {
+    v[0] += __shfl_xor_sync(0xffffffffu, v[0], O);
+    if constexpr (O > 1) warp_reduce_transposed<1, O / 2>(v, lane);
+  }
+}
+
+constexpr int log2_exact(int v) {
+  int l = 0;
+  while ((1 << l) < v) ++l;
+  return l;
+}
+
+struct GemvOut {
+  float* y = nullptr;    // plain: [n, out]
+  bf16* act = nullptr;   // SwiGLU: [n, out]
+  bool accumulate = false;
+};
+
+// The block's kRows rows for output group g: plain, outputs g*4 + j; SwiGLU, outputs g*2 + p
+// with rows (g*2 + p) (gate) and out + g*2 + p (up). Rows past the end are clamped (loaded,
+// never stored).
+template <bool SWIGLU>
+__device__ __forceinline__ std::int64_t gemv_row(std::int64_t group, int j, std::int64_t out) {
+  if constexpr (SWIGLU) {
+    constexpr int P = kGemvRows / 2;
+    const std::int64_t o = min(group * P + (j % P), out - 1);
+    return j < P ? o : out + o;
+  } else {
+    return min(group * kGemvRows + j, out - 1);
+  }
+}
+
+// Block reduction of acc [kRows * N] (index j * N + r) and the epilogue.
+template <int N, bool SWIGLU>
+__device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(kGemvRows * N)], std::int64_t group,
+                                            std::int64_t out, const GemvOut& o) {
+  constexpr int V = kGemvRows * N;
+  constexpr int VP = pow2_at_least(V);
+  static_assert(VP <= 32, "at most 32 accumulators per thread");
+  __shared__ float red[kGemvWarps][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  warp_reduce_transposed<VP, 16>(acc, lane);
+  constexpr int shift = 5 - log2_exact(VP);
+  if ((lane & ((1 << shift) - 1)) == 0) red[warp][lane >> shift] = acc[0];
+  __syncthreads();
+  const int t = threadIdx.x;
+  const auto total = [&](int idx) {
+    float s = red[0][idx];
+#pragma unroll
+    for (int w = 1; w < kGemvWarps; ++w) s += red[w][idx];
+    return s;
+  };
+  if constexpr (SWIGLU) {
+    constexpr int P = kGemvRows / 2;
+    if (t < P * N) {
+      const int p = t / N, r = t % N;
+      const std::int64_t oi = group * P + p;
+      if (oi < out) {
+        const float g = total(p * N + r), u = total((P + p) * N + r);
+        o.act[r * out + oi] = __float2bfloat16_rn(g / (1.0f + expf(-g)) * u);
+      }
+    }
+  } else {
+    if (t < V) {
+      const int j = t / N, r = t % N;
+      const std::int64_t oi = group * kGemvRows + j;
+      if (oi < out) {
+        const float s = total(t);
+        float* dst = o.y + r * out + oi;
+        *dst = o.accumulate ? s + *dst : s;
+      }
+    }
+  }
+}
+
+// The 16-byte path: in % 8 == 0, W and x 16-byte aligned.
+// Two blocks per SM (at most 128 registers) except fp32 inputs at N >= 7, which would spill.
+template <int N, typename XT, bool SWIGLU>
+__global__ void __launch_bounds__(kGemvThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : 2)
+    gemv_vec_kernel(const XT* __restrict__ x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
+                    GemvOut o) {
+  constexpr int VP = pow2_at_least(kGemvRows * N);
+  const std::int64_t group = blockIdx.x;
+  const std::int64_t chunks = in / 8;
+  const uint4* wr[kGemvRows];
+#pragma unroll
+  for (int j = 0; j < kGemvRows; ++j) wr[j] = reinterpret_cast<const uint4*>(w + gemv_row<SWIGLU>(group, j, out) * in);
+  float acc[VP];
+#pragma unroll
+  for (int i = 0; i < VP; ++i) acc[i] = 0.f;
+
+  for (std::int64_t c0 = threadIdx.x; c0 < chunks; c0 += kGemvThreads * kGemvUnroll) {
+    uint4 wv[kGemvUnroll][kGemvRows];
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const std::int64_t c = c0 + u * kGemvThreads;
+#pragma unroll
+      for (int j = 0; j < kGemvRows; ++j) wv[u][j] = c < chunks ? load_stream16(wr[j] + c) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const std::int64_t c = c0 + u * kGemvThreads;
+      if (c < chunks) {
+        float wf[kGemvRows][8];
+#pragma unroll
+        for (int j = 0; j < kGemvRows; ++j) unpack8(wv[u][j], wf[j]);
+#pragma unroll
+        for (int r = 0; r < N; ++r) {
+          float xf[8];
+          load_x8(x + r * in, c, xf);
+#pragma unroll
+          for (int j = 0; j < kGemvRows; ++j)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[j * N + r] = __fmaf_rn(wf[j][e], xf[e], acc[j * N + r]);
+        }
+      }
+    }
+  }
+  gemv_finish<N, SWIGLU>(acc, group, out, o);
+}
+
+// The scalar path: any in, any (element-aligned) pointers.
+template <int N, typename XT, bool SWIGLU>
+__global__ void __launch_bounds__(kGemvThreads)
+    gemv_scalar_kernel(const XT* __restrict__ x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
+                       GemvOut o) {
+  constexpr int VP = pow2_at_least(kGemvRows * N);
+  const std::int64_t group = blockIdx.x;
+  const bf16* wr[kGemvRows];
+#pragma unroll
+  for (int j = 0; j < kGemvRows; ++j) wr[j] = w + gemv_row<SWIGLU>(group, j, out) * in;
+  float acc[VP];
+#pragma unroll
+  for (int i = 0; i < VP; ++i) acc[i] = 0.f;
+  for (std::int64_t k = threadIdx.x; k < in; k += kGemvThreads) {
+    float wf[kGemvRows];
+#pragma unroll
+    for (int j = 0; j < kGemvRows; ++j) wf[j] = __bfloat162float(wr[j][k]);
+#pragma unroll
+    for (int r = 0; r < N; ++r) {
+      const float xv = load_x1(x + r * in + k);
+#pragma unroll
+      for (int j = 0; j < kGemvRows; ++j) acc[j * N + r] = __fmaf_rn(wf[j], xv, acc[j * N + r]);
+    }
+  }
+  gemv_finish<N, SWIGLU>(acc, group, out, o);
+}
+
+template <int N, typename XT, bool SWIGLU>
+void gemv_launch_n(bool vec, unsigned grid, const XT* x, const bf16* w, std::int64_t out, std::int64_t in,
+                   const GemvOut& o, cudaStream_t s) {
+  if (vec) {
+    gemv_vec_kernel<N, XT, SWIGLU><<<grid, kGemvThreads, 0, s>>>(x, w, out, in, o);
+    ENGINE_LAUNCHED("gemv_vec_kernel");
+  } else {
+    gemv_scalar_kernel<N, XT, SWIGLU><<<grid, kGemvThreads, 0, s>>>(x, w, out, in, o);
+    ENGINE_LAUNCHED("gemv_scalar_kernel");
+  }
+}
+
+template <typename XT, bool SWIGLU>
+bool gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, const GemvOut& o,
+                 cudaStream_t s, bool force_scalar) {
+  if (n < 1 || n > kSkinnyGemmMaxRows)
+    throw Error("CUDA engine: skinny_gemm with " + std::to_string(n) + " rows (1.." +
+                std::to_string(kSkinnyGemmMaxRows) + ")");
+  if (out < 0 || in < 1) throw Error("CUDA engine: skinny_gemm with out " + std::to_string(out) + ", in " +
+                                     std::to_string(in) + " (out >= 0, in >= 1)");
+  if (w == nullptr || x == nullptr || (SWIGLU ? o.act == nullptr : o.y == nullptr))
+    throw Error("CUDA engine: skinny_gemm with a null pointer");
+  if (out == 0) return false;
+  const std::int64_t per_block = SWIGLU ? kGemvRows / 2 : kGemvRows;
+  const std::int64_t groups = (out + per_block - 1) / per_block;
+  if (groups > 0x7fffffffLL) throw Error("CUDA engine: skinny_gemm with too many outputs: " + std::to_string(out));
+  const bool vec = !force_scalar && in % 8 == 0 && reinterpret_cast<std::uintptr_t>(w) % 16 == 0 &&
+                   reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
+  const auto grid = static_cast<unsigned>(groups);
+  switch (n) {
+    case 1: gemv_launch_n<1, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
+    case 2: gemv_launch_n<2, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
+    case 3: gemv_launch_n<3, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
+    case 4: gemv_launch_n<4, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
+    case 5: gemv_launch_n<5, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
+    case 6: gemv_launch_n<6, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
+    case 7: gemv_launch_n<7, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
+    default: gemv_launch_n<8, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
+  }
+  return vec;
+}
+
+}  // namespace
+
+bool skinny_gemm(const bf16* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
+                 bool accumulate, cudaStream_t s, bool force_scalar) {
+  GemvOut o;
+  o.y = y;
+  o.accumulate = accumulate;
+  return gemv_launch<bf16, false>(x, n, w, out, in, o, s, force_scalar);
+}
+
+bool skinny_gemm(const float* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
+                 bool accumulate, cudaStream_t s, bool force_scalar) {
+  GemvOut o;
+  o.y = y;
+  o.accumulate = accumulate;
+  return gemv_launch<float, false>(x, n, w, out, in, o, s, force_scalar);
+}
+
+bool skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_up, std::int64_t I, std::int64_t in,
+                        bf16* act, cudaStream_t s, bool force_scalar) {
+  GemvOut o;
+  o.act = act;
+  return gemv_launch<bf16, true>(x, n, w_gate_up, I, in, o, s, force_scalar);
+}
+
+}  // namespace macattn::engine::gpu
