@@ -75,29 +75,34 @@ def sdpa(backend, q, k, v):
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
 
 
-def flashinfer_decode(kv, q, batch):
+def flashinfer_decode(kv, q, batch, use_tensor_cores=False):
     """FlashInfer's batch decode with a CUDA-graph-ready wrapper, or (None, reason).
 
     Written against flashinfer-python 0.7.4: BatchDecodeWithPagedKVCacheWrapper with use_cuda_graph=True
-    over the page-table tensors as its fixed buffers (batch fixed per wrapper), backend "auto" and
-    use_tensor_cores=False, which on sm_90 is the CUDA-core split-KV decode kernel (JIT module
-    batch_decode_with_kv_cache_dtype_q_bf16_dtype_kv_bf16_dtype_o_bf16_dtype_idx_i32_head_dim_qk_128_...).
+    over the page-table tensors as its fixed buffers (batch fixed per wrapper), backend "auto".
+    use_tensor_cores=False is, on sm_90, the CUDA-core split-KV decode kernel (JIT module
+    batch_decode_with_kv_cache_dtype_q_bf16_dtype_kv_bf16_dtype_o_bf16_dtype_idx_i32_head_dim_qk_128_...);
+    use_tensor_cores=True (what FlashInfer recommends for GQA groups >= 4; here 4) runs the FA2 batch
+    prefill kernels with a decode plan (one query row per request; bf16 resolves "auto" to "fa2", not
+    FA3 or cuDNN; JIT module batch_prefill_with_kv_cache_dtype_q_bf16_dtype_kv_bf16_dtype_o_bf16_
+    dtype_idx_i32_head_dim_qk_128_..._kv_stride_equal, as K and V pages have equal strides).
     plan() takes its optional arguments as keywords. The module is JIT-compiled on first use, or
-    loaded prebuilt from flashinfer/data/aot/ (tools/bench/make_flashinfer_carry.sh makes such a copy
-    for a machine without network). One eager run is made here, so that a failure to import, build,
-    load or run ends up in the reason (the row's flashinfer_note: step, exception type, message)
-    instead of stopping the benchmark.
+    loaded prebuilt from flashinfer/data/aot/ (tools/bench/make_flashinfer_carry.sh makes such a copy,
+    with both modules, for a machine without network). One eager run is made here, so that a failure
+    to import, build, load or run ends up in the reason (the row's flashinfer_note or
+    flashinfer_tc_note: step, exception type, message) instead of stopping the benchmark.
     """
     step = "import flashinfer"
     try:
         import flashinfer
         version = f"flashinfer {getattr(flashinfer, '__version__', '?')}"
+        version += " (tensor cores)" if use_tensor_cores else ""
         step = f"{version}: wrapper"
         ws = torch.zeros(256 << 20, dtype=torch.uint8, device="cuda")  # must be zero before its first use
         w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-            ws, "NHD", use_cuda_graph=True, paged_kv_indptr_buffer=kv.indptr, paged_kv_indices_buffer=kv.indices,
-            paged_kv_last_page_len_buffer=kv.last_page_len)
-        step = f"{version}: plan (builds or loads the decode module)"
+            ws, "NHD", use_cuda_graph=True, use_tensor_cores=use_tensor_cores, paged_kv_indptr_buffer=kv.indptr,
+            paged_kv_indices_buffer=kv.indices, paged_kv_last_page_len_buffer=kv.last_page_len)
+        step = f"{version}: plan (builds or loads the {'prefill' if use_tensor_cores else 'decode'} module)"
         w.plan(kv.indptr, kv.indices, kv.last_page_len, HQ, HKV, D, PAGE, q_data_type=torch.bfloat16,
                kv_data_type=torch.bfloat16)
         fn = lambda: w.run(q, (kv.k_pages, kv.v_pages))  # noqa: E731
@@ -152,10 +157,12 @@ def bench_case(mt, ctx, batch, args, timer, gen):
     kernels = {"ours_exact": ours,
                "sdpa_cudnn": lambda: sdpa(SDPBackend.CUDNN_ATTENTION, q4, k_dense, v_dense),
                "sdpa_flash": lambda: sdpa(SDPBackend.FLASH_ATTENTION, q4, k_dense, v_dense)}
-    fi, why = flashinfer_decode(kv, q, batch)
-    if fi:
-        kernels["flashinfer"] = fi
-    row = {"context": ctx, "batch": batch, "flashinfer_note": why, "us": {}, "max_abs_diff": {}}
+    row = {"context": ctx, "batch": batch, "flashinfer_note": None, "flashinfer_tc_note": None, "us": {},
+           "max_abs_diff": {}}
+    for name, tensor_cores in (("flashinfer", False), ("flashinfer_tc", True)):
+        fi, row[f"{name}_note"] = flashinfer_decode(kv, q, batch, use_tensor_cores=tensor_cores)
+        if fi:
+            kernels[name] = fi
     ref = ours()[0].float()
     for name, fn in kernels.items():  # cross-check, then time
         try:
@@ -217,14 +224,15 @@ def speedup(base, us):
 
 
 def write_table(rows, path):
-    lines = ["| context | batch | cuDNN µs | flash µs | FlashInfer µs | ours exact µs | exact vs cuDNN |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| context | batch | cuDNN µs | flash µs | FlashInfer µs | FlashInfer TC µs | ours exact µs "
+             "| exact vs cuDNN |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     for r in rows:
         u = r["us"]
         lines.append(f"| {r['context'] // 1024}K | {r['batch']} | {fmt(cudnn_us(r))} | "
-                     f"{fmt(u.get('sdpa_flash'))} | {fmt(u.get('flashinfer'))} | {fmt(u['ours_exact'])} | "
-                     f"{fmt(speedup(cudnn_us(r), u['ours_exact']))}x |")
+                     f"{fmt(u.get('sdpa_flash'))} | {fmt(u.get('flashinfer'))} | {fmt(u.get('flashinfer_tc'))} | "
+                     f"{fmt(u['ours_exact'])} | {fmt(speedup(cudnn_us(r), u['ours_exact']))}x |")
     lines += ["", "| context | batch | target hit | misses | measured hit | MAC µs | vs cuDNN | vs ours exact |",
               "|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
