@@ -51,8 +51,8 @@ void qkv_rope_append(const float* qkv, std::int64_t n, const std::int64_t* row_p
 /// o < out; W bf16 [out, in], x bf16 or fp32 [n, in] (fp32 is rounded to bf16 first, as
 /// to_bf16 before a bf16 GEMM), y fp32 [n, out], fp32 accumulation. n in [1, kSkinnyGemmMaxRows].
 /// Uses 16-byte loads when in % 8 == 0 and W and x are 16-byte aligned (else, or with
-/// force_scalar, a scalar kernel); returns whether the 16-byte path ran. Deterministic, and one
-/// output does not depend on n or on the other rows.
+/// force_scalar, a scalar kernel); returns whether the 16-byte path ran. Deterministic, and
+/// identical rows of x give bit-identical rows of y (the summation order depends on n only).
 constexpr std::int64_t kSkinnyGemmMaxRows = 8;
 bool skinny_gemm(const bf16* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
                  bool accumulate, cudaStream_t s, bool force_scalar = false);

@@ -3,16 +3,17 @@
 // (the engine's CMake lists compile kernels.cu; this keeps the GEMV code in its own file).
 //
 // Design (memory bound: every weight byte is read once per step):
-// - a block of 256 threads owns kRows = 4 weight rows (4 outputs; SwiGLU: 2 gate + 2 up rows
-//   for 2 outputs) and splits the reduction dimension over all 8 warps: thread t takes the
-//   16-byte chunks t, t + 256, ... of each of its rows (a warp reads 512 contiguous bytes of a
-//   row per load), two chunks per row in flight (4 rows x 2 = 8 loads of 16 bytes per thread);
+// - a block owns kGemvRows = 4 weight rows (4 outputs; SwiGLU: 2 gate + 2 up rows for 2
+//   outputs) and splits the reduction dimension over all its warps (256 threads for N <= 2,
+//   128 above: gemv_threads): thread t takes the 16-byte chunks t, t + threads, ... of each of
+//   its rows (a warp reads 512 contiguous bytes of a row per load), 2 or 4 chunks per row in
+//   flight (gemv_unroll: 8 or 16 loads of 16 bytes per thread);
 // - weights are streamed with ld.global.nc.L1::no_allocate (they are read once); the N <= 8
 //   activation rows are small and re-read by every block, so they go through L1 (__ldg);
-// - fp32 accumulators [kRows x N] per thread, a transposing warp reduction (31 shuffles for
-//   32 values instead of 5 per value), then the 8 warps' partials summed in shared memory in a
-//   fixed order: deterministic, no atomics, and the value of one (row, output) does not depend
-//   on N or on the other rows (a batch row equals the same row computed alone);
+// - fp32 accumulators [kGemvRows x N] per thread, a transposing warp reduction (31 shuffles
+//   for 32 values instead of 5 per value), then the warps' partials summed in shared memory in
+//   a fixed order: deterministic, no atomics, and identical activation rows of one call give
+//   bit-identical outputs (a batch's rows do not depend on their neighbours);
 // - out-of-range rows are clamped for the loads and not stored;
 // - the 16-byte path needs in % 8 == 0 and 16-byte aligned W and x; otherwise a scalar kernel
 //   with the same structure (any in, any bf16-aligned pointer).
@@ -26,10 +27,19 @@ namespace macattn::engine::gpu {
 
 namespace {
 
-constexpr int kGemvThreads = 256;
-constexpr int kGemvWarps = kGemvThreads / 32;
-constexpr int kGemvRows = 4;    // weight rows per block
-constexpr int kGemvUnroll = 2;  // chunks per row in flight per thread
+constexpr int kGemvRows = 4;  // weight rows per block
+// Threads per block and chunks per row in flight per thread, by N (measured on the H200 at the
+// llama3-8b shapes): N <= 2 256 threads x 2; N 3..4 (more registers, fewer blocks per SM)
+// 128 threads x 4, to keep enough bytes in flight; N >= 5 128 x 2 (registers).
+template <int N>
+constexpr int gemv_threads() {
+  return N <= 2 ? 256 : 128;
+}
+template <int N>
+constexpr int gemv_unroll() {
+  return N >= 3 && N <= 4 ? 4 : 2;
+}
+constexpr int kGemvMaxWarps = 8;
 
 constexpr int pow2_at_least(int v) {
   int p = 1;
@@ -131,7 +141,9 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(kGemvRows
   constexpr int V = kGemvRows * N;
   constexpr int VP = pow2_at_least(V);
   static_assert(VP <= 32, "at most 32 accumulators per thread");
-  __shared__ float red[kGemvWarps][32];
+  constexpr int kWarps = gemv_threads<N>() / 32;
+  static_assert(kWarps <= kGemvMaxWarps);
+  __shared__ float red[kWarps][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   warp_reduce_transposed<VP, 16>(acc, lane);
   constexpr int shift = 5 - log2_exact(VP);
@@ -141,7 +153,7 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(kGemvRows
   const auto total = [&](int idx) {
     float s = red[0][idx];
 #pragma unroll
-    for (int w = 1; w < kGemvWarps; ++w) s += red[w][idx];
+    for (int w = 1; w < kWarps; ++w) s += red[w][idx];
     return s;
   };
   if constexpr (SWIGLU) {
@@ -168,12 +180,14 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(kGemvRows
 }
 
 // The 16-byte path: in % 8 == 0, W and x 16-byte aligned.
-// Two blocks per SM (at most 128 registers) except fp32 inputs at N >= 7, which would spill.
+// At most 128 registers (512 / threads blocks of `threads` per SM) except fp32 inputs at N >= 7, which
+// would spill.
 template <int N, typename XT, bool SWIGLU>
-__global__ void __launch_bounds__(kGemvThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : 2)
+__global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / gemv_threads<N>())
     gemv_vec_kernel(const XT* __restrict__ x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
                     GemvOut o) {
   constexpr int VP = pow2_at_least(kGemvRows * N);
+  constexpr int kThreads = gemv_threads<N>(), kUnroll = gemv_unroll<N>();
   const std::int64_t group = blockIdx.x;
   const std::int64_t chunks = in / 8;
   const uint4* wr[kGemvRows];
@@ -183,17 +197,17 @@ __global__ void __launch_bounds__(kGemvThreads, (N >= 7 && sizeof(XT) == 4) ? 1 
 #pragma unroll
   for (int i = 0; i < VP; ++i) acc[i] = 0.f;
 
-  for (std::int64_t c0 = threadIdx.x; c0 < chunks; c0 += kGemvThreads * kGemvUnroll) {
-    uint4 wv[kGemvUnroll][kGemvRows];
+  for (std::int64_t c0 = threadIdx.x; c0 < chunks; c0 += kThreads * kUnroll) {
+    uint4 wv[kUnroll][kGemvRows];
 #pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const std::int64_t c = c0 + u * kGemvThreads;
+    for (int u = 0; u < kUnroll; ++u) {
+      const std::int64_t c = c0 + u * kThreads;
 #pragma unroll
       for (int j = 0; j < kGemvRows; ++j) wv[u][j] = c < chunks ? load_stream16(wr[j] + c) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
-      const std::int64_t c = c0 + u * kGemvThreads;
+    for (int u = 0; u < kUnroll; ++u) {
+      const std::int64_t c = c0 + u * kThreads;
       if (c < chunks) {
         float wf[kGemvRows][8];
 #pragma unroll
@@ -215,7 +229,7 @@ __global__ void __launch_bounds__(kGemvThreads, (N >= 7 && sizeof(XT) == 4) ? 1 
 
 // The scalar path: any in, any (element-aligned) pointers.
 template <int N, typename XT, bool SWIGLU>
-__global__ void __launch_bounds__(kGemvThreads)
+__global__ void __launch_bounds__(gemv_threads<N>())
     gemv_scalar_kernel(const XT* __restrict__ x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
                        GemvOut o) {
   constexpr int VP = pow2_at_least(kGemvRows * N);
@@ -226,7 +240,7 @@ __global__ void __launch_bounds__(kGemvThreads)
   float acc[VP];
 #pragma unroll
   for (int i = 0; i < VP; ++i) acc[i] = 0.f;
-  for (std::int64_t k = threadIdx.x; k < in; k += kGemvThreads) {
+  for (std::int64_t k = threadIdx.x; k < in; k += gemv_threads<N>()) {
     float wf[kGemvRows];
 #pragma unroll
     for (int j = 0; j < kGemvRows; ++j) wf[j] = __bfloat162float(wr[j][k]);
@@ -244,10 +258,10 @@ template <int N, typename XT, bool SWIGLU>
 void gemv_launch_n(bool vec, unsigned grid, const XT* x, const bf16* w, std::int64_t out, std::int64_t in,
                    const GemvOut& o, cudaStream_t s) {
   if (vec) {
-    gemv_vec_kernel<N, XT, SWIGLU><<<grid, kGemvThreads, 0, s>>>(x, w, out, in, o);
+    gemv_vec_kernel<N, XT, SWIGLU><<<grid, gemv_threads<N>(), 0, s>>>(x, w, out, in, o);
     ENGINE_LAUNCHED("gemv_vec_kernel");
   } else {
-    gemv_scalar_kernel<N, XT, SWIGLU><<<grid, kGemvThreads, 0, s>>>(x, w, out, in, o);
+    gemv_scalar_kernel<N, XT, SWIGLU><<<grid, gemv_threads<N>(), 0, s>>>(x, w, out, in, o);
     ENGINE_LAUNCHED("gemv_scalar_kernel");
   }
 }
