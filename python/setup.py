@@ -85,11 +85,9 @@ ext = Extension(
     "macattn_torch._C",
     sources,
     extra_compile_args={"cxx": cxx_flags + (["-DMACATTN_TORCH_WITH_CUDA=1"] if CUDA else []), "nvcc": []},
-    # libstdc++ linked dynamically, first: the PyTorch image on our GPU machine has a g++ wrapper
-    # that links it statically into extensions, and that private copy crashed in the library's
-    # std::ostringstream (every error message) and its exceptions. Naming the shared library
-    # here resolves those symbols before the driver's own -lstdc++ comes.
-    extra_link_args=["-fopenmp", "-Wl,--push-state,-Bdynamic", "-lstdc++", "-Wl,--pop-state"],
+    # On compilers that link libstdc++ statically into shared objects, build with the system
+    # compiler instead (python/README.md: CC=gcc CXX=g++ LDSHARED="g++ -shared").
+    extra_link_args=["-fopenmp"],
 )
 
 setup(

@@ -9,13 +9,6 @@
 // int64, ready [B] uint8).
 #include <Python.h>
 
-// <iostream> on purpose, though nothing here prints: with GCC 13, including it is what pulls
-// libstdc++'s stream initialisation (std::ios_base::Init) into a link that takes libstdc++
-// statically, as the g++ wrapper of the PyTorch image on our GPU machine does for extensions.
-// Without it the first std::ostringstream of the library (device_description, every error
-// message) crashed inside the extension there.
-#include <iostream>
-
 #include <torch/library.h>
 
 #include "common.hpp"

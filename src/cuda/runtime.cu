@@ -22,9 +22,7 @@ struct DeviceInfo {
   std::size_t memory = 0;
 };
 
-// A function-local static (not std::call_once: std::call_once crashed inside the PyTorch
-// extension on the GPU machine, where the extension and the library come from two different
-// g++ installations whose libstdc++ once-call machinery differs).
+// A function-local static: initialised once, thread-safe.
 const DeviceInfo* device_info() {
   static const DeviceInfo info = [] {
     DeviceInfo d;
@@ -53,7 +51,6 @@ bool available() { return device_info() != nullptr; }
 std::string device_description() {
   const DeviceInfo* d = device_info();
   if (!d) return "no usable CUDA device (none found, or older than sm_80)";
-  // snprintf, not iostreams: see python/csrc/ops.cpp on statically linked libstdc++.
   char buf[256];
   std::snprintf(buf, sizeof buf, "%s (sm_%d%d, %d SMs, %.1f GiB)", d->name.c_str(), d->major, d->minor, d->sm_count,
                 static_cast<double>(d->memory) / (1024.0 * 1024.0 * 1024.0));
