@@ -535,18 +535,13 @@ void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greed
   if (advance) gpu::advance_positions(pos.as<std::int64_t>(), B, stream);
 }
 
-void CudaSession::Impl::run_decode(bool advance, bool feed_greedy) {
-  if (!options.use_graph) {
-    decode_step(StepKind::decode, advance, feed_greedy, false);
-    return;
-  }
-  const int key = (advance ? 1 : 0) | (feed_greedy ? 2 : 0);
+void CudaSession::Impl::launch_graph(int key, const std::function<void()>& record) {
   auto it = graphs.find(key);
-  if (it == graphs.end()) {
+  if (it == graphs.end()) {  // first use of this variant: capture it once
     cudaGraph_t g = nullptr;
     ENGINE_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
     try {
-      decode_step(StepKind::decode, advance, feed_greedy, false);
+      record();
     } catch (...) {
       cudaStreamEndCapture(stream, &g);
       if (g != nullptr) cudaGraphDestroy(g);
@@ -562,28 +557,20 @@ void CudaSession::Impl::run_decode(bool advance, bool feed_greedy) {
   ENGINE_CUDA(cudaGraphLaunch(it->second, stream));
 }
 
-void CudaSession::Impl::run_decode_bench() {
-  const int key = 4;
-  auto it = graphs.find(key);
-  if (it == graphs.end()) {
-    cudaGraph_t g = nullptr;
-    ENGINE_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-    try {
-      if (bench_restore) bench_restore(stream);
-      decode_step(StepKind::decode, false, false, false);
-    } catch (...) {
-      cudaStreamEndCapture(stream, &g);
-      if (g != nullptr) cudaGraphDestroy(g);
-      throw;
-    }
-    ENGINE_CUDA(cudaStreamEndCapture(stream, &g));
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
-    cudaGraphDestroy(g);
-    ENGINE_CUDA(e);
-    it = graphs.emplace(key, exec).first;
+void CudaSession::Impl::run_decode(bool advance, bool feed_greedy) {
+  if (!options.use_graph) {
+    decode_step(StepKind::decode, advance, feed_greedy, false);
+    return;
   }
-  ENGINE_CUDA(cudaGraphLaunch(it->second, stream));
+  launch_graph((advance ? 1 : 0) | (feed_greedy ? 2 : 0),
+               [&] { decode_step(StepKind::decode, advance, feed_greedy, false); });
+}
+
+void CudaSession::Impl::run_decode_bench() {
+  launch_graph(4, [&] {
+    if (bench_restore) bench_restore(stream);
+    decode_step(StepKind::decode, false, false, false);
+  });
 }
 
 void CudaSession::Impl::prefill_chunk(std::int32_t seq, const std::int32_t* toks, std::int64_t n, bool all_logits,

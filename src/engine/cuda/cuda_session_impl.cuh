@@ -128,6 +128,8 @@ struct CudaSession::Impl {
   /// Set by the benchmark: launched before the step in graphs with key bit 2 (restores the rings).
   std::function<void(cudaStream_t)> bench_restore;
   void run_decode_bench();  // restore + step without advancing
+  /// Launches the graph cached under `key`, capturing `record`'s launches into it on first use.
+  void launch_graph(int key, const std::function<void()>& record);
 
   // Host side.
   std::vector<LayerStats> layer_stats;
