@@ -16,8 +16,9 @@
 #   cp /tmp/debx/usr/lib/x86_64-linux-gnu/{libpcre2-8.a,libutf8proc.a} .devdeps/sys/lib/
 # then run this script on the GPU machine with .devdeps carried along.
 #   usage: tools/cuda/device_run.sh OUTDIR [bench flags...]
-#   env:   STEPS="build test sanitize bench" (default; add "engine" for the engine's CUDA tests and
-#          bench-e2e --device cuda), JOBS (default nproc), E2E_CONTEXTS (default 32768,65536,131072),
+#   env:   STEPS="build test sanitize bench" (default; add "python" for the PyTorch extension's
+#          tests and the side-by-side benchmark after "build", "engine" for the engine's CUDA tests
+#          and bench-e2e --device cuda), JOBS (default nproc), E2E_CONTEXTS (default 32768,65536,131072),
 #          E2E_BATCHES (default 1,4), E2E_REF_CONTEXTS (default 8192,16000)
 set -uo pipefail
 out=${1:?usage: device_run.sh OUTDIR [bench flags...]}
@@ -67,6 +68,30 @@ fi
 
 if has bench; then
   ./build-device/tools/macattn/macattn bench --backend cuda --json "$out/h200.json" "$@" 2>&1 | tee "$out/bench.log" | tail -80
+fi
+if has python; then
+  # The PyTorch extension against build-device's libmacattn.a (the "build" step; its
+  # macattn_static target is built here if missing), its pytest suite, and the side-by-side
+  # benchmark; FlashInfer from .fiw/ when carried (tools/bench/make_flashinfer_carry.sh).
+  # Built with the system compiler: the image's default g++ wrapper links libstdc++ statically
+  # into extensions, and that copy crashed (python/README.md).
+  cmake --build build-device -j "$jobs" --target macattn_static >> "$out/build.log" 2>&1
+  start=$(date +%s)
+  (cd python && CC=gcc CXX=g++ LDSHARED="g++ -shared" MAX_JOBS="$jobs" MACATTN_BUILD_DIR="$PWD/../build-device" \
+     python3 setup.py -q build_ext --inplace > "$out/py_build.log" 2>&1 &&
+   PYTHONPATH="$PWD" python3 -m pytest -q -rs -p no:cacheprovider tests > "$out/py_tests.log" 2>&1)
+  log "python ext build + pytest rc=$? in $(( $(date +%s) - start )) s: $(tail -1 "$out/py_tests.log")"
+  site=""
+  if ls .fiw/*.whl > /dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/fisite .fiw/*.whl &&
+      mkdir -p /tmp/fi && python3 -m tarfile --filter data -e .fiw/flashinfer-*-decode.tar.xz /tmp/fi && site=":/tmp/fisite:/tmp/fi"
+  fi
+  (cd python && PYTHONPATH="$PWD$site" FLASHINFER_WORKSPACE_BASE=/tmp/fiws FLASHINFER_CUDA_ARCH_LIST=9.0a \
+     TVM_FFI_CACHE_DIR=/tmp/fiws/tvm-ffi PYTHONUNBUFFERED=1 python3 ../tools/bench/torch_side_by_side.py \
+     --contexts "${TORCH_CONTEXTS:-32768,65536,131072}" --batches 1,4,16 --reps 20 --out "$out/h200_torch" \
+     > "$out/torch_bench.log" 2>&1)
+  log "torch_side_by_side.py rc=$?"
+  head -12 "$out/h200_torch.md" 2>/dev/null
 fi
 if has engine; then
   # The engine (src/engine, its CUDA forward pass) and the macattn tool with generate/bench-e2e.
