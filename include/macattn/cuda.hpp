@@ -97,10 +97,12 @@ class Workspace {
     float* part_lse = nullptr;         ///< [capacity_rows * capacity_splits]
     unsigned long long* best = nullptr;  ///< [capacity_heads] packed (distance, age) minima
     std::uint8_t* seq_flags = nullptr;   ///< [capacity_batch] per-step flags (stale ring)
+    unsigned* sync = nullptr;  ///< fused MAC counters and queue (0 between calls; layout: src/cuda/mac_fused.hpp)
     std::int64_t capacity_rows = 0;      ///< (query row, head) pairs of partials
     std::int32_t capacity_splits = 0;
     std::int64_t capacity_heads = 0;
     std::int32_t capacity_batch = 0;
+    std::int64_t capacity_groups = 0;  ///< (sequence, KV head) pairs of the counters
     std::int32_t head_dim = 0;
   };
   const Buffers& buffers() const { return buffers_; }

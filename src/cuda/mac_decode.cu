@@ -14,6 +14,8 @@
 //      resets the scan's minimum for the next step.
 #include "cuda/launch.cuh"
 #include "cuda/mac_decide.cuh"
+#include "cuda/mac_fused.hpp"
+#include "cuda/mac_scan.cuh"
 #include "cuda/merge_splits.cuh"
 
 namespace macattn::cuda {
@@ -21,20 +23,14 @@ namespace detail {
 namespace {
 
 constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
-constexpr int kScanSlots = 64;     // candidates per tile
-constexpr int kScanStages = 2;     // tiles in flight per block (cp.async into shared memory)
 
-// Scan of one head's candidates, tiles [blockIdx.x * tiles_per_block, +tiles_per_block) of 64.
-// The rows stream into shared memory by cp.async (two tiles in flight per block, no registers
-// held), so a block keeps 2 x 64 rows of bytes in flight whatever D; each half-warp then
-// computes one candidate's distance from shared memory, lane l owning dims l, l+16, ... in
-// core/distance.hpp's fixed fp32 order. Templated on D so each lane's loop is unrolled.
-// Dynamic shared memory: kScanStages * kScanSlots * D * ring element bytes.
+// Scan of one head's candidates, tiles [blockIdx.x * tiles_per_block, +tiles_per_block) of 64
+// (mac_scan.cuh), then one atomicMin per block. Also records whether each sequence's ring is
+// stale (not ready / at another position). Dynamic shared memory: scan_smem_bytes.
 template <int D>
 __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
                                                                 RingArgs ring, MacArgs mac, int hq, int tiles_per_block,
                                                                 unsigned long long* best, std::uint8_t* stale_flags) {
-  constexpr int head_dim = D, kDims = D / 16;
   extern __shared__ __align__(16) char scan_smem[];
   grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
   allow_dependents();
@@ -43,81 +39,10 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
   if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
   if (t < mac.min_context) return;
-  const long long first = first_candidate(t, mac.window);
-  // A stale ring is wiped before it is scanned (CPU semantics): every row is zero, so the
-  // best is the oldest candidate at distance |q|^2. Scan just that one, against zeros.
-  const long long n = stale ? (t > first ? 1 : 0) : t - first;
-  const long long tile0 = static_cast<long long>(blockIdx.x) * tiles_per_block;
-  const long long n_tiles = (n + kScanSlots - 1) / kScanSlots;
-  const long long tile_end = min(tile0 + tiles_per_block, n_tiles);
-  if (tile0 >= tile_end) return;
-  const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
-  const int esize = ring.dtype == kF32 ? 4 : 2;
-  const int row_bytes = head_dim * esize, chunks = row_bytes / 16;
-  float q[kDims];
-  const std::size_t qbase = (static_cast<std::size_t>(b) * hq + h) * head_dim;
-#pragma unroll
-  for (int k = 0; k < kDims; ++k) q[k] = load_float(q_pre, q_dtype, qbase + lane + k * 16);
-  // Stage `st` <- the rows of tile `tile` (rows past the candidates, and a stale ring's, zero).
-  auto issue = [&](long long tile, int st) {
-    char* dst = scan_smem + static_cast<std::size_t>(st) * kScanSlots * row_bytes;
-    for (int idx = threadIdx.x; idx < kScanSlots * chunks; idx += kScanThreads) {
-      const int r = idx / chunks, c = idx % chunks;
-      const long long cand = tile * kScanSlots + r;
-      const bool valid = cand < n && !stale;
-      const std::size_t row =
-          (static_cast<std::size_t>(b) * mac.window + (valid ? (first + cand) % mac.window : 0)) * hq + h;
-      cp_async_16(dst + r * row_bytes + c * 16, static_cast<const char*>(ring.qring) + row * row_bytes + c * 16, valid);
-    }
-  };
-  unsigned long long mine = kNoMatch;
-  issue(tile0, 0);
-  cp_async_commit();
-  for (long long tile = tile0; tile < tile_end; ++tile) {
-    const int st = static_cast<int>((tile - tile0) % kScanStages);
-    if (tile + 1 < tile_end) issue(tile + 1, (st + 1) % kScanStages);
-    cp_async_commit();
-    cp_async_wait<1>();  // this tile's rows have landed (the next tile's may still be in flight)
-    __syncthreads();
-    const char* rows = scan_smem + static_cast<std::size_t>(st) * kScanSlots * row_bytes;
-    // Every lane runs every iteration (the shuffles need the whole warp); lanes past the
-    // candidates computed on zeros and drop the result.
-#pragma unroll
-    for (int it = 0; it < kScanSlots / (kScanThreads / 16); ++it) {
-      const int r = it * (kScanThreads / 16) + half;
-      const long long c = tile * kScanSlots + r;
-      const bool valid = c < n;
-      const void* row = rows + r * row_bytes;
-      float acc = 0.f;
-#pragma unroll
-      for (int k = 0; k < kDims; ++k) {
-        const float diff = __fsub_rn(q[k], load_float(row, ring.dtype, lane + k * 16));
-        acc = __fmaf_rn(diff, diff, acc);
-      }
-      // Pairwise lane reduction: lane l += lane l+8, l+4, l+2, l+1 (core/distance.hpp).
-#pragma unroll
-      for (int width = 8; width >= 1; width >>= 1) acc = __fadd_rn(acc, __shfl_down_sync(0xffffffffu, acc, width, 16));
-      if (valid && lane == 0 && acc < __int_as_float(0x7f800000)) {  // +inf and NaN never match (CPU: d < best)
-        const unsigned long long key = pack_match(acc, static_cast<unsigned>(c));
-        mine = key < mine ? key : mine;
-      }
-    }
-    __syncthreads();  // the stage is read before the next iteration's copy overwrites it
-  }
-  // Block minimum, then one atomic per block.
-#pragma unroll
-  for (int off = 16; off >= 1; off >>= 1) {
-    const unsigned long long other = __shfl_xor_sync(0xffffffffu, mine, off);
-    mine = other < mine ? other : mine;
-  }
-  __shared__ unsigned long long warp_min[kScanThreads / 32];
-  if ((threadIdx.x & 31) == 0) warp_min[threadIdx.x >> 5] = mine;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    unsigned long long m = kNoMatch;
-    for (int w = 0; w < kScanThreads / 32; ++w) m = warp_min[w] < m ? warp_min[w] : m;
-    if (m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
-  }
+  const unsigned long long m = scan_head_tiles<D, kScanThreads>(
+      scan_smem, q_pre, q_dtype, ring, mac, hq, b, h, t, stale, static_cast<long long>(blockIdx.x) * tiles_per_block,
+      tiles_per_block);
+  if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
 }
 
 // Which split block computes complete part j (of kCompleteSplits, one 64-key tile each at the
@@ -373,6 +298,11 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
                            ": q_post, q_pre and out must share one dtype (got ", dtype_name(q_post.dtype), ", ",
                            dtype_name(q_pre.dtype), ", ", dtype_name(out.dtype), ")");
   if (kv.batch_size == 0) return;
+  if (mac_fused_enabled()) {
+    launch_mac_fused(shape, config, kv, q_post, q_pre, rings, out, lse, head_stats, workspace,
+                     static_cast<cudaStream_t>(stream));
+    return;
+  }
   const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim, group = shape.group_size();
   const int splits = plan_splits(kv.batch_size, hkv, d, kv.max_seq_len);
   const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;
@@ -393,7 +323,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   int per = 1;
   while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
   const dim3 scan_grid(static_cast<unsigned>((scan_tiles + per - 1) / per), hq, kv.batch_size);
-  const std::size_t scan_bytes = static_cast<std::size_t>(kScanStages) * kScanSlots * d * dtype_bytes(rings.ring_dtype);
+  const std::size_t scan_bytes = scan_smem_bytes(d, static_cast<int>(dtype_bytes(rings.ring_dtype)));
   auto launch_scan = [&](auto kernel) {
     allow_smem(kernel, scan_bytes);
     launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), scan_bytes, s, kva, q_pre.data, qd, ring, mac,
