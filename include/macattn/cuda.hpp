@@ -122,7 +122,8 @@ void exact_decode(const AttentionShape& shape, const PagedKVDevice& kv, ConstTen
 
 /// MAC decode for one layer (MAC_ATTENTION.md §5), every decision on the device: ring scan,
 /// hit rule, amend (reuse + band, or the exact prefix), ring write, complete (sinks + tail).
-/// Three kernels, no host synchronisation. A group with any miss streams its K/V through the
+/// Three kernels (MACATTN_CUDA_MAC=fused: one experimental kernel, slower so far), no host
+/// synchronisation. A group with any miss streams its K/V through the
 /// same split-KV kernel as exact_decode; an all-hit group reads only its bands, tail and sinks.
 ///   q_post, q_pre: [B, Hq, D] device, same dtype;  out: [B, Hq, D] device;  lse: [B, Hq] or
 ///   null;  head_stats: [B, Hq] DEVICE array or null (per-head decisions as in attention.hpp).
