@@ -214,6 +214,8 @@ struct CudaRow {
   double mac_graph_us, mac_eager_us, restore_us, speedup;
   double check_rel_l2;
   int splits, copies;
+  // --graph-steps N > 1: N consecutive layer-steps (rotating input copies) in one graph, per step.
+  double exact_steps_us = 0, mac_steps_us = 0, restore_steps_us = 0, speedup_steps = 0;
 };
 
 }  // namespace
@@ -322,6 +324,22 @@ int run_cuda_bench(const BenchOptions& o) {
                              ws, s);
           });
           for (auto g : exact_graphs) cudaGraphExecDestroy(g);
+          // N layer-steps per graph, as a model's decode graph runs them (one launch per token for
+          // all layers): the per-graph launch latency is paid once per N steps.
+          const int steps = o.graph_steps;
+          double exact_steps = 0;
+          if (steps > 1) {
+            std::vector<cudaGraphExec_t> gs;
+            for (int c = 0; c < copies; ++c)
+              gs.push_back(capture(s, [&] {
+                for (int k = 0; k < steps; ++k)
+                  mc::exact_decode(sh, kvs[(c + k) % copies], {qpost.p, macattn::DType::bf16},
+                                   {out.p, macattn::DType::bf16}, nullptr, ws, s);
+              }));
+            exact_steps = time_us(s, o.min_reps, o.min_seconds,
+                                  [&](int r) { ck(cudaGraphLaunch(gs[r % copies], s), "launch"); }) / steps;
+            for (auto g : gs) cudaGraphExecDestroy(g);
+          }
           const double gbps = static_cast<double>(kv_bytes) * 2 / exact_graph / 1e3;
           std::printf("%-10s %s batch %3d ctx %7lld: exact %9.1f us graph, %9.1f us eager, %6.0f GB/s (%.0f%% of stream), "
                       "%d splits, %d copies, check %.1e\n",
@@ -330,6 +348,7 @@ int run_cuda_bench(const BenchOptions& o) {
           std::fflush(stdout);
           CudaRow base{bs.name, batch, static_cast<long long>(ctx), -1, "-", 0, 0, exact_graph, exact_eager, gbps,
                        gbps / stream_gbps, 0, 0, 0, 0, exact_err, splits, copies};
+          base.exact_steps_us = exact_steps;
           rows.push_back(base);
 
           // MAC rings, one set per copy.
@@ -422,10 +441,40 @@ int run_cuda_bench(const BenchOptions& o) {
               });
               for (auto g : mac_graphs) cudaGraphExecDestroy(g);
               for (auto g : restore_graphs) cudaGraphExecDestroy(g);
+              double mac_steps = 0, rest_steps = 0;
+              if (steps > 1) {  // N x [restore, MAC step] per graph, minus N x restore, per step
+                std::vector<cudaGraphExec_t> ms, rs;
+                for (int c = 0; c < copies; ++c) {
+                  ms.push_back(capture(s, [&] {
+                    for (int k = 0; k < steps; ++k) {
+                      const int cc = (c + k) % copies;
+                      restore(cc);
+                      mc::mac_decode(sh, o.config, kvs[cc], {qpost.p, macattn::DType::bf16},
+                                     {qpre.p, macattn::DType::bf16}, rings[cc], {out.p, macattn::DType::bf16}, nullptr,
+                                     nullptr, ws, s);
+                    }
+                  }));
+                  rs.push_back(capture(s, [&] {
+                    for (int k = 0; k < steps; ++k) restore((c + k) % copies);
+                  }));
+                }
+                mac_steps = time_us(s, o.min_reps, o.min_seconds,
+                                    [&](int r) { ck(cudaGraphLaunch(ms[r % copies], s), "launch"); }) / steps;
+                rest_steps = time_us(s, o.min_reps, std::min(o.min_seconds, 0.2),
+                                     [&](int r) { ck(cudaGraphLaunch(rs[r % copies], s), "launch"); }) / steps;
+                for (auto g : ms) cudaGraphExecDestroy(g);
+                for (auto g : rs) cudaGraphExecDestroy(g);
+              }
               const double net = std::max(mac_graph - rest, 0.01);
               CudaRow row{bs.name, batch, static_cast<long long>(ctx), hr, miss_pattern_name(pat),
                           double(nh) / heads, double(all_hit) / groups, exact_graph, exact_eager, gbps,
                           gbps / stream_gbps, net, mac_eager - rest, rest, exact_graph / net, check, splits, copies};
+              if (steps > 1) {
+                row.exact_steps_us = exact_steps;
+                row.restore_steps_us = rest_steps;
+                row.mac_steps_us = std::max(mac_steps - rest_steps, 0.01);
+                row.speedup_steps = exact_steps / row.mac_steps_us;
+              }
               rows.push_back(row);
               std::printf("   hit %.2f %-11s measured %.3f (all-hit groups %.3f): MAC %8.1f us graph (restore %.1f "
                           "subtracted), %8.1f us eager, speedup %6.2fx\n",
@@ -438,16 +487,26 @@ int run_cuda_bench(const BenchOptions& o) {
   // Table.
   std::printf("\nmacattn bench --backend cuda: %s, streaming read %.0f GB/s, commit %s\n",
               macattn::cuda::device_description().c_str(), stream_gbps, MACATTN_GIT_COMMIT);
-  std::printf("%-10s %5s %7s %6s %-11s %8s %10s %7s %10s %8s\n", "shape", "batch", "context", "hit", "pattern",
+  // Columns: one layer-step per graph (exact_us, mac_us, speedup), and with --graph-steps N > 1
+  // the per-step time of N steps in one graph (exact/N, mac/N, speedup/N).
+  const bool multi = o.graph_steps > 1;
+  if (multi) std::printf("(/N columns: %d layer-steps per graph, time per step)\n", o.graph_steps);
+  std::printf("%-10s %5s %7s %6s %-11s %8s %10s %7s %10s %8s", "shape", "batch", "context", "hit", "pattern",
               "measured", "exact_us", "bw%", "mac_us", "speedup");
+  if (multi) std::printf(" %9s %9s %10s", "exact/N", "mac/N", "speedup/N");
+  std::printf("\n");
   for (const CudaRow& r : rows) {
-    if (r.hit_rate < 0)
-      std::printf("%-10s %5d %7lld %6s %-11s %8s %10.1f %6.0f%% %10s %8s\n", r.shape.c_str(), r.batch, r.context, "exact",
+    if (r.hit_rate < 0) {
+      std::printf("%-10s %5d %7lld %6s %-11s %8s %10.1f %6.0f%% %10s %8s", r.shape.c_str(), r.batch, r.context, "exact",
                   "-", "-", r.exact_graph_us, 100 * r.exact_bw_fraction, "-", "-");
-    else
-      std::printf("%-10s %5d %7lld %6.2f %-11s %8.3f %10.1f %6.0f%% %10.1f %7.2fx\n", r.shape.c_str(), r.batch,
+      if (multi) std::printf(" %9.1f %9s %10s", r.exact_steps_us, "-", "-");
+    } else {
+      std::printf("%-10s %5d %7lld %6.2f %-11s %8.3f %10.1f %6.0f%% %10.1f %7.2fx", r.shape.c_str(), r.batch,
                   r.context, r.hit_rate, r.pattern.c_str(), r.measured_hit_rate, r.exact_graph_us,
                   100 * r.exact_bw_fraction, r.mac_graph_us, r.speedup);
+      if (multi) std::printf(" %9.1f %9.1f %9.2fx", r.exact_steps_us, r.mac_steps_us, r.speedup_steps);
+    }
+    std::printf("\n");
   }
   if (!o.json_path.empty()) {
     nlohmann::json j;
@@ -456,7 +515,8 @@ int run_cuda_bench(const BenchOptions& o) {
     j["stream_read_gbps"] = stream_gbps;
     j["config"] = {{"window", o.config.window}, {"rect_offset", o.config.rect_offset}, {"tau", o.config.tau},
                    {"ring_dtype", macattn::dtype_name(o.ring_dtype)}, {"page_size", 16}, {"layout", "NHD"},
-                   {"timing", "CUDA events per replay, median; MAC graph time minus the restore graph's median"}};
+                   {"timing", "CUDA events per replay, median; MAC graph time minus the restore graph's median"},
+                   {"graph_steps", o.graph_steps}};
     for (const CudaRow& r : rows)
       j["rows"].push_back({{"shape", r.shape}, {"batch", r.batch}, {"context", r.context}, {"hit_rate", r.hit_rate},
                            {"pattern", r.pattern}, {"measured_hit_rate", r.measured_hit_rate},
@@ -464,7 +524,9 @@ int run_cuda_bench(const BenchOptions& o) {
                            {"exact_eager_us", r.exact_eager_us}, {"exact_gbps", r.exact_gbps},
                            {"exact_bw_fraction", r.exact_bw_fraction}, {"mac_graph_us", r.mac_graph_us},
                            {"mac_eager_us", r.mac_eager_us}, {"restore_us", r.restore_us}, {"speedup", r.speedup},
-                           {"check_rel_l2", r.check_rel_l2}, {"splits", r.splits}, {"copies", r.copies}});
+                           {"check_rel_l2", r.check_rel_l2}, {"splits", r.splits}, {"copies", r.copies},
+                           {"exact_steps_us", r.exact_steps_us}, {"mac_steps_us", r.mac_steps_us},
+                           {"restore_steps_us", r.restore_steps_us}, {"speedup_steps", r.speedup_steps}});
     std::ofstream(o.json_path) << j.dump(1) << "\n";
     std::printf("results written to %s\n", o.json_path.c_str());
   }

@@ -105,6 +105,11 @@ FlagSet bench_flags(BenchOptions& o) {
         [&o](const std::string& v) { o.check = parse_choice("--check", v, {"on", "off"}) == "on"; });
   f.add("--flush", "on|off", "evict caches before every timed run", "on",
         [&o](const std::string& v) { o.flush = parse_choice("--flush", v, {"on", "off"}) == "on"; });
+  f.add("--graph-steps", "N",
+        "--backend cuda: also time N consecutive layer-steps in one graph (per step; 1 = off)", str(o.graph_steps),
+        [&o](const std::string& v) {
+          o.graph_steps = static_cast<std::int32_t>(parse_int("--graph-steps", v, 1, 64));
+        });
   f.add("--seed", "N", "random seed", "1",
         [&o](const std::string& v) { o.seed = static_cast<std::uint64_t>(parse_int("--seed", v, 0, INT64_MAX)); });
   f.add("--json", "FILE", "write results as JSON", "none", [&o](const std::string& v) { o.json_path = v; });
