@@ -40,7 +40,7 @@ struct BenchOptions {
   std::int32_t min_reps = 5;       // at least this many timed runs per measurement
   bool check = true;               // compare with the reference backend before timing
   bool flush = true;               // evict caches before each timed run
-  std::int32_t graph_steps = 8;    // --backend cuda: also time N layer-steps per graph (1 = off)
+  std::int32_t graph_steps = 1;    // --backend cuda: also time N layer-steps per graph (1 = off)
   std::uint64_t seed = 1;
   std::string json_path, csv_path;
   bool progress = true;

@@ -156,9 +156,13 @@ double median(std::vector<double> v) {
 }
 
 /// Times `launch(rep)` with CUDA events per run (after 3 warm-up runs); median microseconds.
-template <typename F>
-double time_us(cudaStream_t s, int min_reps, double min_seconds, F&& launch) {
-  for (int i = 0; i < 3; ++i) launch(i);
+/// `before` runs before each run, outside the events (the cache flush of --flush on).
+template <typename F, typename B>
+double time_us(cudaStream_t s, int min_reps, double min_seconds, F&& launch, B&& before) {
+  for (int i = 0; i < 3; ++i) {
+    before();
+    launch(i);
+  }
   ck(cudaStreamSynchronize(s), "warm-up");
   std::vector<double> times;
   const auto start = std::chrono::steady_clock::now();
@@ -166,6 +170,7 @@ double time_us(cudaStream_t s, int min_reps, double min_seconds, F&& launch) {
   ck(cudaEventCreate(&e0), "event");
   ck(cudaEventCreate(&e1), "event");
   for (int rep = 0;; ++rep) {
+    before();
     ck(cudaEventRecord(e0, s), "record");
     launch(rep);
     ck(cudaEventRecord(e1, s), "record");
@@ -180,6 +185,10 @@ double time_us(cudaStream_t s, int min_reps, double min_seconds, F&& launch) {
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   return median(times);
+}
+template <typename F>
+double time_us(cudaStream_t s, int min_reps, double min_seconds, F&& launch) {
+  return time_us(s, min_reps, min_seconds, launch, [] {});
 }
 
 template <typename F>
@@ -244,6 +253,20 @@ int run_cuda_bench(const BenchOptions& o) {
     stream_gbps = bytes / us / 1e3;
   }
   std::printf("device: %s\nstreaming read: %.0f GB/s\n", mc::device_description().c_str(), stream_gbps);
+
+  // --flush on (the default): before every timed run, outside its events, read a buffer of 4x
+  // the L2 cache, so that no run finds the previous run's data in L2. Rotating input copies
+  // alone does not do it for MAC: at long contexts there is one copy, and an all-hit step
+  // touches only its rings, tail and page table, which would stay in L2 from run to run (in a
+  // model the other layers evict them between two steps of a layer).
+  const std::size_t flush_bytes = (4 * l2 + 15) / 16 * 16;
+  DevBuf flush_buf(o.flush ? flush_bytes : 16), flush_sink(4);
+  if (o.flush) fill_kernel<<<1024, 256, 0, s>>>(flush_buf.p, 0, flush_bytes / 4, 3, 1.f);
+  auto flush = [&] {
+    if (o.flush)
+      stream_read_kernel<<<prop.multiProcessorCount * 8, 512, 0, s>>>(flush_buf.as<uint4>(), flush_bytes / 16,
+                                                                       flush_sink.as<unsigned>());
+  };
 
   std::vector<CudaRow> rows;
   std::mt19937_64 rng(o.seed);
@@ -318,11 +341,11 @@ int run_cuda_bench(const BenchOptions& o) {
               mc::exact_decode(sh, kvs[c], {qpost.p, macattn::DType::bf16}, {out.p, macattn::DType::bf16}, nullptr, ws, s);
             }));
           const double exact_graph = time_us(s, o.min_reps, o.min_seconds,
-                                             [&](int r) { ck(cudaGraphLaunch(exact_graphs[r % copies], s), "launch"); });
+                                             [&](int r) { ck(cudaGraphLaunch(exact_graphs[r % copies], s), "launch"); }, flush);
           const double exact_eager = time_us(s, o.min_reps, o.min_seconds, [&](int r) {
             mc::exact_decode(sh, kvs[r % copies], {qpost.p, macattn::DType::bf16}, {out.p, macattn::DType::bf16}, nullptr,
                              ws, s);
-          });
+          }, flush);
           for (auto g : exact_graphs) cudaGraphExecDestroy(g);
           // N layer-steps per graph, as a model's decode graph runs them (one launch per token for
           // all layers): the per-graph launch latency is paid once per N steps.
@@ -337,7 +360,7 @@ int run_cuda_bench(const BenchOptions& o) {
                                    {out.p, macattn::DType::bf16}, nullptr, ws, s);
               }));
             exact_steps = time_us(s, o.min_reps, o.min_seconds,
-                                  [&](int r) { ck(cudaGraphLaunch(gs[r % copies], s), "launch"); }) / steps;
+                                  [&](int r) { ck(cudaGraphLaunch(gs[r % copies], s), "launch"); }, flush) / steps;
             for (auto g : gs) cudaGraphExecDestroy(g);
           }
           const double gbps = static_cast<double>(kv_bytes) * 2 / exact_graph / 1e3;
@@ -430,15 +453,15 @@ int run_cuda_bench(const BenchOptions& o) {
                 restore_graphs.push_back(capture(s, [&] { restore(c); }));
               }
               const double mac_graph = time_us(s, o.min_reps, o.min_seconds,
-                                               [&](int r) { ck(cudaGraphLaunch(mac_graphs[r % copies], s), "launch"); });
+                                               [&](int r) { ck(cudaGraphLaunch(mac_graphs[r % copies], s), "launch"); }, flush);
               const double rest = time_us(s, o.min_reps, std::min(o.min_seconds, 0.2),
-                                          [&](int r) { ck(cudaGraphLaunch(restore_graphs[r % copies], s), "launch"); });
+                                          [&](int r) { ck(cudaGraphLaunch(restore_graphs[r % copies], s), "launch"); }, flush);
               const double mac_eager = time_us(s, o.min_reps, o.min_seconds, [&](int r) {
                 restore(r % copies);
                 mc::mac_decode(sh, o.config, kvs[r % copies], {qpost.p, macattn::DType::bf16},
                                {qpre.p, macattn::DType::bf16}, rings[r % copies], {out.p, macattn::DType::bf16}, nullptr,
                                nullptr, ws, s);
-              });
+              }, flush);
               for (auto g : mac_graphs) cudaGraphExecDestroy(g);
               for (auto g : restore_graphs) cudaGraphExecDestroy(g);
               double mac_steps = 0, rest_steps = 0;
@@ -459,9 +482,9 @@ int run_cuda_bench(const BenchOptions& o) {
                   }));
                 }
                 mac_steps = time_us(s, o.min_reps, o.min_seconds,
-                                    [&](int r) { ck(cudaGraphLaunch(ms[r % copies], s), "launch"); }) / steps;
+                                    [&](int r) { ck(cudaGraphLaunch(ms[r % copies], s), "launch"); }, flush) / steps;
                 rest_steps = time_us(s, o.min_reps, std::min(o.min_seconds, 0.2),
-                                     [&](int r) { ck(cudaGraphLaunch(rs[r % copies], s), "launch"); }) / steps;
+                                     [&](int r) { ck(cudaGraphLaunch(rs[r % copies], s), "launch"); }, flush) / steps;
                 for (auto g : ms) cudaGraphExecDestroy(g);
                 for (auto g : rs) cudaGraphExecDestroy(g);
               }
@@ -516,7 +539,9 @@ int run_cuda_bench(const BenchOptions& o) {
     j["config"] = {{"window", o.config.window}, {"rect_offset", o.config.rect_offset}, {"tau", o.config.tau},
                    {"ring_dtype", macattn::dtype_name(o.ring_dtype)}, {"page_size", 16}, {"layout", "NHD"},
                    {"timing", "CUDA events per replay, median; MAC graph time minus the restore graph's median"},
-                   {"graph_steps", o.graph_steps}};
+                   {"graph_steps", o.graph_steps},
+                   {"flush", o.flush ? "L2 flushed (a read of 4x L2) before every timed run, outside the events"
+                                     : "off"}};
     for (const CudaRow& r : rows)
       j["rows"].push_back({{"shape", r.shape}, {"batch", r.batch}, {"context", r.context}, {"hit_rate", r.hit_rate},
                            {"pattern", r.pattern}, {"measured_hit_rate", r.measured_hit_rate},
