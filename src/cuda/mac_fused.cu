@@ -59,8 +59,8 @@ struct FusedPlan {
   int groups = 0;     // B * Hkv
   int prefetch = 0;   // recent items prefetch their K/V rows into L2 while the scan runs
   float scale = 0.f;
+  // Partials per head; also the tail/recent/old items per group (each writes one partial).
   __host__ __device__ int parts() const { return splits + recent_parts + kCompleteSplits; }
-  __host__ __device__ int group_items() const { return splits + recent_parts + kCompleteSplits; }
 };
 
 /// Per-call counters in the workspace (zero between calls: each call resets what it used).
@@ -375,7 +375,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
     __threadfence();  // this block's partials are visible before the count
     __syncthreads();
     if (tid == 0)
-      s_flag = atomicAdd(sy.group_done + b * p.hkv + g, 1u) == static_cast<unsigned>(p.group_items() - 1);
+      s_flag = atomicAdd(sy.group_done + b * p.hkv + g, 1u) == static_cast<unsigned>(parts - 1);
     __syncthreads();
     if (s_flag) {
       __threadfence();
