@@ -104,4 +104,79 @@ __device__ unsigned long long scan_head_tiles(char* smem, const void* q_pre, int
   return m;
 }
 
+/// Shared memory of a scan batch of `tiles` tiles.
+__host__ __device__ constexpr std::size_t scan_batch_smem_bytes(int tiles, int head_dim, int ring_elem_bytes) {
+  return static_cast<std::size_t>(tiles) * kScanSlots * head_dim * ring_elem_bytes;
+}
+
+/// scan_head_tiles' result for tiles [tile0, tile0 + tiles) of head h, with every tile's copies
+/// issued at once (one memory round trip for the whole run; `smem` holds
+/// scan_batch_smem_bytes(tiles, ...)), for the two-kernel path, whose scan blocks each take a
+/// short run. Same distances, same packed minimum. Every thread of the block calls it.
+template <int D, int Threads>
+__device__ unsigned long long scan_head_batch(char* smem, const void* q_pre, int q_dtype, const RingArgs& ring,
+                                              const MacArgs& mac, int hq, int b, int h, long long t, bool stale,
+                                              long long tile0, int tiles) {
+  constexpr int kDims = D / 16, kHalves = Threads / 16;
+  __shared__ unsigned long long warp_min[Threads / 32];
+  const long long first = first_candidate(t, mac.window);
+  const long long n = stale ? (t > first ? 1 : 0) : t - first;
+  const long long n_tiles = (n + kScanSlots - 1) / kScanSlots;
+  const long long tile_end = min(tile0 + tiles, n_tiles);
+  if (tile0 >= tile_end) return kNoMatch;
+  const int count = static_cast<int>(tile_end - tile0);
+  const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
+  const int esize = ring.dtype == kF32 ? 4 : 2;
+  const int row_bytes = D * esize, chunks = row_bytes / 16;
+  const int first_slot = static_cast<int>(first % mac.window);
+  // Copies first, so the query's loads below travel in the same round trip.
+  for (int idx = threadIdx.x; idx < count * kScanSlots * chunks; idx += Threads) {
+    const int r = idx / chunks, c = idx - r * chunks;  // r: row of the run
+    const long long cand = tile0 * kScanSlots + r;
+    const bool valid = cand < n && !stale;
+    int slot = first_slot + static_cast<int>(cand);  // cand < W
+    if (slot >= mac.window) slot -= mac.window;
+    const std::size_t row = (static_cast<std::size_t>(b) * mac.window + (valid ? slot : 0)) * hq + h;
+    cp_async_16(smem + static_cast<std::size_t>(r) * row_bytes + c * 16,
+                static_cast<const char*>(ring.qring) + row * row_bytes + c * 16, valid);
+  }
+  cp_async_commit();
+  float q[kDims];
+  const std::size_t qbase = (static_cast<std::size_t>(b) * hq + h) * D;
+#pragma unroll
+  for (int k = 0; k < kDims; ++k) q[k] = load_float(q_pre, q_dtype, qbase + lane + k * 16);
+  cp_async_wait<0>();
+  __syncthreads();
+  unsigned long long mine = kNoMatch;
+  for (int it = half; it < count * kScanSlots; it += kHalves) {  // every lane of a warp runs every iteration
+    const long long c = tile0 * kScanSlots + it;
+    const char* row = smem + static_cast<std::size_t>(it) * row_bytes;
+    float acc = 0.f;
+#pragma unroll
+    for (int k = 0; k < kDims; ++k) {
+      const float diff = __fsub_rn(q[k], load_float(row, ring.dtype, lane + k * 16));
+      acc = __fmaf_rn(diff, diff, acc);
+    }
+    // Pairwise lane reduction: lane l += lane l+8, l+4, l+2, l+1 (core/distance.hpp).
+#pragma unroll
+    for (int width = 8; width >= 1; width >>= 1) acc = __fadd_rn(acc, __shfl_down_sync(0xffffffffu, acc, width, 16));
+    if (c < n && lane == 0 && acc < __int_as_float(0x7f800000)) {  // +inf and NaN never match (CPU: d < best)
+      const unsigned long long key = pack_match(acc, static_cast<unsigned>(c));
+      mine = key < mine ? key : mine;
+    }
+  }
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    const unsigned long long other = __shfl_xor_sync(0xffffffffu, mine, off);
+    mine = other < mine ? other : mine;
+  }
+  if ((threadIdx.x & 31) == 0) warp_min[threadIdx.x >> 5] = mine;
+  __syncthreads();
+  unsigned long long m = kNoMatch;
+#pragma unroll
+  for (int w = 0; w < Threads / 32; ++w) m = warp_min[w] < m ? warp_min[w] : m;
+  __syncthreads();  // warp_min and the rows are read before a later call writes them
+  return m;
+}
+
 }  // namespace macattn::cuda::detail

@@ -392,6 +392,15 @@ TEST_P(CudaBackend, MacDecodeWithSinksAndStaleRing) {
   run_mac_session(GetParam(), small_config(5), 24, false, true);
 }
 
+// A window of several 64-candidate tiles: the scan is split over blocks whose minima the
+// decision combines, and the ring wraps every 256 steps of position.
+TEST_P(CudaBackend, MacDecodeWideWindow) {
+  SKIP_WITHOUT_GPU();
+  MacConfig cfg = small_config(3);
+  cfg.window = 256;
+  run_mac_session(GetParam(), cfg, 16, false, false);
+}
+
 TEST_P(CudaBackend, MacDecodeInCudaGraph) {
   SKIP_WITHOUT_GPU();
   run_mac_session(GetParam(), small_config(0), 24, true, false);

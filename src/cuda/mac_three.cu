@@ -1,0 +1,334 @@
+// src/cuda/mac_three.cu: the earlier three-kernel MAC decode (MACATTN_CUDA_MAC=three), kept to
+// compare with the two-kernel default (mac_decode.cu) on the device. Every decision on the
+// device (no host synchronisation; capturable in a CUDA graph):
+//   1. scan   (grid slot-tiles x Hq x B): distances of q_pre to the ring's rows in the fixed
+//      fp32 order of core/distance.hpp, packed minimum per head by atomicMin. Also records
+//      whether each sequence's ring is stale (not ready / at another position).
+//   2. attend (grid splits x Hkv x B, the exact kernel's grid): each block computes the heads'
+//      amend state (band [E(m), E(t)) on a hit, the prefix [min(F,E(t)), E(t)) on a miss) over
+//      one split of the group's span, through the same AttendTile as exact decode, so a miss
+//      group costs what exact costs and an all-hit group touches only its bands; the last
+//      blocks also compute the complete state (sinks + tail) in kCompleteSplits parts.
+//   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
+//      (wiping a stale ring first), merges the complete state into out, writes stats, and
+//      resets the scan's minimum for the next step.
+#include "cuda/launch.cuh"
+#include "cuda/mac_decide.cuh"
+#include "cuda/mac_paths.hpp"
+#include "cuda/mac_scan.cuh"
+#include "cuda/merge_splits.cuh"
+
+namespace macattn::cuda {
+namespace detail {
+namespace {
+
+constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
+
+// Scan of one head's candidates, tiles [blockIdx.x * tiles_per_block, +tiles_per_block) of 64
+// (mac_scan.cuh), then one atomicMin per block. Also records whether each sequence's ring is
+// stale (not ready / at another position). Dynamic shared memory: scan_smem_bytes.
+template <int D>
+__global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
+                                                                RingArgs ring, MacArgs mac, int hq, int tiles_per_block,
+                                                                unsigned long long* best, std::uint8_t* stale_flags) {
+  extern __shared__ __align__(16) char scan_smem[];
+  grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
+  allow_dependents();
+  const int h = blockIdx.y, b = blockIdx.z;
+  const long long t = seq_len(kv, b) - 1;
+  const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
+  if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
+  if (t < mac.min_context) return;
+  const unsigned long long m = scan_head_tiles<D, kScanThreads>(
+      scan_smem, q_pre, q_dtype, ring, mac, hq, b, h, t, stale, static_cast<long long>(blockIdx.x) * tiles_per_block,
+      tiles_per_block);
+  if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
+}
+
+// Which split block computes complete part j (of kCompleteSplits, one 64-key tile each at the
+// default S = 256) of a group's tail (+ sinks). The parts go to the blocks with the least
+// amend work: walking from the last split down, a block takes as many parts as it has tiles
+// fewer than a full split. So a miss group's parts land on its short last split (the split
+// plan's remainder) and do not lengthen the kernel, a miss group's grid is exactly the exact
+// kernel's grid, and an all-hit group (amend = a short band in split 0) spreads its tail over
+// kCompleteSplits blocks. Without any slack the parts go to the last blocks, one each.
+__device__ __forceinline__ int complete_owner(int j, int splits, long long lo, long long hi) {
+  long long per_lo, per_hi;
+  split_range(lo, hi, splits, 0, &per_lo, &per_hi);
+  const long long per_tiles = (per_hi - per_lo + kBlockKeys - 1) / kBlockKeys;
+  int remaining = j;
+  for (int s = splits - 1; s >= 0; --s) {
+    long long a, z;
+    split_range(lo, hi, splits, s, &a, &z);
+    const long long slack = per_tiles - (z - a + kBlockKeys - 1) / kBlockKeys;
+    if (slack <= 0) break;  // splits below are full too
+    if (remaining < slack) return s;
+    remaining -= static_cast<int>(slack);
+  }
+  return splits - 1 - j % splits;
+}
+
+template <int D, int NS, typename T>
+__global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype, RingArgs ring,
+                                                              MacArgs mac, int hq, int group, int splits, float scale,
+                                                              const unsigned long long* best,
+                                                              const std::uint8_t* stale_flags, float* part_o,
+                                                              float* part_lse) {
+  extern __shared__ __align__(128) char smem[];
+  using Tile = AttendTile<D, NS, T>;
+  __shared__ const void* q_rows[kRows];
+  __shared__ long long starts[kRows];
+  grid_dependency_wait();  // the scan's minima and stale flags
+  allow_dependents();
+  const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
+  const long long t = seq_len(kv, b) - 1;
+  const long long new_end = entry_end_dev(t, mac.rect);
+  const bool stale = stale_flags[b] != 0;
+  const std::size_t esize = q_dtype == kF32 ? 4 : 2;
+  const int parts = splits + kCompleteSplits;
+  if (threadIdx.x < kRows) {
+    const int r = threadIdx.x, h = g * group + r;
+    const bool real = r < group;
+    // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
+    // waiting for them (one dependent round trip less before the first K/V copy).
+    const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
+    long long start = new_end;
+    if (real) {
+      const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
+      // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
+      start = stale ? (new_end < mac.sinks ? new_end : mac.sinks) : decide(m, t, mac, ring, b, h, hq).start;
+    }
+    starts[r] = start;
+    q_rows[r] = real ? static_cast<const char*>(q) + (static_cast<std::size_t>(b) * hq + h) * D * esize : nullptr;
+    Tile::row_keys(smem)[r] = real ? RowKeys{start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
+  }
+  __syncthreads();
+  long long lo = new_end, sink_end = 0;
+  for (int r = 0; r < group; ++r) {
+    lo = starts[r] < lo ? starts[r] : lo;
+    const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
+    sink_end = e > sink_end ? e : sink_end;
+  }
+  bool staged = false;
+  // Writes the rows' state of the run just done (or an empty state) as partial `part`.
+  auto write_partial = [&](int part, bool work) {
+    const float* mo = Tile::merged_o(smem);
+    const float* ml = Tile::merged_lse(smem);
+    for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
+      const int r = idx / D, i = idx % D;
+      const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * parts + part;
+      if (work) part_o[row * D + i] = mo[r * D + i];  // an empty partial's o is never read
+      if (i == 0) part_lse[row] = work ? ml[r] : -__int_as_float(0x7f800000);
+    }
+  };
+  auto attend = [&](const KeySpans& spans) {
+    if (!staged) {
+      stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
+      staged = true;
+    }
+    __syncthreads();  // query tile and row keys written; the previous run's results read
+    Tile::run(smem, kv, b, g, spans, scale);
+  };
+  // Amend: this split of the group's span [min start, E(t)).
+  KeySpans spans{0, 0, 0, 0};
+  split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
+  const bool amend_work = spans.count() > 0;
+  if (amend_work) attend(spans);
+  write_partial(split, amend_work);
+  // Complete parts owned by this block: part j of the tail [E(t), t+1); part 0 also the sinks.
+  // Consecutive parts owned by the block are one run over their union (its state is written
+  // as the first part's partial, the others' as empty): the finish merges them all anyway.
+  for (int ja = 0; ja < kCompleteSplits;) {
+    if (complete_owner(ja, splits, lo, new_end) != split) {
+      ++ja;
+      continue;
+    }
+    int jb = ja;
+    while (jb + 1 < kCompleteSplits && complete_owner(jb + 1, splits, lo, new_end) == split) ++jb;
+    long long a, z, a2, z2;
+    split_range(new_end, t + 1, kCompleteSplits, ja, &a, &z);
+    split_range(new_end, t + 1, kCompleteSplits, jb, &a2, &z2);
+    const KeySpans cs{0, ja == 0 ? sink_end : 0, a, z2 > a ? z2 : a};
+    const bool work = cs.count() > 0;
+    if (work) {
+      __syncthreads();  // everyone has finished reading the previous results
+      if (threadIdx.x < group) {
+        const long long start = starts[threadIdx.x];
+        Tile::row_keys(smem)[threadIdx.x] = RowKeys{0, start < mac.sinks ? start : mac.sinks, new_end, t + 1};
+      }
+      attend(cs);
+    }
+    write_partial(splits + ja, work);
+    for (int j = ja + 1; j <= jb; ++j) write_partial(splits + j, false);
+    ja = jb + 1;
+  }
+}
+
+// One block per query head, blockDim = head_dim (thread i owns element i). The work is laid
+// out so that the chain of dependent memory round trips is three (the step's floor at hit rate
+// 1 is a chain of such trips): (1) the position, stale flag, scan minimum, q_pre and every
+// partial's lse; (2) the matched ring entry (lse and o, loaded before the hit is known) and the
+// partials' o; (3) the writes.
+__global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, int q_dtype, float* lse, RingArgs ring,
+                                  MacArgs mac, int hq, int head_dim, int splits, unsigned long long* best,
+                                  const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
+                                  HeadStats* head_stats) {
+  __shared__ float w[kMaxSplits + kCompleteSplits];  // partials' lse, then their weights
+  __shared__ float red[4];                           // max and sum: amend, complete
+  grid_dependency_wait();  // the attend kernel's partials
+  allow_dependents();
+  const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
+  const int parts = splits + kCompleteSplits;
+  const std::size_t qrow = static_cast<std::size_t>(b) * hq + h;
+  const float ninf = -__int_as_float(0x7f800000);
+  // Round trip 1: everything that depends on nothing.
+  const long long t = seq_len(kv, b) - 1;
+  const bool stale = stale_flags[b] != 0;
+  const unsigned long long best_raw = best[qrow];
+  const float q_i = load_float(q_pre, q_dtype, qrow * head_dim + i);
+  for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
+  const long long new_end = entry_end_dev(t, mac.rect);
+  const unsigned long long m = t < mac.min_context ? kNoMatch : best_raw;
+  // Round trip 2, issued before the barrier: the candidate ring entry (read whether or not it
+  // turns out a hit; decide() reads its lse).
+  Decision x = decide(stale ? kNoMatch : m, t, mac, ring, b, h, hq);
+  float ro = 0.f;
+  if (x.hit) {
+    const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
+    ro = load_float(ring.oring, ring.dtype, mrow * head_dim + i);
+  }
+  if (stale && m != kNoMatch) {  // the wiped ring's best: oldest candidate at |q|^2, never a hit
+    x.matched = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);
+    x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
+  }
+  __syncthreads();
+  // Max and sum of exp for the amend partials [0, splits) (warp 0) and the complete partials
+  // [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
+  const int warp = i >> 5, lane = i & 31;
+  for (int set = warp; set < 2; set += (blockDim.x >> 5)) {
+    const int s0 = set == 0 ? 0 : splits, s1 = set == 0 ? splits : parts;
+    float mx = ninf;
+    for (int p = s0 + lane; p < s1; p += 32) mx = fmaxf(mx, w[p]);
+    for (int off = 16; off >= 1; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    float sum = 0.f;
+    if (mx != ninf)
+      for (int p = s0 + lane; p < s1; p += 32) sum += expf(w[p] - mx);
+    for (int off = 16; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) {
+      red[2 * set] = mx;
+      red[2 * set + 1] = sum;
+    }
+  }
+  __syncthreads();
+  const float am = red[0], asum = red[1], cm = red[2], csum = red[3];
+  for (int p = i; p < parts; p += blockDim.x) {
+    const float mx = p < splits ? am : cm, sum = p < splits ? asum : csum;
+    w[p] = mx == ninf ? 0.f : expf(w[p] - mx) / sum;  // exp(-inf) = 0: an empty partial is skipped
+  }
+  __syncthreads();
+  // Round trip 2 (continued): the partials' o, weighted.
+  float eo = 0.f, co = 0.f;
+  const float* po = part_o + qrow * parts * head_dim + i;
+#pragma unroll 8
+  for (int p = 0; p < splits; ++p)
+    if (w[p] != 0.f) eo += w[p] * po[static_cast<std::size_t>(p) * head_dim];
+#pragma unroll
+  for (int p = splits; p < parts; ++p)
+    if (w[p] != 0.f) co += w[p] * po[static_cast<std::size_t>(p) * head_dim];
+  float el = am == ninf ? ninf : am + logf(asum);
+  const float cl = cm == ninf ? ninf : cm + logf(csum);
+  if (am == ninf) eo = 0.f;
+  if (x.hit) {  // amend = the reused entry (+) the band
+    const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
+    const MergeWeights mw = merge_weights(ring.lring[mrow], el);
+    eo = mw.w1 * ro + mw.w2 * eo;
+    el = mw.lse;
+  }
+  __syncthreads();  // every thread has read the ring (lring[m], oring[m]) before it is written
+  // Round trip 3: the writes.
+  if (stale) {  // wipe this head's rows of every slot
+    for (int slot = 0; slot < mac.window; ++slot) {
+      const std::size_t r = (static_cast<std::size_t>(b) * mac.window + slot) * hq + h;
+      store_float(ring.qring, ring.dtype, r * head_dim + i, 0.f);
+      store_float(ring.oring, ring.dtype, r * head_dim + i, 0.f);
+      if (i == 0) ring.lring[r] = ninf;
+    }
+  }
+  const std::size_t wrow = (static_cast<std::size_t>(b) * mac.window + t % mac.window) * hq + h;
+  store_float(ring.qring, ring.dtype, wrow * head_dim + i, q_i);
+  store_float(ring.oring, ring.dtype, wrow * head_dim + i, eo);
+  if (i == 0) ring.lring[wrow] = el;
+  // Complete: out = entry (+) sinks and tail.
+  const MergeWeights ow = merge_weights(el, cl);
+  store_float(out, q_dtype, qrow * head_dim + i, ow.w1 * eo + ow.w2 * co);
+  if (i == 0) {
+    if (lse) lse[qrow] = ow.lse;
+    best[qrow] = kNoMatch;
+    if (head_stats) {
+      HeadStats hs;
+      hs.hit = x.hit ? 1 : 0;
+      hs.matched_position = x.matched;
+      hs.match_distance = x.distance;
+      hs.band_len = x.hit ? static_cast<std::int32_t>(new_end - x.start) : 0;
+      const long long sinks = x.start < mac.sinks ? x.start : mac.sinks;
+      hs.kv_tokens_read = x.hit ? (t + 1 - x.start) + sinks : t + 1;
+      head_stats[qrow] = hs;
+    }
+    if (h == 0) {
+      ring.position[b] = t + 1;
+      ring.ready[b] = 1;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace detail
+
+namespace detail {
+
+void launch_mac_three(const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv, ConstTensor q_post,
+                      ConstTensor q_pre, const MacRingsDevice& rings, Tensor out, float* lse, HeadStats* head_stats,
+                      Workspace& workspace, cudaStream_t s) {
+  constexpr const char* fn = "cuda::mac_decode";
+  const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim, group = shape.group_size();
+  const int splits = plan_splits(kv.batch_size, hkv, d, kv.max_seq_len);
+  const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;
+  require_workspace(fn, workspace, shape, heads, splits + kCompleteSplits, heads, kv.batch_size);
+  const auto& ws = workspace.buffers();
+  const PagedKVArgs kva = kv_args(kv);
+  const RingArgs ring = ring_args(rings);
+  const MacArgs mac = mac_args(config, d);
+  const int qd = static_cast<int>(q_post.dtype);
+
+  // Scan grid: a block takes `per` consecutive tiles of a head (double-buffered in shared
+  // memory); `per` grows while the grid still fills the chip about four blocks deep, so large
+  // batches get fewer, longer blocks with more bytes in flight each.
+  const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
+  const std::int64_t heads_total = static_cast<std::int64_t>(hq) * kv.batch_size;
+  const std::int64_t target = 4 * static_cast<std::int64_t>(device_sm_count());
+  int per = 1;
+  while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
+  const dim3 scan_grid(static_cast<unsigned>((scan_tiles + per - 1) / per), hq, kv.batch_size);
+  const std::size_t scan_bytes = scan_smem_bytes(d, static_cast<int>(dtype_bytes(rings.ring_dtype)));
+  auto launch_scan = [&](auto kernel) {
+    allow_smem(kernel, scan_bytes);
+    launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), scan_bytes, s, kva, q_pre.data, qd, ring, mac,
+               hq, per, ws.best, ws.seq_flags);
+  };
+  if (d == 64) launch_scan(mac_scan_kernel<64>);
+  else if (d == 128) launch_scan(mac_scan_kernel<128>);
+  else launch_scan(mac_scan_kernel<256>);
+  const float scale = shape.scale();
+  dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
+    auto kernel = mac_attend_kernel<D, NS, T>;
+    constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
+    allow_smem(kernel, bytes);
+    launch_pdl("mac_attend_kernel", kernel, dim3(splits, hkv, kv.batch_size), dim3(kThreads), bytes, s, kva,
+               q_post.data, qd, ring, mac, hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse);
+  });
+  launch_pdl("mac_finish_kernel", mac_finish_kernel, dim3(static_cast<unsigned>(heads)), dim3(d), 0, s, kva, q_pre.data,
+             out.data, qd, lse, ring, mac, hq, d, splits, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats);
+}
+
+}  // namespace detail
+}  // namespace macattn::cuda
