@@ -122,10 +122,6 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
   check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...), name);
 }
 
-/// Whether exact_decode() merges its splits in a second kernel (MACATTN_CUDA_EXACT_MERGE=kernel,
-/// the older path, kept for comparison) instead of in the split kernel's last block.
-bool exact_merge_kernel_enabled();
-
 /// Blocks MAC's complete step (tail + sinks) is spread over: the tail's S keys in parallel.
 constexpr int kCompleteSplits = 4;
 

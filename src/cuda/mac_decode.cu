@@ -17,8 +17,12 @@
 //      partials and take a ticket, and the last one merges: reuse (+) amend into entry(t), the
 //      ring row (wiping a stale ring first), entry (+) complete into out, lse and stats.
 // MACATTN_CUDA_MAC=three or fused runs an older path instead (mac_paths.hpp).
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <vector>
 
 #include "cuda/launch.cuh"
 #include "cuda/mac_decide.cuh"
@@ -29,6 +33,21 @@
 namespace macattn::cuda {
 namespace detail {
 namespace {
+
+// MACATTN_CUDA_MAC_PROFILE=1: per-block timestamps (%globaltimer, ns) of eager calls, summed
+// over calls and printed at exit (mac_profile_* below). prof[slot] of kernel 1 block i:
+// 2i (start), 2i+1 (end); kernel 2 block i, after kernel 1's: 4i .. 4i+3 (start, decided,
+// attended, end; 0 = the block returned before that point). Null: nothing recorded.
+__device__ __forceinline__ void stamp(unsigned long long* prof, std::size_t slot) {
+  if (prof && threadIdx.x == 0) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    prof[slot] = t;
+  }
+}
+__device__ __forceinline__ std::size_t block_id() {
+  return (static_cast<std::size_t>(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+}
 
 // Complete part j (of kCompleteSplits) of group (b, g): its rows attend the j-th share of the
 // tail [E(t), t + 1), part 0 also the sinks [0, min(F, E(t))); written as partial splits + j.
@@ -75,15 +94,18 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
     mac_scan_complete_kernel(PagedKVArgs kv, const void* q_post, const void* q_pre, int q_dtype, RingArgs ring,
                              MacArgs mac, int hq, int group, int parts, int splits, int per, int runs, float scale,
                              unsigned long long* scan_min, int scan_stride, std::uint8_t* stale_flags, float* part_o,
-                             float* part_lse) {
+                             float* part_lse, unsigned long long* prof) {
   extern __shared__ __align__(128) char smem[];
   grid_dependency_wait();  // q, the cache and the rings come from earlier kernels
   allow_dependents();
+  stamp(prof, 2 * block_id());
   const int x = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   if (x < kCompleteSplits) {
     complete_part<D, NS, T>(smem, kv, q_post, q_dtype, mac, hq, group, parts, splits, scale, part_o, part_lse, x, g,
                             b, t);
+    __syncthreads();
+    stamp(prof, 2 * block_id() + 1);
     return;
   }
   const int i = x - kCompleteSplits, r = i / runs, run = i % runs, h = g * group + r;
@@ -102,6 +124,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
       slot[runs] = __float_as_uint(old);
     }
   }
+  stamp(prof, 2 * block_id() + 1);
 }
 
 // Kernel 2 (see the top of the file). tickets[B*Hkv]: zero between calls.
@@ -110,7 +133,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
     mac_amend_kernel(PagedKVArgs kv, const void* q_post, const void* q_pre, void* out, int q_dtype, float* lse,
                      RingArgs ring, MacArgs mac, int hq, int group, int parts, int splits, int runs, float scale,
                      const unsigned long long* scan_min, int scan_stride, const std::uint8_t* stale_flags,
-                     float* part_o, float* part_lse, unsigned* tickets, HeadStats* head_stats) {
+                     float* part_o, float* part_lse, unsigned* tickets, HeadStats* head_stats,
+                     unsigned long long* prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
@@ -122,6 +146,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
   __shared__ bool s_last;
   grid_dependency_wait();  // the first kernel's minima, flags and complete partials
   allow_dependents();
+  if (prof) prof += 4 * block_id();
+  stamp(prof, 0);
   const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   const long long new_end = entry_end_dev(t, mac.rect);
@@ -167,7 +193,11 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
   long long lo = new_end;
   for (int r = 0; r < group; ++r) lo = s_start[r] < lo ? s_start[r] : lo;
   const int n_work = working_splits(lo, new_end, splits);
-  if (split >= n_work) return;  // no keys here, and nobody waits for this split
+  stamp(prof, 1);
+  if (split >= n_work) {  // no keys here, and nobody waits for this split
+    stamp(prof, 3);
+    return;
+  }
   long long a, z;
   split_range(lo, new_end, splits, split, &a, &z);
   const bool work = a < z;
@@ -176,6 +206,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
     __syncthreads();
     Tile::run(smem, kv, b, g, KeySpans{a, z, 0, 0}, scale);
   }
+  __syncthreads();
+  stamp(prof, 2);
   const float ninf = -__int_as_float(0x7f800000);
   const bool solo = n_work == 1;  // this block's state is the whole amend: no partials
   unsigned* ticket = tickets + static_cast<std::size_t>(b) * gridDim.y + g;
@@ -192,7 +224,10 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
     __syncthreads();
     if (threadIdx.x == 0) s_last = atomicAdd(ticket, 1u) == static_cast<unsigned>(n_work - 1);
     __syncthreads();
-    if (!s_last) return;
+    if (!s_last) {
+      stamp(prof, 3);
+      return;
+    }
     __threadfence();  // the other splits fenced their partials before their tickets
   }
   // The merge of group (b, g). Amend weights over the splits (or this block's own state).
@@ -270,6 +305,84 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
       ring.ready[b] = 1;
     }
   }
+  __syncthreads();
+  stamp(prof, 3);
+}
+
+// Host side of MACATTN_CUDA_MAC_PROFILE=1: sums per grid shape, printed at exit.
+struct ProfileSums {
+  double calls = 0, k1_span = 0, complete = 0, n_complete = 0, scan = 0, n_scan = 0, gap = 0, k2_span = 0,
+         decide = 0, n_decide = 0, attend = 0, n_attend = 0, merge = 0, n_merge = 0, total = 0;
+};
+struct Profile {
+  std::vector<unsigned long long> host;
+  unsigned long long* dev = nullptr;
+  std::size_t capacity = 0;
+  std::map<std::pair<std::size_t, std::size_t>, ProfileSums> sums;
+};
+Profile* profile() {
+  static Profile* p = [] {
+    const char* env = std::getenv("MACATTN_CUDA_MAC_PROFILE");
+    if (!env || std::atoi(env) != 1) return static_cast<Profile*>(nullptr);
+    auto* q = new Profile;
+    std::atexit([] {
+      for (const auto& [grid, v] : profile()->sums) {
+        const double n = v.calls;
+        auto mean = [](double sum, double count) { return count > 0 ? sum / count / 1e3 : 0.0; };
+        std::fprintf(stderr,
+                     "mac profile (%.0f eager calls; kernel 1: %zu blocks, kernel 2: %zu), us per call: kernel 1 span "
+                     "%.2f (complete blocks %.2f, scan blocks %.2f each), gap %.2f, kernel 2 span %.2f (decide %.2f, "
+                     "attend %.2f, merge %.2f per working block), first start to last end %.2f\n",
+                     n, grid.first, grid.second, v.k1_span / n / 1e3, mean(v.complete, v.n_complete),
+                     mean(v.scan, v.n_scan), v.gap / n / 1e3, v.k2_span / n / 1e3, mean(v.decide, v.n_decide),
+                     mean(v.attend, v.n_attend), mean(v.merge, v.n_merge), v.total / n / 1e3);
+      }
+    });
+    return q;
+  }();
+  return p;
+}
+
+// Reads back one call's stamps (kernel 1: k1 blocks, gridDim.x = k1_x; kernel 2: k2 blocks).
+void profile_collect(Profile& p, std::size_t k1, int k1_x, std::size_t k2, cudaStream_t s) {
+  MACATTN_CUDA_CHECK(cudaStreamSynchronize(s));
+  p.host.resize(2 * k1 + 4 * k2);
+  MACATTN_CUDA_CHECK(cudaMemcpy(p.host.data(), p.dev, p.host.size() * 8, cudaMemcpyDeviceToHost));
+  ProfileSums& v = p.sums[{k1, k2}];
+  const auto* h = p.host.data();
+  unsigned long long s1 = ~0ull, e1 = 0, s2 = ~0ull, e2 = 0;
+  for (std::size_t i = 0; i < k1; ++i) {
+    s1 = std::min(s1, h[2 * i]);
+    e1 = std::max(e1, h[2 * i + 1]);
+    const double d = static_cast<double>(h[2 * i + 1] - h[2 * i]);
+    if (static_cast<int>(i % k1_x) < kCompleteSplits) {
+      v.complete += d;
+      v.n_complete += 1;
+    } else {
+      v.scan += d;
+      v.n_scan += 1;
+    }
+  }
+  for (std::size_t i = 0; i < k2; ++i) {
+    const auto* b = h + 2 * k1 + 4 * i;
+    s2 = std::min(s2, b[0]);
+    e2 = std::max(e2, b[3]);
+    v.decide += static_cast<double>(b[1] - b[0]);
+    v.n_decide += 1;
+    if (b[2]) {
+      v.attend += static_cast<double>(b[2] - b[1]);
+      v.n_attend += 1;
+      if (b[3] > b[2]) {
+        v.merge += static_cast<double>(b[3] - b[2]);
+        v.n_merge += 1;
+      }
+    }
+  }
+  v.calls += 1;
+  v.k1_span += static_cast<double>(e1 - s1);
+  v.gap += static_cast<double>(s2) - static_cast<double>(e1);
+  v.k2_span += static_cast<double>(e2 - s2);
+  v.total += static_cast<double>(e2 - s1);
 }
 
 }  // namespace
@@ -342,17 +455,38 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     macattn::detail::require(scan_stride <= ws.capacity_scan, fn, ": window ", config.window,
                              " needs a workspace reserved for it (reserve(..., window >= ", config.window, "))");
     const std::size_t k1_bytes = std::max(tile_bytes, scan_batch_smem_bytes(per, D, ring_bytes));
+    const int k1_x = kCompleteSplits + group * runs;
+    const std::size_t k1_blocks = static_cast<std::size_t>(k1_x) * hkv * kv.batch_size;
+    const std::size_t k2_blocks = static_cast<std::size_t>(splits) * hkv * kv.batch_size;
+    Profile* prof = profile();
+    if (prof) {  // eager calls only (a graph would replay stale pointers and stamps)
+      cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+      MACATTN_CUDA_CHECK(cudaStreamIsCapturing(s, &st));
+      if (st != cudaStreamCaptureStatusNone) prof = nullptr;
+    }
+    if (prof) {
+      const std::size_t need = 2 * k1_blocks + 4 * k2_blocks;
+      if (need > prof->capacity) {
+        cudaFree(prof->dev);
+        MACATTN_CUDA_CHECK(cudaMalloc(&prof->dev, need * 8));
+        prof->capacity = need;
+      }
+      MACATTN_CUDA_CHECK(cudaMemsetAsync(prof->dev, 0, need * 8, s));
+    }
+    unsigned long long* stamps = prof ? prof->dev : nullptr;
     auto k1 = mac_scan_complete_kernel<D, NS, T>;
     allow_smem(k1, k1_bytes);
-    launch_pdl("mac_scan_complete_kernel", k1, dim3(kCompleteSplits + group * runs, hkv, kv.batch_size), dim3(kThreads),
-               k1_bytes, s, kva, q_post.data, q_pre.data, qd, ring, mac, hq, group, parts, splits, per, runs, scale,
-               ws.scan_min, scan_stride, ws.seq_flags, ws.part_o, ws.part_lse);
+    launch_pdl("mac_scan_complete_kernel", k1, dim3(k1_x, hkv, kv.batch_size), dim3(kThreads), k1_bytes, s, kva,
+               q_post.data, q_pre.data, qd, ring, mac, hq, group, parts, splits, per, runs, scale, ws.scan_min,
+               scan_stride, ws.seq_flags, ws.part_o, ws.part_lse, stamps);
     auto k2 = mac_amend_kernel<D, NS, T>;
     allow_smem(k2, tile_bytes);
     launch_pdl("mac_amend_kernel", k2, dim3(splits, hkv, kv.batch_size), dim3(kThreads), tile_bytes, s, kva,
                q_post.data, q_pre.data, out.data, qd, lse, ring, mac, hq, group, parts, splits, runs, scale,
                static_cast<const unsigned long long*>(ws.scan_min), scan_stride,
-               static_cast<const std::uint8_t*>(ws.seq_flags), ws.part_o, ws.part_lse, ws.tickets, head_stats);
+               static_cast<const std::uint8_t*>(ws.seq_flags), ws.part_o, ws.part_lse, ws.tickets, head_stats,
+               stamps ? stamps + 2 * k1_blocks : nullptr);
+    if (prof) profile_collect(*prof, k1_blocks, k1_x, k2_blocks, s);
   });
 }
 
