@@ -52,13 +52,23 @@ __device__ __forceinline__ int swz(int row, int chunk) {
 }
 
 /// Writes query row r (D elements read through load_float from `q`, `dtype`) into the A
-/// operand tile; null q = padding (zeros). Call from all threads, then __syncthreads().
+/// operand tile; null q = padding (zeros). Call from all threads, then __syncthreads(). Every
+/// load is issued before the first store: interleaved, each element's global load waited for
+/// the previous element's shared store, a chain of 16 round trips per block at D = 128.
 template <int D, typename T>
 __device__ __forceinline__ void stage_query_rows(T* s_q, const void* const* q_rows, int dtype) {
-  for (int i = threadIdx.x; i < kRows * D; i += kThreads) {
-    const int r = i / D, c = i % D;
-    const float v = q_rows[r] ? load_float(q_rows[r], dtype, c) : 0.f;
-    s_q[swz<D>(r, c >> 3) + (c & 7)] = Elem<T>::from(v);
+  constexpr int kPer = kRows * D / kThreads;
+  float v[kPer];
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = threadIdx.x + k * kThreads, r = i / D, c = i % D;
+    const void* row = q_rows[r];
+    v[k] = row ? load_float(row, dtype, c) : 0.f;
+  }
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int i = threadIdx.x + k * kThreads, r = i / D, c = i % D;
+    s_q[swz<D>(r, c >> 3) + (c & 7)] = Elem<T>::from(v[k]);
   }
 }
 
@@ -88,16 +98,22 @@ struct AttendTile {
     T* sk = k_stage(s, st);
     T* sv = v_stage(s, st);
     constexpr int kPerThread = kBlockKeys * Smem::kChunks / kThreads;
+    // Addresses first (page-table loads all in flight), then the copies.
+    long long off[kPerThread];
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k) {
       const int idx = threadIdx.x + k * kThreads;
       const int r = idx / Smem::kChunks, c = idx % Smem::kChunks;
       const long long v = first + r;
-      const bool valid = v < n_keys;
-      long long off = 0;
-      if (valid) off = (offsets ? offsets[r] : kv_row_offset(kv, b, spans.at(v), g, D)) + c * 8;
-      cp_async_16(sk + swz<D>(r, c), reinterpret_cast<const T*>(kv.k) + off, valid);
-      cp_async_16(sv + swz<D>(r, c), reinterpret_cast<const T*>(kv.v) + off, valid);
+      off[k] = v < n_keys ? (offsets ? offsets[r] : kv_row_offset(kv, b, spans.at(v), g, D)) + c * 8 : 0;
+    }
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {
+      const int idx = threadIdx.x + k * kThreads;
+      const int r = idx / Smem::kChunks, c = idx % Smem::kChunks;
+      const bool valid = first + r < n_keys;
+      cp_async_16(sk + swz<D>(r, c), reinterpret_cast<const T*>(kv.k) + off[k], valid);
+      cp_async_16(sv + swz<D>(r, c), reinterpret_cast<const T*>(kv.v) + off[k], valid);
     }
   }
 

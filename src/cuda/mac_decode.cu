@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
   __shared__ long long s_start[kRows], s_matched[kRows];
   __shared__ float s_dist[kRows], s_lm[kRows];
   __shared__ std::uint8_t s_hit[kRows];
-  __shared__ float s_el[kRows], s_cl[kRows], s_w1[kRows], s_w2[kRows], s_ow1[kRows], s_ow2[kRows], s_lse[kRows];
+  __shared__ float s_el[kRows], s_w1[kRows], s_w2[kRows], s_ow1[kRows], s_ow2[kRows], s_lse[kRows];
   __shared__ float s_cw[kRows * kCompleteSplits];
   __shared__ bool s_last;
   grid_dependency_wait();  // the first kernel's minima, flags and complete partials
@@ -166,6 +166,12 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
         m = v < m ? v : m;
       }
       const float old_lse = __uint_as_float(static_cast<unsigned>(slot[runs]));
+      // The complete partials' lse (kernel 1's), in the same round trip as the minima.
+      float cl[kCompleteSplits];
+#pragma unroll
+      for (int j = 0; j < kCompleteSplits; ++j) cl[j] = part_lse[(row0 + r) * parts + splits + j];
+#pragma unroll
+      for (int j = 0; j < kCompleteSplits; ++j) s_cw[r * kCompleteSplits + j] = cl[j];
       if (t < mac.min_context) m = kNoMatch;
       // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
       Decision x = decide(stale ? kNoMatch : m, t, mac, ring, b, h, hq, &old_lse);
@@ -237,9 +243,19 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
   } else if (threadIdx.x < group) {
     s_el[threadIdx.x] = work ? Tile::merged_lse(smem)[threadIdx.x] : ninf;
   }
-  group_split_weights(part_lse, row0, parts, splits, kCompleteSplits, group, s_cw, s_cl);
-  if (threadIdx.x < group) {  // per head: reuse (+) amend = entry(t); entry (+) complete = out
+  if (threadIdx.x < group) {  // per head: complete weights; reuse (+) amend = entry(t); entry (+) complete = out
     const int r = threadIdx.x;
+    float* cw = s_cw + r * kCompleteSplits;  // lse in, weights out
+    float cm = ninf, csum = 0.f;
+#pragma unroll
+    for (int j = 0; j < kCompleteSplits; ++j) cm = fmaxf(cm, cw[j]);
+    if (cm != ninf) {
+#pragma unroll
+      for (int j = 0; j < kCompleteSplits; ++j) csum += expf(cw[j] - cm);
+    }
+#pragma unroll
+    for (int j = 0; j < kCompleteSplits; ++j) cw[j] = cm == ninf ? 0.f : expf(cw[j] - cm) / csum;
+    const float cl = cm == ninf ? ninf : cm + logf(csum);
     float el = s_el[r], w1 = 0.f, w2 = 1.f;
     if (s_hit[r]) {
       const MergeWeights mw = merge_weights(s_lm[r], el);
@@ -247,7 +263,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
       w2 = mw.w2;
       el = mw.lse;
     }
-    const MergeWeights ow = merge_weights(el, s_cl[r]);
+    const MergeWeights ow = merge_weights(el, cl);
     s_w1[r] = w1;
     s_w2[r] = w2;
     s_el[r] = el;
@@ -265,36 +281,57 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1)
     }
   }
   __syncthreads();
-  // Per element: each thread reads the reused entry's element before it writes the same
-  // element of this step's row (the slot may be the same one), so no barrier is needed.
+  // Per element, in batches of kBatch per thread: every load of a batch is issued before its
+  // stores (interleaved, each load would wait for the previous element's stores). A thread
+  // reads the reused entry's element before it writes the same element of this step's row
+  // (the slot may be the same one), so no barrier is needed between them.
   const float* mo = Tile::merged_o(smem);
-  for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
-    const int r = idx / D, i = idx % D, h = g * group + r;
-    const std::size_t qrow = row0 + r;
-    float eo = solo ? (work ? mo[r * D + i] : 0.f)
-                    : weighted_partials(part_o, qrow, parts, 0, n_work, w + r * n_work, D, i);
-    const float co = weighted_partials(part_o, qrow, parts, splits, kCompleteSplits, s_cw + r * kCompleteSplits, D, i);
-    if (s_hit[r]) {
-      const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + s_matched[r] % mac.window) * hq + h;
-      eo = s_w1[r] * load_float(ring.oring, ring.dtype, mrow * D + i) + s_w2[r] * eo;
+  constexpr int kBatch = 4;
+  for (int base = 0; base < group * D; base += kThreads * kBatch) {
+    float eo[kBatch], co[kBatch], ro[kBatch], qv[kBatch];
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int idx = base + threadIdx.x + k * kThreads;
+      eo[k] = co[k] = ro[k] = qv[k] = 0.f;
+      if (idx < group * D) {
+        const int r = idx / D, i = idx % D;
+        const std::size_t qrow = row0 + r;
+        eo[k] = solo ? (work ? mo[r * D + i] : 0.f)
+                     : weighted_partials(part_o, qrow, parts, 0, n_work, w + r * n_work, D, i);
+        co[k] = weighted_partials(part_o, qrow, parts, splits, kCompleteSplits, s_cw + r * kCompleteSplits, D, i);
+        if (s_hit[r]) {
+          const std::size_t mrow =
+              (static_cast<std::size_t>(b) * mac.window + s_matched[r] % mac.window) * hq + g * group + r;
+          ro[k] = load_float(ring.oring, ring.dtype, mrow * D + i);
+        }
+        qv[k] = load_float(q_pre, q_dtype, qrow * D + i);
+      }
     }
-    const std::size_t wrow = (static_cast<std::size_t>(b) * mac.window + t % mac.window) * hq + h;
-    store_float(ring.qring, ring.dtype, wrow * D + i, load_float(q_pre, q_dtype, qrow * D + i));
-    store_float(ring.oring, ring.dtype, wrow * D + i, eo);
-    store_float(out, q_dtype, qrow * D + i, s_ow1[r] * eo + s_ow2[r] * co);
-    if (i == 0) {
-      ring.lring[wrow] = s_el[r];
-      if (lse) lse[qrow] = s_lse[r];
-      if (head_stats) {
-        const long long start = s_start[r];
-        HeadStats hs;
-        hs.hit = s_hit[r];
-        hs.matched_position = s_matched[r];
-        hs.match_distance = s_dist[r];
-        hs.band_len = s_hit[r] ? static_cast<std::int32_t>(new_end - start) : 0;
-        const long long sinks = start < mac.sinks ? start : mac.sinks;
-        hs.kv_tokens_read = s_hit[r] ? (t + 1 - start) + sinks : t + 1;
-        head_stats[qrow] = hs;
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int idx = base + threadIdx.x + k * kThreads;
+      if (idx >= group * D) continue;
+      const int r = idx / D, i = idx % D, h = g * group + r;
+      const std::size_t qrow = row0 + r;
+      const float e = s_hit[r] ? s_w1[r] * ro[k] + s_w2[r] * eo[k] : eo[k];
+      const std::size_t wrow = (static_cast<std::size_t>(b) * mac.window + t % mac.window) * hq + h;
+      store_float(ring.qring, ring.dtype, wrow * D + i, qv[k]);
+      store_float(ring.oring, ring.dtype, wrow * D + i, e);
+      store_float(out, q_dtype, qrow * D + i, s_ow1[r] * e + s_ow2[r] * co[k]);
+      if (i == 0) {
+        ring.lring[wrow] = s_el[r];
+        if (lse) lse[qrow] = s_lse[r];
+        if (head_stats) {
+          const long long start = s_start[r];
+          HeadStats hs;
+          hs.hit = s_hit[r];
+          hs.matched_position = s_matched[r];
+          hs.match_distance = s_dist[r];
+          hs.band_len = s_hit[r] ? static_cast<std::int32_t>(new_end - start) : 0;
+          const long long sinks = start < mac.sinks ? start : mac.sinks;
+          hs.kv_tokens_read = s_hit[r] ? (t + 1 - start) + sinks : t + 1;
+          head_stats[qrow] = hs;
+        }
       }
     }
   }
