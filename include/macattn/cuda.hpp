@@ -98,9 +98,6 @@ class Workspace {
     unsigned long long* best = nullptr;  ///< [capacity_heads] packed (distance, age) minima
     std::uint8_t* seq_flags = nullptr;   ///< [capacity_batch] per-step flags (stale ring)
     unsigned* sync = nullptr;  ///< fused MAC counters and queue (0 between calls; layout: src/cuda/mac_fused.hpp)
-    unsigned* tickets = nullptr;  ///< [capacity_groups] split tickets of the in-kernel merges (0 between calls)
-    unsigned long long* scan_min = nullptr;  ///< [capacity_heads * capacity_scan] MAC scan blocks' minima
-    std::int32_t capacity_scan = 0;          ///< per head: scan blocks + 1 (the ring slot being overwritten)
     std::int64_t capacity_rows = 0;      ///< (query row, head) pairs of partials
     std::int32_t capacity_splits = 0;
     std::int64_t capacity_heads = 0;

@@ -21,7 +21,6 @@ struct Decision {
   float distance = __builtin_huge_valf();
   bool hit = false;
   long long start = 0;  // first key of entry(t)
-  float matched_lse = 0.f;  // lse of the matched entry (the reuse weight; valid when hit)
 };
 
 __device__ __forceinline__ long long entry_end_dev(long long p, int rect) {
@@ -32,13 +31,9 @@ __device__ __forceinline__ long long first_candidate(long long t, int window) {
   return t - window > 0 ? t - window : 0;
 }
 
-/// Head h of sequence b at decode position t (ring `ring`, hq heads). `lse_at_overwritten`:
-/// the lse of the slot this step overwrites (t mod W, position t - W) as it was before the
-/// step, for kernels whose ring write may race with the decision (the two-kernel path reads it
-/// in its first kernel); null reads the ring.
+/// Head h of sequence b at decode position t (ring `ring`, hq heads).
 __device__ __forceinline__ Decision decide(unsigned long long best, long long t, const MacArgs& mac,
-                                           const RingArgs& ring, int b, int h, int hq,
-                                           const float* lse_at_overwritten = nullptr) {
+                                           const RingArgs& ring, int b, int h, int hq) {
   Decision x;
   const long long new_end = entry_end_dev(t, mac.rect);
   x.start = new_end < mac.sinks ? new_end : mac.sinks;
@@ -46,10 +41,7 @@ __device__ __forceinline__ Decision decide(unsigned long long best, long long t,
   x.matched = first_candidate(t, mac.window) + static_cast<long long>(best & 0xffffffffull);
   x.distance = __uint_as_float(static_cast<unsigned>(best >> 32));
   const long long slot = x.matched % mac.window;
-  const float l_m = lse_at_overwritten && slot == t % mac.window
-                        ? *lse_at_overwritten
-                        : ring.lring[(static_cast<std::size_t>(b) * mac.window + slot) * hq + h];
-  x.matched_lse = l_m;
+  const float l_m = ring.lring[(static_cast<std::size_t>(b) * mac.window + slot) * hq + h];
   const long long e_m = entry_end_dev(x.matched, mac.rect);
   const bool finite = l_m == l_m && fabsf(l_m) != __int_as_float(0x7f800000);
   x.hit = x.distance < mac.threshold && finite && (mac.sinks == 0 || e_m >= mac.sinks) && new_end - e_m >= 0 &&

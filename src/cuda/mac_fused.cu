@@ -574,6 +574,14 @@ unsigned long long* profile_buffer() {
 
 }  // namespace
 
+bool mac_fused_enabled() {
+  static const bool v = [] {
+    const char* env = std::getenv("MACATTN_CUDA_MAC");
+    return env && std::string(env) == "fused";
+  }();
+  return v;
+}
+
 std::int32_t mac_recent_parts(std::int32_t window) {
   const std::int32_t tiles = (window + kBlockKeys - 1) / kBlockKeys;
   return std::max(1, std::min(tiles, kMaxRecentParts));

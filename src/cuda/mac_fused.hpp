@@ -26,6 +26,11 @@ constexpr std::int32_t kMaxRecentParts = 16;
 /// Parts of the recent region for a window of W candidates: one per 64 keys, at most 16.
 std::int32_t mac_recent_parts(std::int32_t window);
 
+/// Whether mac_decode() runs the fused kernel (environment variable MACATTN_CUDA_MAC=fused;
+/// experimental: correct on the device tests, but measured slower than the three-kernel path,
+/// docs/benchmarks/h200.md) instead of the three-kernel path (the default).
+bool mac_fused_enabled();
+
 /// The fused kernel's launcher; arguments validated by mac_decode().
 void launch_mac_fused(const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv,
                       ConstTensor q_post, ConstTensor q_pre, const MacRingsDevice& rings, Tensor out, float* lse,

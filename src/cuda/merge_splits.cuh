@@ -1,7 +1,6 @@
 // src/cuda/merge_splits.cuh: merging split partials (o, lse) on the device. Internal.
 #pragma once
 
-#include "cuda/attend_tile.cuh"
 #include "cuda/device_common.cuh"
 
 namespace macattn::cuda::detail {
@@ -67,61 +66,6 @@ __device__ __forceinline__ void merge_splits_block(const float* part_o, const fl
   }
   *o = acc;  // meaningful for threads 0 .. head_dim-1
   *lse = m + logf(sum);
-}
-
-/// Softmax weights of the partials [p0, p0 + n) of `rows` consecutive heads (head r's partials
-/// at part_lse[(row0 + r) * stride + p]), read through L2 (__ldcg: other blocks of the running
-/// kernel may have written them): w[r * n + p] = exp(lse_p - max) / sum (0 for an empty
-/// partial), lse_out[r] = the merged natural LSE (-inf if every partial is empty). Block-wide:
-/// every thread calls it (it synchronises); w (>= rows * n floats) and lse_out are shared.
-__device__ __forceinline__ void group_split_weights(const float* part_lse, std::size_t row0, int stride, int p0, int n,
-                                                    int rows, float* w, float* lse_out) {
-  const float ninf = -__int_as_float(0x7f800000);
-  __shared__ float red[2 * 16];  // (max, sum) per row: rows <= 16 (one GQA group)
-  for (int idx = threadIdx.x; idx < rows * n; idx += blockDim.x)
-    w[idx] = __ldcg(part_lse + (row0 + idx / n) * stride + p0 + idx % n);
-  __syncthreads();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  for (int r = warp; r < rows; r += blockDim.x >> 5) {
-    float m = ninf;
-    for (int p = lane; p < n; p += 32) m = fmaxf(m, w[r * n + p]);
-    for (int off = 16; off >= 1; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-    float sum = 0.f;
-    if (m != ninf)
-      for (int p = lane; p < n; p += 32) sum += expf(w[r * n + p] - m);
-    for (int off = 16; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    if (lane == 0) {
-      red[2 * r] = m;
-      red[2 * r + 1] = sum;
-      lse_out[r] = m == ninf ? ninf : m + logf(sum);
-    }
-  }
-  __syncthreads();
-  for (int idx = threadIdx.x; idx < rows * n; idx += blockDim.x) {
-    const float m = red[2 * (idx / n)], sum = red[2 * (idx / n) + 1];
-    w[idx] = m == ninf ? 0.f : expf(w[idx] - m) / sum;  // exp(-inf) = 0: an empty partial gets 0
-  }
-  __syncthreads();
-}
-
-/// Element i of head r's weighted sum of partials [p0, p0 + n) (weights from
-/// group_split_weights; zero weights skipped, so empty partials' o is never read).
-__device__ __forceinline__ float weighted_partials(const float* part_o, std::size_t row, int stride, int p0, int n,
-                                                   const float* w, int head_dim, int i) {
-  const float* po = part_o + (row * stride + p0) * head_dim + i;
-  float acc = 0.f;
-#pragma unroll 8
-  for (int p = 0; p < n; ++p)
-    if (w[p] != 0.f) acc += w[p] * __ldcg(po + static_cast<std::size_t>(p) * head_dim);
-  return acc;
-}
-
-/// Splits of [lo, hi) (split_range's partition into `splits`) that hold keys; at least 1.
-__host__ __device__ inline int working_splits(long long lo, long long hi, int splits) {
-  const long long n = hi - lo;
-  if (n <= 0) return 1;
-  const long long per = ((n + splits - 1) / splits + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
-  return static_cast<int>((n + per - 1) / per);
 }
 
 }  // namespace macattn::cuda::detail

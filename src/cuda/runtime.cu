@@ -180,7 +180,7 @@ void require_workspace(const char* fn, const Workspace& ws, const AttentionShape
   const auto& b = ws.buffers();
   require(b.part_o != nullptr, fn, ": the workspace is empty; call Workspace::reserve() first");
   require(b.head_dim >= shape.head_dim && rows * splits <= b.capacity_rows * b.capacity_splits && heads <= b.capacity_heads &&
-              batch <= b.capacity_batch && static_cast<std::int64_t>(batch) * shape.num_kv_heads <= b.capacity_groups,
+              batch <= b.capacity_batch,
           fn, ": the workspace is too small for this call (needs ", rows, " rows x ", splits, " splits, reserved ",
           b.capacity_rows, " x ", b.capacity_splits, "); reserve() it for this batch and max_seq_len");
 }
@@ -218,8 +218,6 @@ void Workspace::release() {
   cudaFree(buffers_.best);
   cudaFree(buffers_.seq_flags);
   cudaFree(buffers_.sync);
-  cudaFree(buffers_.tickets);
-  cudaFree(buffers_.scan_min);
   buffers_ = Buffers{};
   bytes_ = 0;
 }
@@ -239,10 +237,9 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   const std::int32_t splits = plan_splits(batch, shape.num_kv_heads, shape.head_dim, max_seq_len) + kCompleteSplits +
                               mac_recent_parts(window);
   const std::int64_t groups = static_cast<std::int64_t>(batch) * shape.num_kv_heads;
-  const std::int32_t scan = (window + 63) / 64 + 1;  // the two-kernel MAC path's scan runs (<= one per tile) + 1
   const auto& b = buffers_;
   if (b.part_o && b.head_dim >= shape.head_dim && heads <= b.capacity_rows && splits <= b.capacity_splits &&
-      heads <= b.capacity_heads && batch <= b.capacity_batch && groups <= b.capacity_groups && scan <= b.capacity_scan)
+      heads <= b.capacity_heads && batch <= b.capacity_batch && groups <= b.capacity_groups)
     return;  // already large enough
   Buffers n;
   n.capacity_rows = std::max<std::int64_t>(heads, b.capacity_rows);
@@ -250,7 +247,6 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   n.capacity_heads = std::max<std::int64_t>(heads, b.capacity_heads);
   n.capacity_batch = std::max(batch, b.capacity_batch);
   n.capacity_groups = std::max(groups, b.capacity_groups);
-  n.capacity_scan = std::max(scan, b.capacity_scan);
   n.head_dim = std::max(shape.head_dim, b.head_dim);
   release();
   const std::size_t partials = static_cast<std::size_t>(n.capacity_rows) * static_cast<std::size_t>(n.capacity_splits);
@@ -272,14 +268,8 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   buffers_.seq_flags = n.seq_flags;
   const std::size_t words = sync_words(n.capacity_groups, n.capacity_batch, n.capacity_splits);
   alloc(reinterpret_cast<void**>(&n.sync), words * sizeof(unsigned));
-  buffers_.sync = n.sync;
-  alloc(reinterpret_cast<void**>(&n.tickets), static_cast<std::size_t>(n.capacity_groups) * sizeof(unsigned));
-  buffers_.tickets = n.tickets;
-  alloc(reinterpret_cast<void**>(&n.scan_min), static_cast<std::size_t>(n.capacity_heads) *
-                                                   static_cast<std::size_t>(n.capacity_scan) * sizeof(unsigned long long));
   buffers_ = n;
   MACATTN_CUDA_CHECK(cudaMemset(n.sync, 0, words * sizeof(unsigned)));
-  MACATTN_CUDA_CHECK(cudaMemset(n.tickets, 0, static_cast<std::size_t>(n.capacity_groups) * sizeof(unsigned)));
   fill_u64_kernel<<<64, 256>>>(n.best, static_cast<std::size_t>(n.capacity_heads), ~0ull);
   MACATTN_CUDA_CHECK_LAUNCH("fill_u64_kernel");
   MACATTN_CUDA_CHECK(cudaDeviceSynchronize());
