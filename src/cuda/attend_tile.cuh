@@ -40,7 +40,7 @@ struct TileSmem {
   static constexpr int kStageElems = kBlockKeys * D;             // per K or V
   static constexpr std::size_t kKV = std::size_t(2) * NS * kStageElems * 2;  // bytes (16-bit types)
   static constexpr std::size_t kQ = std::size_t(kRows) * D * 2;
-  static constexpr std::size_t kMerge = std::size_t(4) * kRows * D * 4 + 3 * 4 * kRows * 4;
+  static constexpr std::size_t kMerge = std::size_t(4) * kRows * D * 4 + 4 * 4 * kRows * 4;  // o, m, l, weights, lse
   static constexpr std::size_t kOffsets = std::size_t(2) * kBlockKeys * sizeof(long long);  // 2 tiles' row offsets
   static constexpr std::size_t kBytes = (kKV > kMerge ? kKV : kMerge) + kQ + kRows * sizeof(RowKeys) + kOffsets;
 };
@@ -88,7 +88,7 @@ struct AttendTile {
   /// [2][kBlockKeys] element offsets of the K/V rows of two upcoming tiles (slot = tile % 2).
   static __device__ long long* row_offsets(char* s) { return reinterpret_cast<long long*>(row_keys(s) + kRows); }
   static __device__ float* merged_o(char* s) { return reinterpret_cast<float*>(s); }  // [16][D] after run
-  static __device__ float* merged_lse(char* s) { return reinterpret_cast<float*>(s) + 4 * kRows * D + 8 * kRows; }
+  static __device__ float* merged_lse(char* s) { return reinterpret_cast<float*>(s) + 4 * kRows * D + 12 * kRows; }
 
   // Stage `st` <- the K/V rows of the tile starting at span index `first`. With `offsets`
   // (the tile's row offsets, prefetched) the addresses need no page-table load; without, each
@@ -117,7 +117,9 @@ struct AttendTile {
     }
   }
 
-  static __device__ void run(char* s, const PagedKVArgs& kv, int b, int g, const KeySpans& spans, float scale) {
+  /// `rows`: the rows the caller reads back (merged_o rows >= rows are left unmerged).
+  static __device__ void run(char* s, const PagedKVArgs& kv, int b, int g, const KeySpans& spans, float scale,
+                             int rows = kRows) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int gid = lane >> 2, tig = lane & 3;
     const float scale_log2 = scale * 1.4426950408889634f;
@@ -280,13 +282,18 @@ struct AttendTile {
     float* wo = reinterpret_cast<float*>(s);               // [4][16][D]
     float* wm = wo + 4 * kRows * D;                        // [4][16]
     float* wl = wm + 4 * kRows;                            // [4][16]
+    float* wf = wl + 4 * kRows;                            // [4][16] each warp's weight per row
 #pragma unroll
     for (int j = 0; j < D / 8; ++j) {
       const int col = j * 8 + tig * 2;
-      wo[(warp * kRows + gid) * D + col] = o[j][0];
-      wo[(warp * kRows + gid) * D + col + 1] = o[j][1];
-      wo[(warp * kRows + gid + 8) * D + col] = o[j][2];
-      wo[(warp * kRows + gid + 8) * D + col + 1] = o[j][3];
+      if (gid < rows) {
+        wo[(warp * kRows + gid) * D + col] = o[j][0];
+        wo[(warp * kRows + gid) * D + col + 1] = o[j][1];
+      }
+      if (gid + 8 < rows) {
+        wo[(warp * kRows + gid + 8) * D + col] = o[j][2];
+        wo[(warp * kRows + gid + 8) * D + col + 1] = o[j][3];
+      }
     }
     if (tig == 0) {
       wm[warp * kRows + gid] = m0;
@@ -295,24 +302,35 @@ struct AttendTile {
       wl[warp * kRows + gid + 8] = l1;
     }
     __syncthreads();
-    // Row r, element i: combine the warps; result overwrites warp 0's slice (then merged_o()).
+    // Per row, once: each warp's weight exp2(m_w - max) / total and the merged LSE (this had
+    // been recomputed, division included, for every element: the longest serial stretch of a
+    // short block).
     float* out_lse = merged_lse(s);
-    for (int idx = threadIdx.x; idx < kRows * D; idx += kThreads) {
-      const int r = idx / D, i = idx % D;
+    if (threadIdx.x < kRows) {
+      const int r = threadIdx.x;
       float mm = ninf;
 #pragma unroll
       for (int w = 0; w < 4; ++w) mm = fmaxf(mm, wm[w * kRows + r]);
-      float acc = 0.f, sum = 0.f;
-      if (mm != ninf) {
+      float f[4], sum = 0.f;
 #pragma unroll
-        for (int w = 0; w < 4; ++w) {
-          const float f = exp2f(wm[w * kRows + r] - mm);
-          sum += wl[w * kRows + r] * f;
-          acc += wo[(w * kRows + r) * D + i] * f;
-        }
+      for (int w = 0; w < 4; ++w) {
+        f[w] = mm == ninf ? 0.f : exp2f(wm[w * kRows + r] - mm);
+        sum += wl[w * kRows + r] * f[w];
       }
-      wo[r * D + i] = sum > 0.f ? acc / sum : 0.f;  // warp 0's slice: read above only by this thread
-      if (i == 0) out_lse[r] = sum > 0.f ? (mm + log2f(sum)) * 0.6931471805599453f : ninf;
+      const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+      for (int w = 0; w < 4; ++w) wf[w * kRows + r] = f[w] * inv;
+      out_lse[r] = sum > 0.f ? (mm + log2f(sum)) * 0.6931471805599453f : ninf;
+    }
+    __syncthreads();
+    // Row r, element i: combine the warps; the result overwrites warp 0's slice (merged_o()),
+    // read above only by this thread.
+    for (int idx = threadIdx.x; idx < rows * D; idx += kThreads) {
+      const int r = idx / D, i = idx % D;
+      float acc = 0.f;
+#pragma unroll
+      for (int w = 0; w < 4; ++w) acc += wf[w * kRows + r] * wo[(w * kRows + r) * D + i];
+      wo[r * D + i] = acc;
     }
     __syncthreads();
   }

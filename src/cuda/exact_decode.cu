@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) exact_split_kernel
   if (lo < hi) {
     stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
     __syncthreads();
-    Tile::run(smem, kv, b, g, KeySpans{lo, hi, 0, 0}, scale);
+    Tile::run(smem, kv, b, g, KeySpans{lo, hi, 0, 0}, scale, group);
   }
   const float* mo = Tile::merged_o(smem);
   const float* ml = Tile::merged_lse(smem);

@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
       staged = true;
     }
     __syncthreads();  // query tile and row keys written; the previous run's results read
-    Tile::run(smem, kv, b, g, spans, scale);
+    Tile::run(smem, kv, b, g, spans, scale, group);
   };
   // Amend: this split of the group's span [min start, E(t)).
   KeySpans spans{0, 0, 0, 0};
@@ -189,14 +189,15 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
   const long long new_end = entry_end_dev(t, mac.rect);
   const unsigned long long m = t < mac.min_context ? kNoMatch : best_raw;
-  // Round trip 2, issued before the barrier: the candidate ring entry (read whether or not it
-  // turns out a hit; decide() reads its lse).
-  Decision x = decide(stale ? kNoMatch : m, t, mac, ring, b, h, hq);
+  // Round trip 2, issued before the barrier: the candidate ring entry, its o beside the lse
+  // decide() reads (both addresses follow from the minimum, so neither waits for the other).
   float ro = 0.f;
-  if (x.hit) {
-    const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
+  if (!stale && m != kNoMatch) {
+    const long long cand = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);
+    const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + cand % mac.window) * hq + h;
     ro = load_float(ring.oring, ring.dtype, mrow * head_dim + i);
   }
+  Decision x = decide(stale ? kNoMatch : m, t, mac, ring, b, h, hq);
   if (stale && m != kNoMatch) {  // the wiped ring's best: oldest candidate at |q|^2, never a hit
     x.matched = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);
     x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
