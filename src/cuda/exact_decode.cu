@@ -20,23 +20,22 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) exact_split_kernel
   grid_dependency_wait();  // q and the cache come from earlier kernels
   allow_dependents();
   const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
-  const long long len = seq_len(kv, b);
-  long long lo, hi;
-  split_range(0, len, splits, split, &lo, &hi);
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
   if (threadIdx.x < kRows) {
     const int r = threadIdx.x;
-    const bool real = r < group;
-    q_rows[r] = real ? static_cast<const char*>(q) + (static_cast<std::size_t>(b) * hq + g * group + r) * D * esize
-                     : nullptr;
-    Tile::row_keys(smem)[r] = real ? RowKeys{0, len, 0, 0} : RowKeys{0, 0, 0, 0};
+    q_rows[r] = r < group ? static_cast<const char*>(q) + (static_cast<std::size_t>(b) * hq + g * group + r) * D * esize
+                          : nullptr;
   }
   __syncthreads();
-  if (lo < hi) {
-    stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
-    __syncthreads();
-    Tile::run(smem, kv, b, g, KeySpans{lo, hi, 0, 0}, scale, group);
-  }
+  // The query is staged before the length is known (it does not depend on it), so its loads
+  // travel with the page-table loads of seq_len() instead of after them.
+  const long long len = seq_len(kv, b);
+  stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
+  long long lo, hi;
+  split_range(0, len, splits, split, &lo, &hi);
+  if (threadIdx.x < kRows) Tile::row_keys(smem)[threadIdx.x] = threadIdx.x < group ? RowKeys{0, len, 0, 0} : RowKeys{0, 0, 0, 0};
+  __syncthreads();
+  if (lo < hi) Tile::run(smem, kv, b, g, KeySpans{lo, hi, 0, 0}, scale, group);
   const float* mo = Tile::merged_o(smem);
   const float* ml = Tile::merged_lse(smem);
   for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {

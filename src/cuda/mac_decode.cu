@@ -86,6 +86,14 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   const bool stale = stale_flags[b] != 0;
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
   const int parts = splits + kCompleteSplits;
+  if (threadIdx.x < kRows)
+    q_rows[threadIdx.x] = threadIdx.x < group ? static_cast<const char*>(q) +
+                                                    (static_cast<std::size_t>(b) * hq + g * group + threadIdx.x) * D * esize
+                                              : nullptr;
+  __syncthreads();
+  // The query (every run of this block uses it) is staged first: its loads travel with the
+  // scan minimum's instead of waiting for the decision.
+  stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
   if (threadIdx.x < kRows) {
     const int r = threadIdx.x, h = g * group + r;
     const bool real = r < group;
@@ -99,7 +107,6 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
       start = stale ? (new_end < mac.sinks ? new_end : mac.sinks) : decide(m, t, mac, ring, b, h, hq).start;
     }
     starts[r] = start;
-    q_rows[r] = real ? static_cast<const char*>(q) + (static_cast<std::size_t>(b) * hq + h) * D * esize : nullptr;
     Tile::row_keys(smem)[r] = real ? RowKeys{start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
   }
   __syncthreads();
@@ -109,7 +116,6 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
     sink_end = e > sink_end ? e : sink_end;
   }
-  bool staged = false;
   // Writes the rows' state of the run just done (or an empty state) as partial `part`.
   auto write_partial = [&](int part, bool work) {
     const float* mo = Tile::merged_o(smem);
@@ -122,10 +128,6 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     }
   };
   auto attend = [&](const KeySpans& spans) {
-    if (!staged) {
-      stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
-      staged = true;
-    }
     __syncthreads();  // query tile and row keys written; the previous run's results read
     Tile::run(smem, kv, b, g, spans, scale, group);
   };
