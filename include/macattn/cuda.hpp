@@ -85,6 +85,8 @@ class Workspace {
 
   /// Makes room for decode calls of up to `batch` sequences of up to `max_seq_len` tokens of
   /// `shape`, and prefill-init calls of up to `batch` sequences (at most W rows each kept).
+  /// `window` (W, >= 1) is checked but sizes nothing today (the scratch of the current kernels
+  /// does not depend on it); it stays so that callers need not change if a kernel's does.
   /// Allocates device memory (not capturable). Throws macattn::Error on bad arguments or
   /// when the allocation fails.
   void reserve(const AttentionShape& shape, std::int32_t batch, std::int64_t max_seq_len,
@@ -97,12 +99,10 @@ class Workspace {
     float* part_lse = nullptr;         ///< [capacity_rows * capacity_splits]
     unsigned long long* best = nullptr;  ///< [capacity_heads] packed (distance, age) minima
     std::uint8_t* seq_flags = nullptr;   ///< [capacity_batch] per-step flags (stale ring)
-    unsigned* sync = nullptr;  ///< fused MAC counters and queue (0 between calls; layout: src/cuda/mac_fused.hpp)
     std::int64_t capacity_rows = 0;      ///< (query row, head) pairs of partials
     std::int32_t capacity_splits = 0;
     std::int64_t capacity_heads = 0;
     std::int32_t capacity_batch = 0;
-    std::int64_t capacity_groups = 0;  ///< (sequence, KV head) pairs of the counters
     std::int32_t head_dim = 0;
   };
   const Buffers& buffers() const { return buffers_; }
@@ -122,8 +122,7 @@ void exact_decode(const AttentionShape& shape, const PagedKVDevice& kv, ConstTen
 
 /// MAC decode for one layer (MAC_ATTENTION.md §5), every decision on the device: ring scan,
 /// hit rule, amend (reuse + band, or the exact prefix), ring write, complete (sinks + tail).
-/// Three kernels (MACATTN_CUDA_MAC=fused: one experimental kernel, slower so far), no host
-/// synchronisation. A group with any miss streams its K/V through the
+/// Three kernels (scan, attend, finish), no host synchronisation. A group with any miss streams its K/V through the
 /// same split-KV kernel as exact_decode; an all-hit group reads only its bands, tail and sinks.
 ///   q_post, q_pre: [B, Hq, D] device, same dtype;  out: [B, Hq, D] device;  lse: [B, Hq] or
 ///   null;  head_stats: [B, Hq] DEVICE array or null (per-head decisions as in attention.hpp).

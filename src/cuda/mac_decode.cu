@@ -14,7 +14,6 @@
 //      resets the scan's minimum for the next step.
 #include "cuda/launch.cuh"
 #include "cuda/mac_decide.cuh"
-#include "cuda/mac_fused.hpp"
 #include "cuda/mac_scan.cuh"
 #include "cuda/merge_splits.cuh"
 
@@ -301,11 +300,6 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
                            ": q_post, q_pre and out must share one dtype (got ", dtype_name(q_post.dtype), ", ",
                            dtype_name(q_pre.dtype), ", ", dtype_name(out.dtype), ")");
   if (kv.batch_size == 0) return;
-  if (mac_fused_enabled()) {
-    launch_mac_fused(shape, config, kv, q_post, q_pre, rings, out, lse, head_stats, workspace,
-                     static_cast<cudaStream_t>(stream));
-    return;
-  }
   const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim, group = shape.group_size();
   const int splits = plan_splits(kv.batch_size, hkv, d, kv.max_seq_len);
   const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;

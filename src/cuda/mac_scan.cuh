@@ -1,5 +1,5 @@
 // src/cuda/mac_scan.cuh: MAC's match scan of one head over a run of 64-candidate tiles of its
-// ring, shared by the three-kernel path (mac_decode.cu) and the fused kernel (mac_fused.cu).
+// ring (mac_decode.cu's scan kernel).
 // Distances in core/distance.hpp's fixed fp32 order, so decisions are bit-identical to the CPU.
 // Internal.
 #pragma once

@@ -7,7 +7,6 @@
 #include <sstream>
 
 #include "cuda/launch.cuh"
-#include "cuda/mac_fused.hpp"
 
 namespace macattn::cuda {
 
@@ -217,7 +216,6 @@ void Workspace::release() {
   cudaFree(buffers_.part_lse);
   cudaFree(buffers_.best);
   cudaFree(buffers_.seq_flags);
-  cudaFree(buffers_.sync);
   buffers_ = Buffers{};
   bytes_ = 0;
 }
@@ -232,21 +230,17 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   require(window >= 1, fn, ": window = ", window, ", must be >= 1");
   require(available(), fn, ": ", device_description());
   const std::int64_t heads = static_cast<std::int64_t>(batch) * shape.num_q_heads;
-  // Partials per head: the exact kernel's splits, MAC's complete parts, and the fused MAC
-  // kernel's recent-region parts.
-  const std::int32_t splits = plan_splits(batch, shape.num_kv_heads, shape.head_dim, max_seq_len) + kCompleteSplits +
-                              mac_recent_parts(window);
-  const std::int64_t groups = static_cast<std::int64_t>(batch) * shape.num_kv_heads;
+  // Partials per head: the exact kernel's splits and MAC's complete parts.
+  const std::int32_t splits = plan_splits(batch, shape.num_kv_heads, shape.head_dim, max_seq_len) + kCompleteSplits;
   const auto& b = buffers_;
   if (b.part_o && b.head_dim >= shape.head_dim && heads <= b.capacity_rows && splits <= b.capacity_splits &&
-      heads <= b.capacity_heads && batch <= b.capacity_batch && groups <= b.capacity_groups)
+      heads <= b.capacity_heads && batch <= b.capacity_batch)
     return;  // already large enough
   Buffers n;
   n.capacity_rows = std::max<std::int64_t>(heads, b.capacity_rows);
   n.capacity_splits = std::max(splits, b.capacity_splits);
   n.capacity_heads = std::max<std::int64_t>(heads, b.capacity_heads);
   n.capacity_batch = std::max(batch, b.capacity_batch);
-  n.capacity_groups = std::max(groups, b.capacity_groups);
   n.head_dim = std::max(shape.head_dim, b.head_dim);
   release();
   const std::size_t partials = static_cast<std::size_t>(n.capacity_rows) * static_cast<std::size_t>(n.capacity_splits);
@@ -266,10 +260,7 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   buffers_.best = n.best;
   alloc(reinterpret_cast<void**>(&n.seq_flags), static_cast<std::size_t>(n.capacity_batch));
   buffers_.seq_flags = n.seq_flags;
-  const std::size_t words = sync_words(n.capacity_groups, n.capacity_batch, n.capacity_splits);
-  alloc(reinterpret_cast<void**>(&n.sync), words * sizeof(unsigned));
   buffers_ = n;
-  MACATTN_CUDA_CHECK(cudaMemset(n.sync, 0, words * sizeof(unsigned)));
   fill_u64_kernel<<<64, 256>>>(n.best, static_cast<std::size_t>(n.capacity_heads), ~0ull);
   MACATTN_CUDA_CHECK_LAUNCH("fill_u64_kernel");
   MACATTN_CUDA_CHECK(cudaDeviceSynchronize());
