@@ -3,6 +3,7 @@
 //            sequence's keys through AttendTile; each writes a partial (o, lse).
 //   kernel 2 (grid B*Hq): merges the splits' partials into out and lse.
 // Both go through launch_pdl (programmatic dependent launch when MACATTN_CUDA_PDL=1).
+#include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/merge_splits.cuh"
 
@@ -13,12 +14,13 @@ namespace {
 template <int D, int NS, typename T>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) exact_split_kernel(PagedKVArgs kv, const void* q, int q_dtype, int hq,
                                                                int group, int splits, float scale, float* part_o,
-                                                               float* part_lse) {
+                                                               float* part_lse, BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
   grid_dependency_wait();  // q and the cache come from earlier kernels
   allow_dependents();
+  stamp(prof, 0);
   const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
   if (threadIdx.x < kRows) {
@@ -35,7 +37,9 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) exact_split_kernel
   split_range(0, len, splits, split, &lo, &hi);
   if (threadIdx.x < kRows) Tile::row_keys(smem)[threadIdx.x] = threadIdx.x < group ? RowKeys{0, len, 0, 0} : RowKeys{0, 0, 0, 0};
   __syncthreads();
+  stamp(prof, 1);
   if (lo < hi) Tile::run(smem, kv, b, g, KeySpans{lo, hi, 0, 0}, scale, group);
+  stamp(prof, 2);
   const float* mo = Tile::merged_o(smem);
   const float* ml = Tile::merged_lse(smem);
   for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
@@ -44,18 +48,24 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) exact_split_kernel
     if (lo < hi) part_o[row * D + i] = mo[r * D + i];  // an empty split's o is never read
     if (i == 0) part_lse[row] = lo < hi ? ml[r] : -__int_as_float(0x7f800000);
   }
+  if (prof.p) {
+    __syncthreads();
+    stamp(prof, 3);
+  }
 }
 
 __global__ void exact_merge_kernel(const float* part_o, const float* part_lse, int splits, int head_dim, void* out,
-                                   int out_dtype, float* lse) {
+                                   int out_dtype, float* lse, BlockStamps prof) {
   __shared__ float w[kMaxSplits + 1];
   grid_dependency_wait();  // the split kernel's partials
   allow_dependents();
+  stamp(prof, 0);
   const std::size_t row = blockIdx.x;
   float o, l;
   merge_splits_block(part_o, part_lse, row, splits, 0, splits, head_dim, w, &o, &l);
   if (threadIdx.x < head_dim) store_float(out, out_dtype, row * head_dim + threadIdx.x, o);
   if (lse && threadIdx.x == 0) lse[row] = l;
+  stamp(prof, 1);
 }
 
 }  // namespace
@@ -79,17 +89,22 @@ void exact_decode(const AttentionShape& shape, const PagedKVDevice& kv, ConstTen
   auto s = static_cast<cudaStream_t>(stream);
   const PagedKVArgs args = kv_args(kv);
   const float scale = shape.scale();
+  ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
+  const dim3 split_grid(splits, hkv, kv.batch_size);
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = exact_split_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
-    launch_pdl("exact_split_kernel", kernel, dim3(splits, hkv, kv.batch_size), dim3(kThreads), bytes, s, args,
-               q_post.data, static_cast<int>(q_post.dtype), hq, group, splits, scale, ws.part_o, ws.part_lse);
+    launch_pdl("exact_split_kernel", kernel, split_grid, dim3(kThreads), bytes, s, args, q_post.data,
+               static_cast<int>(q_post.dtype), hq, group, splits, scale, ws.part_o, ws.part_lse,
+               prof.kernel("exact_split_kernel", split_grid, {"stage query", "attend", "write partial"}));
   });
   const int merge_threads = d * (d == 256 ? 4 : 1024 / d / 2);  // 4 (D=256) or 8/4 threads per element
-  launch_pdl("exact_merge_kernel", exact_merge_kernel, dim3(static_cast<unsigned>(rows)), dim3(merge_threads), 0, s,
+  const dim3 merge_grid(static_cast<unsigned>(rows));
+  launch_pdl("exact_merge_kernel", exact_merge_kernel, merge_grid, dim3(merge_threads), 0, s,
              static_cast<const float*>(ws.part_o), static_cast<const float*>(ws.part_lse), splits, d, out.data,
-             static_cast<int>(out.dtype), lse);
+             static_cast<int>(out.dtype), lse, prof.kernel("exact_merge_kernel", merge_grid, {"merge"}));
+  prof.finish();
 }
 
 }  // namespace macattn::cuda

@@ -12,6 +12,7 @@
 //   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
 //      (wiping a stale ring first), merges the complete state into out, writes stats, and
 //      resets the scan's minimum for the next step.
+#include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/mac_decide.cuh"
 #include "cuda/mac_scan.cuh"
@@ -29,10 +30,12 @@ constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a tim
 template <int D>
 __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
                                                                 RingArgs ring, MacArgs mac, int hq, int tiles_per_block,
-                                                                unsigned long long* best, std::uint8_t* stale_flags) {
+                                                                unsigned long long* best, std::uint8_t* stale_flags,
+                                                                BlockStamps prof) {
   extern __shared__ __align__(16) char scan_smem[];
   grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
   allow_dependents();
+  stamp(prof, 0);
   const int h = blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
@@ -42,6 +45,7 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
       scan_smem, q_pre, q_dtype, ring, mac, hq, b, h, t, stale, static_cast<long long>(blockIdx.x) * tiles_per_block,
       tiles_per_block);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
+  stamp(prof, 1);
 }
 
 // Which split block computes complete part j (of kCompleteSplits, one 64-key tile each at the
@@ -72,13 +76,14 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
                                                               MacArgs mac, int hq, int group, int splits, float scale,
                                                               const unsigned long long* best,
                                                               const std::uint8_t* stale_flags, float* part_o,
-                                                              float* part_lse) {
+                                                              float* part_lse, BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
   __shared__ long long starts[kRows];
   grid_dependency_wait();  // the scan's minima and stale flags
   allow_dependents();
+  stamp(prof, 0);
   const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   const long long new_end = entry_end_dev(t, mac.rect);
@@ -109,6 +114,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     Tile::row_keys(smem)[r] = real ? RowKeys{start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
   }
   __syncthreads();
+  stamp(prof, 1);
   long long lo = new_end, sink_end = 0;
   for (int r = 0; r < group; ++r) {
     lo = starts[r] < lo ? starts[r] : lo;
@@ -136,6 +142,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   const bool amend_work = spans.count() > 0;
   if (amend_work) attend(spans);
   write_partial(split, amend_work);
+  stamp(prof, 2);
   // Complete parts owned by this block: part j of the tail [E(t), t+1); part 0 also the sinks.
   // Consecutive parts owned by the block are one run over their union (its state is written
   // as the first part's partial, the others' as empty): the finish merges them all anyway.
@@ -163,6 +170,10 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     for (int j = ja + 1; j <= jb; ++j) write_partial(splits + j, false);
     ja = jb + 1;
   }
+  if (prof.p) {
+    __syncthreads();
+    stamp(prof, 3);
+  }
 }
 
 // One block per query head, blockDim = head_dim (thread i owns element i). The work is laid
@@ -173,11 +184,12 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
 __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, int q_dtype, float* lse, RingArgs ring,
                                   MacArgs mac, int hq, int head_dim, int splits, unsigned long long* best,
                                   const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
-                                  HeadStats* head_stats) {
+                                  HeadStats* head_stats, BlockStamps prof) {
   __shared__ float w[kMaxSplits + kCompleteSplits];  // partials' lse, then their weights
   __shared__ float red[4];                           // max and sum: amend, complete
   grid_dependency_wait();  // the attend kernel's partials
   allow_dependents();
+  stamp(prof, 0);
   const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
   const int parts = splits + kCompleteSplits;
   const std::size_t qrow = static_cast<std::size_t>(b) * hq + h;
@@ -204,6 +216,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
     x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
   }
   __syncthreads();
+  stamp(prof, 1);
   // Max and sum of exp for the amend partials [0, splits) (warp 0) and the complete partials
   // [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
   const int warp = i >> 5, lane = i & 31;
@@ -247,6 +260,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
     el = mw.lse;
   }
   __syncthreads();  // every thread has read the ring (lring[m], oring[m]) before it is written
+  stamp(prof, 2);
   // Round trip 3: the writes.
   if (stale) {  // wipe this head's rows of every slot
     for (int slot = 0; slot < mac.window; ++slot) {
@@ -281,6 +295,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
       ring.ready[b] = 1;
     }
   }
+  stamp(prof, 3);
 }
 
 }  // namespace
@@ -310,6 +325,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const RingArgs ring = ring_args(rings);
   const MacArgs mac = mac_args(config, d);
   const int qd = static_cast<int>(q_post.dtype);
+  ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
   // Scan grid: a block takes `per` consecutive tiles of a head (double-buffered in shared
   // memory); `per` grows while the grid still fills the chip about four blocks deep, so large
@@ -324,7 +340,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   auto launch_scan = [&](auto kernel) {
     allow_smem(kernel, scan_bytes);
     launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), scan_bytes, s, kva, q_pre.data, qd, ring, mac,
-               hq, per, ws.best, ws.seq_flags);
+               hq, per, ws.best, ws.seq_flags, prof.kernel("mac_scan_kernel", scan_grid, {"scan"}));
   };
   if (d == 64) launch_scan(mac_scan_kernel<64>);
   else if (d == 128) launch_scan(mac_scan_kernel<128>);
@@ -334,11 +350,16 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     auto kernel = mac_attend_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
-    launch_pdl("mac_attend_kernel", kernel, dim3(splits, hkv, kv.batch_size), dim3(kThreads), bytes, s, kva,
-               q_post.data, qd, ring, mac, hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse);
+    const dim3 grid(splits, hkv, kv.batch_size);
+    launch_pdl("mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, ring, mac, hq, group,
+               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse,
+               prof.kernel("mac_attend_kernel", grid, {"decide", "amend", "complete"}));
   });
-  launch_pdl("mac_finish_kernel", mac_finish_kernel, dim3(static_cast<unsigned>(heads)), dim3(d), 0, s, kva, q_pre.data,
-             out.data, qd, lse, ring, mac, hq, d, splits, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats);
+  const dim3 finish_grid(static_cast<unsigned>(heads));
+  launch_pdl("mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_pre.data, out.data, qd, lse, ring,
+             mac, hq, d, splits, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats,
+             prof.kernel("mac_finish_kernel", finish_grid, {"load + decide", "merge", "write"}));
+  prof.finish();
 }
 
 }  // namespace macattn::cuda

@@ -1,0 +1,153 @@
+// src/cuda/block_profile.cu: the host side of block_profile.cuh.
+#include "cuda/block_profile.cuh"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cuda/launch.cuh"
+
+namespace macattn::cuda::detail {
+namespace {
+
+constexpr std::size_t kCapacityStamps = std::size_t(1) << 22;  // 32 MiB of stamps per call
+
+struct Pending {
+  std::string key;
+  std::vector<std::string> phases;
+  std::size_t blocks = 0, offset = 0;  // offset in stamps
+};
+
+struct Sums {
+  std::vector<std::string> phases;
+  double calls = 0, span = 0, gap = 0, gaps = 0, life = 0, lives = 0;
+  double phase[kMaxStamps - 1] = {}, phase_n[kMaxStamps - 1] = {};
+};
+
+struct State {
+  unsigned long long* dev = nullptr;
+  std::size_t used = 0;  // stamps handed out in the current call
+  bool warned = false;
+  std::vector<Pending> pending;
+  std::vector<unsigned long long> host;
+  std::map<std::string, Sums> sums;
+  std::vector<std::string> order;  // keys in first-seen order
+};
+
+void print_sums();
+
+State* state() {
+  static State* s = [] {
+    const char* env = std::getenv("MACATTN_CUDA_PROFILE");
+    if (env == nullptr || std::atoi(env) != 1) return static_cast<State*>(nullptr);
+    auto* st = new State;
+    if (cudaMalloc(&st->dev, kCapacityStamps * sizeof(unsigned long long)) != cudaSuccess) {
+      std::fprintf(stderr, "MACATTN_CUDA_PROFILE: cudaMalloc of the stamp buffer failed; profiling off\n");
+      delete st;
+      return static_cast<State*>(nullptr);
+    }
+    std::atexit(print_sums);
+    return st;
+  }();
+  return s;
+}
+
+void print_sums() {
+  State* s = state();
+  if (s == nullptr || s->order.empty()) return;
+  std::fprintf(stderr, "MACATTN_CUDA_PROFILE: per kernel and grid, means over eager calls (us):\n");
+  for (const std::string& key : s->order) {
+    const Sums& v = s->sums[key];
+    std::fprintf(stderr, "  %s: %.0f calls, span %.2f, gap after the previous kernel %.2f, block lifetime %.2f",
+                 key.c_str(), v.calls, v.span / v.calls / 1e3, v.gaps > 0 ? v.gap / v.gaps / 1e3 : 0.0,
+                 v.lives > 0 ? v.life / v.lives / 1e3 : 0.0);
+    for (std::size_t k = 0; k < v.phases.size(); ++k)
+      if (v.phase_n[k] > 0) std::fprintf(stderr, ", %s %.2f", v.phases[k].c_str(), v.phase[k] / v.phase_n[k] / 1e3);
+    std::fprintf(stderr, "\n");
+  }
+}
+
+}  // namespace
+
+ProfileScope::ProfileScope(cudaStream_t stream) : stream_(stream) {
+  State* s = state();
+  if (s == nullptr) return;
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) != cudaSuccess || status != cudaStreamCaptureStatusNone) return;
+  active_ = true;
+  s->used = 0;
+  s->pending.clear();
+}
+
+BlockStamps ProfileScope::kernel(const char* name, dim3 grid, std::initializer_list<const char*> phases) {
+  if (!active_) return {};
+  State* s = state();
+  const std::size_t blocks = static_cast<std::size_t>(grid.x) * grid.y * grid.z;
+  if ((s->used + blocks) * kMaxStamps > kCapacityStamps) {
+    if (!s->warned) std::fprintf(stderr, "MACATTN_CUDA_PROFILE: a call has too many blocks to stamp; skipped\n");
+    s->warned = true;
+    return {};
+  }
+  Pending p;
+  p.key = std::string(name) + " (" + std::to_string(blocks) + " blocks)";
+  for (const char* ph : phases) p.phases.emplace_back(ph);
+  p.blocks = blocks;
+  p.offset = s->used * kMaxStamps;
+  BlockStamps out{s->dev + p.offset};
+  MACATTN_CUDA_CHECK(cudaMemsetAsync(out.p, 0, blocks * kMaxStamps * sizeof(unsigned long long), stream_));
+  s->used += blocks;
+  s->pending.push_back(std::move(p));
+  ++count_;
+  return out;
+}
+
+void ProfileScope::finish() {
+  if (!active_ || count_ == 0) return;
+  State* s = state();
+  MACATTN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  s->host.resize(s->used * kMaxStamps);
+  MACATTN_CUDA_CHECK(
+      cudaMemcpy(s->host.data(), s->dev, s->host.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
+  unsigned long long prev_end = 0;
+  for (const Pending& p : s->pending) {
+    auto [it, fresh] = s->sums.try_emplace(p.key);
+    Sums& v = it->second;
+    if (fresh) {
+      v.phases = p.phases;
+      s->order.push_back(p.key);
+    }
+    unsigned long long first = ~0ull, last = 0;
+    for (std::size_t b = 0; b < p.blocks; ++b) {
+      const unsigned long long* st = s->host.data() + p.offset + b * kMaxStamps;
+      if (st[0] == 0) continue;  // the block never ran its first stamp
+      first = std::min(first, st[0]);
+      unsigned long long end = st[0];
+      for (int k = 1; k < kMaxStamps; ++k)
+        if (st[k] != 0) {
+          end = std::max(end, st[k]);
+          if (st[k - 1] != 0 && static_cast<std::size_t>(k - 1) < v.phases.size()) {
+            v.phase[k - 1] += static_cast<double>(st[k] - st[k - 1]);
+            v.phase_n[k - 1] += 1;
+          }
+        }
+      last = std::max(last, end);
+      v.life += static_cast<double>(end - st[0]);
+      v.lives += 1;
+    }
+    if (last == 0) continue;
+    v.calls += 1;
+    v.span += static_cast<double>(last - first);
+    if (prev_end != 0) {
+      v.gap += static_cast<double>(first) - static_cast<double>(prev_end);
+      v.gaps += 1;
+    }
+    prev_end = last;
+  }
+  s->pending.clear();
+  s->used = 0;
+}
+
+}  // namespace macattn::cuda::detail

@@ -1,0 +1,51 @@
+// src/cuda/block_profile.cuh: per-block timestamps of the decode kernels, for finding where a
+// short step's time goes (MACATTN_CUDA_PROFILE=1; off by default, and then free: the kernels
+// get a null pointer and skip every stamp). Only eager calls are stamped (inside a graph
+// capture the pointers would be baked into the graph); each stamped call synchronises its
+// stream, so timings of a profiled run are not timings of the step. At exit the library
+// prints, per kernel and grid: calls, the kernel's span (first block start to last block end),
+// the gap from the previous kernel's last block, a block's mean lifetime, and the mean time
+// between consecutive stamps (the phases each kernel names). Internal.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <initializer_list>
+
+namespace macattn::cuda::detail {
+
+constexpr int kMaxStamps = 6;  // per block
+
+/// A kernel's stamp buffer: [blocks][kMaxStamps] %globaltimer values (0 = not reached).
+struct BlockStamps {
+  unsigned long long* p = nullptr;
+};
+
+/// Thread 0 of the block records stamp k (k < kMaxStamps). Uniform across the block.
+__device__ __forceinline__ void stamp(BlockStamps s, int k) {
+  if (s.p != nullptr && threadIdx.x == 0) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    const std::size_t block =
+        (static_cast<std::size_t>(blockIdx.z) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+    s.p[block * kMaxStamps + k] = t;
+  }
+}
+
+/// The host side for one library call: kernel() before each launch gives its buffer (null when
+/// profiling is off or the stream is capturing), finish() after the last launch reads them back.
+class ProfileScope {
+ public:
+  explicit ProfileScope(cudaStream_t stream);
+  /// `phases`: names of the intervals between consecutive stamps (at most kMaxStamps - 1).
+  BlockStamps kernel(const char* name, dim3 grid, std::initializer_list<const char*> phases);
+  void finish();
+
+ private:
+  cudaStream_t stream_;
+  bool active_ = false;
+  int count_ = 0;
+};
+
+}  // namespace macattn::cuda::detail
