@@ -391,8 +391,11 @@ void scan_impl(const ScanArgs& a) {
   constexpr int kPruneChunks = C >= 4 ? 2 : 1;  // 32 dims (16 for D = 64) before the first bound
   constexpr std::size_t esize = R == DType::f32 ? 4 : 2;
   constexpr std::int64_t kAhead = 2;  // slots ahead whose rows are requested
-  // Bytes of a row up to the second bound (below): requested ahead, the rest on demand.
-  constexpr std::size_t kSecondBytes = static_cast<std::size_t>(2 * kPruneChunks < C ? 2 * kPruneChunks : C) * 16 * esize;
+  // A second bound after twice the dims: a random row (distance about 2D) is still under the
+  // threshold after the first chunks but over it after twice as many, so a miss reads half of
+  // each row instead of all of it. The bytes up to it are requested ahead, the rest on demand.
+  constexpr int kSecond = 2 * kPruneChunks < C ? 2 * kPruneChunks : C;
+  constexpr std::size_t kSecondBytes = static_cast<std::size_t>(kSecond) * 16 * esize;
   for (std::int32_t h = a.h0; h < a.h1; ++h) a.out[h] = {-1, std::numeric_limits<float>::infinity()};
   const std::size_t slot_bytes = static_cast<std::size_t>(a.num_q_heads) * D * esize;
   const auto* ring = static_cast<const unsigned char*>(a.qring);
@@ -417,10 +420,6 @@ void scan_impl(const ScanArgs& a) {
       }
       const float partial = hsum(lanes);  // a lower bound of the row's distance
       if (partial > best.distance || partial >= a.bound) continue;  // cannot win, or of no interest
-      // A second bound after twice the dims: a random row (distance about 2D) is still under
-      // the threshold after the first chunks but over it after twice as many, so a miss
-      // reads half of each row instead of all of it.
-      constexpr int kSecond = 2 * kPruneChunks < C ? 2 * kPruneChunks : C;
       for (int c = kPruneChunks; c < kSecond; ++c) {
         const v16f diff = load_f32(q + c * 16) - load16<R>(row, c * 16);
         lanes = fma16(diff, diff, lanes);
