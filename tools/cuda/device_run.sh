@@ -18,7 +18,8 @@
 #   usage: tools/cuda/device_run.sh OUTDIR [bench flags...]
 #   env:   STEPS="build test sanitize bench" (default; add "python" for the PyTorch extension's
 #          tests and the side-by-side benchmark after "build", "engine" for the engine's CUDA tests
-#          and bench-e2e --device cuda), JOBS (default nproc), E2E_CONTEXTS (default 32768,65536,131072),
+#          and bench-e2e --device cuda, "profile" for MACATTN_CUDA_PROFILE=1 block timestamps of
+#          the decode kernels at 128K, batch 1 and 16, hit rates 0 and 1), JOBS (default nproc), E2E_CONTEXTS (default 32768,65536,131072),
 #          E2E_BATCHES (default 1,4), E2E_REF_CONTEXTS (default 8192,16000)
 set -uo pipefail
 out=${1:?usage: device_run.sh OUTDIR [bench flags...]}
@@ -68,6 +69,19 @@ fi
 
 if has bench; then
   ./build-device/tools/macattn/macattn bench --backend cuda --json "$out/h200.json" "$@" 2>&1 | tee "$out/bench.log" | tail -80
+fi
+if has profile; then
+  # One process per configuration: the summary is per kernel and grid, and hit rates 0 and 1
+  # launch the same grids. Eager calls only are stamped (the bench makes some per configuration).
+  for batch in 1 16; do
+    for hit in 0 1; do
+      log "profile: batch $batch, 128K, hit rate $hit"
+      MACATTN_CUDA_PROFILE=1 ./build-device/tools/macattn/macattn bench --backend cuda --contexts 131072 \
+          --batches "$batch" --hit-rates "$hit" --miss-patterns packed --min-seconds 0.01 --min-reps 10 --check off \
+          --progress off > "$out/profile_b${batch}_hit${hit}.log" 2>&1
+      sed -n '/^MACATTN_CUDA_PROFILE/,$p' "$out/profile_b${batch}_hit${hit}.log" | tee -a "$out/summary.txt"
+    done
+  done
 fi
 if has python; then
   # The PyTorch extension against build-device's libmacattn.a (the "build" step; its
