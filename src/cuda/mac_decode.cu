@@ -204,15 +204,15 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   const unsigned long long m = t < mac.min_context ? kNoMatch : best_raw;
   // Round trip 2, issued before the barrier: the candidate ring entry, its o beside the lse
   // decide() reads (both addresses follow from the minimum, so neither waits for the other).
+  const long long cand = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);  // if m found one
   float ro = 0.f;
   if (!stale && m != kNoMatch) {
-    const long long cand = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);
     const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + cand % mac.window) * hq + h;
     ro = load_float(ring.oring, ring.dtype, mrow * head_dim + i);
   }
   Decision x = decide(stale ? kNoMatch : m, t, mac, ring, b, h, hq);
   if (stale && m != kNoMatch) {  // the wiped ring's best: oldest candidate at |q|^2, never a hit
-    x.matched = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);
+    x.matched = cand;
     x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
   }
   __syncthreads();
