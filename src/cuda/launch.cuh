@@ -122,6 +122,13 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
   check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...), name);
 }
 
+/// Whether MAC's match scan loads only the first dims of each row (scan_prefix in
+/// mac_scan.cuh) for a scan of `ring_bytes` (every head's rows) with a finite bound: from
+/// kPrefixScanBytes up, where the bytes saved outweigh the extra round trip of the rows that
+/// survive. The environment variable MACATTN_CUDA_SCAN=prefix or =staged forces one form.
+constexpr std::size_t kPrefixScanBytes = std::size_t(8) << 20;
+bool scan_mode_prefix(std::size_t ring_bytes);
+
 /// Blocks MAC's complete step (tail + sinks) is spread over: the tail's S keys in parallel.
 constexpr int kCompleteSplits = 4;
 
@@ -140,11 +147,20 @@ void validate_query(const char* fn, const char* name, const void* data, DType dt
 void require_workspace(const char* fn, const Workspace& ws, const AttentionShape& shape, std::int64_t rows,
                        std::int32_t splits, std::int64_t heads, std::int32_t batch);
 
-/// Key range of split `split` of [lo, hi) in `splits` parts of whole 64-key tiles.
+/// Keys per split of a span of n keys in `splits` parts of whole 64-key tiles. In 32 bits on
+/// the device (n < 2^31: the entry points check max_seq_len): a 64-bit division is a long
+/// serial stretch in the short blocks of a MAC hit step.
+__host__ __device__ inline long long split_keys(long long n, int splits) {
+  const unsigned nu = static_cast<unsigned>(n), su = static_cast<unsigned>(splits);
+  const unsigned per = ((nu + su - 1) / su + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
+  return static_cast<long long>(per);
+}
+
+/// Key range of split `split` of [lo, hi) in `splits` parts of whole 64-key tiles: every split
+/// holds split_keys keys but the last non-empty one (the remainder) and any after it (none).
 __host__ __device__ inline void split_range(long long lo, long long hi, int splits, int split, long long* a,
                                             long long* b) {
-  const long long n = hi - lo;
-  const long long per = ((n + splits - 1) / splits + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
+  const long long per = split_keys(hi - lo, splits);
   long long s0 = lo + per * split, s1 = s0 + per;
   if (s0 > hi) s0 = hi;
   if (s1 > hi) s1 = hi;

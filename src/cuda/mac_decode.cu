@@ -24,14 +24,16 @@ namespace {
 
 constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
 
-// Scan of one head's candidates, tiles [blockIdx.x * tiles_per_block, +tiles_per_block) of 64
-// (mac_scan.cuh), then one atomicMin per block. Also records whether each sequence's ring is
-// stale (not ready / at another position). Dynamic shared memory: scan_smem_bytes.
-template <int D>
+// Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block: with Prefix,
+// candidates [blockIdx.x * prefix_block_candidates, +prefix_block_candidates) by scan_prefix,
+// else tiles [blockIdx.x * tiles_per_block, +tiles_per_block) of 64 by scan_staged (dynamic
+// shared memory: staged_smem_bytes). Also records whether each sequence's ring is stale (not
+// ready / at another position). Rows at distance >= bound are dropped (mac_scan.cuh).
+template <int D, typename RT, bool Prefix>
 __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
                                                                 RingArgs ring, MacArgs mac, int hq, int tiles_per_block,
-                                                                unsigned long long* best, std::uint8_t* stale_flags,
-                                                                BlockStamps prof) {
+                                                                float bound, unsigned long long* best,
+                                                                std::uint8_t* stale_flags, BlockStamps prof) {
   extern __shared__ __align__(16) char scan_smem[];
   grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
   allow_dependents();
@@ -41,9 +43,16 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
   if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
   if (t < mac.min_context) return;
-  const unsigned long long m = scan_head_tiles<D, kScanThreads>(
-      scan_smem, q_pre, q_dtype, ring, mac, hq, b, h, t, stale, static_cast<long long>(blockIdx.x) * tiles_per_block,
-      tiles_per_block);
+  const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
+  float q[D / 16];
+  const std::size_t qbase = (static_cast<std::size_t>(b) * hq + h) * D + (threadIdx.x & 15);
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
+  unsigned long long m;
+  if constexpr (Prefix)
+    m = scan_prefix<D, RT, kScanThreads>(q, rows, blockIdx.x * prefix_block_candidates<kScanThreads>(), bound);
+  else
+    m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
   stamp(prof, 1);
 }
@@ -55,18 +64,21 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
 // plan's remainder) and do not lengthen the kernel, a miss group's grid is exactly the exact
 // kernel's grid, and an all-hit group (amend = a short band in split 0) spreads its tail over
 // kCompleteSplits blocks. Without any slack the parts go to the last blocks, one each.
+// In closed form (every block of the group evaluates it for every part, so it must be cheap):
+// split_range gives every split `per` keys (T = per / 64 tiles... or fewer when the span is
+// shorter than one split) up to the last non-empty split ne-1, which holds the remainder, and
+// nothing after it. So the splits above ne-1 have slack T each, split ne-1 has slack T - its
+// tiles, and the ones below have none: the walk stops there.
 __device__ __forceinline__ int complete_owner(int j, int splits, long long lo, long long hi) {
-  long long per_lo, per_hi;
-  split_range(lo, hi, splits, 0, &per_lo, &per_hi);
-  const long long per_tiles = (per_hi - per_lo + kBlockKeys - 1) / kBlockKeys;
-  int remaining = j;
-  for (int s = splits - 1; s >= 0; --s) {
-    long long a, z;
-    split_range(lo, hi, splits, s, &a, &z);
-    const long long slack = per_tiles - (z - a + kBlockKeys - 1) / kBlockKeys;
-    if (slack <= 0) break;  // splits below are full too
-    if (remaining < slack) return s;
-    remaining -= static_cast<int>(slack);
+  const int n = static_cast<int>(hi - lo);
+  const int per = static_cast<int>(split_keys(n, splits));
+  const int per_tiles = (min(per, n) + kBlockKeys - 1) / kBlockKeys;  // split 0's tiles
+  if (per_tiles > 0) {
+    const int nonempty = (n + per - 1) / per;  // splits [0, nonempty) hold keys
+    const int empty = splits - nonempty;
+    if (j < empty * per_tiles) return splits - 1 - j / per_tiles;
+    const int last_tiles = (n - per * (nonempty - 1) + kBlockKeys - 1) / kBlockKeys;
+    if (j - empty * per_tiles < per_tiles - last_tiles) return nonempty - 1;
   }
   return splits - 1 - j % splits;
 }
@@ -200,6 +212,16 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   const unsigned long long best_raw = best[qrow];
   const float q_i = load_float(q_pre, q_dtype, qrow * head_dim + i);
   for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
+  // The partials' o travel with their lse (before the weights are known): the complete ones
+  // and the first kPrefetch amend ones, which at a hit are all that hold work. An empty
+  // partial's o was never written; its weight is 0 and a select (not a product) drops it.
+  const float* po = part_o + qrow * parts * head_dim + i;
+  constexpr int kPrefetch = 8;
+  float pre_a[kPrefetch], pre_c[kCompleteSplits];
+#pragma unroll
+  for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
+#pragma unroll
+  for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
   const long long new_end = entry_end_dev(t, mac.rect);
   const unsigned long long m = t < mac.min_context ? kNoMatch : best_raw;
   // Round trip 2, issued before the barrier: the candidate ring entry, its o beside the lse
@@ -241,15 +263,16 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
     w[p] = mx == ninf ? 0.f : expf(w[p] - mx) / sum;  // exp(-inf) = 0: an empty partial is skipped
   }
   __syncthreads();
-  // Round trip 2 (continued): the partials' o, weighted.
+  // The partials' o, weighted (in split order); amend partials past the prefetched ones load now.
   float eo = 0.f, co = 0.f;
-  const float* po = part_o + qrow * parts * head_dim + i;
+#pragma unroll
+  for (int k = 0; k < kPrefetch; ++k)
+    if (k < splits) eo += w[k] != 0.f ? w[k] * pre_a[k] : 0.f;
 #pragma unroll 8
-  for (int p = 0; p < splits; ++p)
+  for (int p = kPrefetch; p < splits; ++p)
     if (w[p] != 0.f) eo += w[p] * po[static_cast<std::size_t>(p) * head_dim];
 #pragma unroll
-  for (int p = splits; p < parts; ++p)
-    if (w[p] != 0.f) co += w[p] * po[static_cast<std::size_t>(p) * head_dim];
+  for (int k = 0; k < kCompleteSplits; ++k) co += w[splits + k] != 0.f ? w[splits + k] * pre_c[k] : 0.f;
   float el = am == ninf ? ninf : am + logf(asum);
   const float cl = cm == ninf ? ninf : cm + logf(csum);
   if (am == ninf) eo = 0.f;
@@ -327,24 +350,43 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const int qd = static_cast<int>(q_post.dtype);
   ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
-  // Scan grid: a block takes `per` consecutive tiles of a head (double-buffered in shared
-  // memory); `per` grows while the grid still fills the chip about four blocks deep, so large
-  // batches get fewer, longer blocks with more bytes in flight each.
+  // Rows that cannot be hits are dropped after their first dims unless the caller reads the
+  // best row of a miss (per-head stats), as on the CPU. Large scans with a bound then load
+  // only those first dims of each row (scan_prefix); small ones, and scans without a bound,
+  // stream whole rows (scan_staged: one round trip less for the rows that survive).
+  const float bound = head_stats ? __builtin_huge_valf() : mac.threshold;
+  const std::size_t ring_bytes = static_cast<std::size_t>(kv.batch_size) * hq * config.window * d *
+                                 dtype_bytes(rings.ring_dtype);
+  const bool prefix = d > kPruneDims && head_stats == nullptr && scan_mode_prefix(ring_bytes);
   const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
-  const std::int64_t heads_total = static_cast<std::int64_t>(hq) * kv.batch_size;
-  const std::int64_t target = 4 * static_cast<std::int64_t>(device_sm_count());
   int per = 1;
-  while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
+  if (prefix) {
+    per = prefix_block_candidates<kScanThreads>() / kScanSlots;
+  } else {
+    // A block takes `per` consecutive tiles of a head (double-buffered in shared memory); `per`
+    // grows while the grid still fills the chip about four blocks deep, so large batches get
+    // fewer, longer blocks with more bytes in flight each.
+    const std::int64_t heads_total = static_cast<std::int64_t>(hq) * kv.batch_size;
+    const std::int64_t target = 4 * static_cast<std::int64_t>(device_sm_count());
+    while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
+  }
   const dim3 scan_grid(static_cast<unsigned>((scan_tiles + per - 1) / per), hq, kv.batch_size);
-  const std::size_t scan_bytes = scan_smem_bytes(d, static_cast<int>(dtype_bytes(rings.ring_dtype)));
-  auto launch_scan = [&](auto kernel) {
-    allow_smem(kernel, scan_bytes);
-    launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), scan_bytes, s, kva, q_pre.data, qd, ring, mac,
-               hq, per, ws.best, ws.seq_flags, prof.kernel("mac_scan_kernel", scan_grid, {"scan"}));
+  auto launch_scan = [&]<int D, typename RT>() {
+    auto kernel = prefix ? mac_scan_kernel<D, RT, true> : mac_scan_kernel<D, RT, false>;
+    const std::size_t bytes = prefix ? 0 : staged_smem_bytes<D, RT>();
+    allow_smem(kernel, bytes);
+    launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd, ring, mac, hq,
+               per, bound, ws.best, ws.seq_flags,
+               prof.kernel(prefix ? "mac_scan_kernel (prefix)" : "mac_scan_kernel", scan_grid, {"scan"}));
   };
-  if (d == 64) launch_scan(mac_scan_kernel<64>);
-  else if (d == 128) launch_scan(mac_scan_kernel<128>);
-  else launch_scan(mac_scan_kernel<256>);
+  auto launch_scan_d = [&]<typename RT>() {
+    if (d == 64) launch_scan.template operator()<64, RT>();
+    else if (d == 128) launch_scan.template operator()<128, RT>();
+    else launch_scan.template operator()<256, RT>();
+  };
+  if (rings.ring_dtype == DType::bf16) launch_scan_d.template operator()<__nv_bfloat16>();
+  else if (rings.ring_dtype == DType::f16) launch_scan_d.template operator()<__half>();
+  else launch_scan_d.template operator()<float>();
   const float scale = shape.scale();
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = mac_attend_kernel<D, NS, T>;

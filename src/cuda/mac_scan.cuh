@@ -1,7 +1,17 @@
-// src/cuda/mac_scan.cuh: MAC's match scan of one head over a run of 64-candidate tiles of its
-// ring (mac_decode.cu's scan kernel).
-// Distances in core/distance.hpp's fixed fp32 order, so decisions are bit-identical to the CPU.
-// Internal.
+// src/cuda/mac_scan.cuh: MAC's match scan of one head over a run of its ring's candidates
+// (mac_decode.cu's scan kernel), in two forms:
+//   - scan_staged: whole rows stream into shared memory by cp.async, two 64-row tiles in flight;
+//   - scan_prefix: each candidate's first kPruneDims dims are loaded straight into registers,
+//     and only rows whose partial distance stays under the bound load the rest. A row that
+//     cannot be a hit then costs 64 of its 256 bytes (D = 128, bf16), so a large scan reads a
+//     quarter of the ring. Used when the bound is finite and the scan is large (mac_decode.cu).
+// Distances in core/distance.hpp's fixed fp32 order, so decisions are bit-identical to the CPU:
+// half-warp per candidate, lane l owning dims l, l+16, ..., fused multiply-adds in that order,
+// then the pairwise lane reduction. Every prefix of whole 16-dim chunks reduced the same way is
+// a lower bound of the distance (each step adds a non-negative number and rounding is
+// monotone), so dropping rows whose partial is >= the bound is exact: such a row can never be
+// a hit (hits need distance < threshold). The bound is the threshold when nobody reads the
+// best row of a miss (no per-head stats), +inf otherwise, as on the CPU. Internal.
 #pragma once
 
 #include "cuda/launch.cuh"
@@ -9,87 +19,90 @@
 
 namespace macattn::cuda::detail {
 
-constexpr int kScanSlots = 64;   // candidates per tile
-constexpr int kScanStages = 2;   // tiles in flight per block (cp.async into shared memory)
+constexpr int kScanSlots = 64;        // candidates per tile (the scan grid's unit)
+constexpr int kScanStages = 2;        // tiles in flight per block in scan_staged
+constexpr int kPruneDims = 32;        // dims summed before the lower bound is checked
+constexpr int kPrefixPerHalf = 16;    // candidates per half-warp in scan_prefix
+constexpr int kPrefixRestGroup = 4;   // surviving candidates whose rest is loaded together
 
-/// Shared memory the scan needs: kScanStages tiles of ring rows.
-__host__ __device__ constexpr std::size_t scan_smem_bytes(int head_dim, int ring_elem_bytes) {
-  return static_cast<std::size_t>(kScanStages) * kScanSlots * head_dim * ring_elem_bytes;
+template <typename RT> __device__ __forceinline__ float ring_float(RT v);
+template <> __device__ __forceinline__ float ring_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <> __device__ __forceinline__ float ring_float<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float ring_float<float>(float v) { return v; }
+
+/// Bytes between two rows of a stage in shared memory: a row plus one half-warp's read, so
+/// the two half-warps of a warp (consecutive rows) read different banks.
+template <int D, typename RT> __host__ __device__ constexpr int staged_row_bytes() { return D * static_cast<int>(sizeof(RT)) + 16 * static_cast<int>(sizeof(RT)); }
+
+/// Shared memory scan_staged needs.
+template <int D, typename RT> __host__ __device__ constexpr std::size_t staged_smem_bytes() {
+  return static_cast<std::size_t>(kScanStages) * kScanSlots * staged_row_bytes<D, RT>();
 }
 
-/// Scans tiles [tile0, tile0 + tiles) of head h of sequence b (decode position t) and returns
-/// the block's packed minimum (pack_match; kNoMatch if none) in every thread. The rows stream
-/// into `smem` (scan_smem_bytes) by cp.async, two tiles in flight, so a block keeps 2 x 64 rows
-/// in flight whatever D; each half-warp then computes one candidate's distance from shared
-/// memory, lane l owning dims l, l+16, ... A stale ring (not ready, or at another position) is
-/// wiped before it is scanned (CPU semantics): every row is zero, so the best is the oldest
-/// candidate at distance |q|^2; only that one is scanned, against zeros. Every thread of the
-/// block calls it (it synchronises). Threads: a multiple of 32.
-template <int D, int Threads>
-__device__ unsigned long long scan_head_tiles(char* smem, const void* q_pre, int q_dtype, const RingArgs& ring,
-                                              const MacArgs& mac, int hq, int b, int h, long long t, bool stale,
-                                              long long tile0, int tiles) {
-  constexpr int kDims = D / 16, kHalves = Threads / 16;
-  __shared__ unsigned long long warp_min[Threads / 32];
-  const long long first = first_candidate(t, mac.window);
-  const long long n = stale ? (t > first ? 1 : 0) : t - first;
-  const long long n_tiles = (n + kScanSlots - 1) / kScanSlots;
-  const long long tile_end = min(tile0 + tiles, n_tiles);
-  if (tile0 >= tile_end) return kNoMatch;
-  const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
-  const int esize = ring.dtype == kF32 ? 4 : 2;
-  const int row_bytes = D * esize, chunks = row_bytes / 16;
-  float q[kDims];
-  const std::size_t qbase = (static_cast<std::size_t>(b) * hq + h) * D;
-#pragma unroll
-  for (int k = 0; k < kDims; ++k) q[k] = load_float(q_pre, q_dtype, qbase + lane + k * 16);
-  // Stage `st` <- the rows of tile `tile` (rows past the candidates, and a stale ring's, zero).
-  auto issue = [&](long long tile, int st) {
-    char* dst = smem + static_cast<std::size_t>(st) * kScanSlots * row_bytes;
-    for (int idx = threadIdx.x; idx < kScanSlots * chunks; idx += Threads) {
-      const int r = idx / chunks, c = idx % chunks;
-      const long long cand = tile * kScanSlots + r;
-      const bool valid = cand < n && !stale;
-      const std::size_t row =
-          (static_cast<std::size_t>(b) * mac.window + (valid ? (first + cand) % mac.window : 0)) * hq + h;
-      cp_async_16(dst + r * row_bytes + c * 16, static_cast<const char*>(ring.qring) + row * row_bytes + c * 16, valid);
-    }
-  };
-  unsigned long long mine = kNoMatch;
-  issue(tile0, 0);
-  cp_async_commit();
-  for (long long tile = tile0; tile < tile_end; ++tile) {
-    const int st = static_cast<int>((tile - tile0) % kScanStages);
-    if (tile + 1 < tile_end) issue(tile + 1, (st + 1) % kScanStages);
-    cp_async_commit();
-    cp_async_wait<1>();  // this tile's rows have landed (the next tile's may still be in flight)
-    __syncthreads();
-    const char* rows = smem + static_cast<std::size_t>(st) * kScanSlots * row_bytes;
-    // Every lane runs every iteration (the shuffles need the whole warp); lanes past the
-    // candidates computed on zeros and drop the result.
-#pragma unroll
-    for (int it = 0; it < kScanSlots / kHalves; ++it) {
-      const int r = it * kHalves + half;
-      const long long c = tile * kScanSlots + r;
-      const bool valid = c < n;
-      const void* row = rows + r * row_bytes;
-      float acc = 0.f;
-#pragma unroll
-      for (int k = 0; k < kDims; ++k) {
-        const float diff = __fsub_rn(q[k], load_float(row, ring.dtype, lane + k * 16));
-        acc = __fmaf_rn(diff, diff, acc);
-      }
-      // Pairwise lane reduction: lane l += lane l+8, l+4, l+2, l+1 (core/distance.hpp).
-#pragma unroll
-      for (int width = 8; width >= 1; width >>= 1) acc = __fadd_rn(acc, __shfl_down_sync(0xffffffffu, acc, width, 16));
-      if (valid && lane == 0 && acc < __int_as_float(0x7f800000)) {  // +inf and NaN never match (CPU: d < best)
-        const unsigned long long key = pack_match(acc, static_cast<unsigned>(c));
-        mine = key < mine ? key : mine;
-      }
-    }
-    __syncthreads();  // the stage is read before the next iteration's copy overwrites it
+/// Candidates per block of scan_prefix (Threads / 16 half-warps, kPrefixPerHalf each).
+template <int Threads> __host__ __device__ constexpr int prefix_block_candidates() { return Threads / 16 * kPrefixPerHalf; }
+
+/// One head's candidates: n rows, candidate c in ring slot slot0 + c (mod W), row of slot s at
+/// base + s * stride elements.
+template <typename RT>
+struct ScanRows {
+  const RT* base;
+  std::size_t stride;
+  int slot0, window, n;
+  bool stale;  // a wiped ring: every row reads as zeros
+  __device__ __forceinline__ const RT* row(int c) const {
+    int s = slot0 + c;  // c < n <= W and slot0 < W
+    if (s >= window) s -= window;
+    return base + static_cast<std::size_t>(s) * stride;
   }
-  cp_async_wait<0>();
+};
+
+/// The rows of head h of sequence b at decode position t. A stale ring (not ready, or at
+/// another position) is wiped before it is scanned (CPU semantics): every row is zero, so the
+/// best is the oldest candidate at distance |q|^2; only that one is scanned, against zeros.
+template <typename RT>
+__device__ __forceinline__ ScanRows<RT> scan_rows(const RingArgs& ring, const MacArgs& mac, int hq, int head_dim, int b,
+                                                  int h, long long t, bool stale) {
+  const long long first = first_candidate(t, mac.window);
+  ScanRows<RT> r;
+  r.stride = static_cast<std::size_t>(hq) * head_dim;
+  r.base = static_cast<const RT*>(ring.qring) + (static_cast<std::size_t>(b) * mac.window * hq + h) * head_dim;
+  r.slot0 = static_cast<int>(first % mac.window);
+  r.window = mac.window;
+  r.n = stale ? (t > first ? 1 : 0) : static_cast<int>(t - first);
+  r.stale = stale;
+  return r;
+}
+
+/// Pairwise reduction of the 16 lanes of each half-warp (core/distance.hpp's order); lane 0 of
+/// the half holds the sum. Every lane of the warp must call it.
+__device__ __forceinline__ float reduce_half_lanes(float acc) {
+#pragma unroll
+  for (int width = 8; width >= 1; width >>= 1) acc = __fadd_rn(acc, __shfl_down_sync(0xffffffffu, acc, width, 16));
+  return acc;
+}
+
+/// Whether a candidate whose lane sums (over its first dims) are `acc` may still be under the
+/// bound: the half's partial distance, broadcast to its 16 lanes. NaN keeps the row (the full
+/// distance then never matches, as on the CPU).
+__device__ __forceinline__ bool under_bound(float acc, float bound) {
+  const float partial = __shfl_sync(0xffffffffu, reduce_half_lanes(acc), 0, 16);
+  return !(partial >= bound);
+}
+
+/// Folds candidate c's full lane sums into the thread's packed minimum (lane 0 of a half).
+__device__ __forceinline__ void keep_min(unsigned long long& mine, float acc, bool valid, int c) {
+  acc = reduce_half_lanes(acc);
+  if (valid && (threadIdx.x & 15) == 0 && acc < __int_as_float(0x7f800000)) {  // +inf and NaN never match
+    const unsigned long long key = pack_match(acc, static_cast<unsigned>(c));
+    mine = key < mine ? key : mine;
+  }
+}
+
+/// The block's minimum of every thread's `mine`, returned in every thread.
+template <int Threads>
+__device__ unsigned long long block_min(unsigned long long mine) {
+  __shared__ unsigned long long warp_min[Threads / 32];
 #pragma unroll
   for (int off = 16; off >= 1; off >>= 1) {
     const unsigned long long other = __shfl_xor_sync(0xffffffffu, mine, off);
@@ -102,6 +115,133 @@ __device__ unsigned long long scan_head_tiles(char* smem, const void* q_pre, int
   for (int w = 0; w < Threads / 32; ++w) m = warp_min[w] < m ? warp_min[w] : m;
   __syncthreads();  // warp_min is read before a later call writes it
   return m;
+}
+
+/// Scans tiles [tile0, tile0 + tiles) of 64 candidates through shared memory (staged_smem_bytes):
+/// cp.async, two tiles in flight; each half-warp then computes one candidate at a time.
+/// Returns the packed minimum (pack_match; kNoMatch if none) in every thread. Every thread of
+/// the block calls it (it synchronises). Threads: a multiple of 32.
+template <int D, typename RT, int Threads>
+__device__ unsigned long long scan_staged(char* smem, const float (&q)[D / 16], const ScanRows<RT>& rows, int tile0,
+                                          int tiles, float bound) {
+  constexpr int kDims = D / 16, kHalves = Threads / 16, kChunks = D * static_cast<int>(sizeof(RT)) / 16;
+  constexpr int kStride = staged_row_bytes<D, RT>(), kCopies = kScanSlots * kChunks / Threads;
+  constexpr int kPrefix = kPruneDims / 16;
+  static_assert(kScanSlots * kChunks % Threads == 0, "whole copies per thread");
+  const int n_tiles = (rows.n + kScanSlots - 1) / kScanSlots;
+  const int tile_end = min(tile0 + tiles, n_tiles);
+  if (tile0 >= tile_end) return kNoMatch;
+  const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
+  const bool prune = bound < __int_as_float(0x7f800000);
+  // Stage `st` <- the rows of tile `tile` (rows past the candidates, and a stale ring's, zero).
+  auto issue = [&](int tile, int st) {
+    char* dst = smem + st * kScanSlots * kStride;
+#pragma unroll
+    for (int k = 0; k < kCopies; ++k) {
+      const int idx = threadIdx.x + k * Threads, r = idx / kChunks, c = idx % kChunks;
+      const int cand = tile * kScanSlots + r;
+      const bool valid = cand < rows.n && !rows.stale;
+      const char* src = reinterpret_cast<const char*>(valid ? rows.row(cand) : rows.base) + c * 16;
+      cp_async_16(dst + r * kStride + c * 16, src, valid);
+    }
+  };
+  unsigned long long mine = kNoMatch;
+  issue(tile0, 0);
+  cp_async_commit();
+  for (int tile = tile0; tile < tile_end; ++tile) {
+    const int st = (tile - tile0) % kScanStages;
+    if (tile + 1 < tile_end) issue(tile + 1, (st + 1) % kScanStages);
+    cp_async_commit();
+    cp_async_wait<1>();  // this tile's rows have landed (the next tile's may still be in flight)
+    __syncthreads();
+    const char* stage = smem + st * kScanSlots * kStride;
+    // Every lane runs every iteration (the shuffles need the whole warp); lanes past the
+    // candidates computed on zeros and drop the result.
+#pragma unroll 2
+    for (int it = 0; it < kScanSlots / kHalves; ++it) {
+      const int r = it * kHalves + half, c = tile * kScanSlots + r;
+      const RT* row = reinterpret_cast<const RT*>(stage + r * kStride);
+      bool valid = c < rows.n;
+      float acc = 0.f;
+#pragma unroll
+      for (int k = 0; k < kPrefix; ++k) {
+        const float diff = __fsub_rn(q[k], ring_float(row[lane + k * 16]));
+        acc = __fmaf_rn(diff, diff, acc);
+      }
+      if (prune) {
+        const bool under = under_bound(acc, bound);  // every lane: it shuffles
+        valid = valid && under;
+        if (!__any_sync(0xffffffffu, valid)) continue;  // both candidates of the warp are out
+      }
+#pragma unroll
+      for (int k = kPrefix; k < kDims; ++k) {
+        const float diff = __fsub_rn(q[k], ring_float(row[lane + k * 16]));
+        acc = __fmaf_rn(diff, diff, acc);
+      }
+      keep_min(mine, acc, valid, c);
+    }
+    __syncthreads();  // the stage is read before the next iteration's copy overwrites it
+  }
+  cp_async_wait<0>();
+  return block_min<Threads>(mine);
+}
+
+/// Scans candidates [c0, c0 + prefix_block_candidates<Threads>()) with a finite bound: every
+/// half-warp loads the first kPruneDims dims of its kPrefixPerHalf candidates at once (lane l:
+/// dims l and l+16), reduces each partial, and loads the rest only for candidates under the
+/// bound, kPrefixRestGroup at a time. Returns the packed minimum in every thread; every thread
+/// of the block calls it.
+template <int D, typename RT, int Threads>
+__device__ unsigned long long scan_prefix(const float (&q)[D / 16], const ScanRows<RT>& rows, int c0, float bound) {
+  constexpr int kDims = D / 16, kHalves = Threads / 16, kPrefix = kPruneDims / 16;
+  static_assert(kPrefix == 2 && kDims > kPrefix, "the prefix is two 16-dim chunks of a longer row");
+  const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
+  const RT zero = RT(0.f);
+  RT x0[kPrefixPerHalf], x1[kPrefixPerHalf];
+#pragma unroll
+  for (int j = 0; j < kPrefixPerHalf; ++j) {  // every load of the block in flight at once
+    const int c = c0 + half + j * kHalves;
+    const bool load = c < rows.n && !rows.stale;
+    const RT* row = load ? rows.row(c) : rows.base;
+    x0[j] = load ? row[lane] : zero;
+    x1[j] = load ? row[lane + 16] : zero;
+  }
+  float acc[kPrefixPerHalf];
+  unsigned keep = 0;  // bit j: candidate j is real and under the bound (the same in all 16 lanes)
+#pragma unroll
+  for (int j = 0; j < kPrefixPerHalf; ++j) {
+    const float d0 = __fsub_rn(q[0], ring_float(x0[j])), d1 = __fsub_rn(q[1], ring_float(x1[j]));
+    acc[j] = __fmaf_rn(d1, d1, __fmaf_rn(d0, d0, 0.f));
+    const bool real = c0 + half + j * kHalves < rows.n;
+    if (under_bound(acc[j], bound) && real) keep |= 1u << j;
+  }
+  unsigned long long mine = kNoMatch;
+  if (__any_sync(0xffffffffu, keep != 0)) {
+#pragma unroll
+    for (int j0 = 0; j0 < kPrefixPerHalf; j0 += kPrefixRestGroup) {
+      const unsigned group_keep = (keep >> j0) & ((1u << kPrefixRestGroup) - 1);
+      if (!__any_sync(0xffffffffu, group_keep != 0)) continue;
+      RT xr[kPrefixRestGroup][kDims - kPrefix];
+#pragma unroll
+      for (int u = 0; u < kPrefixRestGroup; ++u) {
+        const bool load = ((group_keep >> u) & 1) && !rows.stale;
+        const RT* row = load ? rows.row(c0 + half + (j0 + u) * kHalves) : rows.base;
+#pragma unroll
+        for (int k = kPrefix; k < kDims; ++k) xr[u][k - kPrefix] = load ? row[lane + k * 16] : zero;
+      }
+#pragma unroll
+      for (int u = 0; u < kPrefixRestGroup; ++u) {
+        float a = acc[j0 + u];
+#pragma unroll
+        for (int k = kPrefix; k < kDims; ++k) {
+          const float diff = __fsub_rn(q[k], ring_float(xr[u][k - kPrefix]));
+          a = __fmaf_rn(diff, diff, a);
+        }
+        keep_min(mine, a, (group_keep >> u) & 1, c0 + half + (j0 + u) * kHalves);
+      }
+    }
+  }
+  return block_min<Threads>(mine);
 }
 
 }  // namespace macattn::cuda::detail

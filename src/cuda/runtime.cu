@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+#include <cstring>
 
 #include "cuda/launch.cuh"
 
@@ -117,6 +118,15 @@ int stages_override() {
     return (n == 2 || n == 3 || n == 4) ? n : 0;
   }();
   return v;
+}
+
+bool scan_mode_prefix(std::size_t ring_bytes) {
+  // Read on every call (a getenv per decode call), so tests can force each form in turn.
+  if (const char* env = std::getenv("MACATTN_CUDA_SCAN")) {
+    if (std::strcmp(env, "prefix") == 0) return true;
+    if (std::strcmp(env, "staged") == 0) return false;
+  }
+  return ring_bytes >= kPrefixScanBytes;
 }
 
 void validate_query(const char* fn, const char* name, const void* data, DType dtype) {
