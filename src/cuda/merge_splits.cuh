@@ -23,6 +23,19 @@ __device__ __forceinline__ void merge_splits_block(const float* part_o, const fl
   const float* pl = part_lse + row * splits;
   const int n = s1 - s0;
   for (int s = threadIdx.x; s < n; s += blockDim.x) w[s] = pl[s0 + s];
+  // blockDim.x = P * head_dim threads: thread (i, p) sums the splits s = p mod P of element i.
+  // Its first kPrefetch partials' o are loaded now, with the lse (one round trip fewer); an
+  // empty partial's o was never written, so its weight 0 drops it by a select, not a product.
+  const int parts = blockDim.x / head_dim;
+  const int i = threadIdx.x % head_dim, part = threadIdx.x / head_dim;
+  const float* po = part_o + (row * splits + s0) * head_dim + i;
+  constexpr int kPrefetch = 8;
+  float pre[kPrefetch];
+#pragma unroll
+  for (int k = 0; k < kPrefetch; ++k) {
+    const int s = part + k * parts;
+    pre[k] = part < parts && s < n ? po[static_cast<std::size_t>(s) * head_dim] : 0.f;
+  }
   __syncthreads();
   if (threadIdx.x < 32) {
     float m = ninf;
@@ -46,15 +59,17 @@ __device__ __forceinline__ void merge_splits_block(const float* part_o, const fl
   }
   for (int s = threadIdx.x; s < n; s += blockDim.x) w[s] = expf(w[s] - m) / sum;  // exp(-inf) = 0: skipped below
   __syncthreads();
-  // blockDim.x = P * head_dim threads: thread (i, p) sums the splits s = p mod P of element i,
-  // many independent loads in flight; the P partial sums meet in shared memory.
-  const int parts = blockDim.x / head_dim;
-  const int i = threadIdx.x % head_dim, part = threadIdx.x / head_dim;
+  // The rest of thread (i, p)'s splits, many independent loads in flight; the P partial sums
+  // meet in shared memory.
   float acc = 0.f;
   if (part < parts) {
-    const float* po = part_o + (row * splits + s0) * head_dim + i;
+#pragma unroll
+    for (int k = 0; k < kPrefetch; ++k) {
+      const int s = part + k * parts;
+      if (s < n) acc += w[s] != 0.f ? w[s] * pre[k] : 0.f;
+    }
 #pragma unroll 8
-    for (int s = part; s < n; s += parts)
+    for (int s = part + kPrefetch * parts; s < n; s += parts)
       if (w[s] != 0.f) acc += w[s] * po[static_cast<std::size_t>(s) * head_dim];
   }
   if (parts > 1) {
