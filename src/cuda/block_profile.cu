@@ -23,8 +23,8 @@ struct Pending {
 
 struct Sums {
   std::vector<std::string> phases;
-  double calls = 0, span = 0, gap = 0, gaps = 0, life = 0, lives = 0;
-  double phase[kMaxStamps - 1] = {}, phase_n[kMaxStamps - 1] = {};
+  double calls = 0, span = 0, gap = 0, gaps = 0, life = 0, lives = 0, life_max = 0;
+  double phase[kMaxStamps - 1] = {}, phase_n[kMaxStamps - 1] = {}, phase_max[kMaxStamps - 1] = {};
 };
 
 struct State {
@@ -62,11 +62,13 @@ void print_sums() {
   for (const std::string& key : s->order) {
     const Sums& v = s->sums[key];
     if (v.calls == 0) continue;  // no block of this kernel ever stamped
-    std::fprintf(stderr, "  %s: %.0f calls, span %.2f, gap after the previous kernel %.2f, block lifetime %.2f",
+    std::fprintf(stderr, "  %s: %.0f calls, span %.2f, gap after the previous kernel %.2f, block lifetime %.2f (max %.2f)",
                  key.c_str(), v.calls, v.span / v.calls / 1e3, v.gaps > 0 ? v.gap / v.gaps / 1e3 : 0.0,
-                 v.lives > 0 ? v.life / v.lives / 1e3 : 0.0);
+                 v.lives > 0 ? v.life / v.lives / 1e3 : 0.0, v.life_max / 1e3);
     for (std::size_t k = 0; k < v.phases.size(); ++k)
-      if (v.phase_n[k] > 0) std::fprintf(stderr, ", %s %.2f", v.phases[k].c_str(), v.phase[k] / v.phase_n[k] / 1e3);
+      if (v.phase_n[k] > 0)
+        std::fprintf(stderr, ", %s %.2f (max %.2f)", v.phases[k].c_str(), v.phase[k] / v.phase_n[k] / 1e3,
+                     v.phase_max[k] / 1e3);
     std::fprintf(stderr, "\n");
   }
 }
@@ -132,10 +134,12 @@ void ProfileScope::finish() {
           if (st[k - 1] != 0 && static_cast<std::size_t>(k - 1) < v.phases.size()) {
             v.phase[k - 1] += static_cast<double>(st[k] - st[k - 1]);
             v.phase_n[k - 1] += 1;
+            v.phase_max[k - 1] = std::max(v.phase_max[k - 1], static_cast<double>(st[k] - st[k - 1]));
           }
         }
       last = std::max(last, end);
       v.life += static_cast<double>(end - st[0]);
+      v.life_max = std::max(v.life_max, static_cast<double>(end - st[0]));
       v.lives += 1;
     }
     if (last == 0) continue;

@@ -4,8 +4,8 @@
 // capture the pointers would be baked into the graph); each stamped call synchronises its
 // stream, so timings of a profiled run are not timings of the step. At exit the library
 // prints, per kernel and grid: calls, the kernel's span (first block start to last block end),
-// the gap from the previous kernel's last block, a block's mean lifetime, and the mean time
-// between consecutive stamps (the phases each kernel names). A diagnostic for one thread
+// the gap from the previous kernel's last block, a block's mean and longest lifetime, and the
+// mean and longest time between consecutive stamps (the phases each kernel names). A diagnostic for one thread
 // issuing calls (its state is process-wide and unsynchronised). Internal.
 #pragma once
 
