@@ -25,9 +25,9 @@ namespace {
 constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
 
 // Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block: with Prefix,
-// candidates [blockIdx.x * prefix_block_candidates, +prefix_block_candidates) by scan_prefix,
-// else tiles [blockIdx.x * tiles_per_block, +tiles_per_block) of 64 by scan_staged (dynamic
-// shared memory: staged_smem_bytes). Also records whether each sequence's ring is stale (not
+// candidates [blockIdx.x * kPrefixCandidates, +kPrefixCandidates) by scan_prefix (dynamic
+// shared memory: prefix_smem_bytes), else tiles [blockIdx.x * tiles_per_block,
+// +tiles_per_block) of 64 by scan_staged (staged_smem_bytes). Also records whether each sequence's ring is stale (not
 // ready / at another position). Rows at distance >= bound are dropped (mac_scan.cuh).
 template <int D, typename RT, bool Prefix>
 __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
   unsigned long long m;
   if constexpr (Prefix)
-    m = scan_prefix<D, RT, kScanThreads>(q, rows, blockIdx.x * prefix_block_candidates<kScanThreads>(), bound);
+    m = scan_prefix<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * kPrefixCandidates, bound);
   else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
@@ -176,7 +176,9 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
         const long long start = starts[threadIdx.x];
         Tile::row_keys(smem)[threadIdx.x] = RowKeys{0, start < mac.sinks ? start : mac.sinks, new_end, t + 1};
       }
+      stamp(prof, 3);  // the last run's start (blocks that run a complete part)
       attend(cs);
+      stamp(prof, 4);
     }
     write_partial(splits + ja, work);
     for (int j = ja + 1; j <= jb; ++j) write_partial(splits + j, false);
@@ -184,7 +186,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   }
   if (prof.p) {
     __syncthreads();
-    stamp(prof, 3);
+    stamp(prof, 5);
   }
 }
 
@@ -361,7 +363,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
   int per = 1;
   if (prefix) {
-    per = prefix_block_candidates<kScanThreads>() / kScanSlots;
+    per = kPrefixCandidates / kScanSlots;
   } else {
     // A block takes `per` consecutive tiles of a head (double-buffered in shared memory); `per`
     // grows while the grid still fills the chip about four blocks deep, so large batches get
@@ -373,7 +375,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const dim3 scan_grid(static_cast<unsigned>((scan_tiles + per - 1) / per), hq, kv.batch_size);
   auto launch_scan = [&]<int D, typename RT>() {
     auto kernel = prefix ? mac_scan_kernel<D, RT, true> : mac_scan_kernel<D, RT, false>;
-    const std::size_t bytes = prefix ? 0 : staged_smem_bytes<D, RT>();
+    const std::size_t bytes = prefix ? prefix_smem_bytes<RT>() : staged_smem_bytes<D, RT>();
     allow_smem(kernel, bytes);
     launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd, ring, mac, hq,
                per, bound, ws.best, ws.seq_flags,
@@ -395,7 +397,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     const dim3 grid(splits, hkv, kv.batch_size);
     launch_pdl("mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, ring, mac, hq, group,
                splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse,
-               prof.kernel("mac_attend_kernel", grid, {"decide", "amend", "complete"}));
+               prof.kernel("mac_attend_kernel", grid, {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
   const dim3 finish_grid(static_cast<unsigned>(heads));
   launch_pdl("mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_pre.data, out.data, qd, lse, ring,

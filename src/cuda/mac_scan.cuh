@@ -1,10 +1,12 @@
 // src/cuda/mac_scan.cuh: MAC's match scan of one head over a run of its ring's candidates
 // (mac_decode.cu's scan kernel), in two forms:
 //   - scan_staged: whole rows stream into shared memory by cp.async, two 64-row tiles in flight;
-//   - scan_prefix: each candidate's first kPruneDims dims are loaded straight into registers,
-//     and only rows whose partial distance stays under the bound load the rest. A row that
-//     cannot be a hit then costs 64 of its 256 bytes (D = 128, bf16), so a large scan reads a
-//     quarter of the ring. Used when the bound is finite and the scan is large (mac_decode.cu).
+//   - scan_prefix: the first kPruneDims dims of 512 candidates stream into shared memory at
+//     once (cp.async: no registers held per load, so a whole large scan is in flight in one
+//     wave), and only rows whose partial distance stays under the bound load the rest. A row
+//     that cannot be a hit then costs 64 of its 256 bytes (D = 128, bf16), so a large scan
+//     reads a quarter of the ring. Used when the bound is finite and the scan is large
+//     (mac_decode.cu).
 // Distances in core/distance.hpp's fixed fp32 order, so decisions are bit-identical to the CPU:
 // half-warp per candidate, lane l owning dims l, l+16, ..., fused multiply-adds in that order,
 // then the pairwise lane reduction. Every prefix of whole 16-dim chunks reduced the same way is
@@ -22,8 +24,8 @@ namespace macattn::cuda::detail {
 constexpr int kScanSlots = 64;        // candidates per tile (the scan grid's unit)
 constexpr int kScanStages = 2;        // tiles in flight per block in scan_staged
 constexpr int kPruneDims = 32;        // dims summed before the lower bound is checked
-constexpr int kPrefixPerHalf = 16;    // candidates per half-warp in scan_prefix
-constexpr int kPrefixRestGroup = 4;   // surviving candidates whose rest is loaded together
+constexpr int kPrefixCandidates = 512;  // candidates per block in scan_prefix
+constexpr int kPrefixRestGroup = 4;     // surviving candidates whose rest is loaded together
 
 template <typename RT> __device__ __forceinline__ float ring_float(RT v);
 template <> __device__ __forceinline__ float ring_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -39,8 +41,10 @@ template <int D, typename RT> __host__ __device__ constexpr std::size_t staged_s
   return static_cast<std::size_t>(kScanStages) * kScanSlots * staged_row_bytes<D, RT>();
 }
 
-/// Candidates per block of scan_prefix (Threads / 16 half-warps, kPrefixPerHalf each).
-template <int Threads> __host__ __device__ constexpr int prefix_block_candidates() { return Threads / 16 * kPrefixPerHalf; }
+/// Shared memory scan_prefix needs: the first kPruneDims dims of kPrefixCandidates rows.
+template <typename RT> __host__ __device__ constexpr std::size_t prefix_smem_bytes() {
+  return static_cast<std::size_t>(kPrefixCandidates) * kPruneDims * sizeof(RT);
+}
 
 /// One head's candidates: n rows, candidate c in ring slot slot0 + c (mod W), row of slot s at
 /// base + s * stride elements.
@@ -186,41 +190,51 @@ __device__ unsigned long long scan_staged(char* smem, const float (&q)[D / 16], 
   return block_min<Threads>(mine);
 }
 
-/// Scans candidates [c0, c0 + prefix_block_candidates<Threads>()) with a finite bound: every
-/// half-warp loads the first kPruneDims dims of its kPrefixPerHalf candidates at once (lane l:
-/// dims l and l+16), reduces each partial, and loads the rest only for candidates under the
-/// bound, kPrefixRestGroup at a time. Returns the packed minimum in every thread; every thread
-/// of the block calls it.
+/// Scans candidates [c0, c0 + kPrefixCandidates) with a finite bound: their first kPruneDims
+/// dims land in shared memory (prefix_smem_bytes) by cp.async, all at once; each half-warp
+/// then reduces one candidate's partial at a time (lane l: dims l and l+16) and the rows under
+/// the bound load the rest straight from global memory, kPrefixRestGroup at a time (a hit is
+/// one such row per head). Returns the packed minimum in every thread; every thread of the
+/// block calls it (it synchronises).
 template <int D, typename RT, int Threads>
-__device__ unsigned long long scan_prefix(const float (&q)[D / 16], const ScanRows<RT>& rows, int c0, float bound) {
+__device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], const ScanRows<RT>& rows, int c0,
+                                          float bound) {
   constexpr int kDims = D / 16, kHalves = Threads / 16, kPrefix = kPruneDims / 16;
+  constexpr int kRowBytes = kPruneDims * static_cast<int>(sizeof(RT)), kChunks = kRowBytes / 16;
+  constexpr int kCopies = kPrefixCandidates * kChunks / Threads, kPerHalf = kPrefixCandidates / kHalves;
   static_assert(kPrefix == 2 && kDims > kPrefix, "the prefix is two 16-dim chunks of a longer row");
+  static_assert(kPrefixCandidates * kChunks % Threads == 0 && kPerHalf <= 32, "whole copies; one mask bit each");
   const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
-  const RT zero = RT(0.f);
-  RT x0[kPrefixPerHalf], x1[kPrefixPerHalf];
 #pragma unroll
-  for (int j = 0; j < kPrefixPerHalf; ++j) {  // every load of the block in flight at once
-    const int c = c0 + half + j * kHalves;
-    const bool load = c < rows.n && !rows.stale;
-    const RT* row = load ? rows.row(c) : rows.base;
-    x0[j] = load ? row[lane] : zero;
-    x1[j] = load ? row[lane + 16] : zero;
+  for (int k = 0; k < kCopies; ++k) {
+    const int idx = threadIdx.x + k * Threads, r = idx / kChunks, ch = idx % kChunks;
+    const int c = c0 + r;
+    const bool valid = c < rows.n && !rows.stale;
+    const char* src = reinterpret_cast<const char*>(valid ? rows.row(c) : rows.base) + ch * 16;
+    cp_async_16(smem + r * kRowBytes + ch * 16, src, valid);
   }
-  float acc[kPrefixPerHalf];
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  // Candidate j of this half-warp: row half + j * kHalves of the block (the two half-warps of
+  // a warp read rows 64 or 128 bytes apart: different banks).
+  auto partial = [&](int j) {
+    const RT* row = reinterpret_cast<const RT*>(smem + (half + j * kHalves) * kRowBytes);
+    const float d0 = __fsub_rn(q[0], ring_float(row[lane])), d1 = __fsub_rn(q[1], ring_float(row[lane + 16]));
+    return __fmaf_rn(d1, d1, __fmaf_rn(d0, d0, 0.f));
+  };
   unsigned keep = 0;  // bit j: candidate j is real and under the bound (the same in all 16 lanes)
-#pragma unroll
-  for (int j = 0; j < kPrefixPerHalf; ++j) {
-    const float d0 = __fsub_rn(q[0], ring_float(x0[j])), d1 = __fsub_rn(q[1], ring_float(x1[j]));
-    acc[j] = __fmaf_rn(d1, d1, __fmaf_rn(d0, d0, 0.f));
-    const bool real = c0 + half + j * kHalves < rows.n;
-    if (under_bound(acc[j], bound) && real) keep |= 1u << j;
+#pragma unroll 4
+  for (int j = 0; j < kPerHalf; ++j) {
+    const bool under = under_bound(partial(j), bound);  // every lane: it shuffles
+    if (under && c0 + half + j * kHalves < rows.n) keep |= 1u << j;
   }
   unsigned long long mine = kNoMatch;
   if (__any_sync(0xffffffffu, keep != 0)) {
-#pragma unroll
-    for (int j0 = 0; j0 < kPrefixPerHalf; j0 += kPrefixRestGroup) {
+    for (int j0 = 0; j0 < kPerHalf; j0 += kPrefixRestGroup) {
       const unsigned group_keep = (keep >> j0) & ((1u << kPrefixRestGroup) - 1);
       if (!__any_sync(0xffffffffu, group_keep != 0)) continue;
+      const RT zero = RT(0.f);
       RT xr[kPrefixRestGroup][kDims - kPrefix];
 #pragma unroll
       for (int u = 0; u < kPrefixRestGroup; ++u) {
@@ -231,7 +245,7 @@ __device__ unsigned long long scan_prefix(const float (&q)[D / 16], const ScanRo
       }
 #pragma unroll
       for (int u = 0; u < kPrefixRestGroup; ++u) {
-        float a = acc[j0 + u];
+        float a = partial(j0 + u);
 #pragma unroll
         for (int k = kPrefix; k < kDims; ++k) {
           const float diff = __fsub_rn(q[k], ring_float(xr[u][k - kPrefix]));
