@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <random>
 #include <ostream>
 #include <sstream>
@@ -167,6 +168,14 @@ TEST_P(BackendSweep, PrefillThenMacDecodeStream) {
 
   quiet_states = fast_states;
   auto quiet_views = fx::views(quiet_states);
+  // A fourth copy with head stats but report_miss_matches off (the scan may stop early too):
+  // the same output and decisions; a miss whose best row is at or over the threshold reports
+  // no row. The reference is run with that config as well, from a copy of its rings.
+  macattn::MacConfig terse_cfg = cfg;
+  terse_cfg.report_miss_matches = false;
+  const float threshold = cfg.threshold(c.d);
+  std::vector<macattn::MacState> terse_states = fast_states;
+  auto terse_views = fx::views(terse_states);
   std::int64_t hits = 0, misses = 0;
   const std::size_t n_heads = prompt.size() * static_cast<std::size_t>(c.hq);
   const double out_tol = c.ring == DType::f32 ? 1e-5 : 1e-2;
@@ -181,6 +190,16 @@ TEST_P(BackendSweep, PrefillThenMacDecodeStream) {
     std::vector<float> out_ref(n_heads * c.d), out_fast(out_ref.size()), lse_ref(n_heads), lse_fast(n_heads);
     std::vector<macattn::HeadStats> hs_ref(n_heads), hs_fast(n_heads);
     macattn::StepStats ss_ref, ss_fast;
+    std::vector<macattn::MacState> terse_ref_states = ref_states;
+    auto terse_ref_views = fx::views(terse_ref_states);
+    std::vector<float> out_terse_ref(out_ref.size()), lse_terse_ref(n_heads), out_terse(out_ref.size()),
+        lse_terse(n_heads);
+    std::vector<macattn::HeadStats> hs_terse_ref(n_heads), hs_terse(n_heads);
+    macattn::mac_decode(shape, terse_cfg, view, qpost.ctensor(), qpre.ctensor(), terse_ref_views,
+                        {out_terse_ref.data(), DType::f32}, lse_terse_ref.data(), hs_terse_ref.data(), nullptr,
+                        Backend::reference);
+    macattn::mac_decode(shape, terse_cfg, view, qpost.ctensor(), qpre.ctensor(), terse_views,
+                        {out_terse.data(), DType::f32}, lse_terse.data(), hs_terse.data(), nullptr, Backend::cpu);
     macattn::mac_decode(shape, cfg, view, qpost.ctensor(), qpre.ctensor(), ref_views, {out_ref.data(), DType::f32},
                         lse_ref.data(), hs_ref.data(), &ss_ref, Backend::reference);
     macattn::mac_decode(shape, cfg, view, qpost.ctensor(), qpre.ctensor(), fast_views, {out_fast.data(), DType::f32},
@@ -193,6 +212,24 @@ TEST_P(BackendSweep, PrefillThenMacDecodeStream) {
     ASSERT_EQ(lse_quiet, lse_fast) << "step " << s;
     ASSERT_EQ(ss_quiet.heads_hit, ss_fast.heads_hit) << "step " << s;
     ASSERT_EQ(ss_quiet.kv_tokens_read, ss_fast.kv_tokens_read) << "step " << s;
+    ASSERT_EQ(out_terse, out_fast) << "step " << s << ": output with report_miss_matches off differs";
+    ASSERT_EQ(lse_terse, lse_fast) << "step " << s;
+    ASSERT_EQ(out_terse_ref, out_ref) << "step " << s << ": reference output with report_miss_matches off differs";
+    for (std::size_t i = 0; i < n_heads; ++i) {
+      macattn::HeadStats want = hs_ref[i];
+      if (!(want.match_distance < threshold)) {
+        want.matched_position = -1;
+        want.match_distance = std::numeric_limits<float>::infinity();
+      }
+      for (const macattn::HeadStats* got : {&hs_terse[i], &hs_terse_ref[i]}) {
+        const char* who = got == &hs_terse[i] ? "cpu" : "reference";
+        ASSERT_EQ(got->hit, want.hit) << who << " step " << s << " head " << i;
+        ASSERT_EQ(got->matched_position, want.matched_position) << who << " step " << s << " head " << i;
+        ASSERT_EQ(got->match_distance, want.match_distance) << who << " step " << s << " head " << i;
+        ASSERT_EQ(got->band_len, want.band_len) << who << " step " << s << " head " << i;
+        ASSERT_EQ(got->kv_tokens_read, want.kv_tokens_read) << who << " step " << s << " head " << i;
+      }
+    }
     for (std::size_t i = 0; i < n_heads; ++i) {
       ASSERT_EQ(hs_fast[i].hit, hs_ref[i].hit) << "step " << s << " head " << i;
       ASSERT_EQ(hs_fast[i].matched_position, hs_ref[i].matched_position) << "step " << s << " head " << i;
@@ -213,6 +250,7 @@ TEST_P(BackendSweep, PrefillThenMacDecodeStream) {
     for (std::size_t b = 0; b < prompt.size(); ++b) {
       ASSERT_TRUE(rings_agree(fast_states[b], ref_states[b], ring_tol(c.ring))) << "step " << s << " sequence " << b;
       ASSERT_TRUE(rings_agree(quiet_states[b], fast_states[b], 0.0)) << "step " << s << " sequence " << b;
+      ASSERT_TRUE(rings_agree(terse_states[b], fast_states[b], 0.0)) << "step " << s << " sequence " << b;
       // A reduced-precision ring may round an entry either way; continue both from the same
       // ring so that such differences cannot compound along reuse chains.
       ref_states[b] = fast_states[b];

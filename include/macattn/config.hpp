@@ -37,6 +37,13 @@ struct MacConfig {
   std::int32_t front_sinks = 0;
   /// No matching while the decode position t < min_context (exact, ring still written). >= 0.
   std::int64_t min_context = 2048;
+  /// When per-head stats are requested: whether a miss reports its best row even when that
+  /// row is at or over the threshold, which needs every ring row scanned in full. false: such
+  /// a miss reports matched_position -1 and match_distance +inf, and the scan drops rows that
+  /// cannot be hits after their first dims, as it always does when no stats are requested.
+  /// Hits, band_len, kv_tokens_read and the output are the same either way. (The engine sets
+  /// false: it reads only hit and kv_tokens_read.)
+  bool report_miss_matches = true;
 
   /// The match threshold 2*D*(1-tau)^2 for head dimension D, computed in fp32.
   float threshold(std::int32_t head_dim) const;

@@ -46,6 +46,7 @@ std::string MacConfig::to_string() const {
   std::ostringstream s;
   s << "W=" << window << " S=" << rect_offset << " tau=" << tau << " F=" << front_sinks
     << " min_context=" << min_context;
+  if (!report_miss_matches) s << " report_miss_matches=false";
   return s.str();
 }
 

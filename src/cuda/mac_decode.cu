@@ -353,13 +353,13 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
   // Rows that cannot be hits are dropped after their first dims unless the caller reads the
-  // best row of a miss (per-head stats), as on the CPU. Large scans with a bound then load
+  // best row of a miss (per-head stats with config.report_miss_matches), as on the CPU. Large scans with a bound then load
   // only those first dims of each row (scan_prefix); small ones, and scans without a bound,
   // stream whole rows (scan_staged: one round trip less for the rows that survive).
-  const float bound = head_stats ? __builtin_huge_valf() : mac.threshold;
+  const float bound = head_stats && config.report_miss_matches ? __builtin_huge_valf() : mac.threshold;
   const std::size_t ring_bytes = static_cast<std::size_t>(kv.batch_size) * hq * config.window * d *
                                  dtype_bytes(rings.ring_dtype);
-  const bool prefix = d > kPruneDims && head_stats == nullptr && scan_mode_prefix(ring_bytes);
+  const bool prefix = d > kPruneDims && bound < __builtin_huge_valf() && scan_mode_prefix(ring_bytes);
   const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
   int per = 1;
   if (prefix) {

@@ -95,9 +95,11 @@ __device__ __forceinline__ bool under_bound(float acc, float bound) {
 }
 
 /// Folds candidate c's full lane sums into the thread's packed minimum (lane 0 of a half).
-__device__ __forceinline__ void keep_min(unsigned long long& mine, float acc, bool valid, int c) {
+/// Rows at distance >= bound are never reported (with a finite bound a miss then reports no
+/// best row, as on the CPU); +inf and NaN never match.
+__device__ __forceinline__ void keep_min(unsigned long long& mine, float acc, bool valid, int c, float bound) {
   acc = reduce_half_lanes(acc);
-  if (valid && (threadIdx.x & 15) == 0 && acc < __int_as_float(0x7f800000)) {  // +inf and NaN never match
+  if (valid && (threadIdx.x & 15) == 0 && acc < bound) {
     const unsigned long long key = pack_match(acc, static_cast<unsigned>(c));
     mine = key < mine ? key : mine;
   }
@@ -182,7 +184,7 @@ __device__ unsigned long long scan_staged(char* smem, const float (&q)[D / 16], 
         const float diff = __fsub_rn(q[k], ring_float(row[lane + k * 16]));
         acc = __fmaf_rn(diff, diff, acc);
       }
-      keep_min(mine, acc, valid, c);
+      keep_min(mine, acc, valid, c, bound);
     }
     __syncthreads();  // the stage is read before the next iteration's copy overwrites it
   }
@@ -251,7 +253,7 @@ __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], 
           const float diff = __fsub_rn(q[k], ring_float(xr[u][k - kPrefix]));
           a = __fmaf_rn(diff, diff, a);
         }
-        keep_min(mine, a, (group_keep >> u) & 1, c0 + half + (j0 + u) * kHalves);
+        keep_min(mine, a, (group_keep >> u) & 1, c0 + half + (j0 + u) * kHalves, bound);
       }
     }
   }

@@ -444,6 +444,23 @@ TEST_P(CudaBackend, MacDecodePrefixScanWithoutStats) {
   run_mac_session(GetParam(), cfg, 10, false, true, false, "prefix");
 }
 
+// Head stats with report_miss_matches off: the same pruned scans, and the stats must equal
+// the reference's with that config (a miss at or over the threshold reports no best row).
+TEST_P(CudaBackend, MacDecodeTerseStatsStaged) {
+  SKIP_WITHOUT_GPU();
+  MacConfig cfg = small_config(2);
+  cfg.report_miss_matches = false;
+  run_mac_session(GetParam(), cfg, 16, false, true, true, "staged");
+}
+
+TEST_P(CudaBackend, MacDecodeTerseStatsPrefix) {
+  SKIP_WITHOUT_GPU();
+  MacConfig cfg = small_config(0);
+  cfg.window = 600;
+  cfg.report_miss_matches = false;
+  run_mac_session(GetParam(), cfg, 10, false, true, true, "prefix");
+}
+
 TEST_P(CudaBackend, MacDecodePrefixScanInCudaGraph) {
   SKIP_WITHOUT_GPU();
   run_mac_session(GetParam(), small_config(0), 16, true, false, false, "prefix");

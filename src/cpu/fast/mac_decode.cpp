@@ -56,10 +56,12 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
   // 1. Match: tasks of (sequence, range of heads), each walking the ring in memory order;
   // heads are split so that both threads have work at batch 1.
   std::vector<ScanResult> found(n_heads, ScanResult{-1, std::numeric_limits<float>::infinity()});
-  // Without per-head stats nobody sees the best row of a miss, so rows that cannot be hits
+  // Without per-head stats (or with report_miss_matches false) nobody sees the best row of a
+  // miss, so rows that cannot be hits
   // (distance >= threshold) stop after their first dims: a miss then costs a fraction of a
   // full scan. The hit/miss decision, the matched row of a hit and the output do not change.
-  const float scan_bound = head_stats ? std::numeric_limits<float>::infinity() : threshold;
+  const float scan_bound =
+      head_stats && config.report_miss_matches ? std::numeric_limits<float>::infinity() : threshold;
   const std::int32_t parts = std::clamp<std::int32_t>((2 * threads + batch - 1) / batch, 1, hq);
   const std::int64_t n_tasks = static_cast<std::int64_t>(batch) * parts;
   const bool parallel_scan = threads > 1 && n_tasks > 1 && n_heads * static_cast<std::size_t>(w) >= 8192;

@@ -73,6 +73,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
         // Match. The ring is read before this step writes slot t mod W (which may hold t-W).
         Match m;
         if (t >= config.min_context) m = scan_ring(ring, h, qpre.data(), t);
+        if (!config.report_miss_matches && !(m.distance < threshold)) m = Match{};  // never a hit: not reported
         const std::size_t m_row =
             m.position < 0 ? 0 : detail::ring_row(ring, m.position % w, static_cast<std::size_t>(h));
         const bool hit =

@@ -486,7 +486,11 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
     macattn::cuda::exact_decode(shape, batch_kv(l), q_post_t, out_t, nullptr, workspace, stream);
   } else {
     HeadStats* hs = head_stats.as<HeadStats>() + static_cast<std::size_t>(l) * B * Hq;
-    macattn::cuda::mac_decode(shape, options.session.attention.mac, batch_kv(l), q_post_t,
+    // The step's stats read only hit and kv_tokens_read, so the scan may drop rows that cannot
+    // be hits after their first dims (MacConfig::report_miss_matches).
+    MacConfig mac = options.session.attention.mac;
+    mac.report_miss_matches = false;
+    macattn::cuda::mac_decode(shape, mac, batch_kv(l), q_post_t,
                               ConstTensor(qpre, DType::f32), rings(l), out_t, nullptr, hs, workspace, stream);
     if (audit) {
       macattn::cuda::exact_decode(shape, batch_kv(l), q_post_t, Tensor{exact_out.as<float>(), DType::f32}, nullptr,
