@@ -207,6 +207,8 @@ __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], 
   static_assert(kPrefix == 2 && kDims > kPrefix, "the prefix is two 16-dim chunks of a longer row");
   static_assert(kPrefixCandidates * kChunks % Threads == 0 && kPerHalf <= 32, "whole copies; one mask bit each");
   const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
+  // Two commit groups, the first and second half of the rows: the first half's partials are
+  // computed while the second half lands.
 #pragma unroll
   for (int k = 0; k < kCopies; ++k) {
     const int idx = threadIdx.x + k * Threads, r = idx / kChunks, ch = idx % kChunks;
@@ -214,10 +216,9 @@ __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], 
     const bool valid = c < rows.n && !rows.stale;
     const char* src = reinterpret_cast<const char*>(valid ? rows.row(c) : rows.base) + ch * 16;
     cp_async_16(smem + r * kRowBytes + ch * 16, src, valid);
+    if (k == kCopies / 2 - 1) cp_async_commit();
   }
   cp_async_commit();
-  cp_async_wait<0>();
-  __syncthreads();
   // Candidate j of this half-warp: row half + j * kHalves of the block (the two half-warps of
   // a warp read rows 64 or 128 bytes apart: different banks).
   auto partial = [&](int j) {
@@ -226,11 +227,19 @@ __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], 
     return __fmaf_rn(d1, d1, __fmaf_rn(d0, d0, 0.f));
   };
   unsigned keep = 0;  // bit j: candidate j is real and under the bound (the same in all 16 lanes)
-#pragma unroll 4
-  for (int j = 0; j < kPerHalf; ++j) {
+  auto check = [&](int j) {
     const bool under = under_bound(partial(j), bound);  // every lane: it shuffles
     if (under && c0 + half + j * kHalves < rows.n) keep |= 1u << j;
-  }
+  };
+  static_assert(kCopies % 2 == 0, "two halves of the copies");
+  cp_async_wait<1>();  // rows [0, kPrefixCandidates / 2): candidates j < kPerHalf / 2
+  __syncthreads();
+#pragma unroll 4
+  for (int j = 0; j < kPerHalf / 2; ++j) check(j);
+  cp_async_wait<0>();
+  __syncthreads();
+#pragma unroll 4
+  for (int j = kPerHalf / 2; j < kPerHalf; ++j) check(j);
   unsigned long long mine = kNoMatch;
   if (__any_sync(0xffffffffu, keep != 0)) {
     for (int j0 = 0; j0 < kPerHalf; j0 += kPrefixRestGroup) {
