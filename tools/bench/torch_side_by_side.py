@@ -164,6 +164,10 @@ def bench_case(mt, ctx, batch, args, timer, gen):
         if fi:
             kernels[name] = fi
     ref = ours()[0].float()
+    # One untimed timing pass first: the first timing of a case, just after its set-up (half a
+    # GiB of fresh allocations at 128K), read ours 17 us slow at 128K, batch 1 (151.8 vs 134.4
+    # us when timed again last, commit 4e51b56); the second reading of ours is kept too.
+    timer(ours)
     for name, fn in kernels.items():  # cross-check, then time
         try:
             out = fn()
