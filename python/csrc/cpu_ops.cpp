@@ -43,14 +43,15 @@ MacOutputs mac_decode_cpu(const at::Tensor& q, const at::Tensor& q_pre, const at
                           const at::Tensor& kv_last_page_len, at::Tensor& qring, at::Tensor& oring, at::Tensor& lring,
                           at::Tensor& position, at::Tensor& ready, c10::string_view kv_layout, double softmax_scale,
                           int64_t rect_offset, double tau, int64_t front_sinks, int64_t min_context, bool return_stats,
-                          std::optional<int64_t> /*max_seq_len*/) {
+                          std::optional<int64_t> /*max_seq_len*/, bool report_miss_matches) {
   const char* op = "mac_decode";
   const macattn::DType qd = check_queries(op, q, &q_pre);
   const PagedArgs kv = parse_paged(op, q.device(), q.size(0), k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len,
                                    std::string(kv_layout));
   const macattn::AttentionShape shape = make_shape(op, q, kv, softmax_scale);
   const int32_t w = check_rings(op, qring, oring, lring, position, ready, q.size(0), q.size(1), q.size(2), q.device());
-  const macattn::MacConfig config = make_config(op, w, rect_offset, tau, front_sinks, min_context);
+  macattn::MacConfig config = make_config(op, w, rect_offset, tau, front_sinks, min_context);
+  config.report_miss_matches = report_miss_matches;
   const macattn::KVCacheView view = cpu_view(op, kv);
   const std::vector<macattn::MacStateView> states = ring_views(qring, oring, lring, position, ready);
 

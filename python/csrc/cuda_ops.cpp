@@ -181,7 +181,7 @@ MacOutputs mac_decode_cuda(const at::Tensor& q, const at::Tensor& q_pre, const a
                            const at::Tensor& kv_last_page_len, at::Tensor& qring, at::Tensor& oring, at::Tensor& lring,
                            at::Tensor& position, at::Tensor& ready, c10::string_view kv_layout, double softmax_scale,
                            int64_t rect_offset, double tau, int64_t front_sinks, int64_t min_context, bool return_stats,
-                           std::optional<int64_t> max_seq_len) {
+                           std::optional<int64_t> max_seq_len, bool report_miss_matches) {
   const char* op = "mac_decode";
   c10::cuda::CUDAGuard guard(q.device());
   const macattn::DType qd = check_queries(op, q, &q_pre);
@@ -189,7 +189,8 @@ MacOutputs mac_decode_cuda(const at::Tensor& q, const at::Tensor& q_pre, const a
                                    std::string(kv_layout));
   const macattn::AttentionShape shape = make_shape(op, q, kv, softmax_scale);
   const int32_t w = check_rings(op, qring, oring, lring, position, ready, q.size(0), q.size(1), q.size(2), q.device());
-  const macattn::MacConfig config = make_config(op, w, rect_offset, tau, front_sinks, min_context);
+  macattn::MacConfig config = make_config(op, w, rect_offset, tau, front_sinks, min_context);
+  config.report_miss_matches = report_miss_matches;
   const macattn::cuda::PagedKVDevice view = device_view(op, kv, max_seq_len);
   const macattn::cuda::MacRingsDevice rings = device_rings(qring, oring, lring, position, ready);
   macattn::cuda::Workspace& ws = workspace_for(op, q.get_device(), shape, kv.batch_size, view.max_seq_len, w);

@@ -61,6 +61,11 @@ class MacConfig:
     tau: float = 0.45
     front_sinks: int = 0
     min_context: int = 2048
+    #: With return_stats: whether a miss reports its best row (matched_position) even when that
+    #: row is at or over the match threshold, which needs every ring row scanned in full. False:
+    #: such a miss reports -1, and the scan may drop rows that cannot be hits after their first
+    #: dims, as it always does without stats. Hits, band_len and the output do not change.
+    report_miss_matches: bool = True
 
 
 class MacState(NamedTuple):
@@ -152,7 +157,7 @@ def mac_decode(q: torch.Tensor, q_pre: torch.Tensor, kv: PagedKV, state: MacStat
     rings in place. Returns (out, lse) or (out, lse, MacStats) with return_stats."""
     out, lse, hit, matched, band = ops.mac_decode(
         q, q_pre, *kv.args(), *state, kv.layout, softmax_scale, config.rect_offset, config.tau,
-        config.front_sinks, config.min_context, return_stats, max_seq_len)
+        config.front_sinks, config.min_context, return_stats, max_seq_len, config.report_miss_matches)
     return (out, lse, MacStats(hit, matched, band)) if return_stats else (out, lse)
 
 

@@ -46,7 +46,7 @@ def _exact_decode(q, k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len, 
 @torch.library.register_fake("macattn::mac_decode")
 def _mac_decode(q, q_pre, k_pages, v_pages, kv_indptr, kv_indices, kv_last_page_len, qring, oring, lring, position,
                 ready, kv_layout="NHD", softmax_scale=0.0, rect_offset=256, tau=0.45, front_sinks=0,
-                min_context=2048, return_stats=False, max_seq_len=None):
+                min_context=2048, return_stats=False, max_seq_len=None, report_miss_matches=True):
     _check_common("mac_decode", q, k_pages, v_pages, kv_layout)
     _same_device("mac_decode", q, q_pre=q_pre, k_pages=k_pages, v_pages=v_pages, kv_indptr=kv_indptr,
                  kv_indices=kv_indices, kv_last_page_len=kv_last_page_len, qring=qring, oring=oring, lring=lring,

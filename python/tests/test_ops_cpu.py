@@ -190,6 +190,32 @@ def test_mac_forced_hits_reuse_the_entry_and_add_band_and_tail(front_sinks):
     torch.testing.assert_close(out[0, 4], exact_out[0, 4], atol=2e-5, rtol=2e-5)
 
 
+def test_mac_stats_without_miss_matches():
+    """report_miss_matches=False: the same output, rings, hits and bands; a miss whose best row is
+    at or over the threshold (every row here but the forced hits: q_pre + 3 per dim) reports -1."""
+    lengths = [60, 41]
+    hq, d = 8, 64
+    pieces = make_paged(lengths, 2, d, 16, seed=5)
+    q, q_pre = torch.randn(2, hq, d), torch.randn(2, hq, d)
+    hit_at = [[58, 58, 58, 58, None, 54, None, None], [None] * 7 + [38]]
+    full_state = forced_rings(q_pre, lengths, CFG["window"], hit_at)
+    terse_state = mt.MacState(*(x.clone() for x in full_state))
+    cfg = mt.MacConfig(CFG["rect_offset"], CFG["tau"], CFG["front_sinks"], CFG["min_context"])
+    terse_cfg = mt.MacConfig(CFG["rect_offset"], CFG["tau"], CFG["front_sinks"], CFG["min_context"],
+                             report_miss_matches=False)
+    out, lse, stats = mt.mac_decode(q, q_pre, paged_kv(pieces), full_state, cfg, return_stats=True)
+    t_out, t_lse, t_stats = mt.mac_decode(q, q_pre, paged_kv(pieces), terse_state, terse_cfg, return_stats=True)
+    torch.testing.assert_close(t_out, out, atol=0, rtol=0)
+    torch.testing.assert_close(t_lse, lse, atol=0, rtol=0)
+    for a, b in zip(terse_state, full_state):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert torch.equal(t_stats.hit, stats.hit) and torch.equal(t_stats.band_len, stats.band_len)
+    hit = stats.hit.bool()
+    assert torch.equal(t_stats.matched_position[hit], stats.matched_position[hit])
+    assert (stats.matched_position[~hit] >= 0).all()  # the full report names a row for every miss
+    assert (t_stats.matched_position[~hit] == -1).all()
+
+
 def test_mac_stale_ring_is_wiped_and_misses():
     lengths = [30]
     pieces = make_paged(lengths, 1, 64, 8, seed=2)
