@@ -9,9 +9,12 @@
 
 #include "core/check.hpp"
 #include "cuda/attend_tile.cuh"
+#include "cuda/split_plan.hpp"
 #include "macattn/cuda.hpp"
 
 namespace macattn::cuda::detail {
+
+static_assert(kSplitTileKeys == kBlockKeys, "the split plan's tiles are the attention core's");
 
 /// Throws macattn::Error for a failed CUDA call, naming the call site and CUDA's message.
 inline void check_cuda(cudaError_t e, const char* what) {
@@ -129,8 +132,6 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
 constexpr std::size_t kPrefixScanBytes = std::size_t(8) << 20;
 bool scan_mode_prefix(std::size_t ring_bytes);
 
-/// Blocks MAC's complete step (tail + sinks) is spread over: the tail's S keys in parallel.
-constexpr int kCompleteSplits = 4;
 
 /// Streaming multiprocessors of the current device (132 when it cannot be read).
 int device_sm_count();
@@ -146,27 +147,6 @@ void validate_rings(const char* fn, const AttentionShape& shape, const MacConfig
 void validate_query(const char* fn, const char* name, const void* data, DType dtype);
 void require_workspace(const char* fn, const Workspace& ws, const AttentionShape& shape, std::int64_t rows,
                        std::int32_t splits, std::int64_t heads, std::int32_t batch);
-
-/// Keys per split of a span of n keys in `splits` parts of whole 64-key tiles. In 32 bits on
-/// the device (n < 2^31: the entry points check max_seq_len): a 64-bit division is a long
-/// serial stretch in the short blocks of a MAC hit step.
-__host__ __device__ inline long long split_keys(long long n, int splits) {
-  const unsigned nu = static_cast<unsigned>(n), su = static_cast<unsigned>(splits);
-  const unsigned per = ((nu + su - 1) / su + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
-  return static_cast<long long>(per);
-}
-
-/// Key range of split `split` of [lo, hi) in `splits` parts of whole 64-key tiles: every split
-/// holds split_keys keys but the last non-empty one (the remainder) and any after it (none).
-__host__ __device__ inline void split_range(long long lo, long long hi, int splits, int split, long long* a,
-                                            long long* b) {
-  const long long per = split_keys(hi - lo, splits);
-  long long s0 = lo + per * split, s1 = s0 + per;
-  if (s0 > hi) s0 = hi;
-  if (s1 > hi) s1 = hi;
-  *a = s0;
-  *b = s1;
-}
 
 inline std::size_t dtype_bytes(DType t) { return t == DType::f32 ? 4 : 2; }
 

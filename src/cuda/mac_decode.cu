@@ -57,39 +57,6 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   stamp(prof, 1);
 }
 
-// Which split block computes complete part j (of kCompleteSplits, one 64-key tile each at the
-// default S = 256) of a group's tail (+ sinks). The parts go to the blocks with the least
-// amend work: walking from the last split down, a block takes as many parts as it has tiles
-// fewer than a full split. So a miss group's parts land on its short last split (the split
-// plan's remainder) and do not lengthen the kernel, a miss group's grid is exactly the exact
-// kernel's grid, and an all-hit group (amend = a short band in split 0) spreads its tail over
-// kCompleteSplits blocks. When the blocks with slack have fewer than kCompleteSplits tiles of
-// it in all (an all-hit group with few splits: batch 16 plans 3), they share the parts in
-// contiguous ranges, so that each block's parts form one run (one pipelined pass over its
-// tiles, not one pass per part); without any slack the parts go to the last blocks, one each.
-// In closed form (every block of the group evaluates it for every part, so it must be cheap):
-// split_range gives every split `per` keys (T = per / 64 tiles, or fewer when the span is
-// shorter than one split) up to the last non-empty split ne-1, which holds the remainder, and
-// nothing after it. So the splits above ne-1 have slack T each, split ne-1 has slack T - its
-// tiles, and the ones below have none: the walk stops there.
-__device__ __forceinline__ int complete_owner(int j, int splits, long long lo, long long hi) {
-  const int n = static_cast<int>(hi - lo);
-  const int per = static_cast<int>(split_keys(n, splits));
-  const int per_tiles = (min(per, n) + kBlockKeys - 1) / kBlockKeys;  // split 0's tiles
-  if (per_tiles > 0) {
-    const int nonempty = (n + per - 1) / per;  // splits [0, nonempty) hold keys
-    const int empty = splits - nonempty;
-    const int last_slack = per_tiles - (n - per * (nonempty - 1) + kBlockKeys - 1) / kBlockKeys;
-    const int slack = empty * per_tiles + last_slack;
-    if (slack >= kCompleteSplits) {
-      if (j < empty * per_tiles) return splits - 1 - j / per_tiles;
-      return nonempty - 1;  // j - empty * per_tiles < last_slack
-    }
-    if (slack > 0) return splits - 1 - j * (empty + (last_slack > 0 ? 1 : 0)) / kCompleteSplits;
-  }
-  return splits - 1 - j % splits;
-}
-
 template <int D, int NS, typename T>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype, RingArgs ring,
                                                               MacArgs mac, int hq, int group, int splits, float scale,
