@@ -125,12 +125,13 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
   check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...), name);
 }
 
-/// Whether MAC's match scan loads only the first dims of each row (scan_prefix in
-/// mac_scan.cuh) for a scan of `ring_bytes` (every head's rows) with a finite bound: from
-/// kPrefixScanBytes up, where the bytes saved outweigh the extra round trip of the rows that
-/// survive. The environment variable MACATTN_CUDA_SCAN=prefix or =staged forces one form.
+/// How many first dims of each row MAC's match scan loads (scan_prefix in mac_scan.cuh; 0 =
+/// whole rows, scan_staged) for a scan of `ring_bytes` (every head's rows) with a finite bound:
+/// 32 from kPrefixScanBytes up, where the bytes saved outweigh the extra round trip of the rows
+/// that survive, else 0. MACATTN_CUDA_SCAN=staged|prefix|prefix64 forces 0, 32 or 64 (64: an
+/// experiment, a second bound after 64 dims for rows that pass the first; not yet measured).
 constexpr std::size_t kPrefixScanBytes = std::size_t(8) << 20;
-bool scan_mode_prefix(std::size_t ring_bytes);
+int scan_prefix_dims(std::size_t ring_bytes);
 
 
 /// Streaming multiprocessors of the current device (132 when it cannot be read).

@@ -24,12 +24,13 @@ namespace {
 
 constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
 
-// Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block: with Prefix,
-// candidates [blockIdx.x * kPrefixCandidates, +kPrefixCandidates) by scan_prefix (dynamic
-// shared memory: prefix_smem_bytes), else tiles [blockIdx.x * tiles_per_block,
-// +tiles_per_block) of 64 by scan_staged (staged_smem_bytes). Also records whether each sequence's ring is stale (not
-// ready / at another position). Rows at distance >= bound are dropped (mac_scan.cuh).
-template <int D, typename RT, bool Prefix>
+// Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block: with
+// PrefixDims (32 or 64), candidates [blockIdx.x * kPrefixCandidates, +kPrefixCandidates) by
+// scan_prefix (dynamic shared memory: prefix_smem_bytes); with 0, tiles [blockIdx.x *
+// tiles_per_block, +tiles_per_block) of 64 by scan_staged (staged_smem_bytes). Also records
+// whether each sequence's ring is stale (not ready / at another position). Rows at distance >=
+// bound are dropped (mac_scan.cuh).
+template <int D, typename RT, int PrefixDims>
 __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
                                                                 RingArgs ring, MacArgs mac, int hq, int tiles_per_block,
                                                                 float bound, unsigned long long* best,
@@ -49,8 +50,8 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
 #pragma unroll
   for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
   unsigned long long m;
-  if constexpr (Prefix)
-    m = scan_prefix<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * kPrefixCandidates, bound);
+  if constexpr (PrefixDims > 0)
+    m = scan_prefix<D, RT, kScanThreads, PrefixDims>(scan_smem, q, rows, blockIdx.x * kPrefixCandidates, bound);
   else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
@@ -327,13 +328,15 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
   // Rows that cannot be hits are dropped after their first dims unless the caller reads the
-  // best row of a miss (per-head stats with config.report_miss_matches), as on the CPU. Large scans with a bound then load
-  // only those first dims of each row (scan_prefix); small ones, and scans without a bound,
-  // stream whole rows (scan_staged: one round trip less for the rows that survive).
+  // best row of a miss (per-head stats with config.report_miss_matches), as on the CPU. Large
+  // scans with a bound then load only those first dims of each row (scan_prefix); small ones,
+  // and scans without a bound, stream whole rows (scan_staged: one round trip less for the rows
+  // that survive).
   const float bound = head_stats && config.report_miss_matches ? __builtin_huge_valf() : mac.threshold;
   const std::size_t ring_bytes = static_cast<std::size_t>(kv.batch_size) * hq * config.window * d *
                                  dtype_bytes(rings.ring_dtype);
-  const bool prefix = d > kPruneDims && bound < __builtin_huge_valf() && scan_mode_prefix(ring_bytes);
+  const int prefix_dims = bound < __builtin_huge_valf() ? scan_prefix_dims(ring_bytes) : 0;
+  const bool prefix = prefix_dims > 0;
   const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
   int per = 1;
   if (prefix) {
@@ -348,12 +351,19 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   }
   const dim3 scan_grid(static_cast<unsigned>((scan_tiles + per - 1) / per), hq, kv.batch_size);
   auto launch_scan = [&]<int D, typename RT>() {
-    auto kernel = prefix ? mac_scan_kernel<D, RT, true> : mac_scan_kernel<D, RT, false>;
-    const std::size_t bytes = prefix ? prefix_smem_bytes<RT>() : staged_smem_bytes<D, RT>();
+    auto kernel = prefix_dims == 64   ? mac_scan_kernel<D, RT, 64>
+                  : prefix_dims == 32 ? mac_scan_kernel<D, RT, 32>
+                                      : mac_scan_kernel<D, RT, 0>;
+    const std::size_t bytes = prefix_dims == 64   ? prefix_smem_bytes<D, RT, 64>()
+                              : prefix_dims == 32 ? prefix_smem_bytes<D, RT, 32>()
+                                                  : staged_smem_bytes<D, RT>();
     allow_smem(kernel, bytes);
     launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd, ring, mac, hq,
                per, bound, ws.best, ws.seq_flags,
-               prof.kernel(prefix ? "mac_scan_kernel (prefix)" : "mac_scan_kernel", scan_grid, {"scan"}));
+               prof.kernel(prefix_dims == 64   ? "mac_scan_kernel (prefix64)"
+                           : prefix_dims == 32 ? "mac_scan_kernel (prefix)"
+                                               : "mac_scan_kernel",
+                           scan_grid, {"scan"}));
   };
   auto launch_scan_d = [&]<typename RT>() {
     if (d == 64) launch_scan.template operator()<64, RT>();

@@ -41,9 +41,9 @@ template <int D, typename RT> __host__ __device__ constexpr std::size_t staged_s
   return static_cast<std::size_t>(kScanStages) * kScanSlots * staged_row_bytes<D, RT>();
 }
 
-/// Shared memory scan_prefix needs: the first kPruneDims dims of kPrefixCandidates rows.
-template <typename RT> __host__ __device__ constexpr std::size_t prefix_smem_bytes() {
-  return static_cast<std::size_t>(kPrefixCandidates) * kPruneDims * sizeof(RT);
+/// Shared memory scan_prefix<..., PD> needs: the first PD dims (at most D) of kPrefixCandidates rows.
+template <int D, typename RT, int PD> __host__ __device__ constexpr std::size_t prefix_smem_bytes() {
+  return static_cast<std::size_t>(kPrefixCandidates) * (PD < D ? PD : D) * sizeof(RT);
 }
 
 /// One head's candidates: n rows, candidate c in ring slot slot0 + c (mod W), row of slot s at
@@ -192,19 +192,22 @@ __device__ unsigned long long scan_staged(char* smem, const float (&q)[D / 16], 
   return block_min<Threads>(mine);
 }
 
-/// Scans candidates [c0, c0 + kPrefixCandidates) with a finite bound: their first kPruneDims
-/// dims land in shared memory (prefix_smem_bytes) by cp.async, all at once; each half-warp
-/// then reduces one candidate's partial at a time (lane l: dims l and l+16) and the rows under
-/// the bound load the rest straight from global memory, kPrefixRestGroup at a time (a hit is
-/// one such row per head). Returns the packed minimum in every thread; every thread of the
-/// block calls it (it synchronises).
-template <int D, typename RT, int Threads>
+/// Scans candidates [c0, c0 + kPrefixCandidates) with a finite bound: their first PD dims (32,
+/// or 64 for MACATTN_CUDA_SCAN=prefix64) land in shared memory (prefix_smem_bytes) by cp.async,
+/// all at once; each half-warp then reduces one candidate's partial at a time (lane l: dims l,
+/// l+16, ...), checks the bound after 32 dims and, with PD = 64, again after 64 (rows of
+/// unrelated queries, about 2 per dim apart, mostly pass the first and fail the second: the CPU
+/// scan checks both), and the rows still under it load the rest straight from global memory,
+/// kPrefixRestGroup at a time (a hit is one such row per head). Returns the packed minimum in
+/// every thread; every thread of the block calls it (it synchronises).
+template <int D, typename RT, int Threads, int PD>
 __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], const ScanRows<RT>& rows, int c0,
                                           float bound) {
-  constexpr int kDims = D / 16, kHalves = Threads / 16, kPrefix = kPruneDims / 16;
-  constexpr int kRowBytes = kPruneDims * static_cast<int>(sizeof(RT)), kChunks = kRowBytes / 16;
+  constexpr int kDims = D / 16, kHalves = Threads / 16, kPrefix = (PD < D ? PD : D) / 16;
+  constexpr int kRowBytes = kPrefix * 16 * static_cast<int>(sizeof(RT)), kChunks = kRowBytes / 16;
   constexpr int kCopies = kPrefixCandidates * kChunks / Threads, kPerHalf = kPrefixCandidates / kHalves;
-  static_assert(kPrefix == 2 && kDims > kPrefix, "the prefix is two 16-dim chunks of a longer row");
+  constexpr int kFirst = kPruneDims / 16;  // chunks before the first bound
+  static_assert((PD == 32 || PD == 64) && kPrefix >= kFirst, "a prefix of 32 or 64 dims");
   static_assert(kPrefixCandidates * kChunks % Threads == 0 && kPerHalf <= 32, "whole copies; one mask bit each");
   const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
   // Two commit groups, the first and second half of the rows: the first half's partials are
@@ -220,15 +223,26 @@ __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], 
   }
   cp_async_commit();
   // Candidate j of this half-warp: row half + j * kHalves of the block (the two half-warps of
-  // a warp read rows 64 or 128 bytes apart: different banks).
-  auto partial = [&](int j) {
+  // a warp read rows 64 bytes or more apart, a multiple of 64: different banks). Lane sums over
+  // chunks [k0, k1) of the staged prefix, continuing `acc`.
+  auto partial = [&](int j, int k0, int k1, float acc) {
     const RT* row = reinterpret_cast<const RT*>(smem + (half + j * kHalves) * kRowBytes);
-    const float d0 = __fsub_rn(q[0], ring_float(row[lane])), d1 = __fsub_rn(q[1], ring_float(row[lane + 16]));
-    return __fmaf_rn(d1, d1, __fmaf_rn(d0, d0, 0.f));
+#pragma unroll
+    for (int k = 0; k < kPrefix; ++k)
+      if (k >= k0 && k < k1) {
+        const float diff = __fsub_rn(q[k], ring_float(row[lane + k * 16]));
+        acc = __fmaf_rn(diff, diff, acc);
+      }
+    return acc;
   };
   unsigned keep = 0;  // bit j: candidate j is real and under the bound (the same in all 16 lanes)
   auto check = [&](int j) {
-    const bool under = under_bound(partial(j), bound);  // every lane: it shuffles
+    const float first = partial(j, 0, kFirst, 0.f);
+    bool under = under_bound(first, bound);  // every lane: it shuffles
+    if constexpr (kPrefix > kFirst) {
+      const bool under2 = under_bound(partial(j, kFirst, kPrefix, first), bound);
+      under = under && under2;
+    }
     if (under && c0 + half + j * kHalves < rows.n) keep |= 1u << j;
   };
   static_assert(kCopies % 2 == 0, "two halves of the copies");
@@ -245,18 +259,21 @@ __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], 
     for (int j0 = 0; j0 < kPerHalf; j0 += kPrefixRestGroup) {
       const unsigned group_keep = (keep >> j0) & ((1u << kPrefixRestGroup) - 1);
       if (!__any_sync(0xffffffffu, group_keep != 0)) continue;
-      const RT zero = RT(0.f);
-      RT xr[kPrefixRestGroup][kDims - kPrefix];
+      constexpr int kRest = kDims - kPrefix;
+      [[maybe_unused]] const RT zero = RT(0.f);
+      RT xr[kPrefixRestGroup][kRest > 0 ? kRest : 1];
+      if constexpr (kRest > 0) {
 #pragma unroll
-      for (int u = 0; u < kPrefixRestGroup; ++u) {
-        const bool load = ((group_keep >> u) & 1) && !rows.stale;
-        const RT* row = load ? rows.row(c0 + half + (j0 + u) * kHalves) : rows.base;
+        for (int u = 0; u < kPrefixRestGroup; ++u) {
+          const bool load = ((group_keep >> u) & 1) && !rows.stale;
+          const RT* row = load ? rows.row(c0 + half + (j0 + u) * kHalves) : rows.base;
 #pragma unroll
-        for (int k = kPrefix; k < kDims; ++k) xr[u][k - kPrefix] = load ? row[lane + k * 16] : zero;
+          for (int k = kPrefix; k < kDims; ++k) xr[u][k - kPrefix] = load ? row[lane + k * 16] : zero;
+        }
       }
 #pragma unroll
       for (int u = 0; u < kPrefixRestGroup; ++u) {
-        float a = partial(j0 + u);
+        float a = partial(j0 + u, 0, kPrefix, 0.f);
 #pragma unroll
         for (int k = kPrefix; k < kDims; ++k) {
           const float diff = __fsub_rn(q[k], ring_float(xr[u][k - kPrefix]));

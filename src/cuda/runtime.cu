@@ -120,13 +120,14 @@ int stages_override() {
   return v;
 }
 
-bool scan_mode_prefix(std::size_t ring_bytes) {
+int scan_prefix_dims(std::size_t ring_bytes) {
   // Read on every call (a getenv per decode call), so tests can force each form in turn.
   if (const char* env = std::getenv("MACATTN_CUDA_SCAN")) {
-    if (std::strcmp(env, "prefix") == 0) return true;
-    if (std::strcmp(env, "staged") == 0) return false;
+    if (std::strcmp(env, "prefix") == 0) return 32;
+    if (std::strcmp(env, "prefix64") == 0) return 64;
+    if (std::strcmp(env, "staged") == 0) return 0;
   }
-  return ring_bytes >= kPrefixScanBytes;
+  return ring_bytes >= kPrefixScanBytes ? 32 : 0;
 }
 
 void validate_query(const char* fn, const char* name, const void* data, DType dtype) {

@@ -461,6 +461,15 @@ TEST_P(CudaBackend, MacDecodeTerseStatsPrefix) {
   run_mac_session(GetParam(), cfg, 10, false, true, true, "prefix");
 }
 
+// The experimental 64-dim prefix (MACATTN_CUDA_SCAN=prefix64: a second bound after 64 dims;
+// at D = 64 the whole row is the prefix).
+TEST_P(CudaBackend, MacDecodePrefix64ScanWithoutStats) {
+  SKIP_WITHOUT_GPU();
+  MacConfig cfg = small_config(3);
+  cfg.window = 600;
+  run_mac_session(GetParam(), cfg, 10, false, true, false, "prefix64");
+}
+
 TEST_P(CudaBackend, MacDecodePrefixScanInCudaGraph) {
   SKIP_WITHOUT_GPU();
   run_mac_session(GetParam(), small_config(0), 16, true, false, false, "prefix");
