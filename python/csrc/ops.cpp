@@ -75,7 +75,8 @@ TORCH_LIBRARY(macattn, m) {
       "Tensor kv_last_page_len, Tensor(a!) qring, Tensor(b!) oring, Tensor(c!) lring, Tensor(d!) position, "
       "Tensor(e!) ready, str kv_layout=\"NHD\", float softmax_scale=0.0, int rect_offset=256, float tau=0.45, "
       "int front_sinks=0, int min_context=2048, bool return_stats=False, int? max_seq_len=None, "
-      "bool report_miss_matches=True) -> (Tensor out, Tensor lse, Tensor hit, Tensor matched_position, Tensor band_len)");
+      "bool report_miss_matches=True) "
+      "-> (Tensor out, Tensor lse, Tensor hit, Tensor matched_position, Tensor band_len)");
   m.def(
       "mac_prefill_init(Tensor q, Tensor q_pre, Tensor k_pages, Tensor v_pages, Tensor kv_indptr, "
       "Tensor kv_indices, Tensor kv_last_page_len, Tensor row_indptr, Tensor(a!) qring, Tensor(b!) oring, "

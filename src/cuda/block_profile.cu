@@ -62,7 +62,8 @@ void print_sums() {
   for (const std::string& key : s->order) {
     const Sums& v = s->sums[key];
     if (v.calls == 0) continue;  // no block of this kernel ever stamped
-    std::fprintf(stderr, "  %s: %.0f calls, span %.2f, gap after the previous kernel %.2f, block lifetime %.2f (max %.2f)",
+    std::fprintf(stderr,
+                 "  %s: %.0f calls, span %.2f, gap after the previous kernel %.2f, block lifetime %.2f (max %.2f)",
                  key.c_str(), v.calls, v.span / v.calls / 1e3, v.gaps > 0 ? v.gap / v.gaps / 1e3 : 0.0,
                  v.lives > 0 ? v.life / v.lives / 1e3 : 0.0, v.life_max / 1e3);
     for (std::size_t k = 0; k < v.phases.size(); ++k)
