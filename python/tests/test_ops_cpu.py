@@ -160,15 +160,20 @@ def forced_rings(q_pre, lengths, window, hit_at, seed=0):
     return state
 
 
+def forced_hit_case():
+    """Two sequences (60 and 41 tokens, 8 query heads over 2 KV heads, D = 64): sequence 0 hits at
+    t-1 on heads 0-3 (a whole KV group) and at t-5 on head 5; sequence 1 at t-2 on head 7."""
+    lengths = [60, 41]
+    pieces = make_paged(lengths, 2, 64, 16, seed=5)
+    q, q_pre = torch.randn(2, 8, 64), torch.randn(2, 8, 64)
+    hit_at = [[58, 58, 58, 58, None, 54, None, None], [None] * 7 + [38]]
+    return lengths, pieces, q, q_pre, hit_at
+
+
 @pytest.mark.parametrize("front_sinks", [0, 3])
 def test_mac_forced_hits_reuse_the_entry_and_add_band_and_tail(front_sinks):
     cfg = dict(CFG, front_sinks=front_sinks)
-    lengths = [60, 41]
-    hq, d = 8, 64
-    pieces = make_paged(lengths, 2, d, 16, seed=5)
-    q, q_pre = torch.randn(2, hq, d), torch.randn(2, hq, d)
-    # Sequence 0: hits at t-1 on heads 0-3 (a whole KV group), t-5 on head 5; sequence 1: at t-2 on head 7.
-    hit_at = [[58, 58, 58, 58, None, 54, None, None], [None] * 7 + [38]]
+    lengths, pieces, q, q_pre, hit_at = forced_hit_case()
     state = forced_rings(q_pre, lengths, cfg["window"], hit_at)
     (out, lse, stats), want, rings = run_mac(q, q_pre, pieces, state, cfg)
     for b in range(2):
@@ -193,11 +198,7 @@ def test_mac_forced_hits_reuse_the_entry_and_add_band_and_tail(front_sinks):
 def test_mac_stats_without_miss_matches():
     """report_miss_matches=False: the same output, rings, hits and bands; a miss whose best row is
     at or over the threshold (every row here but the forced hits: q_pre + 3 per dim) reports -1."""
-    lengths = [60, 41]
-    hq, d = 8, 64
-    pieces = make_paged(lengths, 2, d, 16, seed=5)
-    q, q_pre = torch.randn(2, hq, d), torch.randn(2, hq, d)
-    hit_at = [[58, 58, 58, 58, None, 54, None, None], [None] * 7 + [38]]
+    lengths, pieces, q, q_pre, hit_at = forced_hit_case()
     full_state = forced_rings(q_pre, lengths, CFG["window"], hit_at)
     terse_state = mt.MacState(*(x.clone() for x in full_state))
     cfg = mt.MacConfig(CFG["rect_offset"], CFG["tau"], CFG["front_sinks"], CFG["min_context"])
