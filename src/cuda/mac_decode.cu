@@ -350,25 +350,25 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
   }
   const dim3 scan_grid(static_cast<unsigned>((scan_tiles + per - 1) / per), hq, kv.batch_size);
-  auto launch_scan = [&]<int D, typename RT>() {
-    auto kernel = prefix_dims == 64   ? mac_scan_kernel<D, RT, 64>
-                  : prefix_dims == 32 ? mac_scan_kernel<D, RT, 32>
-                                      : mac_scan_kernel<D, RT, 0>;
-    const std::size_t bytes = prefix_dims == 64   ? prefix_smem_bytes<D, RT, 64>()
-                              : prefix_dims == 32 ? prefix_smem_bytes<D, RT, 32>()
-                                                  : staged_smem_bytes<D, RT>();
+  auto launch_scan = [&]<int D, typename RT, int PD>() {
+    auto kernel = mac_scan_kernel<D, RT, PD>;
+    constexpr std::size_t bytes = PD > 0 ? prefix_smem_bytes<D, RT, PD>() : staged_smem_bytes<D, RT>();
+    constexpr const char* name = PD == 64 ? "mac_scan_kernel (prefix64)"
+                                 : PD == 32 ? "mac_scan_kernel (prefix)"
+                                            : "mac_scan_kernel";
     allow_smem(kernel, bytes);
     launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd, ring, mac, hq,
-               per, bound, ws.best, ws.seq_flags,
-               prof.kernel(prefix_dims == 64   ? "mac_scan_kernel (prefix64)"
-                           : prefix_dims == 32 ? "mac_scan_kernel (prefix)"
-                                               : "mac_scan_kernel",
-                           scan_grid, {"scan"}));
+               per, bound, ws.best, ws.seq_flags, prof.kernel(name, scan_grid, {"scan"}));
+  };
+  auto launch_scan_pd = [&]<int D, typename RT>() {
+    if (prefix_dims == 64) launch_scan.template operator()<D, RT, 64>();
+    else if (prefix_dims == 32) launch_scan.template operator()<D, RT, 32>();
+    else launch_scan.template operator()<D, RT, 0>();
   };
   auto launch_scan_d = [&]<typename RT>() {
-    if (d == 64) launch_scan.template operator()<64, RT>();
-    else if (d == 128) launch_scan.template operator()<128, RT>();
-    else launch_scan.template operator()<256, RT>();
+    if (d == 64) launch_scan_pd.template operator()<64, RT>();
+    else if (d == 128) launch_scan_pd.template operator()<128, RT>();
+    else launch_scan_pd.template operator()<256, RT>();
   };
   if (rings.ring_dtype == DType::bf16) launch_scan_d.template operator()<__nv_bfloat16>();
   else if (rings.ring_dtype == DType::f16) launch_scan_d.template operator()<__half>();

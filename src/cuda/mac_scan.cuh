@@ -78,6 +78,19 @@ __device__ __forceinline__ ScanRows<RT> scan_rows(const RingArgs& ring, const Ma
   return r;
 }
 
+/// Adds dims lane + 16k, k in [K0, K1), of (q - row)^2 to one lane's sum, one fused
+/// multiply-add per dim in core/distance.hpp's order (q holds this lane's dims, q[k] = dim
+/// lane + 16k).
+template <int K0, int K1, typename RT, int N>
+__device__ __forceinline__ float add_dims(const float (&q)[N], const RT* row, int lane, float acc) {
+#pragma unroll
+  for (int k = K0; k < K1; ++k) {
+    const float diff = __fsub_rn(q[k], ring_float(row[lane + k * 16]));
+    acc = __fmaf_rn(diff, diff, acc);
+  }
+  return acc;
+}
+
 /// Pairwise reduction of the 16 lanes of each half-warp (core/distance.hpp's order); lane 0 of
 /// the half holds the sum. Every lane of the warp must call it.
 __device__ __forceinline__ float reduce_half_lanes(float acc) {
@@ -168,22 +181,13 @@ __device__ unsigned long long scan_staged(char* smem, const float (&q)[D / 16], 
       const int r = it * kHalves + half, c = tile * kScanSlots + r;
       const RT* row = reinterpret_cast<const RT*>(stage + r * kStride);
       bool valid = c < rows.n;
-      float acc = 0.f;
-#pragma unroll
-      for (int k = 0; k < kPrefix; ++k) {
-        const float diff = __fsub_rn(q[k], ring_float(row[lane + k * 16]));
-        acc = __fmaf_rn(diff, diff, acc);
-      }
+      float acc = add_dims<0, kPrefix>(q, row, lane, 0.f);
       if (prune) {
         const bool under = under_bound(acc, bound);  // every lane: it shuffles
         valid = valid && under;
         if (!__any_sync(0xffffffffu, valid)) continue;  // both candidates of the warp are out
       }
-#pragma unroll
-      for (int k = kPrefix; k < kDims; ++k) {
-        const float diff = __fsub_rn(q[k], ring_float(row[lane + k * 16]));
-        acc = __fmaf_rn(diff, diff, acc);
-      }
+      acc = add_dims<kPrefix, kDims>(q, row, lane, acc);
       keep_min(mine, acc, valid, c, bound);
     }
     __syncthreads();  // the stage is read before the next iteration's copy overwrites it
@@ -223,24 +227,14 @@ __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], 
   }
   cp_async_commit();
   // Candidate j of this half-warp: row half + j * kHalves of the block (the two half-warps of
-  // a warp read rows 64 bytes or more apart, a multiple of 64: different banks). Lane sums over
-  // chunks [k0, k1) of the staged prefix, continuing `acc`.
-  auto partial = [&](int j, int k0, int k1, float acc) {
-    const RT* row = reinterpret_cast<const RT*>(smem + (half + j * kHalves) * kRowBytes);
-#pragma unroll
-    for (int k = 0; k < kPrefix; ++k)
-      if (k >= k0 && k < k1) {
-        const float diff = __fsub_rn(q[k], ring_float(row[lane + k * 16]));
-        acc = __fmaf_rn(diff, diff, acc);
-      }
-    return acc;
-  };
+  // a warp read rows 64 bytes or more apart, a multiple of 64: different banks).
+  auto staged_row = [&](int j) { return reinterpret_cast<const RT*>(smem + (half + j * kHalves) * kRowBytes); };
   unsigned keep = 0;  // bit j: candidate j is real and under the bound (the same in all 16 lanes)
   auto check = [&](int j) {
-    const float first = partial(j, 0, kFirst, 0.f);
+    const float first = add_dims<0, kFirst>(q, staged_row(j), lane, 0.f);
     bool under = under_bound(first, bound);  // every lane: it shuffles
     if constexpr (kPrefix > kFirst) {
-      const bool under2 = under_bound(partial(j, kFirst, kPrefix, first), bound);
+      const bool under2 = under_bound(add_dims<kFirst, kPrefix>(q, staged_row(j), lane, first), bound);
       under = under && under2;
     }
     if (under && c0 + half + j * kHalves < rows.n) keep |= 1u << j;
@@ -273,7 +267,7 @@ __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], 
       }
 #pragma unroll
       for (int u = 0; u < kPrefixRestGroup; ++u) {
-        float a = partial(j0 + u, 0, kPrefix, 0.f);
+        float a = add_dims<0, kPrefix>(q, staged_row(j0 + u), lane, 0.f);
 #pragma unroll
         for (int k = kPrefix; k < kDims; ++k) {
           const float diff = __fsub_rn(q[k], ring_float(xr[u][k - kPrefix]));
