@@ -7,8 +7,11 @@ flushed before each replay; outputs are cross-checked before anything is timed. 
 SDPA refuses GQA (enable_gqa), it is timed on K/V repeated per query head and marked so.
 
 MAC hit rates are forced through the ring contents, so the real scan decides: a hit head holds
-its own q_pre in the ring row of position t-1, every other row is q_pre + 3 per dimension (far
-beyond the threshold). Misses are packed into whole KV groups or independent per head. Before
+its own q_pre in the ring row of position t-1, every other row misses: near (default: q_pre +/-
+sqrt(2) per dimension, random signs; squared distance 2 per dim, that of two unrelated
+unit-variance queries, so the scan's 32-dim lower bound passes it and only the rest rejects it)
+or far (--miss-rows far: q_pre + 3, rejected after the first 32 dims; the construction of the
+results before 2026-11-29's fifth session). Misses are packed into whole KV groups or independent per head. Before
 each replay the step's written ring slot and the positions are restored (not timed).
 
     pip install --no-build-isolation ./python      # macattn_torch, built with CUDA
@@ -33,6 +36,8 @@ def parse_args():
     p.add_argument("--batches", default="1,4,16")
     p.add_argument("--reps", type=int, default=50)
     p.add_argument("--window", type=int, default=512)
+    p.add_argument("--miss-rows", choices=["near", "far"], default="near",
+                   help="the rings' non-matching rows: q_pre +/- sqrt(2) per dim (near) or q_pre + 3 (far)")
     p.add_argument("--out", default="torch_side_by_side")
     return p.parse_args()
 
@@ -114,11 +119,16 @@ def flashinfer_decode(kv, q, batch, use_tensor_cores=False):
         return None, f"{step}: {type(e).__module__}.{type(e).__name__}: {e}"
 
 
-def forced_rings(mt, q_pre, t, window, hit):
-    """Rings at position t: row of t-1 = q_pre for hit heads, every other row q_pre + 3."""
+def forced_rings(mt, q_pre, t, window, hit, far, gen):
+    """Rings at position t: row of t-1 = q_pre for hit heads, every other row q_pre + 3 (far) or
+    q_pre +/- sqrt(2) per dim (near, signs drawn from gen)."""
     b = q_pre.shape[0]
     state = mt.mac_state_alloc(b, window, HQ, D, torch.bfloat16, "cuda")
-    state.qring.copy_((q_pre.float() + 3.0)[:, None].expand(b, window, HQ, D))
+    if far:
+        state.qring.copy_((q_pre.float() + 3.0)[:, None].expand(b, window, HQ, D))
+    else:
+        signs = torch.randint(0, 2, (b, window, HQ, D), generator=gen, device="cpu").float().mul_(2).sub_(1)
+        state.qring.copy_(q_pre.float()[:, None] + 2.0 ** 0.5 * signs.cuda())
     m = (t - 1) % window
     state.qring[:, m] = torch.where(hit[..., None], q_pre, state.qring[:, m])
     state.oring.copy_(torch.linspace(-0.06, 0.06, D, device="cuda").expand_as(state.oring))
@@ -198,7 +208,7 @@ def bench_case(mt, ctx, batch, args, timer, gen):
     for rate in HIT_RATES:
         for pattern in (["packed"] if rate in (0.0, 1.0) else ["packed", "independent"]):
             mask = hit_mask(rate, pattern, batch, gen)
-            state = forced_rings(mt, q_pre, t, args.window, mask)
+            state = forced_rings(mt, q_pre, t, args.window, mask, args.miss_rows == "far", gen)
             slot = t % args.window
             saved = [x[:, slot].clone() for x in state[:3]]
 
@@ -300,7 +310,7 @@ def main():
             torch.cuda.empty_cache()
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "macattn": mt.build_info(),
             "shape": {"num_q_heads": HQ, "num_kv_heads": HKV, "head_dim": D, "page_size": PAGE, "dtype": "bf16"},
-            "window": args.window, "reps": args.reps}
+            "window": args.window, "reps": args.reps, "miss_rows": args.miss_rows}
     with open(args.out + ".json", "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     write_table(rows, args.out + ".md")

@@ -29,6 +29,7 @@ struct BenchE2EOptions {
   std::vector<std::int32_t> batches = {1};   // sequences decoded together
   std::string shape;                         // "llama3-8b": random weights of that shape (synthetic)
   std::vector<double> hit_rates = {0.0, 1.0};  // synthetic MAC: fraction of KV groups forced to hit
+  bool far_miss_rows = false;                  // synthetic MAC: non-matching ring rows q_pre + 100 (else +/- sqrt(2))
   std::int32_t reps = 20;                    // synthetic: graph replays per timing trial
 };
 

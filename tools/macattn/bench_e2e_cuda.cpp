@@ -105,7 +105,8 @@ void run_bench_e2e_cuda(const BenchE2EOptions& o) {
     std::int64_t max_ctx = 0;
     for (const auto c : o.contexts) max_ctx = std::max(max_ctx, c);
     const auto config = llama3_8b_config(std::max<std::int64_t>(max_ctx + 16, 131072));
-    summary = "llama3-8b shape, random bf16 weights and K/V (SYNTHETIC: timing only, hit rates forced)";
+    summary = std::string("llama3-8b shape, random bf16 weights and K/V (SYNTHETIC: timing only, hit rates forced; ") +
+              (o.far_miss_rows ? "far" : "near") + " miss rows)";
     o.engine.mac_layers.resolve(config.num_layers);
     for (const std::int32_t B : o.batches)
       for (const std::int64_t ctx : o.contexts) {
@@ -116,7 +117,7 @@ void run_bench_e2e_cuda(const BenchE2EOptions& o) {
           const std::vector<double> rates = mode == AttentionMode::exact ? std::vector<double>{-1} : o.hit_rates;
           for (const double rate : rates) {
             macattn::engine::cuda_bench_fill_random_kv(s, ctx, o.seed);
-            if (mode == AttentionMode::mac) macattn::engine::cuda_bench_force_hits(s, tokens, rate);
+            if (mode == AttentionMode::mac) macattn::engine::cuda_bench_force_hits(s, tokens, rate, o.far_miss_rows);
             const auto t = macattn::engine::cuda_bench_time_replays(s, tokens, o.reps, 5);
             CudaRow r;
             r.kind = "synthetic";
@@ -212,6 +213,7 @@ void run_bench_e2e_cuda(const BenchE2EOptions& o) {
     j["commit"] = MACATTN_GIT_COMMIT;
     j["stream_read_gbps"] = gbps;
     j["synthetic"] = synthetic;
+    if (synthetic) j["miss_rows"] = o.far_miss_rows ? "far" : "near";
     j["mac"] = o.engine.mac.to_string();
     for (const CudaRow& r : rows) {
       nlohmann::json x;

@@ -76,6 +76,12 @@ FlagSet bench_e2e_flags(BenchE2EOptions& o) {
           }
           if (o.hit_rates.empty()) throw UsageError("--hit-rates needs at least one value");
         });
+  f.add("--miss-rows", "near|far",
+        "--device cuda --shape: the rings' non-matching rows: near = q_pre +/- sqrt(2) per dim (rejected by the scan "
+        "after 64 dims, like unrelated queries), far = q_pre + 100 (rejected after the first 32)",
+        "near", [&o](const std::string& v) {
+          o.far_miss_rows = parse_choice("--miss-rows", v, {"near", "far"}) == "far";
+        });
   f.add("--reps", "N", "--device cuda --shape: graph replays per timing trial", str(o.reps),
         [&o](const std::string& v) { o.reps = static_cast<std::int32_t>(parse_int("--reps", v, 1, 100000)); });
   f.add("--json", "FILE", "also write the results as JSON to FILE", "", [&o](const std::string& v) {

@@ -39,7 +39,19 @@ struct RingFill {
   std::int32_t L = 0, B = 0, W = 0, Hq = 0, Hkv = 0, D = 0, hit_groups = 0;
   std::int64_t t = 0;
   bool only_step_slot = false;  // restore: only slot t % W (the one a step overwrites)
+  bool far = false;             // non-matching rows q_pre + 100 (else q_pre +/- sqrt(2))
 };
+
+// +1 or -1 from a hash of a ring element's index (the same on every fill, so a restore
+// rebuilds the slot it overwrote exactly).
+__device__ float hash_sign(std::uint64_t i) {
+  i ^= i >> 33;
+  i *= 0xff51afd7ed558ccdull;
+  i ^= i >> 33;
+  i *= 0xc4ceb9fe1a85ec53ull;
+  i ^= i >> 33;
+  return (i & 1) ? 1.0f : -1.0f;
+}
 
 // grid (L, B * Hq), block 256: the ring rows of positions [t - W, t) of each (layer, b, head).
 __global__ void ring_fill_kernel(RingFill f) {
@@ -58,7 +70,8 @@ __global__ void ring_fill_kernel(RingFill f) {
     const bool valid = p >= 0;
     const bool match = hit_head && p == f.t - 1;
     for (int d = threadIdx.x; d < f.D; d += blockDim.x) {
-      const float qv = valid ? (match ? qp[d] : qp[d] + 100.0f) : 0.0f;
+      const float miss = f.far ? 100.0f : hash_sign(static_cast<std::uint64_t>(cell) * f.D + d) * 1.41421356f;
+      const float qv = valid ? (match ? qp[d] : qp[d] + miss) : 0.0f;
       store(f.qring, cell * f.D + d, f.dtype, qv);
       store(f.oring, cell * f.D + d, f.dtype, valid ? 0.01f * static_cast<float>((d * 7 + s) % 13 - 6) : 0.0f);
     }
@@ -110,7 +123,8 @@ void cuda_bench_fill_random_kv(CudaSession& session, std::int64_t context, std::
   m.sync();
 }
 
-void cuda_bench_force_hits(CudaSession& session, std::span<const std::int32_t> tokens, double group_hit_rate) {
+void cuda_bench_force_hits(CudaSession& session, std::span<const std::int32_t> tokens, double group_hit_rate,
+                           bool far_miss_rows) {
   CudaSession::Impl& m = session.impl();
   check_tokens(m, tokens, "cuda_bench_force_hits");
   if (m.options.session.attention.mode != AttentionMode::mac) throw Error("cuda_bench_force_hits: not a MAC session");
@@ -142,6 +156,7 @@ void cuda_bench_force_hits(CudaSession& session, std::span<const std::int32_t> t
   f.D = m.D;
   f.hit_groups = static_cast<std::int32_t>(std::lround(group_hit_rate * m.Hkv));
   f.t = m.pos_host[0];
+  f.far = far_miss_rows;
   const dim3 grid(static_cast<unsigned>(m.L), static_cast<unsigned>(m.B * m.Hq));
   const std::uint8_t one = 1;
   for (std::int32_t l = 0; l < m.L; ++l) {

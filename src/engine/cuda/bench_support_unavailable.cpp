@@ -13,7 +13,7 @@ namespace {
 void cuda_bench_fill_random_kv(CudaSession&, std::int64_t, std::uint64_t) {
   unavailable();
 }
-void cuda_bench_force_hits(CudaSession&, std::span<const std::int32_t>, double) {
+void cuda_bench_force_hits(CudaSession&, std::span<const std::int32_t>, double, bool) {
   unavailable();
 }
 CudaBenchTiming cuda_bench_time_replays(CudaSession&, std::span<const std::int32_t>, std::int32_t, std::int32_t) {

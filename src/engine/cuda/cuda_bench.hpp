@@ -19,11 +19,16 @@ void cuda_bench_fill_random_kv(CudaSession& session, std::int64_t context, std::
 /// MAC mode: makes the rings of every MAC layer such that, for the decode step at the current
 /// positions with tokens `tokens` [batch], the heads of the first round(group_hit_rate * Hkv)
 /// KV groups of every sequence find an exact match at t - 1 (ring row = their own pre-RoPE
-/// query) and every other row of every head is far (query + 100 in each element). Layer l's
+/// query) and every other row of every head misses: near (far_miss_rows false: query +/-
+/// sqrt(2) in each element, signs from a hash of the element; squared distance exactly 2 per
+/// dim, that of two unrelated unit-variance queries, so such a row passes the scan's 32-dim
+/// bound at D = 128 and is rejected after 64 dims) or far (query + 100: rejected at the first
+/// bound; the construction of the results before 2026-11-29's fifth session). Layer l's
 /// queries depend on the MAC outputs of layers < l, so the layers are recorded in order, one
 /// eager step each. Afterwards the benchmark replay restores the one ring slot a step
 /// overwrites (and the ring positions) before each step.
-void cuda_bench_force_hits(CudaSession& session, std::span<const std::int32_t> tokens, double group_hit_rate);
+void cuda_bench_force_hits(CudaSession& session, std::span<const std::int32_t> tokens, double group_hit_rate,
+                           bool far_miss_rows = false);
 
 struct CudaBenchTiming {
   double step_ms = 0.0;     ///< median over trials of the mean step time (restore subtracted)
