@@ -125,13 +125,27 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
   check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...), name);
 }
 
-/// How many first dims of each row MAC's match scan loads (scan_prefix in mac_scan.cuh; 0 =
-/// whole rows, scan_staged) for a scan of `ring_bytes` (every head's rows) with a finite bound:
-/// 32 from kPrefixScanBytes up, where the bytes saved outweigh the extra round trip of the rows
-/// that survive, else 0. MACATTN_CUDA_SCAN=staged|prefix|prefix64 forces 0, 32 or 64 (64: an
-/// experiment, a second bound after 64 dims for rows that pass the first; not yet measured).
+/// Which form MAC's match scan takes (mac_scan.cuh) when its bound is finite: whole rows
+/// through shared memory (dims 0: scan_staged), or only the first `dims` (32 or 64) of each row
+/// with the rest for the rows that survive the bound, one head per block (scan_prefix) or every
+/// head of a run of slots per block (slots: scan_slots, contiguous reads).
+struct ScanForm {
+  int dims = 0;
+  bool slots = false;
+};
+
+/// The form for a scan of `ring_bytes` (every head's rows) of hq heads: from kPrefixScanBytes up,
+/// where the bytes saved outweigh the extra round trip of the rows that survive, the first 64
+/// dims (the whole row at D = 64) slot-major, else whole rows. Rows of unrelated
+/// queries (about 2 per dim apart; threshold 0.6 per dim at tau 0.45) pass the 32-dim bound and
+/// fail the 64-dim one, so 64 dims is the prefix that drops them without a second round trip.
+/// MACATTN_CUDA_SCAN=staged|prefix|prefix64|slots|slots64 forces a form (read on every call,
+/// so tests can force each in turn).
 constexpr std::size_t kPrefixScanBytes = std::size_t(8) << 20;
-int scan_prefix_dims(std::size_t ring_bytes);
+/// Rows (slots x heads) one block of scan_slots takes (so the slot form needs hq <= this): 40 KB
+/// of staged prefixes at 64 dims, bf16, plus the heads' queries (18 KB for 32 heads of 128).
+constexpr int kSlotScanRows = 256;
+ScanForm scan_form(std::size_t ring_bytes, int hq);
 
 
 /// Streaming multiprocessors of the current device (132 when it cannot be read).

@@ -23,6 +23,7 @@ namespace detail {
 namespace {
 
 constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
+constexpr std::size_t kMaxSlotsSmem = std::size_t(100) << 10;  // else scan_prefix (two blocks per SM at least)
 
 // Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block: with
 // PrefixDims (32 or 64), candidates [blockIdx.x * kPrefixCandidates, +kPrefixCandidates) by
@@ -55,6 +56,30 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
+  stamp(prof, 1);
+}
+
+// The slot-major scan (scan_slots): block x takes candidates [x * slots, +slots) of every head
+// of sequence blockIdx.y. Otherwise as mac_scan_kernel.
+template <int D, typename RT, int PrefixDims>
+__global__ void __launch_bounds__(kScanThreads) mac_scan_slots_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
+                                                                      RingArgs ring, MacArgs mac, int hq, int slots,
+                                                                      float bound, unsigned long long* best,
+                                                                      std::uint8_t* stale_flags, BlockStamps prof) {
+  extern __shared__ __align__(16) char scan_smem[];
+  grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
+  allow_dependents();
+  stamp(prof, 0);
+  const int b = blockIdx.y;
+  const long long t = seq_len(kv, b) - 1;
+  const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
+  if (blockIdx.x == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
+  if (t < mac.min_context) return;
+  const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, 0, t, stale);
+  const int c0 = blockIdx.x * slots;
+  if (c0 >= rows.n) return;  // uniform: no candidates here
+  scan_slots<D, RT, kScanThreads, PrefixDims>(scan_smem, q_pre, q_dtype, static_cast<std::size_t>(b) * hq * D, rows,
+                                              hq, c0, slots, bound, best + static_cast<std::size_t>(b) * hq);
   stamp(prof, 1);
 }
 
@@ -329,17 +354,17 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
 
   // Rows that cannot be hits are dropped after their first dims unless the caller reads the
   // best row of a miss (per-head stats with config.report_miss_matches), as on the CPU. Large
-  // scans with a bound then load only those first dims of each row (scan_prefix); small ones,
-  // and scans without a bound, stream whole rows (scan_staged: one round trip less for the rows
-  // that survive).
+  // scans with a bound then load only the first 64 dims of each row, every head of a run of
+  // slots per block (scan_slots; one head per block, scan_prefix, where the heads' queries do not
+  // fit a block's shared memory); small ones, and scans without a bound, stream whole rows
+  // (scan_staged: one round trip less for the rows that survive). scan_form() says which.
   const float bound = head_stats && config.report_miss_matches ? __builtin_huge_valf() : mac.threshold;
   const std::size_t ring_bytes = static_cast<std::size_t>(kv.batch_size) * hq * config.window * d *
                                  dtype_bytes(rings.ring_dtype);
-  const int prefix_dims = bound < __builtin_huge_valf() ? scan_prefix_dims(ring_bytes) : 0;
-  const bool prefix = prefix_dims > 0;
+  const ScanForm form = bound < __builtin_huge_valf() ? scan_form(ring_bytes, hq) : ScanForm{};
   const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
   int per = 1;
-  if (prefix) {
+  if (form.dims > 0) {
     per = kPrefixCandidates / kScanSlots;
   } else {
     // A block takes `per` consecutive tiles of a head (double-buffered in shared memory); `per`
@@ -350,7 +375,21 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
   }
   const dim3 scan_grid(static_cast<unsigned>((scan_tiles + per - 1) / per), hq, kv.batch_size);
+  const int slots = kSlotScanRows / hq;  // >= 1 when form.slots
+  const dim3 slots_grid(static_cast<unsigned>((config.window + slots - 1) / slots), kv.batch_size);
   auto launch_scan = [&]<int D, typename RT, int PD>() {
+    if constexpr (PD > 0) {
+      const std::size_t bytes = slots_smem_bytes<D, RT, PD>(hq);
+      if (form.slots && bytes <= kMaxSlotsSmem) {
+        auto kernel = mac_scan_slots_kernel<D, RT, PD>;
+        allow_smem(kernel, bytes);
+        launch_pdl("mac_scan_slots_kernel", kernel, slots_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd,
+                   ring, mac, hq, slots, bound, ws.best, ws.seq_flags,
+                   prof.kernel(PD == 64 ? "mac_scan_slots_kernel (64)" : "mac_scan_slots_kernel (32)", slots_grid,
+                               {"scan"}));
+        return;
+      }
+    }
     auto kernel = mac_scan_kernel<D, RT, PD>;
     constexpr std::size_t bytes = PD > 0 ? prefix_smem_bytes<D, RT, PD>() : staged_smem_bytes<D, RT>();
     constexpr const char* name = PD == 64 ? "mac_scan_kernel (prefix64)"
@@ -361,8 +400,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
                per, bound, ws.best, ws.seq_flags, prof.kernel(name, scan_grid, {"scan"}));
   };
   auto launch_scan_pd = [&]<int D, typename RT>() {
-    if (prefix_dims == 64) launch_scan.template operator()<D, RT, 64>();
-    else if (prefix_dims == 32) launch_scan.template operator()<D, RT, 32>();
+    if (form.dims == 64) launch_scan.template operator()<D, RT, 64>();
+    else if (form.dims == 32) launch_scan.template operator()<D, RT, 32>();
     else launch_scan.template operator()<D, RT, 0>();
   };
   auto launch_scan_d = [&]<typename RT>() {

@@ -120,14 +120,17 @@ int stages_override() {
   return v;
 }
 
-int scan_prefix_dims(std::size_t ring_bytes) {
-  // Read on every call (a getenv per decode call), so tests can force each form in turn.
+ScanForm scan_form(std::size_t ring_bytes, int hq) {
+  const bool slots_fit = hq <= kSlotScanRows;  // a slot's rows fit one block
   if (const char* env = std::getenv("MACATTN_CUDA_SCAN")) {
-    if (std::strcmp(env, "prefix") == 0) return 32;
-    if (std::strcmp(env, "prefix64") == 0) return 64;
-    if (std::strcmp(env, "staged") == 0) return 0;
+    if (std::strcmp(env, "prefix") == 0) return {32, false};
+    if (std::strcmp(env, "prefix64") == 0) return {64, false};
+    if (std::strcmp(env, "slots") == 0) return {32, slots_fit};
+    if (std::strcmp(env, "slots64") == 0) return {64, slots_fit};
+    if (std::strcmp(env, "staged") == 0) return {0, false};
   }
-  return ring_bytes >= kPrefixScanBytes ? 32 : 0;
+  if (ring_bytes < kPrefixScanBytes) return {0, false};
+  return {64, slots_fit};
 }
 
 void validate_query(const char* fn, const char* name, const void* data, DType dtype) {

@@ -470,6 +470,29 @@ TEST_P(CudaBackend, MacDecodePrefix64ScanWithoutStats) {
   run_mac_session(GetParam(), cfg, 10, false, true, false, "prefix64");
 }
 
+// The slot-major scan (scan_slots: every head of a run of slots per block, the default for
+// large scans): 64 dims, then 32, with a stale ring midway and the last block of slots partly
+// empty; with terse stats; in a graph.
+TEST_P(CudaBackend, MacDecodeSlotsScanWithoutStats) {
+  SKIP_WITHOUT_GPU();
+  MacConfig cfg = small_config(3);
+  cfg.window = 600;
+  run_mac_session(GetParam(), cfg, 10, false, true, false, "slots64");
+}
+
+TEST_P(CudaBackend, MacDecodeSlots32TerseStats) {
+  SKIP_WITHOUT_GPU();
+  MacConfig cfg = small_config(0);
+  cfg.window = 100;
+  cfg.report_miss_matches = false;
+  run_mac_session(GetParam(), cfg, 10, false, true, true, "slots");
+}
+
+TEST_P(CudaBackend, MacDecodeSlotsScanInCudaGraph) {
+  SKIP_WITHOUT_GPU();
+  run_mac_session(GetParam(), small_config(0), 12, true, false, false, "slots64");
+}
+
 TEST_P(CudaBackend, MacDecodePrefixScanInCudaGraph) {
   SKIP_WITHOUT_GPU();
   run_mac_session(GetParam(), small_config(0), 16, true, false, false, "prefix");
