@@ -104,6 +104,9 @@ class Workspace {
     std::int64_t capacity_heads = 0;
     std::int32_t capacity_batch = 0;
     std::int32_t head_dim = 0;
+    void* side_stream = nullptr;  ///< cudaStream_t: MAC's complete kernel beside the scan (MACATTN_CUDA_COMPLETE=side)
+    void* fork_event = nullptr;   ///< cudaEvent_t: the side stream waits for the caller's stream
+    void* join_event = nullptr;   ///< cudaEvent_t: the caller's stream waits for the side stream
   };
   const Buffers& buffers() const { return buffers_; }
 

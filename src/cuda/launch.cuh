@@ -125,27 +125,21 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
   check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...), name);
 }
 
-/// Which form MAC's match scan takes (mac_scan.cuh) when its bound is finite: whole rows
-/// through shared memory (dims 0: scan_staged), or only the first `dims` (32 or 64) of each row
-/// with the rest for the rows that survive the bound, one head per block (scan_prefix) or every
-/// head of a run of slots per block (slots: scan_slots, contiguous reads).
-struct ScanForm {
-  int dims = 0;
-  bool slots = false;
-};
+/// Whether MAC's complete state (sinks + tail, which no decision changes) is computed by its own
+/// kernel on the workspace's side stream, beside the scan and the amend kernel (MACATTN_CUDA_COMPLETE=side),
+/// instead of by the amend kernel's blocks with the least amend work (=attend, the default).
+/// Read on every call.
+bool side_complete();
 
-/// The form for a scan of `ring_bytes` (every head's rows) of hq heads: from kPrefixScanBytes up,
-/// where the bytes saved outweigh the extra round trip of the rows that survive, the first 64
-/// dims (the whole row at D = 64) slot-major, else whole rows. Rows of unrelated
-/// queries (about 2 per dim apart; threshold 0.6 per dim at tau 0.45) pass the 32-dim bound and
-/// fail the 64-dim one, so 64 dims is the prefix that drops them without a second round trip.
-/// MACATTN_CUDA_SCAN=staged|prefix|prefix64|slots|slots64 forces a form (read on every call,
-/// so tests can force each in turn).
+/// How many first dims of each row MAC's match scan loads (scan_prefix in mac_scan.cuh; 0 =
+/// whole rows, scan_staged) for a scan of `ring_bytes` (every head's rows) with a finite bound:
+/// 64 from kPrefixScanBytes up, where the bytes saved outweigh the extra round trip of the rows
+/// that survive, else 0. Rows of unrelated queries (about 2 per dim apart; threshold 0.6 per
+/// dim at tau 0.45) pass the bound after 32 dims and fail it after 64, so 64 drops them without
+/// a second round trip (the CPU checks both bounds too). MACATTN_CUDA_SCAN=staged|prefix|prefix64
+/// forces 0, 32 or 64 (read on every call, so tests can force each form in turn).
 constexpr std::size_t kPrefixScanBytes = std::size_t(8) << 20;
-/// Rows (slots x heads) one block of scan_slots takes (so the slot form needs hq <= this): 40 KB
-/// of staged prefixes at 64 dims, bf16, plus the heads' queries (18 KB for 32 heads of 128).
-constexpr int kSlotScanRows = 256;
-ScanForm scan_form(std::size_t ring_bytes, int hq);
+int scan_prefix_dims(std::size_t ring_bytes);
 
 
 /// Streaming multiprocessors of the current device (132 when it cannot be read).

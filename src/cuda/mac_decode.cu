@@ -23,7 +23,6 @@ namespace detail {
 namespace {
 
 constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
-constexpr std::size_t kMaxSlotsSmem = std::size_t(100) << 10;  // else scan_prefix (two blocks per SM at least)
 
 // Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block: with
 // PrefixDims (32 or 64), candidates [blockIdx.x * kPrefixCandidates, +kPrefixCandidates) by
@@ -59,36 +58,12 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   stamp(prof, 1);
 }
 
-// The slot-major scan (scan_slots): block x takes candidates [x * slots, +slots) of every head
-// of sequence blockIdx.y. Otherwise as mac_scan_kernel.
-template <int D, typename RT, int PrefixDims>
-__global__ void __launch_bounds__(kScanThreads) mac_scan_slots_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
-                                                                      RingArgs ring, MacArgs mac, int hq, int slots,
-                                                                      float bound, unsigned long long* best,
-                                                                      std::uint8_t* stale_flags, BlockStamps prof) {
-  extern __shared__ __align__(16) char scan_smem[];
-  grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
-  allow_dependents();
-  stamp(prof, 0);
-  const int b = blockIdx.y;
-  const long long t = seq_len(kv, b) - 1;
-  const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
-  if (blockIdx.x == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
-  if (t < mac.min_context) return;
-  const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, 0, t, stale);
-  const int c0 = blockIdx.x * slots;
-  if (c0 >= rows.n) return;  // uniform: no candidates here
-  scan_slots<D, RT, kScanThreads, PrefixDims>(scan_smem, q_pre, q_dtype, static_cast<std::size_t>(b) * hq * D, rows,
-                                              hq, c0, slots, bound, best + static_cast<std::size_t>(b) * hq);
-  stamp(prof, 1);
-}
-
 template <int D, int NS, typename T>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype, RingArgs ring,
                                                               MacArgs mac, int hq, int group, int splits, float scale,
                                                               const unsigned long long* best,
                                                               const std::uint8_t* stale_flags, float* part_o,
-                                                              float* part_lse, BlockStamps prof) {
+                                                              float* part_lse, bool side_complete, BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
@@ -158,7 +133,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   // Complete parts owned by this block: part j of the tail [E(t), t+1); part 0 also the sinks.
   // Consecutive parts owned by the block are one run over their union (its state is written
   // as the first part's partial, the others' as empty): the finish merges them all anyway.
-  for (int ja = 0; ja < kCompleteSplits;) {
+  for (int ja = side_complete ? kCompleteSplits : 0; ja < kCompleteSplits;) {  // side: mac_complete_kernel's
     if (complete_owner(ja, splits, lo, new_end) != split) {
       ++ja;
       continue;
@@ -188,6 +163,57 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     __syncthreads();
     stamp(prof, 5);
   }
+}
+
+// MAC's complete state on its own (MACATTN_CUDA_COMPLETE=side; grid kCompleteSplits x Hkv x B,
+// launched on the workspace's side stream beside the scan and the attend kernel): part j of the
+// tail [E(t), t+1), part 0 also the sinks [0, min(F, E(t))), as partial splits + j of every
+// row of the group. No decision changes these keys: a hit needs E(m) >= F, so its sinks
+// [0, min(F, E(m))) are [0, F) = [0, min(F, E(t))), and a miss's (or a stale ring's) start is
+// min(F, E(t)) itself.
+template <int D, int NS, typename T>
+__global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kernel(PagedKVArgs kv, const void* q,
+                                                                                   int q_dtype, MacArgs mac, int hq,
+                                                                                   int group, int splits, float scale,
+                                                                                   float* part_o, float* part_lse,
+                                                                                   BlockStamps prof) {
+  extern __shared__ __align__(128) char smem[];
+  using Tile = AttendTile<D, NS, T>;
+  __shared__ const void* q_rows[kRows];
+  grid_dependency_wait();
+  allow_dependents();
+  stamp(prof, 0);
+  const int j = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
+  const long long t = seq_len(kv, b) - 1;
+  const long long new_end = entry_end_dev(t, mac.rect);
+  const long long sink_end = new_end < mac.sinks ? new_end : mac.sinks;
+  const std::size_t esize = q_dtype == kF32 ? 4 : 2;
+  const int parts = splits + kCompleteSplits;
+  if (threadIdx.x < kRows) {
+    const int r = threadIdx.x;
+    q_rows[r] = r < group ? static_cast<const char*>(q) + (static_cast<std::size_t>(b) * hq + g * group + r) * D * esize
+                          : nullptr;
+    Tile::row_keys(smem)[r] = r < group ? RowKeys{0, sink_end, new_end, t + 1} : RowKeys{0, 0, 0, 0};
+  }
+  __syncthreads();
+  stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
+  long long a, z;
+  split_range(new_end, t + 1, kCompleteSplits, j, &a, &z);
+  const KeySpans cs{0, j == 0 ? sink_end : 0, a, z};
+  const bool work = cs.count() > 0;
+  if (work) {
+    __syncthreads();  // query tile written
+    Tile::run(smem, kv, b, g, cs, scale, group);
+  }
+  const float* mo = Tile::merged_o(smem);
+  const float* ml = Tile::merged_lse(smem);
+  for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
+    const int r = idx / D, i = idx % D;
+    const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * parts + splits + j;
+    if (work) part_o[row * D + i] = mo[r * D + i];  // an empty partial's o is never read
+    if (i == 0) part_lse[row] = work ? ml[r] : -__int_as_float(0x7f800000);
+  }
+  stamp(prof, 1);
 }
 
 // One block per query head, blockDim = head_dim (thread i owns element i). The work is laid
@@ -354,17 +380,16 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
 
   // Rows that cannot be hits are dropped after their first dims unless the caller reads the
   // best row of a miss (per-head stats with config.report_miss_matches), as on the CPU. Large
-  // scans with a bound then load only the first 64 dims of each row, every head of a run of
-  // slots per block (scan_slots; one head per block, scan_prefix, where the heads' queries do not
-  // fit a block's shared memory); small ones, and scans without a bound, stream whole rows
-  // (scan_staged: one round trip less for the rows that survive). scan_form() says which.
+  // scans with a bound then load only the first 64 dims of each row (scan_prefix); small ones,
+  // and scans without a bound, stream whole rows (scan_staged: one round trip less for the rows
+  // that survive). scan_prefix_dims() says which.
   const float bound = head_stats && config.report_miss_matches ? __builtin_huge_valf() : mac.threshold;
   const std::size_t ring_bytes = static_cast<std::size_t>(kv.batch_size) * hq * config.window * d *
                                  dtype_bytes(rings.ring_dtype);
-  const ScanForm form = bound < __builtin_huge_valf() ? scan_form(ring_bytes, hq) : ScanForm{};
+  const int prefix_dims = bound < __builtin_huge_valf() ? scan_prefix_dims(ring_bytes) : 0;
   const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
   int per = 1;
-  if (form.dims > 0) {
+  if (prefix_dims > 0) {
     per = kPrefixCandidates / kScanSlots;
   } else {
     // A block takes `per` consecutive tiles of a head (double-buffered in shared memory); `per`
@@ -375,21 +400,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
   }
   const dim3 scan_grid(static_cast<unsigned>((scan_tiles + per - 1) / per), hq, kv.batch_size);
-  const int slots = kSlotScanRows / hq;  // >= 1 when form.slots
-  const dim3 slots_grid(static_cast<unsigned>((config.window + slots - 1) / slots), kv.batch_size);
   auto launch_scan = [&]<int D, typename RT, int PD>() {
-    if constexpr (PD > 0) {
-      const std::size_t bytes = slots_smem_bytes<D, RT, PD>(hq);
-      if (form.slots && bytes <= kMaxSlotsSmem) {
-        auto kernel = mac_scan_slots_kernel<D, RT, PD>;
-        allow_smem(kernel, bytes);
-        launch_pdl("mac_scan_slots_kernel", kernel, slots_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd,
-                   ring, mac, hq, slots, bound, ws.best, ws.seq_flags,
-                   prof.kernel(PD == 64 ? "mac_scan_slots_kernel (64)" : "mac_scan_slots_kernel (32)", slots_grid,
-                               {"scan"}));
-        return;
-      }
-    }
     auto kernel = mac_scan_kernel<D, RT, PD>;
     constexpr std::size_t bytes = PD > 0 ? prefix_smem_bytes<D, RT, PD>() : staged_smem_bytes<D, RT>();
     constexpr const char* name = PD == 64 ? "mac_scan_kernel (prefix64)"
@@ -400,8 +411,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
                per, bound, ws.best, ws.seq_flags, prof.kernel(name, scan_grid, {"scan"}));
   };
   auto launch_scan_pd = [&]<int D, typename RT>() {
-    if (form.dims == 64) launch_scan.template operator()<D, RT, 64>();
-    else if (form.dims == 32) launch_scan.template operator()<D, RT, 32>();
+    if (prefix_dims == 64) launch_scan.template operator()<D, RT, 64>();
+    else if (prefix_dims == 32) launch_scan.template operator()<D, RT, 32>();
     else launch_scan.template operator()<D, RT, 0>();
   };
   auto launch_scan_d = [&]<typename RT>() {
@@ -409,19 +420,38 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     else if (d == 128) launch_scan_pd.template operator()<128, RT>();
     else launch_scan_pd.template operator()<256, RT>();
   };
+  const float scale = shape.scale();
+  // MACATTN_CUDA_COMPLETE=side: the complete kernel on the side stream, forked from `s` here and
+  // joined before the finish kernel (a fork/join that stream capture records as graph edges).
+  const bool side = side_complete();
+  auto side_stream = static_cast<cudaStream_t>(ws.side_stream);
+  if (side) {
+    check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.fork_event), s), "cudaEventRecord (fork)");
+    check_cuda(cudaStreamWaitEvent(side_stream, static_cast<cudaEvent_t>(ws.fork_event), 0), "cudaStreamWaitEvent (fork)");
+    dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
+      auto kernel = mac_complete_kernel<D, NS, T>;
+      constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
+      allow_smem(kernel, bytes);
+      const dim3 grid(kCompleteSplits, hkv, kv.batch_size);
+      launch_pdl("mac_complete_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd, mac,
+                 hq, group, splits, scale, ws.part_o, ws.part_lse, prof.kernel("mac_complete_kernel", grid, {"complete"}));
+    });
+    check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.join_event), side_stream), "cudaEventRecord (join)");
+  }
   if (rings.ring_dtype == DType::bf16) launch_scan_d.template operator()<__nv_bfloat16>();
   else if (rings.ring_dtype == DType::f16) launch_scan_d.template operator()<__half>();
   else launch_scan_d.template operator()<float>();
-  const float scale = shape.scale();
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = mac_attend_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
     const dim3 grid(splits, hkv, kv.batch_size);
     launch_pdl("mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, ring, mac, hq, group,
-               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse,
+               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
                prof.kernel("mac_attend_kernel", grid, {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
+  if (side)
+    check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
   const dim3 finish_grid(static_cast<unsigned>(heads));
   launch_pdl("mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_pre.data, out.data, qd, lse, ring,
              mac, hq, d, splits, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats,

@@ -1,14 +1,12 @@
 // src/cuda/mac_scan.cuh: MAC's match scan of one head over a run of its ring's candidates
-// (mac_decode.cu's scan kernels), in three forms:
+// (mac_decode.cu's scan kernel), in two forms:
 //   - scan_staged: whole rows stream into shared memory by cp.async, two 64-row tiles in flight;
 //   - scan_prefix: the first kPruneDims dims of 512 candidates stream into shared memory at
 //     once (cp.async: no registers held per load, so a whole large scan is in flight in one
 //     wave), and only rows whose partial distance stays under the bound load the rest. A row
 //     that cannot be a hit then costs 64 of its 256 bytes (D = 128, bf16), so a large scan
-//     reads a quarter of the ring (64 dims, MACATTN_CUDA_SCAN=prefix64: a second bound there);
-//   - scan_slots: the same prefix idea, but a block takes every head of a run of ring slots, so
-//     its copies read contiguous memory (the default for large scans with a finite bound;
-//     launch.cuh's scan_form says which form runs).
+//     reads a quarter of the ring; with 64 dims (the default for large scans: scan_prefix_dims
+//     in launch.cuh) a second bound there, and half the ring.
 // Distances in core/distance.hpp's fixed fp32 order, so decisions are bit-identical to the CPU:
 // half-warp per candidate, lane l owning dims l, l+16, ..., fused multiply-adds in that order,
 // then the pairwise lane reduction. Every prefix of whole 16-dim chunks reduced the same way is
@@ -280,125 +278,6 @@ __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], 
     }
   }
   return block_min<Threads>(mine);
-}
-
-/// Bytes between two staged rows in scan_slots: the prefix plus 32, so the two half-warps of a
-/// warp (consecutive rows, each reading 32 bytes at a time) read disjoint banks.
-template <int D, typename RT, int PD> __host__ __device__ constexpr int slots_row_bytes() {
-  return (PD < D ? PD : D) * static_cast<int>(sizeof(RT)) + 32;
-}
-
-/// Floats between two heads' queries in scan_slots' shared memory (the same bank argument).
-template <int D> __host__ __device__ constexpr int slots_q_stride() { return D + 16; }
-
-/// Shared memory scan_slots needs for hq heads: kSlotScanRows staged prefixes, every head's
-/// query (fp32) and every head's packed minimum.
-template <int D, typename RT, int PD> __host__ __device__ constexpr std::size_t slots_smem_bytes(int hq) {
-  return static_cast<std::size_t>(kSlotScanRows) * slots_row_bytes<D, RT, PD>() +
-         static_cast<std::size_t>(hq) * slots_q_stride<D>() * 4 + static_cast<std::size_t>(hq) * 8;
-}
-
-/// The slot-major form of scan_prefix: candidates [c0, c0 + slots) of EVERY head of one
-/// sequence (rows = slots x hq <= kSlotScanRows). A ring slot's hq rows are contiguous (the
-/// layout is [B, W, Hq, D]), so the block's copies read the first PD dims of each row of
-/// contiguous 8 KB stretches (Llama-3-8B's shape), where the per-head form reads 64 or 128
-/// bytes of every 8 KB: HBM pages opened for a sliver each. Same arithmetic and bounds as
-/// scan_prefix (the first 32 dims, then PD; survivors load the rest from global memory, four
-/// at a time); each head's minimum is kept in shared memory and folded into best[h] (the
-/// sequence's row of the scan minima) by one atomicMin per head. `rows` are head 0's
-/// (head h's row of slot s is rows.row(c) + h * D). Every thread of the block calls it.
-template <int D, typename RT, int Threads, int PD>
-__device__ void scan_slots(char* smem, const void* q_pre, int q_dtype, std::size_t q_base, const ScanRows<RT>& rows,
-                           int hq, int c0, int slots, float bound, unsigned long long* best) {
-  constexpr int kDims = D / 16, kHalves = Threads / 16, kPrefix = (PD < D ? PD : D) / 16;
-  constexpr int kChunks = kPrefix * 16 * static_cast<int>(sizeof(RT)) / 16;
-  constexpr int kStride = slots_row_bytes<D, RT, PD>(), kQStride = slots_q_stride<D>();
-  constexpr int kFirst = kPruneDims / 16;
-  static_assert((PD == 32 || PD == 64) && kPrefix >= kFirst, "a prefix of 32 or 64 dims");
-  static_assert(kSlotScanRows % kHalves == 0 && kSlotScanRows / kHalves <= 32, "one mask bit per row of a half");
-  float* sq = reinterpret_cast<float*>(smem + kSlotScanRows * kStride);
-  unsigned long long* smin = reinterpret_cast<unsigned long long*>(sq + hq * kQStride);
-  const int n_slots = min(slots, rows.n - c0);  // > 0: the caller returns before for empty blocks
-  const int nr = n_slots * hq;
-  // Copies first (the rows of a slot are one contiguous stretch), then the queries and the
-  // minima while they land.
-  for (int idx = threadIdx.x; idx < nr * kChunks; idx += Threads) {
-    const int r = idx / kChunks, ch = idx % kChunks, sl = r / hq, h = r - sl * hq;
-    const bool valid = !rows.stale;
-    const char* src = reinterpret_cast<const char*>(valid ? rows.row(c0 + sl) + h * D : rows.base) + ch * 16;
-    cp_async_16(smem + r * kStride + ch * 16, src, valid);
-  }
-  cp_async_commit();
-  for (int i = threadIdx.x; i < hq * D; i += Threads) {
-    const int h = i / D, e = i - h * D;
-    sq[h * kQStride + e] = load_float(q_pre, q_dtype, q_base + i);
-  }
-  for (int h = threadIdx.x; h < hq; h += Threads) smin[h] = kNoMatch;
-  cp_async_wait<0>();
-  __syncthreads();
-  const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
-  const int per_half = (nr + kHalves - 1) / kHalves;  // the same in every thread: the shuffles need whole warps
-  // Row i of this half-warp: block row half + i * kHalves (slot r / hq, head r % hq).
-  auto dist = [&](int r, int k0, int k1, float acc) {
-    const int h = r % hq;
-    const float* q = sq + h * kQStride + lane;
-    const RT* row = reinterpret_cast<const RT*>(smem + r * kStride);
-#pragma unroll
-    for (int k = 0; k < kPrefix; ++k) {
-      if (k < k0 || k >= k1) continue;
-      const float diff = __fsub_rn(q[k * 16], ring_float(row[lane + k * 16]));
-      acc = __fmaf_rn(diff, diff, acc);
-    }
-    return acc;
-  };
-  unsigned keep = 0;  // bit i: row i of this half is real and under the bound after PD dims
-#pragma unroll 4
-  for (int i = 0; i < per_half; ++i) {
-    const int r = half + i * kHalves;
-    const float first = dist(r, 0, kFirst, 0.f);
-    bool under = under_bound(first, bound);  // every lane: it shuffles
-    if constexpr (kPrefix > kFirst) {
-      const bool under2 = under_bound(dist(r, kFirst, kPrefix, first), bound);  // every lane, no short circuit
-      under = under && under2;
-    }
-    if (under && r < nr) keep |= 1u << i;
-  }
-  if (__any_sync(0xffffffffu, keep != 0)) {
-    for (int i0 = 0; i0 < per_half; i0 += kPrefixRestGroup) {
-      const unsigned group_keep = (keep >> i0) & ((1u << kPrefixRestGroup) - 1);
-      if (!__any_sync(0xffffffffu, group_keep != 0)) continue;
-      constexpr int kRest = kDims - kPrefix;
-      [[maybe_unused]] const RT zero = RT(0.f);
-      RT xr[kPrefixRestGroup][kRest > 0 ? kRest : 1];
-      if constexpr (kRest > 0) {
-#pragma unroll
-        for (int u = 0; u < kPrefixRestGroup; ++u) {
-          const int r = half + (i0 + u) * kHalves;
-          const bool load = ((group_keep >> u) & 1) && !rows.stale;
-          const RT* row = load ? rows.row(c0 + r / hq) + (r % hq) * D : rows.base;
-#pragma unroll
-          for (int k = kPrefix; k < kDims; ++k) xr[u][k - kPrefix] = load ? row[lane + k * 16] : zero;
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kPrefixRestGroup; ++u) {
-        const int r = half + (i0 + u) * kHalves;
-        float a = dist(r, 0, kPrefix, 0.f);  // r < kSlotScanRows: per_half <= kSlotScanRows / kHalves
-        const float* q = sq + (r % hq) * kQStride + lane;
-#pragma unroll
-        for (int k = kPrefix; k < kDims; ++k) {
-          const float diff = __fsub_rn(q[k * 16], ring_float(xr[u][k - kPrefix]));
-          a = __fmaf_rn(diff, diff, a);
-        }
-        a = reduce_half_lanes(a);
-        if (((group_keep >> u) & 1) && lane == 0 && a < bound)
-          atomicMin(smin + r % hq, pack_match(a, static_cast<unsigned>(c0 + r / hq)));
-      }
-    }
-  }
-  __syncthreads();
-  for (int h = threadIdx.x; h < hq; h += Threads)
-    if (smin[h] != kNoMatch) atomicMin(best + h, smin[h]);
 }
 
 }  // namespace macattn::cuda::detail

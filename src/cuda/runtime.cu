@@ -120,17 +120,18 @@ int stages_override() {
   return v;
 }
 
-ScanForm scan_form(std::size_t ring_bytes, int hq) {
-  const bool slots_fit = hq <= kSlotScanRows;  // a slot's rows fit one block
+bool side_complete() {
+  const char* env = std::getenv("MACATTN_CUDA_COMPLETE");
+  return env != nullptr && std::strcmp(env, "side") == 0;
+}
+
+int scan_prefix_dims(std::size_t ring_bytes) {
   if (const char* env = std::getenv("MACATTN_CUDA_SCAN")) {
-    if (std::strcmp(env, "prefix") == 0) return {32, false};
-    if (std::strcmp(env, "prefix64") == 0) return {64, false};
-    if (std::strcmp(env, "slots") == 0) return {32, slots_fit};
-    if (std::strcmp(env, "slots64") == 0) return {64, slots_fit};
-    if (std::strcmp(env, "staged") == 0) return {0, false};
+    if (std::strcmp(env, "prefix") == 0) return 32;
+    if (std::strcmp(env, "prefix64") == 0) return 64;
+    if (std::strcmp(env, "staged") == 0) return 0;
   }
-  if (ring_bytes < kPrefixScanBytes) return {0, false};
-  return {64, slots_fit};
+  return ring_bytes >= kPrefixScanBytes ? 64 : 0;
 }
 
 void validate_query(const char* fn, const char* name, const void* data, DType dtype) {
@@ -226,6 +227,9 @@ __global__ void rings_reset_kernel(RingArgs ring, std::size_t elems, std::size_t
 Workspace::~Workspace() { release(); }
 
 void Workspace::release() {
+  if (buffers_.side_stream) cudaStreamDestroy(static_cast<cudaStream_t>(buffers_.side_stream));
+  if (buffers_.fork_event) cudaEventDestroy(static_cast<cudaEvent_t>(buffers_.fork_event));
+  if (buffers_.join_event) cudaEventDestroy(static_cast<cudaEvent_t>(buffers_.join_event));
   cudaFree(buffers_.part_o);
   cudaFree(buffers_.part_lse);
   cudaFree(buffers_.best);
@@ -274,7 +278,20 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   buffers_.best = n.best;
   alloc(reinterpret_cast<void**>(&n.seq_flags), static_cast<std::size_t>(n.capacity_batch));
   buffers_.seq_flags = n.seq_flags;
+  // A stream and two events for MAC's side kernel (fork/join: capturable in a CUDA graph).
+  cudaStream_t side = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+  const cudaError_t se = cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking);
+  const cudaError_t fe = se == cudaSuccess ? cudaEventCreateWithFlags(&fork, cudaEventDisableTiming) : se;
+  const cudaError_t je = fe == cudaSuccess ? cudaEventCreateWithFlags(&join, cudaEventDisableTiming) : fe;
+  n.side_stream = side;
+  n.fork_event = fork;
+  n.join_event = join;
   buffers_ = n;
+  if (je != cudaSuccess) {
+    release();
+    fail(fn, ": creating the side stream and its events failed: ", cudaGetErrorString(je));
+  }
   fill_u64_kernel<<<64, 256>>>(n.best, static_cast<std::size_t>(n.capacity_heads), ~0ull);
   MACATTN_CUDA_CHECK_LAUNCH("fill_u64_kernel");
   MACATTN_CUDA_CHECK(cudaDeviceSynchronize());

@@ -461,7 +461,7 @@ TEST_P(CudaBackend, MacDecodeTerseStatsPrefix) {
   run_mac_session(GetParam(), cfg, 10, false, true, true, "prefix");
 }
 
-// The experimental 64-dim prefix (MACATTN_CUDA_SCAN=prefix64: a second bound after 64 dims;
+// The 64-dim prefix (the default for large scans; forced here: a second bound after 64 dims;
 // at D = 64 the whole row is the prefix).
 TEST_P(CudaBackend, MacDecodePrefix64ScanWithoutStats) {
   SKIP_WITHOUT_GPU();
@@ -470,27 +470,21 @@ TEST_P(CudaBackend, MacDecodePrefix64ScanWithoutStats) {
   run_mac_session(GetParam(), cfg, 10, false, true, false, "prefix64");
 }
 
-// The slot-major scan (scan_slots: every head of a run of slots per block, the default for
-// large scans): 64 dims, then 32, with a stale ring midway and the last block of slots partly
-// empty; with terse stats; in a graph.
-TEST_P(CudaBackend, MacDecodeSlotsScanWithoutStats) {
+// The complete state (sinks + tail) by its own kernel on the workspace's side stream
+// (MACATTN_CUDA_COMPLETE=side): with sinks and a stale ring, with stats; and in a graph (the
+// fork/join recorded by stream capture).
+TEST_P(CudaBackend, MacDecodeSideCompleteWithSinks) {
   SKIP_WITHOUT_GPU();
+  const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", "side");
+  run_mac_session(GetParam(), small_config(5), 16, false, true);
+}
+
+TEST_P(CudaBackend, MacDecodeSideCompleteInCudaGraph) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", "side");
   MacConfig cfg = small_config(3);
   cfg.window = 600;
-  run_mac_session(GetParam(), cfg, 10, false, true, false, "slots64");
-}
-
-TEST_P(CudaBackend, MacDecodeSlots32TerseStats) {
-  SKIP_WITHOUT_GPU();
-  MacConfig cfg = small_config(0);
-  cfg.window = 100;
-  cfg.report_miss_matches = false;
-  run_mac_session(GetParam(), cfg, 10, false, true, true, "slots");
-}
-
-TEST_P(CudaBackend, MacDecodeSlotsScanInCudaGraph) {
-  SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(0), 12, true, false, false, "slots64");
+  run_mac_session(GetParam(), cfg, 12, true, false, false, "prefix64");
 }
 
 TEST_P(CudaBackend, MacDecodePrefixScanInCudaGraph) {
