@@ -126,10 +126,14 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
 }
 
 /// Whether MAC's complete state (sinks + tail, which no decision changes) is computed by its own
-/// kernel on the workspace's side stream, beside the scan and the amend kernel (MACATTN_CUDA_COMPLETE=side),
-/// instead of by the amend kernel's blocks with the least amend work (=attend, the default).
-/// Read on every call.
-bool side_complete();
+/// kernel of `complete_blocks` blocks on the workspace's side stream, beside the scan and the
+/// amend kernel, instead of by the amend kernel's blocks with the least amend work: when that
+/// grid is at most one block per multiprocessor. Measured on the H200 (h200.md): at batch 1 the
+/// side kernel takes the tail off the critical path (all-hit 22.9 -> 19.3 us; a miss at 8K
+/// 38.8 -> 29.3 us); at batch 16 its 512 blocks delay the exact splits of a miss step (32K, hit 0:
+/// 504.7 -> 524.6 us) and gain nothing on hits. MACATTN_CUDA_COMPLETE=side|attend forces either
+/// (read on every call).
+bool side_complete(std::int64_t complete_blocks);
 
 /// How many first dims of each row MAC's match scan loads (scan_prefix in mac_scan.cuh; 0 =
 /// whole rows, scan_staged) for a scan of `ring_bytes` (every head's rows) with a finite bound:

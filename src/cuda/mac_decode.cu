@@ -1,4 +1,4 @@
-// src/cuda/mac_decode.cu: MAC decode (MAC_ATTENTION.md §5) in three kernels, every decision
+// src/cuda/mac_decode.cu: MAC decode (MAC_ATTENTION.md §5) in three or four kernels, every decision
 // on the device (no host synchronisation; capturable in a CUDA graph; launch_pdl can launch
 // them with programmatic dependent launch, off by default):
 //   1. scan   (grid slot-tiles x Hq x B): distances of q_pre to the ring's rows in the fixed
@@ -8,7 +8,9 @@
 //      amend state (band [E(m), E(t)) on a hit, the prefix [min(F,E(t)), E(t)) on a miss) over
 //      one split of the group's span, through the same AttendTile as exact decode, so a miss
 //      group costs what exact costs and an all-hit group touches only its bands; the last
-//      blocks also compute the complete state (sinks + tail) in kCompleteSplits parts.
+//      blocks also compute the complete state (sinks + tail) in kCompleteSplits parts, unless
+//   2b. complete (grid kCompleteSplits x Hkv x B, small grids: side_complete()) computes them
+//      on a side stream beside 1 and 2: no decision changes the complete state's keys.
 //   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
 //      (wiping a stale ring first), merges the complete state into out, writes stats, and
 //      resets the scan's minimum for the next step.
@@ -165,7 +167,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   }
 }
 
-// MAC's complete state on its own (MACATTN_CUDA_COMPLETE=side; grid kCompleteSplits x Hkv x B,
+// MAC's complete state on its own (when side_complete(); grid kCompleteSplits x Hkv x B,
 // launched on the workspace's side stream beside the scan and the attend kernel): part j of the
 // tail [E(t), t+1), part 0 also the sinks [0, min(F, E(t))), as partial splits + j of every
 // row of the group. No decision changes these keys: a hit needs E(m) >= F, so its sinks
@@ -421,9 +423,9 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     else launch_scan_pd.template operator()<256, RT>();
   };
   const float scale = shape.scale();
-  // MACATTN_CUDA_COMPLETE=side: the complete kernel on the side stream, forked from `s` here and
+  // The complete kernel on the side stream (side_complete() says when), forked from `s` here and
   // joined before the finish kernel (a fork/join that stream capture records as graph edges).
-  const bool side = side_complete();
+  const bool side = side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
   auto side_stream = static_cast<cudaStream_t>(ws.side_stream);
   if (side) {
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.fork_event), s), "cudaEventRecord (fork)");

@@ -41,9 +41,10 @@ template <int D, typename RT> __host__ __device__ constexpr std::size_t staged_s
   return static_cast<std::size_t>(kScanStages) * kScanSlots * staged_row_bytes<D, RT>();
 }
 
-/// Shared memory scan_prefix<..., PD> needs: the first PD dims (at most D) of kPrefixCandidates rows.
+/// Shared memory scan_prefix<..., PD> needs: the first PD dims (at most D) of kPrefixCandidates
+/// rows, each padded by 16 bytes (prefix_row_bytes).
 template <int D, typename RT, int PD> __host__ __device__ constexpr std::size_t prefix_smem_bytes() {
-  return static_cast<std::size_t>(kPrefixCandidates) * (PD < D ? PD : D) * sizeof(RT);
+  return static_cast<std::size_t>(kPrefixCandidates) * ((PD < D ? PD : D) * sizeof(RT) + 16);
 }
 
 /// One head's candidates: n rows, candidate c in ring slot slot0 + c (mod W), row of slot s at
@@ -196,25 +197,71 @@ __device__ unsigned long long scan_staged(char* smem, const float (&q)[D / 16], 
   return block_min<Threads>(mine);
 }
 
-/// Scans candidates [c0, c0 + kPrefixCandidates) with a finite bound: their first PD dims (32,
-/// or 64 for MACATTN_CUDA_SCAN=prefix64) land in shared memory (prefix_smem_bytes) by cp.async,
-/// all at once; each half-warp then reduces one candidate's partial at a time (lane l: dims l,
-/// l+16, ...), checks the bound after 32 dims and, with PD = 64, again after 64 (rows of
-/// unrelated queries, about 2 per dim apart, mostly pass the first and fail the second: the CPU
-/// scan checks both), and the rows still under it load the rest straight from global memory,
-/// kPrefixRestGroup at a time (a hit is one such row per head). Returns the packed minimum in
-/// every thread; every thread of the block calls it (it synchronises).
+/// Bytes between two staged prefixes in scan_prefix: the prefix plus 16, so the 16-byte reads
+/// of eight consecutive threads (one candidate each) fall in distinct banks.
+template <int D, typename RT, int PD> __host__ __device__ constexpr int prefix_row_bytes() {
+  return (PD < D ? PD : D) * static_cast<int>(sizeof(RT)) + 16;
+}
+
+/// The 16 / sizeof(RT) ring elements of a 16-byte word, as floats (exact conversions).
+template <typename RT> __device__ __forceinline__ void unpack16(const uint4& x, float* f);
+template <> __device__ __forceinline__ void unpack16<__nv_bfloat16>(const uint4& x, float* f) {
+  const unsigned w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+template <> __device__ __forceinline__ void unpack16<__half>(const uint4& x, float* f) {
+  const unsigned w[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __half2 h = *reinterpret_cast<const __half2*>(&w[i]);
+    f[2 * i] = __low2float(h);
+    f[2 * i + 1] = __high2float(h);
+  }
+}
+template <> __device__ __forceinline__ void unpack16<float>(const uint4& x, float* f) {
+  f[0] = __uint_as_float(x.x);
+  f[1] = __uint_as_float(x.y);
+  f[2] = __uint_as_float(x.z);
+  f[3] = __uint_as_float(x.w);
+}
+
+/// Relative slack of scan_prefix's quick bound (see there). Summing n non-negative terms in fp32
+/// in any order is within a factor (1 +/- gamma_n), gamma_n ~ n * 2^-24, of the exact sum (the
+/// terms themselves, fused (q - r)^2 from the same rounded differences, are the same in both
+/// orders); for n <= 256, 2 * gamma_n < 3.1e-5, so 1e-4 covers both sums' rounding.
+constexpr float kQuickBoundSlack = 1e-4f;
+
+/// Scans candidates [c0, c0 + kPrefixCandidates) with a finite bound: their first PD dims (32, or
+/// 64: the default for large scans, scan_prefix_dims) land in shared memory (prefix_smem_bytes)
+/// by cp.async, all at once. One thread per candidate then sums its staged dims in any order
+/// (four accumulators, 16-byte reads, no shuffles) and drops the candidate if that sum reaches
+/// bound * (1 + kQuickBoundSlack): the sum in core/distance.hpp's order over all D dims is then
+/// at least the bound (rounding both sums moves them by less than the slack, and the terms past
+/// PD are non-negative), so the row can never be a hit. The rare rows still under it (a hit is
+/// one per head) are summed in core/distance.hpp's order by a half-warp each (lane l: dims l,
+/// l+16, ...), their remaining dims loaded straight from global memory, kPrefixRestGroup at a
+/// time, so the decision and the reported distance are bit-identical to the CPU's. Rows of
+/// unrelated queries (about 2 per dim apart against a threshold of 0.6 per dim at tau 0.45) fail
+/// at 64 dims. Returns the packed minimum in every thread; every thread of the block calls it
+/// (it synchronises).
 template <int D, typename RT, int Threads, int PD>
 __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], const ScanRows<RT>& rows, int c0,
                                           float bound) {
   constexpr int kDims = D / 16, kHalves = Threads / 16, kPrefix = (PD < D ? PD : D) / 16;
   constexpr int kRowBytes = kPrefix * 16 * static_cast<int>(sizeof(RT)), kChunks = kRowBytes / 16;
+  constexpr int kStride = prefix_row_bytes<D, RT, PD>(), kPerWord = 16 / static_cast<int>(sizeof(RT));
   constexpr int kCopies = kPrefixCandidates * kChunks / Threads, kPerHalf = kPrefixCandidates / kHalves;
-  constexpr int kFirst = kPruneDims / 16;  // chunks before the first bound
-  static_assert((PD == 32 || PD == 64) && kPrefix >= kFirst, "a prefix of 32 or 64 dims");
+  static_assert(PD == 32 || PD == 64, "a prefix of 32 or 64 dims");
   static_assert(kPrefixCandidates * kChunks % Threads == 0 && kPerHalf <= 32, "whole copies; one mask bit each");
+  static_assert(kPrefixCandidates == 2 * Threads, "one candidate per thread in each half of the copies");
+  __shared__ float q_prefix[kPrefix * 16];               // the query's first PD dims, in dim order
+  __shared__ unsigned char under[kPrefixCandidates];     // quick bound passed (and a real candidate)
   const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
-  // Two commit groups, the first and second half of the rows: the first half's partials are
+  // Two commit groups, the first and second half of the rows: the first half's quick sums are
   // computed while the second half lands.
 #pragma unroll
   for (int k = 0; k < kCopies; ++k) {
@@ -222,32 +269,44 @@ __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], 
     const int c = c0 + r;
     const bool valid = c < rows.n && !rows.stale;
     const char* src = reinterpret_cast<const char*>(valid ? rows.row(c) : rows.base) + ch * 16;
-    cp_async_16(smem + r * kRowBytes + ch * 16, src, valid);
+    cp_async_16(smem + r * kStride + ch * 16, src, valid);
     if (k == kCopies / 2 - 1) cp_async_commit();
   }
   cp_async_commit();
-  // Candidate j of this half-warp: row half + j * kHalves of the block (the two half-warps of
-  // a warp read rows 64 bytes or more apart, a multiple of 64: different banks).
-  auto staged_row = [&](int j) { return reinterpret_cast<const RT*>(smem + (half + j * kHalves) * kRowBytes); };
-  unsigned keep = 0;  // bit j: candidate j is real and under the bound (the same in all 16 lanes)
-  auto check = [&](int j) {
-    const float first = add_dims<0, kFirst>(q, staged_row(j), lane, 0.f);
-    bool under = under_bound(first, bound);  // every lane: it shuffles
-    if constexpr (kPrefix > kFirst) {
-      const bool under2 = under_bound(add_dims<kFirst, kPrefix>(q, staged_row(j), lane, first), bound);
-      under = under && under2;
+  if (half == 0) {
+#pragma unroll
+    for (int k = 0; k < kPrefix; ++k) q_prefix[lane + k * 16] = q[k];
+  }
+  const float quick_bound = bound * (1.f + kQuickBoundSlack);
+  auto quick = [&](int r) {
+    const char* row = smem + r * kStride;
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int v = 0; v < kChunks; ++v) {
+      float f[kPerWord];
+      unpack16<RT>(*reinterpret_cast<const uint4*>(row + v * 16), f);
+#pragma unroll
+      for (int e = 0; e < kPerWord; ++e) {
+        const float diff = __fsub_rn(q_prefix[v * kPerWord + e], f[e]);
+        acc[e & 3] = __fmaf_rn(diff, diff, acc[e & 3]);
+      }
     }
-    if (under && c0 + half + j * kHalves < rows.n) keep |= 1u << j;
+    const float sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    under[r] = !(sum >= quick_bound) && c0 + r < rows.n;  // NaN stays (never a hit: the exact sum decides)
   };
   static_assert(kCopies % 2 == 0, "two halves of the copies");
-  cp_async_wait<1>();  // rows [0, kPrefixCandidates / 2): candidates j < kPerHalf / 2
-  __syncthreads();
-#pragma unroll 4
-  for (int j = 0; j < kPerHalf / 2; ++j) check(j);
+  cp_async_wait<1>();  // rows [0, kPrefixCandidates / 2)
+  __syncthreads();     // also publishes q_prefix
+  quick(threadIdx.x);
   cp_async_wait<0>();
   __syncthreads();
-#pragma unroll 4
-  for (int j = kPerHalf / 2; j < kPerHalf; ++j) check(j);
+  quick(threadIdx.x + Threads);
+  __syncthreads();
+  // Candidate j of this half-warp: row half + j * kHalves of the block.
+  auto staged_row = [&](int j) { return reinterpret_cast<const RT*>(smem + (half + j * kHalves) * kStride); };
+  unsigned keep = 0;  // bit j: candidate j passed the quick bound (the same in all 16 lanes)
+#pragma unroll
+  for (int j = 0; j < kPerHalf; ++j) keep |= under[half + j * kHalves] ? 1u << j : 0u;
   unsigned long long mine = kNoMatch;
   if (__any_sync(0xffffffffu, keep != 0)) {
     for (int j0 = 0; j0 < kPerHalf; j0 += kPrefixRestGroup) {

@@ -120,9 +120,12 @@ int stages_override() {
   return v;
 }
 
-bool side_complete() {
-  const char* env = std::getenv("MACATTN_CUDA_COMPLETE");
-  return env != nullptr && std::strcmp(env, "side") == 0;
+bool side_complete(std::int64_t complete_blocks) {
+  if (const char* env = std::getenv("MACATTN_CUDA_COMPLETE")) {
+    if (std::strcmp(env, "side") == 0) return true;
+    if (std::strcmp(env, "attend") == 0) return false;
+  }
+  return complete_blocks <= device_sm_count();
 }
 
 int scan_prefix_dims(std::size_t ring_bytes) {

@@ -470,18 +470,19 @@ TEST_P(CudaBackend, MacDecodePrefix64ScanWithoutStats) {
   run_mac_session(GetParam(), cfg, 10, false, true, false, "prefix64");
 }
 
-// The complete state (sinks + tail) by its own kernel on the workspace's side stream
-// (MACATTN_CUDA_COMPLETE=side): with sinks and a stale ring, with stats; and in a graph (the
-// fork/join recorded by stream capture).
-TEST_P(CudaBackend, MacDecodeSideCompleteWithSinks) {
+// The complete state (sinks + tail) computed by the attend kernel's blocks with the least amend
+// work (MACATTN_CUDA_COMPLETE=attend; the default for large grids, while these tests' small
+// batches get the side-stream kernel by default): with sinks and a stale ring, with stats; and
+// in a graph with the 64-dim prefix scan.
+TEST_P(CudaBackend, MacDecodeAttendCompleteWithSinks) {
   SKIP_WITHOUT_GPU();
-  const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", "side");
+  const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", "attend");
   run_mac_session(GetParam(), small_config(5), 16, false, true);
 }
 
-TEST_P(CudaBackend, MacDecodeSideCompleteInCudaGraph) {
+TEST_P(CudaBackend, MacDecodeAttendCompleteInCudaGraph) {
   SKIP_WITHOUT_GPU();
-  const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", "side");
+  const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", "attend");
   MacConfig cfg = small_config(3);
   cfg.window = 600;
   run_mac_session(GetParam(), cfg, 12, true, false, false, "prefix64");
