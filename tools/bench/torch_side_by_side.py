@@ -21,6 +21,7 @@ writes OUT.json, OUT.md (the table) and OUT.png (speedup over cuDNN vs measured 
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 
@@ -309,6 +310,7 @@ def main():
             rows.append(bench_case(mt, ctx, batch, args, timer, gen))
             torch.cuda.empty_cache()
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "macattn": mt.build_info(),
+            "commit": os.environ.get("MACATTN_GIT_COMMIT", "unknown"),
             "shape": {"num_q_heads": HQ, "num_kv_heads": HKV, "head_dim": D, "page_size": PAGE, "dtype": "bf16"},
             "window": args.window, "reps": args.reps, "miss_rows": args.miss_rows}
     with open(args.out + ".json", "w") as f:
