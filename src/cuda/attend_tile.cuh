@@ -337,4 +337,29 @@ struct AttendTile {
   }
 };
 
+/// Query row r of KV group g of sequence b in q [B, Hq, D] (elements of `esize` bytes), or null
+/// past the group's rows (the attention core's padding rows).
+__device__ __forceinline__ const void* group_query_row(const void* q, std::size_t esize, int d, int b, int hq, int g,
+                                                       int group, int r) {
+  return r < group ? static_cast<const char*>(q) + (static_cast<std::size_t>(b) * hq + g * group + r) * d * esize
+                   : nullptr;
+}
+
+/// Writes the attention core's merged state of the group's rows (or an empty state: lse -inf,
+/// o left unwritten, never read) as partial `part` of each row of part_o / part_lse
+/// [B * Hq, parts] (x D). All threads of the block.
+template <int D, int NS, typename T>
+__device__ void write_group_partial(char* smem, float* part_o, float* part_lse, int b, int hq, int g, int group,
+                                    int parts, int part, bool work) {
+  using Tile = AttendTile<D, NS, T>;
+  const float* mo = Tile::merged_o(smem);
+  const float* ml = Tile::merged_lse(smem);
+  for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
+    const int r = idx / D, i = idx % D;
+    const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * parts + part;
+    if (work) part_o[row * D + i] = mo[r * D + i];
+    if (i == 0) part_lse[row] = work ? ml[r] : -__int_as_float(0x7f800000);
+  }
+}
+
 }  // namespace macattn::cuda::detail

@@ -23,11 +23,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) exact_split_kernel
   stamp(prof, 0);
   const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
-  if (threadIdx.x < kRows) {
-    const int r = threadIdx.x;
-    q_rows[r] = r < group ? static_cast<const char*>(q) + (static_cast<std::size_t>(b) * hq + g * group + r) * D * esize
-                          : nullptr;
-  }
+  if (threadIdx.x < kRows) q_rows[threadIdx.x] = group_query_row(q, esize, D, b, hq, g, group, threadIdx.x);
   __syncthreads();
   // The query is staged before the length is known (it does not depend on it), so its loads
   // travel with the page-table loads of seq_len() instead of after them.
@@ -40,14 +36,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) exact_split_kernel
   stamp(prof, 1);
   if (lo < hi) Tile::run(smem, kv, b, g, KeySpans{lo, hi, 0, 0}, scale, group);
   stamp(prof, 2);
-  const float* mo = Tile::merged_o(smem);
-  const float* ml = Tile::merged_lse(smem);
-  for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
-    const int r = idx / D, i = idx % D;
-    const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * splits + split;
-    if (lo < hi) part_o[row * D + i] = mo[r * D + i];  // an empty split's o is never read
-    if (i == 0) part_lse[row] = lo < hi ? ml[r] : -__int_as_float(0x7f800000);
-  }
+  write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, splits, split, lo < hi);
   if (prof.p) {
     __syncthreads();
     stamp(prof, 3);

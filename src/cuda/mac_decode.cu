@@ -79,10 +79,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   const bool stale = stale_flags[b] != 0;
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
   const int parts = splits + kCompleteSplits;
-  if (threadIdx.x < kRows)
-    q_rows[threadIdx.x] = threadIdx.x < group ? static_cast<const char*>(q) +
-                                                    (static_cast<std::size_t>(b) * hq + g * group + threadIdx.x) * D * esize
-                                              : nullptr;
+  if (threadIdx.x < kRows) q_rows[threadIdx.x] = group_query_row(q, esize, D, b, hq, g, group, threadIdx.x);
   __syncthreads();
   // The query (every run of this block uses it) is staged first: its loads travel with the
   // scan minimum's instead of waiting for the decision.
@@ -112,14 +109,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   }
   // Writes the rows' state of the run just done (or an empty state) as partial `part`.
   auto write_partial = [&](int part, bool work) {
-    const float* mo = Tile::merged_o(smem);
-    const float* ml = Tile::merged_lse(smem);
-    for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
-      const int r = idx / D, i = idx % D;
-      const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * parts + part;
-      if (work) part_o[row * D + i] = mo[r * D + i];  // an empty partial's o is never read
-      if (i == 0) part_lse[row] = work ? ml[r] : -__int_as_float(0x7f800000);
-    }
+    write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, part, work);
   };
   auto attend = [&](const KeySpans& spans) {
     __syncthreads();  // query tile and row keys written; the previous run's results read
@@ -193,8 +183,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
   const int parts = splits + kCompleteSplits;
   if (threadIdx.x < kRows) {
     const int r = threadIdx.x;
-    q_rows[r] = r < group ? static_cast<const char*>(q) + (static_cast<std::size_t>(b) * hq + g * group + r) * D * esize
-                          : nullptr;
+    q_rows[r] = group_query_row(q, esize, D, b, hq, g, group, r);
     Tile::row_keys(smem)[r] = r < group ? RowKeys{0, sink_end, new_end, t + 1} : RowKeys{0, 0, 0, 0};
   }
   __syncthreads();
@@ -207,14 +196,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
     __syncthreads();  // query tile written
     Tile::run(smem, kv, b, g, cs, scale, group);
   }
-  const float* mo = Tile::merged_o(smem);
-  const float* ml = Tile::merged_lse(smem);
-  for (int idx = threadIdx.x; idx < group * D; idx += kThreads) {
-    const int r = idx / D, i = idx % D;
-    const std::size_t row = (static_cast<std::size_t>(b) * hq + g * group + r) * parts + splits + j;
-    if (work) part_o[row * D + i] = mo[r * D + i];  // an empty partial's o is never read
-    if (i == 0) part_lse[row] = work ? ml[r] : -__int_as_float(0x7f800000);
-  }
+  write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, splits + j, work);
   stamp(prof, 1);
 }
 
