@@ -41,10 +41,16 @@ template <int D, typename RT> __host__ __device__ constexpr std::size_t staged_s
   return static_cast<std::size_t>(kScanStages) * kScanSlots * staged_row_bytes<D, RT>();
 }
 
+/// Bytes between two staged prefixes in scan_prefix: the prefix plus 16, so the 16-byte reads
+/// of eight consecutive threads (one candidate each) fall in distinct banks.
+template <int D, typename RT, int PD> __host__ __device__ constexpr int prefix_row_bytes() {
+  return (PD < D ? PD : D) * static_cast<int>(sizeof(RT)) + 16;
+}
+
 /// Shared memory scan_prefix<..., PD> needs: the first PD dims (at most D) of kPrefixCandidates
 /// rows, each padded by 16 bytes (prefix_row_bytes).
 template <int D, typename RT, int PD> __host__ __device__ constexpr std::size_t prefix_smem_bytes() {
-  return static_cast<std::size_t>(kPrefixCandidates) * ((PD < D ? PD : D) * sizeof(RT) + 16);
+  return static_cast<std::size_t>(kPrefixCandidates) * prefix_row_bytes<D, RT, PD>();
 }
 
 /// One head's candidates: n rows, candidate c in ring slot slot0 + c (mod W), row of slot s at
@@ -195,12 +201,6 @@ __device__ unsigned long long scan_staged(char* smem, const float (&q)[D / 16], 
   }
   cp_async_wait<0>();
   return block_min<Threads>(mine);
-}
-
-/// Bytes between two staged prefixes in scan_prefix: the prefix plus 16, so the 16-byte reads
-/// of eight consecutive threads (one candidate each) fall in distinct banks.
-template <int D, typename RT, int PD> __host__ __device__ constexpr int prefix_row_bytes() {
-  return (PD < D ? PD : D) * static_cast<int>(sizeof(RT)) + 16;
 }
 
 /// The 16 / sizeof(RT) ring elements of a 16-byte word, as floats (exact conversions).
