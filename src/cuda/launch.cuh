@@ -135,15 +135,22 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
 /// (read on every call).
 bool side_complete(std::int64_t complete_blocks);
 
-/// How many first dims of each row MAC's match scan loads (scan_prefix in mac_scan.cuh; 0 =
-/// whole rows, scan_staged) for a scan of `ring_bytes` (every head's rows) with a finite bound:
-/// 64 from kPrefixScanBytes up, where the bytes saved outweigh the extra round trip of the rows
-/// that survive, else 0. Rows of unrelated queries (about 2 per dim apart; threshold 0.6 per
-/// dim at tau 0.45) pass the bound after 32 dims and fail it after 64, so 64 drops them without
-/// a second round trip (the CPU checks both bounds too). MACATTN_CUDA_SCAN=staged|prefix|prefix64
-/// forces 0, 32 or 64 (read on every call, so tests can force each form in turn).
+/// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct, scan_prefix with 32 or 64
+/// dims; the scan kernel's template argument).
+constexpr int kScanStaged = 0, kScanDirect = 1, kScanDirect8 = 2, kScanPrefix32 = 32, kScanPrefix64 = 64;
+/// Candidates whose loads one thread of scan_direct has in flight (kScanDirect: 4, kScanDirect8: 8).
+constexpr int direct_per_thread(int form) { return form == kScanDirect8 ? 8 : 4; }
+
+/// The form of MAC's match scan (kScan*) for a scan of `ring_bytes`
+/// (every head's rows) with a finite bound: from kPrefixScanBytes up, one that loads only the
+/// first 64 dims of each row (where the bytes saved outweigh the extra round trip of the rows
+/// that survive; rows of unrelated queries, about 2 per dim apart against a threshold of 0.6 per
+/// dim at tau 0.45, pass the bound after 32 dims and fail it after 64), else whole rows
+/// (kScanStaged). MACATTN_CUDA_SCAN=staged|prefix|prefix64|direct|direct8 forces kScanStaged,
+/// kScanPrefix32, kScanPrefix64, kScanDirect or kScanDirect8 (read on every call, so tests can
+/// force each).
 constexpr std::size_t kPrefixScanBytes = std::size_t(8) << 20;
-int scan_prefix_dims(std::size_t ring_bytes);
+int scan_form(std::size_t ring_bytes);
 
 
 /// Streaming multiprocessors of the current device (132 when it cannot be read).

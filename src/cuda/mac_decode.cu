@@ -26,13 +26,14 @@ namespace {
 
 constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
 
-// Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block: with
-// PrefixDims (32 or 64), candidates [blockIdx.x * kPrefixCandidates, +kPrefixCandidates) by
-// scan_prefix (dynamic shared memory: prefix_smem_bytes); with 0, tiles [blockIdx.x *
-// tiles_per_block, +tiles_per_block) of 64 by scan_staged (staged_smem_bytes). Also records
-// whether each sequence's ring is stale (not ready / at another position). Rows at distance >=
-// bound are dropped (mac_scan.cuh).
-template <int D, typename RT, int PrefixDims>
+// Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block. Form (kScan*):
+// with kScanPrefix32/64, candidates [blockIdx.x * kPrefixCandidates, +kPrefixCandidates) by
+// scan_prefix (dynamic shared memory: prefix_smem_bytes); with kScanDirect, [blockIdx.x * n, +n)
+// by scan_direct (n = direct_block_candidates; no shared memory); with kScanStaged, tiles
+// [blockIdx.x * tiles_per_block, +tiles_per_block) of 64 by scan_staged (staged_smem_bytes).
+// Also records whether each sequence's ring is stale (not ready / at another position). Rows at
+// distance >= bound are dropped (mac_scan.cuh).
+template <int D, typename RT, int Form>
 __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
                                                                 RingArgs ring, MacArgs mac, int hq, int tiles_per_block,
                                                                 float bound, unsigned long long* best,
@@ -52,8 +53,12 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
 #pragma unroll
   for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
   unsigned long long m;
-  if constexpr (PrefixDims > 0)
-    m = scan_prefix<D, RT, kScanThreads, PrefixDims>(scan_smem, q, rows, blockIdx.x * kPrefixCandidates, bound);
+  if constexpr (Form == kScanDirect || Form == kScanDirect8) {
+    constexpr int kU = direct_per_thread(Form), kPer = direct_block_candidates<D, RT, kScanThreads, kU>();
+    m = scan_direct<D, RT, kScanThreads, kU>(q_pre, q_dtype, qbase - (threadIdx.x & 15), q, rows, blockIdx.x * kPer,
+                                             bound);
+  } else if constexpr (Form == kScanPrefix32 || Form == kScanPrefix64)
+    m = scan_prefix<D, RT, kScanThreads, Form>(scan_smem, q, rows, blockIdx.x * kPrefixCandidates, bound);
   else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
@@ -364,18 +369,19 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
 
   // Rows that cannot be hits are dropped after their first dims unless the caller reads the
   // best row of a miss (per-head stats with config.report_miss_matches), as on the CPU. Large
-  // scans with a bound then load only the first 64 dims of each row (scan_prefix); small ones,
-  // and scans without a bound, stream whole rows (scan_staged: one round trip less for the rows
-  // that survive). scan_prefix_dims() says which.
+  // scans with a bound then load only the first dims of each row and re-read the rare rows still
+  // under the bound (scan_prefix or scan_direct); small ones, and scans without a bound, stream
+  // whole rows (scan_staged: one round trip less for the rows that survive). scan_form() says
+  // which.
   const float bound = head_stats && config.report_miss_matches ? __builtin_huge_valf() : mac.threshold;
   const std::size_t ring_bytes = static_cast<std::size_t>(kv.batch_size) * hq * config.window * d *
                                  dtype_bytes(rings.ring_dtype);
-  const int prefix_dims = bound < __builtin_huge_valf() ? scan_prefix_dims(ring_bytes) : 0;
+  const int form = bound < __builtin_huge_valf() ? scan_form(ring_bytes) : kScanStaged;
   const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
   int per = 1;
-  if (prefix_dims > 0) {
+  if (form == kScanPrefix32 || form == kScanPrefix64) {
     per = kPrefixCandidates / kScanSlots;
-  } else {
+  } else if (form == kScanStaged) {
     // A block takes `per` consecutive tiles of a head (double-buffered in shared memory); `per`
     // grows while the grid still fills the chip about four blocks deep, so large batches get
     // fewer, longer blocks with more bytes in flight each.
@@ -383,21 +389,33 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     const std::int64_t target = 4 * static_cast<std::int64_t>(device_sm_count());
     while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
   }
-  const dim3 scan_grid(static_cast<unsigned>((scan_tiles + per - 1) / per), hq, kv.batch_size);
-  auto launch_scan = [&]<int D, typename RT, int PD>() {
-    auto kernel = mac_scan_kernel<D, RT, PD>;
-    constexpr std::size_t bytes = PD > 0 ? prefix_smem_bytes<D, RT, PD>() : staged_smem_bytes<D, RT>();
-    constexpr const char* name = PD == 64 ? "mac_scan_kernel (prefix64)"
-                                 : PD == 32 ? "mac_scan_kernel (prefix)"
-                                            : "mac_scan_kernel";
+  const int ring_elem = static_cast<int>(dtype_bytes(rings.ring_dtype));
+  const bool direct = form == kScanDirect || form == kScanDirect8;
+  const int direct_per_block =
+      kScanThreads / ((d < kDirectDims ? d : kDirectDims) * ring_elem / 16) * direct_per_thread(form);
+  const unsigned scan_blocks = direct ? static_cast<unsigned>((config.window + direct_per_block - 1) / direct_per_block)
+                                      : static_cast<unsigned>((scan_tiles + per - 1) / per);
+  const dim3 scan_grid(scan_blocks, hq, kv.batch_size);
+  auto launch_scan = [&]<int D, typename RT, int Form>() {
+    auto kernel = mac_scan_kernel<D, RT, Form>;
+    constexpr std::size_t bytes = Form == kScanDirect || Form == kScanDirect8       ? 0
+                                  : Form == kScanPrefix32 || Form == kScanPrefix64 ? prefix_smem_bytes<D, RT, Form>()
+                                                                                    : staged_smem_bytes<D, RT>();
+    constexpr const char* name = Form == kScanPrefix64   ? "mac_scan_kernel (prefix64)"
+                                 : Form == kScanPrefix32 ? "mac_scan_kernel (prefix)"
+                                 : Form == kScanDirect   ? "mac_scan_kernel (direct)"
+                                 : Form == kScanDirect8  ? "mac_scan_kernel (direct8)"
+                                                         : "mac_scan_kernel";
     allow_smem(kernel, bytes);
     launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd, ring, mac, hq,
                per, bound, ws.best, ws.seq_flags, prof.kernel(name, scan_grid, {"scan"}));
   };
   auto launch_scan_pd = [&]<int D, typename RT>() {
-    if (prefix_dims == 64) launch_scan.template operator()<D, RT, 64>();
-    else if (prefix_dims == 32) launch_scan.template operator()<D, RT, 32>();
-    else launch_scan.template operator()<D, RT, 0>();
+    if (form == kScanPrefix64) launch_scan.template operator()<D, RT, kScanPrefix64>();
+    else if (form == kScanPrefix32) launch_scan.template operator()<D, RT, kScanPrefix32>();
+    else if (form == kScanDirect) launch_scan.template operator()<D, RT, kScanDirect>();
+    else if (form == kScanDirect8) launch_scan.template operator()<D, RT, kScanDirect8>();
+    else launch_scan.template operator()<D, RT, kScanStaged>();
   };
   auto launch_scan_d = [&]<typename RT>() {
     if (d == 64) launch_scan_pd.template operator()<64, RT>();

@@ -5,8 +5,12 @@
 //     once (cp.async: no registers held per load, so a whole large scan is in flight in one
 //     wave), and only rows whose partial distance stays under the bound load the rest. A row
 //     that cannot be a hit then costs 64 of its 256 bytes (D = 128, bf16), so a large scan
-//     reads a quarter of the ring; with 64 dims (the default for large scans: scan_prefix_dims
-//     in launch.cuh) a second bound there, and half the ring.
+//     reads a quarter of the ring; with 64 dims a second bound there, and half the ring;
+//   - scan_direct: no shared memory; eight lanes per candidate load its first 64 dims (one
+//     128-byte line for 2-byte rings) into registers, several candidates per thread in flight,
+//     and only the rows still under the bound are summed again, whole, in the exact order. Its
+//     blocks are small and short, so a large scan streams through the chip instead of waiting
+//     for a second wave of blocks whose staged prefixes did not fit in shared memory.
 // Distances in core/distance.hpp's fixed fp32 order, so decisions are bit-identical to the CPU:
 // half-warp per candidate, lane l owning dims l, l+16, ..., fused multiply-adds in that order,
 // then the pairwise lane reduction. Every prefix of whole 16-dim chunks reduced the same way is
@@ -26,6 +30,17 @@ constexpr int kScanStages = 2;        // tiles in flight per block in scan_stage
 constexpr int kPruneDims = 32;        // dims summed before the lower bound is checked
 constexpr int kPrefixCandidates = 512;  // candidates per block in scan_prefix
 constexpr int kPrefixRestGroup = 4;     // surviving candidates whose rest is loaded together
+constexpr int kDirectDims = 64;         // dims of scan_direct's quick bound
+
+/// Lanes per candidate in scan_direct: one 16-byte load each over the first kDirectDims dims.
+template <int D, typename RT> __host__ __device__ constexpr int direct_lanes() {
+  return (kDirectDims < D ? kDirectDims : D) * static_cast<int>(sizeof(RT)) / 16;
+}
+
+/// Candidates one block of scan_direct covers with Threads threads, U candidates per thread.
+template <int D, typename RT, int Threads, int U> __host__ __device__ constexpr int direct_block_candidates() {
+  return Threads / direct_lanes<D, RT>() * U;
+}
 
 template <typename RT> __device__ __forceinline__ float ring_float(RT v);
 template <> __device__ __forceinline__ float ring_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -334,6 +349,97 @@ __device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], 
         }
         keep_min(mine, a, (group_keep >> u) & 1, c0 + half + (j0 + u) * kHalves, bound);
       }
+    }
+  }
+  return block_min<Threads>(mine);
+}
+
+/// A 16-byte load that is read once: not kept in L1.
+__device__ __forceinline__ uint4 load_once16(const void* p) {
+  uint4 r;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+      : "l"(p));
+  return r;
+}
+
+/// Scans candidates [c0, c0 + direct_block_candidates<D, RT, Threads, U>()) with a finite bound,
+/// without shared memory: a candidate belongs to direct_lanes() consecutive lanes (8 for 2-byte
+/// rings), each loading 16 bytes of its first kDirectDims dims into registers, and every thread
+/// issues the loads of its U candidates before it uses any (U x 16 bytes in flight per thread).
+/// The lanes' sums, in any order and reduced by shuffles, are the quick bound of scan_prefix:
+/// a row whose sum reaches bound * (1 + kQuickBoundSlack) cannot be a hit (its exact-order
+/// distance is at least the bound). Rows under it are summed again by a half-warp each in
+/// core/distance.hpp's order over all D dims (q: lane l of the half holds dims l + 16k), loaded
+/// from global memory, so decisions and distances are bit-identical to the CPU's. `q_row`
+/// points at this head's q_pre row (dtype q_dtype). Returns the packed minimum in every thread;
+/// every thread of the block calls it (it synchronises). Threads: a multiple of 32.
+template <int D, typename RT, int Threads, int U>
+__device__ unsigned long long scan_direct(const void* q_pre, int q_dtype, std::size_t q_row, const float (&q)[D / 16],
+                                          const ScanRows<RT>& rows, int c0, float bound) {
+  constexpr int kLanes = direct_lanes<D, RT>(), kPerWord = 16 / static_cast<int>(sizeof(RT));
+  constexpr int kGroups = Threads / kLanes, kDims = D / 16;
+  static_assert(kLanes >= 1 && 32 % kLanes == 0 && Threads % 32 == 0, "whole candidate groups per warp");
+  const int sub = threadIdx.x % kLanes, grp = threadIdx.x / kLanes;
+  uint4 x[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int c = c0 + u * kGroups + grp;
+    const bool load = c < rows.n && !rows.stale;  // a stale ring reads as zeros
+    x[u] = load ? load_once16(reinterpret_cast<const char*>(rows.row(c)) + sub * 16) : make_uint4(0, 0, 0, 0);
+  }
+  float qd[kPerWord];  // this lane's query dims [sub * kPerWord, +kPerWord)
+#pragma unroll
+  for (int e = 0; e < kPerWord; ++e) qd[e] = load_float(q_pre, q_dtype, q_row + sub * kPerWord + e);
+  const float quick_bound = bound * (1.f + kQuickBoundSlack);
+  bool under[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    float f[kPerWord];
+    unpack16<RT>(x[u], f);
+    float a0 = 0.f, a1 = 0.f;
+#pragma unroll
+    for (int e = 0; e < kPerWord; e += 2) {
+      const float d0 = __fsub_rn(qd[e], f[e]);
+      a0 = __fmaf_rn(d0, d0, a0);
+      if (e + 1 < kPerWord) {
+        const float d1 = __fsub_rn(qd[e + 1], f[e + 1]);
+        a1 = __fmaf_rn(d1, d1, a1);
+      }
+    }
+    float sum = a0 + a1;
+#pragma unroll
+    for (int off = kLanes / 2; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    under[u] = !(sum >= quick_bound) && c0 + u * kGroups + grp < rows.n;  // NaN stays (the exact sum decides)
+  }
+  // Survivors (a hit is one row per head), two at a time per warp: half-warp 0 takes the first
+  // of the warp's remaining ones, half-warp 1 the second.
+  const int lane = threadIdx.x & 31, half = lane >> 4, hl = lane & 15;
+  const int warp_group0 = (threadIdx.x >> 5) * (32 / kLanes);
+  unsigned long long mine = kNoMatch;
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    unsigned m = __ballot_sync(0xffffffffu, under[u] && sub == 0);
+    while (m != 0) {  // the same in every lane
+      const int b0 = __ffs(m) - 1;
+      m &= m - 1;
+      int b1 = -1;
+      if (m != 0) {
+        b1 = __ffs(m) - 1;
+        m &= m - 1;
+      }
+      const int bit = half == 0 ? b0 : b1;
+      const bool valid = bit >= 0;
+      const int c = c0 + u * kGroups + warp_group0 + (valid ? bit : b0) / kLanes;
+      const RT* row = rows.row(c);
+      float acc = 0.f;
+#pragma unroll
+      for (int k = 0; k < kDims; ++k) {
+        const float r = rows.stale ? 0.f : ring_float(row[hl + k * 16]);
+        const float diff = __fsub_rn(q[k], r);
+        acc = __fmaf_rn(diff, diff, acc);
+      }
+      keep_min(mine, acc, valid, c, bound);
     }
   }
   return block_min<Threads>(mine);

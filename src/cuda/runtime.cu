@@ -128,13 +128,15 @@ bool side_complete(std::int64_t complete_blocks) {
   return complete_blocks <= device_sm_count();
 }
 
-int scan_prefix_dims(std::size_t ring_bytes) {
+int scan_form(std::size_t ring_bytes) {
   if (const char* env = std::getenv("MACATTN_CUDA_SCAN")) {
-    if (std::strcmp(env, "prefix") == 0) return 32;
-    if (std::strcmp(env, "prefix64") == 0) return 64;
-    if (std::strcmp(env, "staged") == 0) return 0;
+    if (std::strcmp(env, "prefix") == 0) return kScanPrefix32;
+    if (std::strcmp(env, "prefix64") == 0) return kScanPrefix64;
+    if (std::strcmp(env, "direct") == 0) return kScanDirect;
+    if (std::strcmp(env, "direct8") == 0) return kScanDirect8;
+    if (std::strcmp(env, "staged") == 0) return kScanStaged;
   }
-  return ring_bytes >= kPrefixScanBytes ? 64 : 0;
+  return ring_bytes >= kPrefixScanBytes ? kScanPrefix64 : kScanStaged;
 }
 
 void validate_query(const char* fn, const char* name, const void* data, DType dtype) {

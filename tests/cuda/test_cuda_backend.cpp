@@ -259,8 +259,9 @@ class ScopedEnv {
 /// groups all occur; the ring wraps (lengths >> W). Without stats (with_stats false) the device
 /// scan drops rows at or over the threshold after their first dims (mac_scan.cuh): the outputs
 /// and rings, which follow from the decisions, are compared; `scan_mode` sets MACATTN_CUDA_SCAN.
+/// `ring_dtype`: the rings' element type on both backends.
 void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_graph, bool invalidate_midway,
-                     bool with_stats = true, const char* scan_mode = nullptr) {
+                     bool with_stats = true, const char* scan_mode = nullptr, DType ring_dtype = DType::bf16) {
   const ScopedEnv scan_env("MACATTN_CUDA_SCAN", scan_mode);
   std::mt19937_64 rng(fresh_seed());
   const AttentionShape shape{c.hq, c.hkv, c.d, 0.0f};
@@ -276,8 +277,8 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
 
   // Prefill: the last W prompt rows (two chunks, to exercise the chunked path).
   std::vector<macattn::MacState> host;
-  for (int b = 0; b < batch; ++b) host.emplace_back(shape, cfg, DType::bf16);
-  DevRings rings(batch, cfg.window, c.hq, c.d, DType::bf16);
+  for (int b = 0; b < batch; ++b) host.emplace_back(shape, cfg, ring_dtype);
+  DevRings rings(batch, cfg.window, c.hq, c.d, ring_dtype);
   mc::Workspace ws;
   ws.reserve(shape, batch, max_len, cfg.window);
   for (int chunk = 0; chunk < 2; ++chunk) {
@@ -468,6 +469,39 @@ TEST_P(CudaBackend, MacDecodePrefix64ScanWithoutStats) {
   MacConfig cfg = small_config(3);
   cfg.window = 600;
   run_mac_session(GetParam(), cfg, 10, false, true, false, "prefix64");
+}
+
+// The register-only form (scan_direct: eight lanes per candidate's first 64 dims, no shared
+// memory): several blocks per head, the last partly empty; a stale ring midway; in a graph; and
+// with terse stats (a miss at or over the threshold reports no best row).
+TEST_P(CudaBackend, MacDecodeDirectScanWithoutStats) {
+  SKIP_WITHOUT_GPU();
+  MacConfig cfg = small_config(3);
+  cfg.window = 600;
+  run_mac_session(GetParam(), cfg, 10, false, true, false, "direct");
+  run_mac_session(GetParam(), cfg, 6, false, false, false, "direct8");  // eight candidates per thread
+}
+
+TEST_P(CudaBackend, MacDecodeDirectScanInCudaGraph) {
+  SKIP_WITHOUT_GPU();
+  run_mac_session(GetParam(), small_config(0), 12, true, false, false, "direct");
+}
+
+// f32 rings: 16 lanes per candidate (256 bytes of 64 dims); f16 rings: 8, as bf16.
+TEST_P(CudaBackend, MacDecodeDirectScanF32AndF16Rings) {
+  SKIP_WITHOUT_GPU();
+  MacConfig cfg = small_config(0);
+  cfg.window = 300;
+  run_mac_session(GetParam(), cfg, 8, false, true, false, "direct", DType::f32);
+  run_mac_session(GetParam(), cfg, 8, false, false, false, "direct", DType::f16);
+}
+
+TEST_P(CudaBackend, MacDecodeTerseStatsDirect) {
+  SKIP_WITHOUT_GPU();
+  MacConfig cfg = small_config(2);
+  cfg.window = 300;
+  cfg.report_miss_matches = false;
+  run_mac_session(GetParam(), cfg, 10, false, true, true, "direct");
 }
 
 // The complete state (sinks + tail) computed by the attend kernel's blocks with the least amend
