@@ -135,22 +135,22 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
 /// (read on every call).
 bool side_complete(std::int64_t complete_blocks);
 
-/// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct, scan_prefix with 32 or 64
-/// dims; the scan kernel's template argument).
-constexpr int kScanStaged = 0, kScanDirect = 1, kScanDirect8 = 2, kScanPrefix32 = 32, kScanPrefix64 = 64;
-/// Candidates whose loads one thread of scan_direct has in flight (kScanDirect: 4, kScanDirect8: 8).
-constexpr int direct_per_thread(int form) { return form == kScanDirect8 ? 8 : 4; }
+/// Whether mac_decode runs as one cooperative kernel (mac_fused.cuh) for a step of `items` work
+/// items (scan chunks + complete parts + amend splits) and `parts` partials per head, given how
+/// many of its blocks fit on one multiprocessor: only with bf16 rings, at most 64 partials per
+/// head and a device that supports cooperative launches; MACATTN_CUDA_FUSED=on|off|auto (auto:
+/// when every item gets its own block). Off unless asked for (read on every call).
+bool fused_path(std::int64_t items, int parts, bool bf16_rings, int blocks_per_sm);
 
-/// The form of MAC's match scan (kScan*) for a scan of `ring_bytes`
-/// (every head's rows) with a finite bound: from kPrefixScanBytes up, one that loads only the
-/// first 64 dims of each row (where the bytes saved outweigh the extra round trip of the rows
-/// that survive; rows of unrelated queries, about 2 per dim apart against a threshold of 0.6 per
-/// dim at tau 0.45, pass the bound after 32 dims and fail it after 64), else whole rows
-/// (kScanStaged). MACATTN_CUDA_SCAN=staged|prefix|prefix64|direct|direct8 forces kScanStaged,
-/// kScanPrefix32, kScanPrefix64, kScanDirect or kScanDirect8 (read on every call, so tests can
-/// force each).
-constexpr std::size_t kPrefixScanBytes = std::size_t(8) << 20;
-int scan_form(std::size_t ring_bytes);
+/// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct; the scan kernel's
+/// template argument).
+constexpr int kScanStaged = 0, kScanDirect = 1;
+
+/// The form of MAC's match scan for a scan with a finite bound: kScanDirect (the first 64 dims
+/// of each row, the rare rows still under the bound summed again whole; measured faster than
+/// whole rows at every batch, h200.md). MACATTN_CUDA_SCAN=staged|direct forces either (read on
+/// every call, so tests can force each). Scans without a bound always stream whole rows.
+int scan_form();
 
 
 /// Streaming multiprocessors of the current device (132 when it cannot be read).

@@ -17,6 +17,7 @@
 #include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/mac_decide.cuh"
+#include "cuda/mac_fused.cuh"
 #include "cuda/mac_scan.cuh"
 #include "cuda/merge_splits.cuh"
 
@@ -25,14 +26,15 @@ namespace detail {
 namespace {
 
 constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
+// scan_direct: candidates whose loads one thread has in flight (4 measured faster than 8 at
+// batch 1, 4 and 16 on the H200; h200.md).
+constexpr int kDirectPerThread = 4;
 
 // Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block. Form (kScan*):
-// with kScanPrefix32/64, candidates [blockIdx.x * kPrefixCandidates, +kPrefixCandidates) by
-// scan_prefix (dynamic shared memory: prefix_smem_bytes); with kScanDirect, [blockIdx.x * n, +n)
-// by scan_direct (n = direct_block_candidates; no shared memory); with kScanStaged, tiles
-// [blockIdx.x * tiles_per_block, +tiles_per_block) of 64 by scan_staged (staged_smem_bytes).
-// Also records whether each sequence's ring is stale (not ready / at another position). Rows at
-// distance >= bound are dropped (mac_scan.cuh).
+// kScanDirect, candidates [blockIdx.x * n, +n) by scan_direct (n = direct_block_candidates; no
+// shared memory); kScanStaged, tiles [blockIdx.x * tiles_per_block, +tiles_per_block) of 64 by
+// scan_staged (staged_smem_bytes). Also records whether each sequence's ring is stale (not ready
+// / at another position). Rows at distance >= bound are dropped (mac_scan.cuh).
 template <int D, typename RT, int Form>
 __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
                                                                 RingArgs ring, MacArgs mac, int hq, int tiles_per_block,
@@ -53,13 +55,11 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
 #pragma unroll
   for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
   unsigned long long m;
-  if constexpr (Form == kScanDirect || Form == kScanDirect8) {
-    constexpr int kU = direct_per_thread(Form), kPer = direct_block_candidates<D, RT, kScanThreads, kU>();
-    m = scan_direct<D, RT, kScanThreads, kU>(q_pre, q_dtype, qbase - (threadIdx.x & 15), q, rows, blockIdx.x * kPer,
-                                             bound);
-  } else if constexpr (Form == kScanPrefix32 || Form == kScanPrefix64)
-    m = scan_prefix<D, RT, kScanThreads, Form>(scan_smem, q, rows, blockIdx.x * kPrefixCandidates, bound);
-  else
+  if constexpr (Form == kScanDirect) {
+    constexpr int kPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
+    m = scan_direct<D, RT, kScanThreads, kDirectPerThread>(q_pre, q_dtype, qbase - (threadIdx.x & 15), q, rows,
+                                                            blockIdx.x * kPer, bound);
+  } else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
   stamp(prof, 1);
@@ -338,6 +338,54 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   stamp(prof, 3);
 }
 
+// Launches mac_fused_kernel when fused_path() agrees (bf16 rings); false when it does not.
+bool launch_fused(const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv, const PagedKVArgs& kva,
+                  ConstTensor q_post, ConstTensor q_pre, const RingArgs& ring, const MacArgs& mac, Tensor out, float* lse,
+                  HeadStats* head_stats, const Workspace::Buffers& ws, int splits, float scale, cudaStream_t s) {
+  const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim;
+  const float bound = head_stats && config.report_miss_matches ? __builtin_huge_valf() : mac.threshold;
+  bool launched = false;
+  auto go = [&]<int D, int NS, typename T>() {
+    auto kernel = mac_fused_kernel<D, NS, T, __nv_bfloat16>;
+    constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
+    allow_smem(kernel, bytes);
+    static const int per_sm = [&] {
+      int n = 0;
+      return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, bytes) == cudaSuccess ? n : 0;
+    }();
+    const int chunk = fused_scan_candidates<D, __nv_bfloat16>();
+    const int scan_chunks = (config.window + chunk - 1) / chunk;
+    const std::int64_t items = static_cast<std::int64_t>(kv.batch_size) *
+                               (static_cast<std::int64_t>(hq) * scan_chunks + static_cast<std::int64_t>(hkv) * (kCompleteSplits + splits));
+    if (!fused_path(items, splits + kCompleteSplits, true, per_sm)) return;
+    const std::int64_t capacity = static_cast<std::int64_t>(per_sm) * device_sm_count();
+    const unsigned grid = static_cast<unsigned>(items < capacity ? items : capacity);
+    const FusedCounters counters{ws.counters, ws.counters + ws.capacity_heads, ws.counters + 2 * ws.capacity_heads};
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = bytes;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;  // every block resident: the amend items wait on scan items
+    attr[0].val.cooperative = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    check_cuda(cudaLaunchKernelEx(&cfg, kernel, kva, q_post.data, q_pre.data, out.data, static_cast<int>(q_post.dtype),
+                                  lse, ring, mac, kv.batch_size, hq, hkv, splits, scan_chunks, scale, bound, ws.best,
+                                  ws.part_o, ws.part_lse, head_stats, counters),
+               "mac_fused_kernel");
+    launched = true;
+  };
+  const bool bf = kv.dtype == DType::bf16;
+  switch (d) {
+    case 64: bf ? go.template operator()<64, stages<64>(), __nv_bfloat16>() : go.template operator()<64, stages<64>(), __half>(); break;
+    case 128: bf ? go.template operator()<128, stages<128>(), __nv_bfloat16>() : go.template operator()<128, stages<128>(), __half>(); break;
+    default: bf ? go.template operator()<256, stages<256>(), __nv_bfloat16>() : go.template operator()<256, stages<256>(), __half>(); break;
+  }
+  return launched;
+}
+
 }  // namespace
 }  // namespace detail
 
@@ -367,21 +415,19 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const int qd = static_cast<int>(q_post.dtype);
   ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
-  // Rows that cannot be hits are dropped after their first dims unless the caller reads the
-  // best row of a miss (per-head stats with config.report_miss_matches), as on the CPU. Large
-  // scans with a bound then load only the first dims of each row and re-read the rare rows still
-  // under the bound (scan_prefix or scan_direct); small ones, and scans without a bound, stream
-  // whole rows (scan_staged: one round trip less for the rows that survive). scan_form() says
-  // which.
+  const float scale = shape.scale();
+  // Small steps: the whole step as one cooperative kernel (mac_fused.cuh; fused_path() says when).
+  if (rings.ring_dtype == DType::bf16 && launch_fused(shape, config, kv, kva, q_post, q_pre, ring, mac, out, lse,
+                                                     head_stats, ws, splits, scale, s))
+    return;
+  // Rows that cannot be hits are dropped after their first 64 dims (scan_direct) unless the
+  // caller reads the best row of a miss (per-head stats with config.report_miss_matches), as on
+  // the CPU; without a bound every row is read whole (scan_staged).
   const float bound = head_stats && config.report_miss_matches ? __builtin_huge_valf() : mac.threshold;
-  const std::size_t ring_bytes = static_cast<std::size_t>(kv.batch_size) * hq * config.window * d *
-                                 dtype_bytes(rings.ring_dtype);
-  const int form = bound < __builtin_huge_valf() ? scan_form(ring_bytes) : kScanStaged;
+  const int form = bound < __builtin_huge_valf() ? scan_form() : kScanStaged;
   const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
   int per = 1;
-  if (form == kScanPrefix32 || form == kScanPrefix64) {
-    per = kPrefixCandidates / kScanSlots;
-  } else if (form == kScanStaged) {
+  if (form == kScanStaged) {
     // A block takes `per` consecutive tiles of a head (double-buffered in shared memory); `per`
     // grows while the grid still fills the chip about four blocks deep, so large batches get
     // fewer, longer blocks with more bytes in flight each.
@@ -390,31 +436,21 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
   }
   const int ring_elem = static_cast<int>(dtype_bytes(rings.ring_dtype));
-  const bool direct = form == kScanDirect || form == kScanDirect8;
-  const int direct_per_block =
-      kScanThreads / ((d < kDirectDims ? d : kDirectDims) * ring_elem / 16) * direct_per_thread(form);
-  const unsigned scan_blocks = direct ? static_cast<unsigned>((config.window + direct_per_block - 1) / direct_per_block)
-                                      : static_cast<unsigned>((scan_tiles + per - 1) / per);
+  const int direct_per_block = kScanThreads / ((d < kDirectDims ? d : kDirectDims) * ring_elem / 16) * kDirectPerThread;
+  const unsigned scan_blocks = form == kScanDirect
+                                   ? static_cast<unsigned>((config.window + direct_per_block - 1) / direct_per_block)
+                                   : static_cast<unsigned>((scan_tiles + per - 1) / per);
   const dim3 scan_grid(scan_blocks, hq, kv.batch_size);
   auto launch_scan = [&]<int D, typename RT, int Form>() {
     auto kernel = mac_scan_kernel<D, RT, Form>;
-    constexpr std::size_t bytes = Form == kScanDirect || Form == kScanDirect8       ? 0
-                                  : Form == kScanPrefix32 || Form == kScanPrefix64 ? prefix_smem_bytes<D, RT, Form>()
-                                                                                    : staged_smem_bytes<D, RT>();
-    constexpr const char* name = Form == kScanPrefix64   ? "mac_scan_kernel (prefix64)"
-                                 : Form == kScanPrefix32 ? "mac_scan_kernel (prefix)"
-                                 : Form == kScanDirect   ? "mac_scan_kernel (direct)"
-                                 : Form == kScanDirect8  ? "mac_scan_kernel (direct8)"
-                                                         : "mac_scan_kernel";
+    constexpr std::size_t bytes = Form == kScanDirect ? 0 : staged_smem_bytes<D, RT>();
+    constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
     allow_smem(kernel, bytes);
     launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd, ring, mac, hq,
                per, bound, ws.best, ws.seq_flags, prof.kernel(name, scan_grid, {"scan"}));
   };
   auto launch_scan_pd = [&]<int D, typename RT>() {
-    if (form == kScanPrefix64) launch_scan.template operator()<D, RT, kScanPrefix64>();
-    else if (form == kScanPrefix32) launch_scan.template operator()<D, RT, kScanPrefix32>();
-    else if (form == kScanDirect) launch_scan.template operator()<D, RT, kScanDirect>();
-    else if (form == kScanDirect8) launch_scan.template operator()<D, RT, kScanDirect8>();
+    if (form == kScanDirect) launch_scan.template operator()<D, RT, kScanDirect>();
     else launch_scan.template operator()<D, RT, kScanStaged>();
   };
   auto launch_scan_d = [&]<typename RT>() {
@@ -422,7 +458,6 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     else if (d == 128) launch_scan_pd.template operator()<128, RT>();
     else launch_scan_pd.template operator()<256, RT>();
   };
-  const float scale = shape.scale();
   // The complete kernel on the side stream (side_complete() says when), forked from `s` here and
   // joined before the finish kernel (a fork/join that stream capture records as graph edges).
   const bool side = side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);

@@ -1,16 +1,13 @@
 // src/cuda/mac_scan.cuh: MAC's match scan of one head over a run of its ring's candidates
 // (mac_decode.cu's scan kernel), in two forms:
 //   - scan_staged: whole rows stream into shared memory by cp.async, two 64-row tiles in flight;
-//   - scan_prefix: the first kPruneDims dims of 512 candidates stream into shared memory at
-//     once (cp.async: no registers held per load, so a whole large scan is in flight in one
-//     wave), and only rows whose partial distance stays under the bound load the rest. A row
-//     that cannot be a hit then costs 64 of its 256 bytes (D = 128, bf16), so a large scan
-//     reads a quarter of the ring; with 64 dims a second bound there, and half the ring;
-//   - scan_direct: no shared memory; eight lanes per candidate load its first 64 dims (one
-//     128-byte line for 2-byte rings) into registers, several candidates per thread in flight,
-//     and only the rows still under the bound are summed again, whole, in the exact order. Its
-//     blocks are small and short, so a large scan streams through the chip instead of waiting
-//     for a second wave of blocks whose staged prefixes did not fit in shared memory.
+//   - scan_direct (scans with a finite bound): no shared memory; eight lanes per candidate load
+//     its first 64 dims (one 128-byte line for 2-byte rings) into registers, several candidates
+//     per thread in flight, and only the rows still under the bound are summed again, whole, in
+//     the exact order. A row that cannot be a hit costs half its bytes (D = 128), and the blocks
+//     are small and short, so a large scan streams through the chip. (It replaced scan_prefix,
+//     which staged 64-dim prefixes of 512 rows per block in shared memory: at batch 16 those
+//     blocks ran in two waves; h200.md.)
 // Distances in core/distance.hpp's fixed fp32 order, so decisions are bit-identical to the CPU:
 // half-warp per candidate, lane l owning dims l, l+16, ..., fused multiply-adds in that order,
 // then the pairwise lane reduction. Every prefix of whole 16-dim chunks reduced the same way is
@@ -28,8 +25,6 @@ namespace macattn::cuda::detail {
 constexpr int kScanSlots = 64;        // candidates per tile (the scan grid's unit)
 constexpr int kScanStages = 2;        // tiles in flight per block in scan_staged
 constexpr int kPruneDims = 32;        // dims summed before the lower bound is checked
-constexpr int kPrefixCandidates = 512;  // candidates per block in scan_prefix
-constexpr int kPrefixRestGroup = 4;     // surviving candidates whose rest is loaded together
 constexpr int kDirectDims = 64;         // dims of scan_direct's quick bound
 
 /// Lanes per candidate in scan_direct: one 16-byte load each over the first kDirectDims dims.
@@ -54,18 +49,6 @@ template <int D, typename RT> __host__ __device__ constexpr int staged_row_bytes
 /// Shared memory scan_staged needs.
 template <int D, typename RT> __host__ __device__ constexpr std::size_t staged_smem_bytes() {
   return static_cast<std::size_t>(kScanStages) * kScanSlots * staged_row_bytes<D, RT>();
-}
-
-/// Bytes between two staged prefixes in scan_prefix: the prefix plus 16, so the 16-byte reads
-/// of eight consecutive threads (one candidate each) fall in distinct banks.
-template <int D, typename RT, int PD> __host__ __device__ constexpr int prefix_row_bytes() {
-  return (PD < D ? PD : D) * static_cast<int>(sizeof(RT)) + 16;
-}
-
-/// Shared memory scan_prefix<..., PD> needs: the first PD dims (at most D) of kPrefixCandidates
-/// rows, each padded by 16 bytes (prefix_row_bytes).
-template <int D, typename RT, int PD> __host__ __device__ constexpr std::size_t prefix_smem_bytes() {
-  return static_cast<std::size_t>(kPrefixCandidates) * prefix_row_bytes<D, RT, PD>();
 }
 
 /// One head's candidates: n rows, candidate c in ring slot slot0 + c (mod W), row of slot s at
@@ -244,115 +227,11 @@ template <> __device__ __forceinline__ void unpack16<float>(const uint4& x, floa
   f[3] = __uint_as_float(x.w);
 }
 
-/// Relative slack of scan_prefix's quick bound (see there). Summing n non-negative terms in fp32
+/// Relative slack of scan_direct's quick bound (see there). Summing n non-negative terms in fp32
 /// in any order is within a factor (1 +/- gamma_n), gamma_n ~ n * 2^-24, of the exact sum (the
 /// terms themselves, fused (q - r)^2 from the same rounded differences, are the same in both
 /// orders); for n <= 256, 2 * gamma_n < 3.1e-5, so 1e-4 covers both sums' rounding.
 constexpr float kQuickBoundSlack = 1e-4f;
-
-/// Scans candidates [c0, c0 + kPrefixCandidates) with a finite bound: their first PD dims (32, or
-/// 64: the default for large scans, scan_prefix_dims) land in shared memory (prefix_smem_bytes)
-/// by cp.async, all at once. One thread per candidate then sums its staged dims in any order
-/// (four accumulators, 16-byte reads, no shuffles) and drops the candidate if that sum reaches
-/// bound * (1 + kQuickBoundSlack): the sum in core/distance.hpp's order over all D dims is then
-/// at least the bound (rounding both sums moves them by less than the slack, and the terms past
-/// PD are non-negative), so the row can never be a hit. The rare rows still under it (a hit is
-/// one per head) are summed in core/distance.hpp's order by a half-warp each (lane l: dims l,
-/// l+16, ...), their remaining dims loaded straight from global memory, kPrefixRestGroup at a
-/// time, so the decision and the reported distance are bit-identical to the CPU's. Rows of
-/// unrelated queries (about 2 per dim apart against a threshold of 0.6 per dim at tau 0.45) fail
-/// at 64 dims. Returns the packed minimum in every thread; every thread of the block calls it
-/// (it synchronises).
-template <int D, typename RT, int Threads, int PD>
-__device__ unsigned long long scan_prefix(char* smem, const float (&q)[D / 16], const ScanRows<RT>& rows, int c0,
-                                          float bound) {
-  constexpr int kDims = D / 16, kHalves = Threads / 16, kPrefix = (PD < D ? PD : D) / 16;
-  constexpr int kRowBytes = kPrefix * 16 * static_cast<int>(sizeof(RT)), kChunks = kRowBytes / 16;
-  constexpr int kStride = prefix_row_bytes<D, RT, PD>(), kPerWord = 16 / static_cast<int>(sizeof(RT));
-  constexpr int kCopies = kPrefixCandidates * kChunks / Threads, kPerHalf = kPrefixCandidates / kHalves;
-  static_assert(PD == 32 || PD == 64, "a prefix of 32 or 64 dims");
-  static_assert(kPrefixCandidates * kChunks % Threads == 0 && kPerHalf <= 32, "whole copies; one mask bit each");
-  static_assert(kPrefixCandidates == 2 * Threads, "one candidate per thread in each half of the copies");
-  __shared__ float q_prefix[kPrefix * 16];               // the query's first PD dims, in dim order
-  __shared__ unsigned char under[kPrefixCandidates];     // quick bound passed (and a real candidate)
-  const int lane = threadIdx.x & 15, half = threadIdx.x >> 4;
-  // Two commit groups, the first and second half of the rows: the first half's quick sums are
-  // computed while the second half lands.
-#pragma unroll
-  for (int k = 0; k < kCopies; ++k) {
-    const int idx = threadIdx.x + k * Threads, r = idx / kChunks, ch = idx % kChunks;
-    const int c = c0 + r;
-    const bool valid = c < rows.n && !rows.stale;
-    const char* src = reinterpret_cast<const char*>(valid ? rows.row(c) : rows.base) + ch * 16;
-    cp_async_16(smem + r * kStride + ch * 16, src, valid);
-    if (k == kCopies / 2 - 1) cp_async_commit();
-  }
-  cp_async_commit();
-  if (half == 0) {
-#pragma unroll
-    for (int k = 0; k < kPrefix; ++k) q_prefix[lane + k * 16] = q[k];
-  }
-  const float quick_bound = bound * (1.f + kQuickBoundSlack);
-  auto quick = [&](int r) {
-    const char* row = smem + r * kStride;
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-    for (int v = 0; v < kChunks; ++v) {
-      float f[kPerWord];
-      unpack16<RT>(*reinterpret_cast<const uint4*>(row + v * 16), f);
-#pragma unroll
-      for (int e = 0; e < kPerWord; ++e) {
-        const float diff = __fsub_rn(q_prefix[v * kPerWord + e], f[e]);
-        acc[e & 3] = __fmaf_rn(diff, diff, acc[e & 3]);
-      }
-    }
-    const float sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    under[r] = !(sum >= quick_bound) && c0 + r < rows.n;  // NaN stays (never a hit: the exact sum decides)
-  };
-  static_assert(kCopies % 2 == 0, "two halves of the copies");
-  cp_async_wait<1>();  // rows [0, kPrefixCandidates / 2)
-  __syncthreads();     // also publishes q_prefix
-  quick(threadIdx.x);
-  cp_async_wait<0>();
-  __syncthreads();
-  quick(threadIdx.x + Threads);
-  __syncthreads();
-  // Candidate j of this half-warp: row half + j * kHalves of the block.
-  auto staged_row = [&](int j) { return reinterpret_cast<const RT*>(smem + (half + j * kHalves) * kStride); };
-  unsigned keep = 0;  // bit j: candidate j passed the quick bound (the same in all 16 lanes)
-#pragma unroll
-  for (int j = 0; j < kPerHalf; ++j) keep |= under[half + j * kHalves] ? 1u << j : 0u;
-  unsigned long long mine = kNoMatch;
-  if (__any_sync(0xffffffffu, keep != 0)) {
-    for (int j0 = 0; j0 < kPerHalf; j0 += kPrefixRestGroup) {
-      const unsigned group_keep = (keep >> j0) & ((1u << kPrefixRestGroup) - 1);
-      if (!__any_sync(0xffffffffu, group_keep != 0)) continue;
-      constexpr int kRest = kDims - kPrefix;
-      [[maybe_unused]] const RT zero = RT(0.f);
-      RT xr[kPrefixRestGroup][kRest > 0 ? kRest : 1];
-      if constexpr (kRest > 0) {
-#pragma unroll
-        for (int u = 0; u < kPrefixRestGroup; ++u) {
-          const bool load = ((group_keep >> u) & 1) && !rows.stale;
-          const RT* row = load ? rows.row(c0 + half + (j0 + u) * kHalves) : rows.base;
-#pragma unroll
-          for (int k = kPrefix; k < kDims; ++k) xr[u][k - kPrefix] = load ? row[lane + k * 16] : zero;
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kPrefixRestGroup; ++u) {
-        float a = add_dims<0, kPrefix>(q, staged_row(j0 + u), lane, 0.f);
-#pragma unroll
-        for (int k = kPrefix; k < kDims; ++k) {
-          const float diff = __fsub_rn(q[k], ring_float(xr[u][k - kPrefix]));
-          a = __fmaf_rn(diff, diff, a);
-        }
-        keep_min(mine, a, (group_keep >> u) & 1, c0 + half + (j0 + u) * kHalves, bound);
-      }
-    }
-  }
-  return block_min<Threads>(mine);
-}
 
 /// A 16-byte load that is read once: not kept in L1.
 __device__ __forceinline__ uint4 load_once16(const void* p) {
@@ -367,9 +246,10 @@ __device__ __forceinline__ uint4 load_once16(const void* p) {
 /// without shared memory: a candidate belongs to direct_lanes() consecutive lanes (8 for 2-byte
 /// rings), each loading 16 bytes of its first kDirectDims dims into registers, and every thread
 /// issues the loads of its U candidates before it uses any (U x 16 bytes in flight per thread).
-/// The lanes' sums, in any order and reduced by shuffles, are the quick bound of scan_prefix:
-/// a row whose sum reaches bound * (1 + kQuickBoundSlack) cannot be a hit (its exact-order
-/// distance is at least the bound). Rows under it are summed again by a half-warp each in
+/// The lanes' sums, in any order and reduced by shuffles, are the quick bound: a row whose sum
+/// reaches bound * (1 + kQuickBoundSlack) cannot be a hit (the sum in core/distance.hpp's order
+/// over all D dims is then at least the bound: rounding both sums moves them by less than the
+/// slack, and the terms past the first 64 dims are non-negative). Rows under it are summed again by a half-warp each in
 /// core/distance.hpp's order over all D dims (q: lane l of the half holds dims l + 16k), loaded
 /// from global memory, so decisions and distances are bit-identical to the CPU's. `q_row`
 /// points at this head's q_pre row (dtype q_dtype). Returns the packed minimum in every thread;

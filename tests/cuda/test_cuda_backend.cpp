@@ -430,19 +430,12 @@ TEST_P(CudaBackend, MacDecodeWideWindow) {
   run_mac_session(GetParam(), cfg, 16, false, false);
 }
 
-// Without per-head stats the scan drops rows that cannot be hits after their first 32 dims:
-// through shared memory (small scans), and loading only those dims (scan_prefix, forced here;
-// the default picks it for large scans). A stale ring midway; several blocks per head.
+// Without per-head stats the scan drops rows that cannot be hits after their first dims: whole
+// rows through shared memory (scan_staged, forced here), or only their first 64 dims
+// (scan_direct, the default; below). A stale ring midway; several blocks per head.
 TEST_P(CudaBackend, MacDecodePrunedScanWithoutStats) {
   SKIP_WITHOUT_GPU();
   run_mac_session(GetParam(), small_config(5), 24, false, true, false, "staged");
-}
-
-TEST_P(CudaBackend, MacDecodePrefixScanWithoutStats) {
-  SKIP_WITHOUT_GPU();
-  MacConfig cfg = small_config(3);
-  cfg.window = 600;  // two scan_prefix blocks per head (512 candidates each), the second partly empty
-  run_mac_session(GetParam(), cfg, 10, false, true, false, "prefix");
 }
 
 // Head stats with report_miss_matches off: the same pruned scans, and the stats must equal
@@ -454,23 +447,6 @@ TEST_P(CudaBackend, MacDecodeTerseStatsStaged) {
   run_mac_session(GetParam(), cfg, 16, false, true, true, "staged");
 }
 
-TEST_P(CudaBackend, MacDecodeTerseStatsPrefix) {
-  SKIP_WITHOUT_GPU();
-  MacConfig cfg = small_config(0);
-  cfg.window = 600;
-  cfg.report_miss_matches = false;
-  run_mac_session(GetParam(), cfg, 10, false, true, true, "prefix");
-}
-
-// The 64-dim prefix (the default for large scans; forced here: a second bound after 64 dims;
-// at D = 64 the whole row is the prefix).
-TEST_P(CudaBackend, MacDecodePrefix64ScanWithoutStats) {
-  SKIP_WITHOUT_GPU();
-  MacConfig cfg = small_config(3);
-  cfg.window = 600;
-  run_mac_session(GetParam(), cfg, 10, false, true, false, "prefix64");
-}
-
 // The register-only form (scan_direct: eight lanes per candidate's first 64 dims, no shared
 // memory): several blocks per head, the last partly empty; a stale ring midway; in a graph; and
 // with terse stats (a miss at or over the threshold reports no best row).
@@ -478,8 +454,7 @@ TEST_P(CudaBackend, MacDecodeDirectScanWithoutStats) {
   SKIP_WITHOUT_GPU();
   MacConfig cfg = small_config(3);
   cfg.window = 600;
-  run_mac_session(GetParam(), cfg, 10, false, true, false, "direct");
-  run_mac_session(GetParam(), cfg, 6, false, false, false, "direct8");  // eight candidates per thread
+  run_mac_session(GetParam(), cfg, 8, false, true, false, "direct");
 }
 
 TEST_P(CudaBackend, MacDecodeDirectScanInCudaGraph) {
@@ -492,8 +467,8 @@ TEST_P(CudaBackend, MacDecodeDirectScanF32AndF16Rings) {
   SKIP_WITHOUT_GPU();
   MacConfig cfg = small_config(0);
   cfg.window = 300;
-  run_mac_session(GetParam(), cfg, 8, false, true, false, "direct", DType::f32);
-  run_mac_session(GetParam(), cfg, 8, false, false, false, "direct", DType::f16);
+  run_mac_session(GetParam(), cfg, 5, false, true, false, "direct", DType::f32);
+  run_mac_session(GetParam(), cfg, 5, false, false, false, "direct", DType::f16);
 }
 
 TEST_P(CudaBackend, MacDecodeTerseStatsDirect) {
@@ -504,10 +479,40 @@ TEST_P(CudaBackend, MacDecodeTerseStatsDirect) {
   run_mac_session(GetParam(), cfg, 10, false, true, true, "direct");
 }
 
+// The whole step as one cooperative kernel (mac_fused.cuh, MACATTN_CUDA_FUSED=on): scan items,
+// complete and amend items that wait on them, the merge by the block that completes a group.
+// With stats (every row scanned whole), with sinks and a stale ring midway, a window of several
+// scan chunks without stats, and in a graph.
+TEST_P(CudaBackend, MacDecodeFusedMatchesReference) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv fused_env("MACATTN_CUDA_FUSED", "on");
+  run_mac_session(GetParam(), small_config(0), 16, false, false);
+}
+
+TEST_P(CudaBackend, MacDecodeFusedWithSinksAndStaleRing) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv fused_env("MACATTN_CUDA_FUSED", "on");
+  run_mac_session(GetParam(), small_config(5), 12, false, true);
+}
+
+TEST_P(CudaBackend, MacDecodeFusedWideWindowWithoutStats) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv fused_env("MACATTN_CUDA_FUSED", "on");
+  MacConfig cfg = small_config(3);
+  cfg.window = 600;
+  run_mac_session(GetParam(), cfg, 6, false, true, false);
+}
+
+TEST_P(CudaBackend, MacDecodeFusedInCudaGraph) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv fused_env("MACATTN_CUDA_FUSED", "on");
+  run_mac_session(GetParam(), small_config(0), 12, true, false);
+}
+
 // The complete state (sinks + tail) computed by the attend kernel's blocks with the least amend
 // work (MACATTN_CUDA_COMPLETE=attend; the default for large grids, while these tests' small
 // batches get the side-stream kernel by default): with sinks and a stale ring, with stats; and
-// in a graph with the 64-dim prefix scan.
+// in a graph with the direct scan.
 TEST_P(CudaBackend, MacDecodeAttendCompleteWithSinks) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", "attend");
@@ -519,12 +524,7 @@ TEST_P(CudaBackend, MacDecodeAttendCompleteInCudaGraph) {
   const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", "attend");
   MacConfig cfg = small_config(3);
   cfg.window = 600;
-  run_mac_session(GetParam(), cfg, 12, true, false, false, "prefix64");
-}
-
-TEST_P(CudaBackend, MacDecodePrefixScanInCudaGraph) {
-  SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(0), 16, true, false, false, "prefix");
+  run_mac_session(GetParam(), cfg, 12, true, false, false, "direct");
 }
 
 TEST_P(CudaBackend, MacDecodeInCudaGraph) {
