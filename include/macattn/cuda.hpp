@@ -107,7 +107,6 @@ class Workspace {
     void* side_stream = nullptr;  ///< cudaStream_t: MAC's complete kernel beside the scan (MACATTN_CUDA_COMPLETE=side)
     void* fork_event = nullptr;   ///< cudaEvent_t: the side stream waits for the caller's stream
     void* join_event = nullptr;   ///< cudaEvent_t: the caller's stream waits for the side stream
-    unsigned* counters = nullptr;  ///< [2 * capacity_heads + capacity_batch] the fused MAC kernel's, zero between calls
   };
   const Buffers& buffers() const { return buffers_; }
 

@@ -135,13 +135,6 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
 /// (read on every call).
 bool side_complete(std::int64_t complete_blocks);
 
-/// Whether mac_decode runs as one cooperative kernel (mac_fused.cuh) for a step of `items` work
-/// items (scan chunks + complete parts + amend splits) and `parts` partials per head, given how
-/// many of its blocks fit on one multiprocessor: only with bf16 rings, at most 64 partials per
-/// head and a device that supports cooperative launches; MACATTN_CUDA_FUSED=on|off|auto (auto:
-/// when every item gets its own block). Off unless asked for (read on every call).
-bool fused_path(std::int64_t items, int parts, bool bf16_rings, int blocks_per_sm);
-
 /// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct; the scan kernel's
 /// template argument).
 constexpr int kScanStaged = 0, kScanDirect = 1;

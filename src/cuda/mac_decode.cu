@@ -17,7 +17,6 @@
 #include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/mac_decide.cuh"
-#include "cuda/mac_fused.cuh"
 #include "cuda/mac_scan.cuh"
 #include "cuda/merge_splits.cuh"
 
@@ -338,54 +337,6 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   stamp(prof, 3);
 }
 
-// Launches mac_fused_kernel when fused_path() agrees (bf16 rings); false when it does not.
-bool launch_fused(const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv, const PagedKVArgs& kva,
-                  ConstTensor q_post, ConstTensor q_pre, const RingArgs& ring, const MacArgs& mac, Tensor out, float* lse,
-                  HeadStats* head_stats, const Workspace::Buffers& ws, int splits, float scale, cudaStream_t s) {
-  const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim;
-  const float bound = head_stats && config.report_miss_matches ? __builtin_huge_valf() : mac.threshold;
-  bool launched = false;
-  auto go = [&]<int D, int NS, typename T>() {
-    auto kernel = mac_fused_kernel<D, NS, T, __nv_bfloat16>;
-    constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
-    allow_smem(kernel, bytes);
-    static const int per_sm = [&] {
-      int n = 0;
-      return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, bytes) == cudaSuccess ? n : 0;
-    }();
-    const int chunk = fused_scan_candidates<D, __nv_bfloat16>();
-    const int scan_chunks = (config.window + chunk - 1) / chunk;
-    const std::int64_t items = static_cast<std::int64_t>(kv.batch_size) *
-                               (static_cast<std::int64_t>(hq) * scan_chunks + static_cast<std::int64_t>(hkv) * (kCompleteSplits + splits));
-    if (!fused_path(items, splits + kCompleteSplits, true, per_sm)) return;
-    const std::int64_t capacity = static_cast<std::int64_t>(per_sm) * device_sm_count();
-    const unsigned grid = static_cast<unsigned>(items < capacity ? items : capacity);
-    const FusedCounters counters{ws.counters, ws.counters + ws.capacity_heads, ws.counters + 2 * ws.capacity_heads};
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = bytes;
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeCooperative;  // every block resident: the amend items wait on scan items
-    attr[0].val.cooperative = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    check_cuda(cudaLaunchKernelEx(&cfg, kernel, kva, q_post.data, q_pre.data, out.data, static_cast<int>(q_post.dtype),
-                                  lse, ring, mac, kv.batch_size, hq, hkv, splits, scan_chunks, scale, bound, ws.best,
-                                  ws.part_o, ws.part_lse, head_stats, counters),
-               "mac_fused_kernel");
-    launched = true;
-  };
-  const bool bf = kv.dtype == DType::bf16;
-  switch (d) {
-    case 64: bf ? go.template operator()<64, stages<64>(), __nv_bfloat16>() : go.template operator()<64, stages<64>(), __half>(); break;
-    case 128: bf ? go.template operator()<128, stages<128>(), __nv_bfloat16>() : go.template operator()<128, stages<128>(), __half>(); break;
-    default: bf ? go.template operator()<256, stages<256>(), __nv_bfloat16>() : go.template operator()<256, stages<256>(), __half>(); break;
-  }
-  return launched;
-}
-
 }  // namespace
 }  // namespace detail
 
@@ -416,10 +367,6 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
   const float scale = shape.scale();
-  // Small steps: the whole step as one cooperative kernel (mac_fused.cuh; fused_path() says when).
-  if (rings.ring_dtype == DType::bf16 && launch_fused(shape, config, kv, kva, q_post, q_pre, ring, mac, out, lse,
-                                                     head_stats, ws, splits, scale, s))
-    return;
   // Rows that cannot be hits are dropped after their first 64 dims (scan_direct) unless the
   // caller reads the best row of a miss (per-head stats with config.report_miss_matches), as on
   // the CPU; without a bound every row is read whole (scan_staged).

@@ -128,22 +128,6 @@ bool side_complete(std::int64_t complete_blocks) {
   return complete_blocks <= device_sm_count();
 }
 
-bool fused_path(std::int64_t items, int parts, bool bf16_rings, int blocks_per_sm) {
-  if (!bf16_rings || parts > 64 || blocks_per_sm < 1) return false;
-  static const bool cooperative = [] {
-    int dev = 0, v = 0;
-    return cudaGetDevice(&dev) == cudaSuccess &&
-           cudaDeviceGetAttribute(&v, cudaDevAttrCooperativeLaunch, dev) == cudaSuccess && v != 0;
-  }();
-  if (!cooperative) return false;
-  if (const char* env = std::getenv("MACATTN_CUDA_FUSED")) {
-    if (std::strcmp(env, "on") == 0) return true;
-    if (std::strcmp(env, "off") == 0) return false;
-    if (std::strcmp(env, "auto") == 0) return items <= static_cast<std::int64_t>(blocks_per_sm) * device_sm_count();
-  }
-  return false;
-}
-
 int scan_form() {
   if (const char* env = std::getenv("MACATTN_CUDA_SCAN")) {
     if (std::strcmp(env, "staged") == 0) return kScanStaged;
@@ -252,7 +236,6 @@ void Workspace::release() {
   cudaFree(buffers_.part_lse);
   cudaFree(buffers_.best);
   cudaFree(buffers_.seq_flags);
-  cudaFree(buffers_.counters);
   buffers_ = Buffers{};
   bytes_ = 0;
 }
@@ -297,10 +280,6 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   buffers_.best = n.best;
   alloc(reinterpret_cast<void**>(&n.seq_flags), static_cast<std::size_t>(n.capacity_batch));
   buffers_.seq_flags = n.seq_flags;
-  const std::size_t counter_bytes =
-      (2 * static_cast<std::size_t>(n.capacity_heads) + static_cast<std::size_t>(n.capacity_batch)) * sizeof(unsigned);
-  alloc(reinterpret_cast<void**>(&n.counters), counter_bytes);
-  buffers_.counters = n.counters;
   // A stream and two events for MAC's side kernel (fork/join: capturable in a CUDA graph).
   cudaStream_t side = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;
@@ -317,7 +296,6 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   }
   fill_u64_kernel<<<64, 256>>>(n.best, static_cast<std::size_t>(n.capacity_heads), ~0ull);
   MACATTN_CUDA_CHECK_LAUNCH("fill_u64_kernel");
-  MACATTN_CUDA_CHECK(cudaMemset(n.counters, 0, counter_bytes));
   MACATTN_CUDA_CHECK(cudaDeviceSynchronize());
 }
 

@@ -479,36 +479,6 @@ TEST_P(CudaBackend, MacDecodeTerseStatsDirect) {
   run_mac_session(GetParam(), cfg, 10, false, true, true, "direct");
 }
 
-// The whole step as one cooperative kernel (mac_fused.cuh, MACATTN_CUDA_FUSED=on): scan items,
-// complete and amend items that wait on them, the merge by the block that completes a group.
-// With stats (every row scanned whole), with sinks and a stale ring midway, a window of several
-// scan chunks without stats, and in a graph.
-TEST_P(CudaBackend, MacDecodeFusedMatchesReference) {
-  SKIP_WITHOUT_GPU();
-  const ScopedEnv fused_env("MACATTN_CUDA_FUSED", "on");
-  run_mac_session(GetParam(), small_config(0), 16, false, false);
-}
-
-TEST_P(CudaBackend, MacDecodeFusedWithSinksAndStaleRing) {
-  SKIP_WITHOUT_GPU();
-  const ScopedEnv fused_env("MACATTN_CUDA_FUSED", "on");
-  run_mac_session(GetParam(), small_config(5), 12, false, true);
-}
-
-TEST_P(CudaBackend, MacDecodeFusedWideWindowWithoutStats) {
-  SKIP_WITHOUT_GPU();
-  const ScopedEnv fused_env("MACATTN_CUDA_FUSED", "on");
-  MacConfig cfg = small_config(3);
-  cfg.window = 600;
-  run_mac_session(GetParam(), cfg, 6, false, true, false);
-}
-
-TEST_P(CudaBackend, MacDecodeFusedInCudaGraph) {
-  SKIP_WITHOUT_GPU();
-  const ScopedEnv fused_env("MACATTN_CUDA_FUSED", "on");
-  run_mac_session(GetParam(), small_config(0), 12, true, false);
-}
-
 // The complete state (sinks + tail) computed by the attend kernel's blocks with the least amend
 // work (MACATTN_CUDA_COMPLETE=attend; the default for large grids, while these tests' small
 // batches get the side-stream kernel by default): with sinks and a stale ring, with stats; and
