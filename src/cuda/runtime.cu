@@ -125,7 +125,8 @@ bool side_complete(std::int64_t complete_blocks) {
     if (std::strcmp(env, "side") == 0) return true;
     if (std::strcmp(env, "attend") == 0) return false;
   }
-  return complete_blocks <= device_sm_count();
+  (void)complete_blocks;
+  return true;
 }
 
 int scan_form() {
