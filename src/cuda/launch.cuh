@@ -127,13 +127,13 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
 
 /// Whether MAC's complete state (sinks + tail, which no decision changes) is computed by its own
 /// kernel of `complete_blocks` blocks on the workspace's side stream, beside the scan and the
-/// amend kernel, instead of by the amend kernel's blocks with the least amend work: always, by
-/// default. Measured on the H200 (h200.md): at batch 1 the side kernel takes the tail off the
-/// critical path (all-hit 22.9 -> 19.3 us; a miss at 8K 38.8 -> 29.3 us). At batch 16 its 512
-/// blocks had delayed the exact splits of a miss step while the scan staged 72 KB per block (32K,
-/// hit 0: 504.7 -> 524.6 us), so until 9956019 it ran only for grids of at most one block per SM;
-/// with the register-only scan a batch-16 miss costs the same either way (within 0.3%) and the
-/// all-hit step is shorter. MACATTN_CUDA_COMPLETE=side|attend forces either (read on every call).
+/// amend kernel, instead of by the amend kernel's blocks with the least amend work: when that
+/// grid is at most one block per multiprocessor. Measured on the H200 (h200.md): at batch 1 the
+/// side kernel takes the tail off the critical path (all-hit 22.9 -> 19.3 us; a miss at 8K
+/// 38.8 -> 29.3 us); at batch 16 its 512 blocks delay the exact splits of a miss step (8K / 32K,
+/// hit 0, with the register-only scan at 1d092e9: 156.4 -> 158.4 / 502.5 -> 508.4 us) and gain
+/// nothing on hits in the benchmark (128K: 35.7 vs 37.6 us). MACATTN_CUDA_COMPLETE=side|attend
+/// forces either (read on every call).
 bool side_complete(std::int64_t complete_blocks);
 
 /// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct; the scan kernel's

@@ -9,7 +9,7 @@
 //      one split of the group's span, through the same AttendTile as exact decode, so a miss
 //      group costs what exact costs and an all-hit group touches only its bands; the last
 //      blocks also compute the complete state (sinks + tail) in kCompleteSplits parts, unless
-//   2b. complete (grid kCompleteSplits x Hkv x B; the default: side_complete()) computes them
+//   2b. complete (grid kCompleteSplits x Hkv x B, small grids: side_complete()) computes them
 //      on a side stream beside 1 and 2: no decision changes the complete state's keys.
 //   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
 //      (wiping a stale ring first), merges the complete state into out, writes stats, and
