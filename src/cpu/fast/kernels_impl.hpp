@@ -32,6 +32,7 @@
 //      output reload and prefetch. From DRAM (1 thread, 32K, machine loaded to 3.5) it is the
 //      faster set: 61-68 -> 54-56 ns per key and head (fewer instructions in flight besides
 //      the misses).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -93,12 +94,32 @@ inline bool online_softmax(const AttendGroup& a, int q0, const v16f* score, v16f
   return any;
 }
 
+/// Tiles ahead of the one being computed whose K/V lines a tile requests (into L2) while it
+/// computes (see attend_impl).
+constexpr int kPrefetchTiles = 2;
+
+/// Row pointers (KV head 0) of the n keys kPrefetchTiles tiles ahead: a tile requests their
+/// lines (plus its head_off) spread through its own loads, one line beside each line it reads.
+struct Ahead {
+  const unsigned char* const* k = nullptr;
+  const unsigned char* const* v = nullptr;
+  int n = 0;
+};
+
+/// Requests the lines of [r, r + bytes) into L2.
+inline void prefetch_lines(const unsigned char* r, std::size_t bytes) {
+  for (std::size_t line = 0; line < bytes; line += 64) __builtin_prefetch(r + line, 0, 2);
+}
+
 /// One tile of n <= 16 keys (row pointers k[jj], v[jj], rows past n point at kZeroRow, plus
 /// head_off) for QB queries from q0.
+/// Requests the lines of `ahead`'s rows for the same head while it runs.
 template <DType T, int D, int QB>
 inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigned char* const* k,
-                        const unsigned char* const* v, std::size_t head_off, std::int64_t j0, int n) {
+                        const unsigned char* const* v, std::size_t head_off, std::int64_t j0, int n,
+                        const Ahead& ahead) {
   constexpr int C = D / 16;
+  constexpr int kElem = T == DType::f32 ? 4 : 2;
   // Scores. KS keys at a time, each K chunk widened once in registers and used by every query
   // (KS * QB accumulators); the 16 per-key accumulators of a query are then reduced together.
   constexpr int KS = QB >= 8 ? 2 : 4;
@@ -108,6 +129,8 @@ inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigne
     const unsigned char* rows[KS];
     for (int i = 0; i < KS; ++i) rows[i] = jj + i < n ? k[jj + i] + head_off : kZeroRow;
     for (int c = 0; c < C; ++c) {
+      if (c * 16 * kElem % 64 == 0)
+        for (int i = jj; i < jj + KS && i < ahead.n; ++i) __builtin_prefetch(ahead.k[i] + head_off + c * 16 * kElem, 0, 2);
       v16f kc[KS];
       for (int i = 0; i < KS; ++i) kc[i] = load16<T>(rows[i], c * 16);
       for (int qi = 0; qi < QB; ++qi) {
@@ -133,6 +156,7 @@ inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigne
       for (int cb = 0; cb < CB; ++cb)
         oc[qi][cb] = load_f32(a.o + static_cast<std::size_t>(q0 + qi) * D + (c0 + cb) * 16) * alpha[qi];
     for (int jj = 0; jj < n; ++jj) {
+      if (c0 == 0 && jj < ahead.n) prefetch_lines(ahead.v[jj] + head_off, static_cast<std::size_t>(D) * kElem);
       v16f w[QB];
       for (int qi = 0; qi < QB; ++qi) w[qi] = lane_broadcast(p[qi], jj);
       for (int cb = 0; cb < CB; ++cb) {
@@ -210,7 +234,7 @@ inline void o_dims(float* o) {  // unpack order -> dims, 32 floats
 template <int D, int QB, int QT>
 inline void attend_tile_bf16(const AttendGroup& a, const std::uint16_t* qb, float scale, int q0,
                              const unsigned char* const* k, const unsigned char* const* v, std::size_t head_off,
-                             std::int64_t j0, int n) {
+                             std::int64_t j0, int n, const Ahead& ahead) {
   constexpr int C = D / 32;  // 32-dim chunks: one 64-byte line of a bf16 row
   constexpr int KS = QB >= 8 ? 2 : 4;
   alignas(64) v16f acc[QB][kTile];
@@ -221,6 +245,7 @@ inline void attend_tile_bf16(const AttendGroup& a, const std::uint16_t* qb, floa
     const unsigned char* rows[KS];
     for (int i = 0; i < KS; ++i) rows[i] = jj + i < n ? k[jj + i] + head_off : kZeroRow;
     for (int c = 0; c < C; ++c) {
+      for (int i = jj; i < jj + KS && i < ahead.n; ++i) __builtin_prefetch(ahead.k[i] + head_off + c * 64, 0, 2);
       __m512bh kc[KS];
       for (int i = 0; i < KS; ++i) kc[i] = load_bh(rows[i] + c * 64);
       for (int qi = 0; qi < QB; ++qi)
@@ -254,6 +279,8 @@ inline void attend_tile_bf16(const AttendGroup& a, const std::uint16_t* qb, floa
           oc[qi][cb][h] = _mm512_mul_ps(_mm512_loadu_ps(a.o + static_cast<std::size_t>(q0 + qi) * D + (c0 + cb) * 32 + h * 16), al);
     }
     for (int jp = 0; jp < pairs; ++jp) {
+      if (c0 == 0)
+        for (int i = 2 * jp; i < 2 * jp + 2 && i < ahead.n; ++i) prefetch_lines(ahead.v[i] + head_off, D * 2);
       const unsigned char* va = v[2 * jp] + head_off;
       const unsigned char* vb = 2 * jp + 1 < n ? v[2 * jp + 1] + head_off : kZeroRow;
       for (int cb = 0; cb < CB; ++cb) {
@@ -273,15 +300,17 @@ inline void attend_tile_bf16(const AttendGroup& a, const std::uint16_t* qb, floa
           _mm512_storeu_ps(a.o + static_cast<std::size_t>(q0 + qi) * D + (c0 + cb) * 32 + h * 16, oc[qi][cb][h]);
   }
 }
-/// One tile for all queries of a group, in blocks of 8, 4, 2, 1.
+/// One tile for all queries of a group, in blocks of 8, 4, 2, 1 (the first block requests the
+/// lines of `ahead`).
 template <int D, int QT>
 void attend_tiles_bf16(const AttendGroup& grp, const std::uint16_t* qb, float scale, const unsigned char* const* k,
-                       const unsigned char* const* v, std::size_t off, std::int64_t j0, int n) {
+                       const unsigned char* const* v, std::size_t off, std::int64_t j0, int n, const Ahead& ahead) {
   int q0 = 0;
-  for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile_bf16<D, 8, QT>(grp, qb, scale, q0, k, v, off, j0, n);
-  if (q0 + 4 <= grp.nq) { attend_tile_bf16<D, 4, QT>(grp, qb, scale, q0, k, v, off, j0, n); q0 += 4; }
-  if (q0 + 2 <= grp.nq) { attend_tile_bf16<D, 2, QT>(grp, qb, scale, q0, k, v, off, j0, n); q0 += 2; }
-  if (q0 < grp.nq) attend_tile_bf16<D, 1, QT>(grp, qb, scale, q0, k, v, off, j0, n);
+  auto first = [&] { return q0 == 0 ? ahead : Ahead{}; };
+  for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile_bf16<D, 8, QT>(grp, qb, scale, q0, k, v, off, j0, n, first());
+  if (q0 + 4 <= grp.nq) { attend_tile_bf16<D, 4, QT>(grp, qb, scale, q0, k, v, off, j0, n, first()); q0 += 4; }
+  if (q0 + 2 <= grp.nq) { attend_tile_bf16<D, 2, QT>(grp, qb, scale, q0, k, v, off, j0, n, first()); q0 += 2; }
+  if (q0 < grp.nq) attend_tile_bf16<D, 1, QT>(grp, qb, scale, q0, k, v, off, j0, n, first());
 }
 #else
 constexpr bool kBf16Dot = false;
@@ -322,41 +351,43 @@ void attend_impl(const AttendArgs& a) {
   const RowLocator rows(*a.kv, a.b);
   const unsigned char* k[kTile];
   const unsigned char* v[kTile];
-  constexpr std::size_t kRowBytes = static_cast<std::size_t>(D) * (T == DType::f32 ? 4 : 2);
   for (std::int64_t j0 = a.lo; j0 < a.hi; j0 += kTile) {
     const int n = static_cast<int>(std::min<std::int64_t>(kTile, a.hi - j0));
     for (int jj = 0; jj < n; ++jj) {
       k[jj] = rows.k(j0 + jj);
       v[jj] = rows.v(j0 + jj);
     }
-    // Rows two tiles ahead are requested (into L2) group by group, interleaved with the work,
-    // so they arrive while this tile computes; in one burst they would overflow the miss queue.
-    const std::int64_t ahead = j0 + 2 * kTile, ahead_end = std::min(a.hi, ahead + kTile);
+    // The rows kPrefetchTiles tiles ahead: each group's tile requests its head's lines of them
+    // spread through its own loads. Requested in one burst per group (128 lines at D = 128),
+    // they stalled the core until they had landed, so memory and arithmetic did not overlap:
+    // exact decode read 17-18 GB/s with the burst, 22-25 GB/s spread (docs/benchmarks/cpu.md).
+    const std::int64_t ahead0 = j0 + kPrefetchTiles * kTile;
+    const int n_ahead = static_cast<int>(std::clamp<std::int64_t>(a.hi - ahead0, 0, kTile));
+    const unsigned char* ak[kTile];
+    const unsigned char* av[kTile];
+    for (int jj = 0; jj < n_ahead; ++jj) {
+      ak[jj] = rows.k(ahead0 + jj);
+      av[jj] = rows.v(ahead0 + jj);
+    }
+    const Ahead ahead{ak, av, n_ahead};
     for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
       const AttendGroup& grp = a.groups[gi];
       if (j0 + n <= grp.lo || j0 >= grp.hi) continue;
       const std::size_t off = static_cast<std::size_t>(grp.g) * rows.head_bytes();
-      for (std::int64_t j = ahead; j < ahead_end; ++j) {
-        const unsigned char* kn = rows.k(j) + off;
-        const unsigned char* vn = rows.v(j) + off;
-        for (std::size_t line = 0; line < kRowBytes; line += 64) {
-          __builtin_prefetch(kn + line, 0, 2);
-          __builtin_prefetch(vn + line, 0, 2);
-        }
-      }
       int q0 = 0;
 #if defined(__AVX512BF16__)
       if constexpr (dot) {
         const std::uint16_t* qb = qbuf.data() + qoff[static_cast<std::size_t>(gi)];
-        if (one_term[static_cast<std::size_t>(gi)]) attend_tiles_bf16<D, 1>(grp, qb, a.scale, k, v, off, j0, n);
-        else attend_tiles_bf16<D, 2>(grp, qb, a.scale, k, v, off, j0, n);
+        if (one_term[static_cast<std::size_t>(gi)]) attend_tiles_bf16<D, 1>(grp, qb, a.scale, k, v, off, j0, n, ahead);
+        else attend_tiles_bf16<D, 2>(grp, qb, a.scale, k, v, off, j0, n, ahead);
         continue;
       }
 #endif
-      for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile<T, D, 8>(grp, a.scale, q0, k, v, off, j0, n);
-      if (q0 + 4 <= grp.nq) { attend_tile<T, D, 4>(grp, a.scale, q0, k, v, off, j0, n); q0 += 4; }
-      if (q0 + 2 <= grp.nq) { attend_tile<T, D, 2>(grp, a.scale, q0, k, v, off, j0, n); q0 += 2; }
-      if (q0 < grp.nq) attend_tile<T, D, 1>(grp, a.scale, q0, k, v, off, j0, n);
+      auto first = [&] { return q0 == 0 ? ahead : Ahead{}; };
+      for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile<T, D, 8>(grp, a.scale, q0, k, v, off, j0, n, first());
+      if (q0 + 4 <= grp.nq) { attend_tile<T, D, 4>(grp, a.scale, q0, k, v, off, j0, n, first()); q0 += 4; }
+      if (q0 + 2 <= grp.nq) { attend_tile<T, D, 2>(grp, a.scale, q0, k, v, off, j0, n, first()); q0 += 2; }
+      if (q0 < grp.nq) attend_tile<T, D, 1>(grp, a.scale, q0, k, v, off, j0, n, first());
     }
   }
 #if defined(__AVX512BF16__)
