@@ -32,6 +32,10 @@
 //      output reload and prefetch. From DRAM (1 thread, 32K, machine loaded to 3.5) it is the
 //      faster set: 61-68 -> 54-56 ns per key and head (fewer instructions in flight besides
 //      the misses).
+//   v6 the lines two tiles ahead requested spread through the tile's own loads, not in one
+//      burst per KV head (the burst stalled issue until the lines landed: DRAM time was the
+//      in-cache time plus the walk's, no overlap). Two threads, 32K / 128K: 17-18 -> 23-26 GB/s
+//      of K/V (avx512 set too); in cache 25-30 GB/s, so the arithmetic is the bound now.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
