@@ -436,15 +436,16 @@ void scan_impl(const ScanArgs& a) {
   const auto* ring = static_cast<const unsigned char*>(a.qring);
   for (std::int64_t p = a.t - 1; p >= a.first; --p) {
     const unsigned char* slot = ring + static_cast<std::size_t>(p % a.window) * slot_bytes;
-    if (p - kAhead >= a.first) {
-      const unsigned char* next = ring + static_cast<std::size_t>((p - kAhead) % a.window) * slot_bytes;
-      for (std::int32_t h = a.h0; h < a.h1; ++h) {
+    // Head h's row kAhead slots on is requested beside head h's row here (one burst per slot
+    // stalled issue until the lines landed, as in attend_impl).
+    const unsigned char* next =
+        p - kAhead >= a.first ? ring + static_cast<std::size_t>((p - kAhead) % a.window) * slot_bytes : nullptr;
+    for (std::int32_t h = a.h0; h < a.h1; ++h) {
+      if (next) {
         const unsigned char* r = next + static_cast<std::size_t>(h) * D * esize;
         __builtin_prefetch(r, 0, 3);
         if constexpr (kSecondBytes > 64) __builtin_prefetch(r + 64, 0, 3);
       }
-    }
-    for (std::int32_t h = a.h0; h < a.h1; ++h) {
       const unsigned char* row = slot + static_cast<std::size_t>(h) * D * esize;
       const float* q = a.q_pre + static_cast<std::size_t>(h) * D;
       ScanResult& best = a.out[h];
