@@ -366,7 +366,6 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const int qd = static_cast<int>(q_post.dtype);
   ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
-  const float scale = shape.scale();
   // Rows that cannot be hits are dropped after their first 64 dims (scan_direct) unless the
   // caller reads the best row of a miss (per-head stats with config.report_miss_matches), as on
   // the CPU; without a bound every row is read whole (scan_staged).
@@ -382,14 +381,12 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     const std::int64_t target = 4 * static_cast<std::int64_t>(device_sm_count());
     while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
   }
-  const int ring_elem = static_cast<int>(dtype_bytes(rings.ring_dtype));
-  const int direct_per_block = kScanThreads / ((d < kDirectDims ? d : kDirectDims) * ring_elem / 16) * kDirectPerThread;
-  const unsigned scan_blocks = form == kScanDirect
-                                   ? static_cast<unsigned>((config.window + direct_per_block - 1) / direct_per_block)
-                                   : static_cast<unsigned>((scan_tiles + per - 1) / per);
-  const dim3 scan_grid(scan_blocks, hq, kv.batch_size);
   auto launch_scan = [&]<int D, typename RT, int Form>() {
     auto kernel = mac_scan_kernel<D, RT, Form>;
+    constexpr int kDirectPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
+    const unsigned blocks = Form == kScanDirect ? static_cast<unsigned>((config.window + kDirectPer - 1) / kDirectPer)
+                                                : static_cast<unsigned>((scan_tiles + per - 1) / per);
+    const dim3 scan_grid(blocks, hq, kv.batch_size);
     constexpr std::size_t bytes = Form == kScanDirect ? 0 : staged_smem_bytes<D, RT>();
     constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
     allow_smem(kernel, bytes);
@@ -405,6 +402,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     else if (d == 128) launch_scan_pd.template operator()<128, RT>();
     else launch_scan_pd.template operator()<256, RT>();
   };
+  const float scale = shape.scale();
   // The complete kernel on the side stream (side_complete() says when), forked from `s` here and
   // joined before the finish kernel (a fork/join that stream capture records as graph edges).
   const bool side = side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
