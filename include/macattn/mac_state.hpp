@@ -11,6 +11,7 @@
 
 #include "macattn/config.hpp"
 #include "macattn/dtype.hpp"
+#include "macattn/host_memory.hpp"
 
 namespace macattn {
 
@@ -72,7 +73,7 @@ class MacState {
 
  private:
   void rebind();
-  std::vector<unsigned char> storage_;  // qring then oring
+  std::vector<unsigned char, HugePageAllocator<unsigned char>> storage_;  // qring then oring (scanned every step)
   std::vector<float> lring_;
   std::int64_t position_ = 0;
   std::uint8_t ready_ = 0;

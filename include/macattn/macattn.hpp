@@ -5,6 +5,7 @@
 #include "macattn/config.hpp"
 #include "macattn/dtype.hpp"
 #include "macattn/error.hpp"
+#include "macattn/host_memory.hpp"
 #include "macattn/kv_cache.hpp"
 #include "macattn/mac_state.hpp"
 #include "macattn/version.hpp"

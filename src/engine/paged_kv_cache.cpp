@@ -33,6 +33,11 @@ PagedKVCache::PagedKVCache(std::int32_t num_layers, std::int32_t num_kv_heads, s
     throw Error("PagedKVCache: cannot reserve " + std::to_string(mapped_bytes_) + " bytes for capacity " +
                 std::to_string(capacity));
   base_ = static_cast<std::uint8_t*>(p);
+#if defined(MADV_HUGEPAGE)
+  // Decode streams every layer's K/V once per token: on 2 MiB pages the CPU kernels read it
+  // about 20% faster (macattn/host_memory.hpp). Advice only; committed as positions are written.
+  (void)::madvise(p, mapped_bytes_, MADV_HUGEPAGE);
+#endif
   indices_.resize(static_cast<std::size_t>(num_pages_));
   for (std::int64_t i = 0; i < num_pages_; ++i) indices_[i] = static_cast<std::int32_t>(i);
 }

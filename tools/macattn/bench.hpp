@@ -40,6 +40,7 @@ struct BenchOptions {
   std::int32_t min_reps = 5;       // at least this many timed runs per measurement
   bool check = true;               // compare with the reference backend before timing
   bool flush = true;               // evict caches before each timed run
+  bool huge_pages = true;          // K/V buffers advised for transparent huge pages
   std::int32_t graph_steps = 1;    // --backend cuda: also time N layer-steps per graph (1 = off)
   bool far_miss_rows = false;      // --backend cuda: non-matching ring rows q_pre + 3 (else q_pre +/- sqrt(2))
   std::uint64_t seed = 1;
@@ -61,7 +62,9 @@ struct BenchRow {
   double all_hit_group_fraction;  // groups whose heads all hit / groups
   double exact_us, mac_us;        // medians
   double exact_gbps, mac_gbps;    // K/V (+ ring) bytes read / time
-  double exact_bw_fraction;       // exact_gbps / measured streaming-read bandwidth
+  double exact_bw_fraction;       // exact_gbps / stream_gbps
+  double stream_gbps;             // median streaming read of the cache evictions just before each exact run
+                                  // (the run's ceiling when caches are not flushed)
   double speedup;                 // exact_us / mac_us
   double exact_rel_l2, mac_rel_l2;  // vs the reference backend on the same inputs (-1: not checked)
   std::int64_t mac_bytes;         // bytes MAC reads (K/V tokens read + ring scan), per layer-step
@@ -71,7 +74,8 @@ struct BenchRow {
 struct BenchRun {
   std::string machine, cpu_isa, build_type, commit;
   std::int32_t threads;
-  double stream_gbps;  // streaming-read bandwidth, same threads, same run
+  double stream_gbps;  // streaming-read bandwidth, same threads, same run (huge pages)
+  double stream_small_pages_gbps;  // the same read on 4 KiB pages
   std::vector<BenchRow> rows;
 };
 
@@ -83,9 +87,16 @@ void write_bench_json(const BenchOptions& o, const BenchRun& run);
 void write_bench_csv(const BenchOptions& o, const BenchRun& run);
 
 /// Streaming-read bandwidth in GB/s (1e9 bytes/s) of `threads` threads over a buffer far
-/// larger than the last-level cache; median of several passes.
-double measure_stream_read_gbps(int threads);
-/// Reads a buffer larger than the last-level cache so that the next timed run starts cold.
-void evict_caches();
+/// larger than the last-level cache (median of several passes), read with the widest vector
+/// loads the CPU has: on a buffer advised for huge pages (the ceiling every row is compared
+/// with) and on plain 4 KiB pages (for the notes).
+struct StreamBandwidth {
+  double gbps = 0;              // 2 MiB pages where the OS gives them
+  double small_pages_gbps = 0;  // 4 KiB pages
+};
+StreamBandwidth measure_stream_read(int threads);
+/// Reads a buffer larger than the last-level cache so that the next timed run starts cold;
+/// returns the GB/s of that read (a streaming-read probe taken next to the timed run).
+double evict_caches();
 
 }  // namespace macattn_tool

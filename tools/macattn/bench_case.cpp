@@ -45,14 +45,14 @@ macattn::KVCacheView KVBuffers::view() const {
 }
 
 KVBuffers make_kv(const macattn::AttentionShape& shape, DType dtype, std::int32_t batch, std::int64_t context,
-                  std::uint64_t seed) {
+                  std::uint64_t seed, bool huge_pages) {
   KVBuffers kv{shape, dtype, batch, context, {}, {}, {}};
   const std::size_t elems = static_cast<std::size_t>(context) * static_cast<std::size_t>(shape.num_kv_heads) *
                             static_cast<std::size_t>(shape.head_dim);
   const std::size_t words = elems * macattn::dtype_size(dtype) / sizeof(std::uint16_t);
   for (std::int32_t b = 0; b < batch; ++b) {
-    kv.k.emplace_back(words);
-    kv.v.emplace_back(words);
+    kv.k.emplace_back(words, std::uint16_t{0}, KVAllocator<std::uint16_t>(huge_pages));
+    kv.v.emplace_back(words, std::uint16_t{0}, KVAllocator<std::uint16_t>(huge_pages));
     fill_random(kv.k.back().data(), dtype, elems, seed * 1000 + 2 * static_cast<std::uint64_t>(b));
     fill_random(kv.v.back().data(), dtype, elems, seed * 1000 + 2 * static_cast<std::uint64_t>(b) + 1);
   }

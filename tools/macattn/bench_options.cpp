@@ -105,6 +105,10 @@ FlagSet bench_flags(BenchOptions& o) {
         [&o](const std::string& v) { o.check = parse_choice("--check", v, {"on", "off"}) == "on"; });
   f.add("--flush", "on|off", "evict caches before every timed run", "on",
         [&o](const std::string& v) { o.flush = parse_choice("--flush", v, {"on", "off"}) == "on"; });
+  f.add("--huge-pages", "on|off",
+        "K/V buffers advised for 2 MiB transparent huge pages (as the engine's cache; off: 4 KiB pages). The "
+        "bandwidth ceiling is measured on huge pages either way",
+        "on", [&o](const std::string& v) { o.huge_pages = parse_choice("--huge-pages", v, {"on", "off"}) == "on"; });
   f.add("--graph-steps", "N",
         "--backend cuda: also time N consecutive layer-steps in one graph (per step; 1 = off)", str(o.graph_steps),
         [&o](const std::string& v) {
