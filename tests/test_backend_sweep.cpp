@@ -269,6 +269,7 @@ const SweepCase kCases[] = {
     {8, 1, 128, DType::f32, DType::f32, 0, KVLayout::NHD, 2},
     {12, 4, 64, DType::f32, DType::f32, 0, KVLayout::NHD, 3},  // G = 3: query blocks 2 + 1
     {16, 1, 64, DType::f32, DType::f32, 0, KVLayout::NHD, 0},  // G = 16: two blocks of 8
+    {40, 8, 64, DType::f32, DType::f32, 0, KVLayout::NHD, 0},  // the scan's heads in rows of 16: 16 + 16 + 8
     // K/V and ring dtypes
     {16, 4, 128, DType::bf16, DType::bf16, 0, KVLayout::NHD, 0},
     {16, 4, 128, DType::f16, DType::f16, 0, KVLayout::NHD, 0},

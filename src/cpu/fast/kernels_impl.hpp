@@ -5,10 +5,10 @@
 // Per (tile, KV head): scores of all the head's queries (each K chunk widened once in
 // registers and shared by the queries: the GQA saving), one transposing reduction per query,
 // online softmax, then P*V with a block of output chunks in registers.
-// scan: ring rows newest first; after the first chunks the partial distance is a lower bound,
-// so most rows stop after 32 dims once a close candidate is known.
+// scan: ring slots newest first, the rows of 16 heads summed over their first 64 dims together;
+// that partial distance is a lower bound, so only rows under the threshold are read further.
 //
-// History (dev machine: 2-core AMD EPYC Zen 5 VM, Llama-3.1-8B shape, bf16, exact decode at
+// History (dev machine: 2-core AMD EPYC VM, family 25 model 17, i.e. Zen 4 (not Zen 5 as first noted), Llama-3.1-8B shape, bf16, exact decode at
 // 128K; one thread / two threads, GB/s of K/V; streaming read is about 20 / 33 GB/s):
 //   v1 one task per (sequence, KV head), 16 horizontal sums per tile     1.3 / 1.0 (2 KiB-strided
 //      rows; measured while builds shared the machine)
@@ -423,53 +423,57 @@ void attend(const AttendArgs& a) {
 template <DType R, int D>
 void scan_impl(const ScanArgs& a) {
   constexpr int C = D / 16;
-  constexpr int kPruneChunks = C >= 4 ? 2 : 1;  // 32 dims (16 for D = 64) before the first bound
+  // Every row's first kFirst chunks (64 dims; 32 for D = 64) are summed for 16 heads at once
+  // and reduced together (reduce_16x16 adds each row's lanes in hsum's order, so the partial
+  // distances are those of core/distance.hpp bit for bit). A random ring row (distance about
+  // 2D) is still under the threshold after 32 dims but over it after 64, so most rows stop
+  // there; the few that do not are finished one by one, exactly as the reference sums them.
+  constexpr int kFirst = C >= 4 ? 4 : C;
   constexpr std::size_t esize = R == DType::f32 ? 4 : 2;
-  constexpr std::int64_t kAhead = 2;  // slots ahead whose rows are requested
-  // A second bound after twice the dims: a random row (distance about 2D) is still under the
-  // threshold after the first chunks but over it after twice as many, so a miss reads half of
-  // each row instead of all of it. The bytes up to it are requested ahead, the rest on demand.
-  constexpr int kSecond = 2 * kPruneChunks < C ? 2 * kPruneChunks : C;
-  constexpr std::size_t kSecondBytes = static_cast<std::size_t>(kSecond) * 16 * esize;
+  constexpr std::size_t kFirstBytes = static_cast<std::size_t>(kFirst) * 16 * esize;
+  // Rows kAhead slots on are requested into L2 beside the rows read now (into L1 the requests
+  // waited on L1's few miss buffers; spread, not one burst per slot, as in attend_impl). One
+  // sequence's ring, batch 4, 8K-context bench rows, 2 threads: 550-615 us per step with one
+  // row at a time, L1 requests and 2 slots ahead; 390 us with L2 requests 4 ahead; 270-305 us
+  // with the rows also summed 16 at a time (scratch harness, cold ring, same run).
+  constexpr std::int64_t kAhead = 4;
   for (std::int32_t h = a.h0; h < a.h1; ++h) a.out[h] = {-1, std::numeric_limits<float>::infinity()};
   const std::size_t slot_bytes = static_cast<std::size_t>(a.num_q_heads) * D * esize;
   const auto* ring = static_cast<const unsigned char*>(a.qring);
   for (std::int64_t p = a.t - 1; p >= a.first; --p) {
     const unsigned char* slot = ring + static_cast<std::size_t>(p % a.window) * slot_bytes;
-    // Head h's row kAhead slots on is requested beside head h's row here (one burst per slot
-    // stalled issue until the lines landed, as in attend_impl).
     const unsigned char* next =
         p - kAhead >= a.first ? ring + static_cast<std::size_t>((p - kAhead) % a.window) * slot_bytes : nullptr;
-    for (std::int32_t h = a.h0; h < a.h1; ++h) {
-      if (next) {
-        const unsigned char* r = next + static_cast<std::size_t>(h) * D * esize;
-        __builtin_prefetch(r, 0, 3);
-        if constexpr (kSecondBytes > 64) __builtin_prefetch(r + 64, 0, 3);
+    for (std::int32_t h0 = a.h0; h0 < a.h1; h0 += kTile) {
+      const int n = static_cast<int>(std::min<std::int32_t>(kTile, a.h1 - h0));
+      v16f lanes[kTile];
+      for (int r = 0; r < kTile; ++r) {
+        lanes[r] = splat(0.0f);
+        if (r >= n) continue;
+        const std::size_t off = static_cast<std::size_t>(h0 + r) * D * esize;
+        if (next)
+          for (std::size_t line = 0; line < kFirstBytes; line += 64) __builtin_prefetch(next + off + line, 0, 2);
+        const unsigned char* row = slot + off;
+        const float* q = a.q_pre + static_cast<std::size_t>(h0 + r) * D;
+        for (int c = 0; c < kFirst; ++c) {
+          const v16f diff = load_f32(q + c * 16) - load16<R>(row, c * 16);
+          lanes[r] = fma16(diff, diff, lanes[r]);
+        }
       }
-      const unsigned char* row = slot + static_cast<std::size_t>(h) * D * esize;
-      const float* q = a.q_pre + static_cast<std::size_t>(h) * D;
-      ScanResult& best = a.out[h];
-      v16f lanes = splat(0.0f);
-      for (int c = 0; c < kPruneChunks; ++c) {
-        const v16f diff = load_f32(q + c * 16) - load16<R>(row, c * 16);
-        lanes = fma16(diff, diff, lanes);
+      const v16f part = reduce_16x16(lanes);  // lower bounds of the rows' distances
+      for (int r = 0; r < n; ++r) {
+        ScanResult& best = a.out[h0 + r];
+        if (!(part[r] < a.bound) || part[r] > best.distance) continue;  // cannot win, or of no interest
+        const unsigned char* row = slot + static_cast<std::size_t>(h0 + r) * D * esize;
+        const float* q = a.q_pre + static_cast<std::size_t>(h0 + r) * D;
+        v16f acc = lanes[r];
+        for (int c = kFirst; c < C; ++c) {
+          const v16f diff = load_f32(q + c * 16) - load16<R>(row, c * 16);
+          acc = fma16(diff, diff, acc);
+        }
+        const float d = kFirst < C ? hsum(acc) : part[r];
+        if (d <= best.distance && d < a.bound) best = {p, d};  // newest first: '<=' keeps the oldest of equals
       }
-      const float partial = hsum(lanes);  // a lower bound of the row's distance
-      if (partial > best.distance || partial >= a.bound) continue;  // cannot win, or of no interest
-      for (int c = kPruneChunks; c < kSecond; ++c) {
-        const v16f diff = load_f32(q + c * 16) - load16<R>(row, c * 16);
-        lanes = fma16(diff, diff, lanes);
-      }
-      if (kSecond < C) {
-        const float partial2 = hsum(lanes);
-        if (partial2 > best.distance || partial2 >= a.bound) continue;
-      }
-      for (int c = kSecond; c < C; ++c) {
-        const v16f diff = load_f32(q + c * 16) - load16<R>(row, c * 16);
-        lanes = fma16(diff, diff, lanes);
-      }
-      const float d = hsum(lanes);
-      if (d <= best.distance && d < a.bound) best = {p, d};  // newest first: '<=' keeps the oldest of equals
     }
   }
 }

@@ -62,7 +62,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const KVCa
   // full scan. The hit/miss decision, the matched row of a hit and the output do not change.
   const float scan_bound =
       head_stats && config.report_miss_matches ? std::numeric_limits<float>::infinity() : threshold;
-  const std::int32_t parts = std::clamp<std::int32_t>((2 * threads + batch - 1) / batch, 1, hq);
+  // (The kernel sums the rows of 16 heads at a time, so parts keep at least 16 heads.)
+  const std::int32_t parts = std::clamp<std::int32_t>((2 * threads + batch - 1) / batch, 1, std::max(1, hq / 16));
   const std::int64_t n_tasks = static_cast<std::int64_t>(batch) * parts;
   const bool parallel_scan = threads > 1 && n_tasks > 1 && n_heads * static_cast<std::size_t>(w) >= 8192;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel_scan)
