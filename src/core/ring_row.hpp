@@ -4,6 +4,7 @@
 
 #include <cstddef>
 
+#include "core/convert_rows.hpp"
 #include "macattn/mac_state.hpp"
 
 namespace macattn::detail {
@@ -17,17 +18,15 @@ inline std::size_t ring_row(const MacStateView& ring, std::int64_t slot, std::si
 /// rounded to the ring dtype (lse stays fp32).
 inline void write_ring_row(const MacStateView& ring, std::size_t row, const float* q_pre, const float* o, float lse) {
   const std::size_t d = static_cast<std::size_t>(ring.head_dim), base = row * d;
-  for (std::size_t i = 0; i < d; ++i) {
-    store_from_float(ring.qring, ring.ring_dtype, base + i, q_pre[i]);
-    store_from_float(ring.oring, ring.ring_dtype, base + i, o[i]);
-  }
+  store_row_from_float(ring.qring, ring.ring_dtype, base, q_pre, d);
+  store_row_from_float(ring.oring, ring.ring_dtype, base, o, d);
   ring.lring[row] = lse;
 }
 
 /// Loads the entry output o of a row (D floats) from the ring dtype.
 inline void read_ring_output(const MacStateView& ring, std::size_t row, float* o) {
-  const std::size_t d = static_cast<std::size_t>(ring.head_dim), base = row * d;
-  for (std::size_t i = 0; i < d; ++i) o[i] = load_as_float(ring.oring, ring.ring_dtype, base + i);
+  const std::size_t d = static_cast<std::size_t>(ring.head_dim);
+  load_row_as_float(ring.oring, ring.ring_dtype, row * d, o, d);
 }
 
 }  // namespace macattn::detail
