@@ -1,8 +1,8 @@
 // tools/macattn/bench.cpp: the sweep. For every (shape, dtype, batch, context): K/V once,
-// exact decode checked against the reference backend and timed; then for every (hit rate,
-// miss pattern): rings and queries forced to the hit rate, MAC decode checked (same decisions
-// as the reference, output within rounding) and timed. Each timed run starts from the same
-// ring contents and, by default, from cold caches.
+// exact decode checked against the reference backend; then for every (hit rate, miss
+// pattern): rings and queries forced to the hit rate, MAC decode checked (same decisions as
+// the reference, output within rounding), and exact and MAC timed in alternation. Each timed
+// MAC run starts from the same ring contents; every timed run, by default, from cold caches.
 #include <omp.h>
 
 #include <algorithm>
@@ -30,27 +30,43 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
   return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
-/// Median of timed runs of fn (microseconds); prepare() runs untimed before each. With
-/// flush_gbps, the bandwidth of each run's cache eviction read (--flush on) is put there.
-template <typename Prepare, typename Fn>
-double time_median_us(const BenchOptions& o, Prepare prepare, Fn fn, std::int32_t& reps,
-                      std::vector<double>* flush_gbps = nullptr) {
-  std::vector<double> us;
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct PairTiming {
+  double exact_us = 0, mac_us = 0;  // medians
+  double stream_gbps = 0;           // median GB/s of the eviction reads before the exact runs (0: no flush)
+  std::int32_t reps = 0;            // runs of each
+};
+
+/// Exact and MAC timed alternately (exact, then MAC, each from cold caches), so that both
+/// see the same machine: the dev VM's bandwidth drifts by up to 2x within minutes, and timing
+/// all exact runs before all MAC runs turned that drift into speedups of 0.75-0.97x for the
+/// same hit-0 configuration. prepare() (untimed) runs before each MAC run.
+template <typename Prepare, typename Exact, typename Mac>
+PairTiming time_pairs(const BenchOptions& o, Prepare prepare, Exact exact, Mac mac) {
+  std::vector<double> exact_us, mac_us, gbps;
   const auto start = Clock::now();
-  while (us.size() < static_cast<std::size_t>(o.min_reps) ||
-         (std::chrono::duration<double>(Clock::now() - start).count() < o.min_seconds && us.size() < 200)) {
+  while (exact_us.size() < static_cast<std::size_t>(o.min_reps) ||
+         (std::chrono::duration<double>(Clock::now() - start).count() < o.min_seconds && exact_us.size() < 200)) {
+    if (o.flush) gbps.push_back(evict_caches());
+    auto t0 = Clock::now();
+    exact();
+    exact_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     prepare();
-    if (o.flush) {
-      const double gbps = evict_caches();
-      if (flush_gbps) flush_gbps->push_back(gbps);
-    }
-    const auto t0 = Clock::now();
-    fn();
-    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    if (o.flush) evict_caches();
+    t0 = Clock::now();
+    mac();
+    mac_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
-  reps = static_cast<std::int32_t>(us.size());
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
+  PairTiming t;
+  t.exact_us = median(exact_us);
+  t.mac_us = median(mac_us);
+  t.stream_gbps = gbps.empty() ? 0.0 : median(gbps);
+  t.reps = static_cast<std::int32_t>(exact_us.size());
+  return t;
 }
 
 std::vector<macattn::MacStateView> views(std::vector<macattn::MacState>& rings) {
@@ -101,11 +117,6 @@ BenchRun run_bench(const BenchOptions& o) {
             if (!(exact_err <= 1e-3))
               throw std::runtime_error("exact decode differs from the reference: rel L2 " + std::to_string(exact_err));
           }
-          std::int32_t exact_reps = 0;
-          std::vector<double> flush_gbps;
-          const double exact_us = time_median_us(o, [] {}, [&] { exact(o.backend, out); }, exact_reps, &flush_gbps);
-          std::sort(flush_gbps.begin(), flush_gbps.end());
-          const double stream_gbps = flush_gbps.empty() ? run.stream_gbps : flush_gbps[flush_gbps.size() / 2];
 
           for (const double rate : o.hit_rates)
             for (const MissPattern pattern : o.patterns) {
@@ -144,8 +155,10 @@ BenchRun run_bench(const BenchOptions& o) {
                 if (!(mac_err <= 1e-3))
                   throw std::runtime_error("MAC decode differs from the reference: rel L2 " + std::to_string(mac_err));
               }
-              std::int32_t mac_reps = 0;
-              const double mac_us = time_median_us(o, restore, [&] { mac(o.backend, out, nullptr); }, mac_reps);
+              const PairTiming timed = time_pairs(o, restore, [&] { exact(o.backend, out); },
+                                                  [&] { mac(o.backend, out, nullptr); });
+              const double exact_us = timed.exact_us, mac_us = timed.mac_us;
+              const double stream_gbps = timed.stream_gbps > 0 ? timed.stream_gbps : run.stream_gbps;
 
               BenchRow row;
               row.shape = bs.name;
@@ -172,8 +185,8 @@ BenchRun run_bench(const BenchOptions& o) {
               row.speedup = exact_us / mac_us;
               row.exact_rel_l2 = exact_err;
               row.mac_rel_l2 = mac_err;
-              row.exact_reps = exact_reps;
-              row.mac_reps = mac_reps;
+              row.exact_reps = timed.reps;
+              row.mac_reps = timed.reps;
               run.rows.push_back(row);
               if (o.progress)
                 std::fprintf(stderr, "  hit %.2f %-11s exact %9.1f us  mac %9.1f us  x%.2f\n", rate,

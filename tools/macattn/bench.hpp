@@ -2,7 +2,7 @@
 //
 //   bench_options.cpp    flags -> BenchOptions
 //   bench_case.cpp       one configuration's inputs: K/V, queries and rings forced to a hit rate
-//   bench.cpp            the sweep: check against the reference, then time (median, cold cache)
+//   bench.cpp            the sweep: check against the reference, then time exact and MAC in alternation
 //   bench_report.cpp     table, JSON and CSV
 //   bandwidth.cpp        the machine's streaming-read bandwidth, measured in the same run
 #pragma once
@@ -60,11 +60,11 @@ struct BenchRow {
   MissPattern pattern;
   double measured_hit_rate;       // heads that hit / heads (from the real scan)
   double all_hit_group_fraction;  // groups whose heads all hit / groups
-  double exact_us, mac_us;        // medians
+  double exact_us, mac_us;        // medians, timed in alternation
   double exact_gbps, mac_gbps;    // K/V (+ ring) bytes read / time
   double exact_bw_fraction;       // exact_gbps / stream_gbps
   double stream_gbps;             // median streaming read of the cache evictions just before each exact run
-                                  // (the run's ceiling when caches are not flushed)
+                                  // (with --flush off: the ceiling measured at the start)
   double speedup;                 // exact_us / mac_us
   double exact_rel_l2, mac_rel_l2;  // vs the reference backend on the same inputs (-1: not checked)
   std::int64_t mac_bytes;         // bytes MAC reads (K/V tokens read + ring scan), per layer-step
