@@ -36,6 +36,14 @@
 //      burst per KV head (the burst stalled issue until the lines landed: DRAM time was the
 //      in-cache time plus the walk's, no overlap). Two threads, 32K / 128K: 17-18 -> 23-26 GB/s
 //      of K/V (avx512 set too); in cache 25-30 GB/s, so the arithmetic is the bound now.
+//   v7 the softmax's l kept per query as 16 lanes (summed once per call, not per tile) and the
+//      weights taken against the running max without a horizontal max when no score of the
+//      tile is above it: 28.1 -> 27.0 ns per key and head in L3 (1 thread, scratch harness,
+//      three interleaved pairs). From DRAM on huge pages (2 threads) 30-31 GB/s either way,
+//      with streaming read at 34-35 GB/s then: the host was busy and memory the bound. With
+//      fp32-exact products (two bf16 terms) the multiplies alone cost 64 cycles per key and
+//      head (one vdpbf16ps or FMA per cycle, shared pipes: measured), which caps two cores at
+//      about 57 GB/s; a quiet host streams 57-65 GB/s.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -73,13 +81,24 @@ inline void masked_scores(const AttendGroup& a, float scale, int q0, std::int64_
 }
 
 /// Online softmax over one tile for QB queries: p = exp(s - m_new), and what was accumulated
-/// is rescaled by alpha = exp(m_old - m_new) (0 when nothing was: m_old = -inf). Updates m, l;
-/// false when no query sees any key of the tile.
+/// is rescaled by alpha = exp(m_old - m_new) (0 when nothing was: m_old = -inf). Updates m and
+/// lsum (per query, 16 lanes whose sum is l: summed once per call, not once per tile); false
+/// when no query sees any key of the tile.
 template <int QB>
-inline bool online_softmax(const AttendGroup& a, int q0, const v16f* score, v16f* p, float* alpha) {
+inline bool online_softmax(const AttendGroup& a, int q0, const v16f* score, v16f* p, float* alpha, v16f* lsum) {
   bool any = false;
   for (int qi = 0; qi < QB; ++qi) {
     const int q = q0 + qi;
+    const float m_old = a.m[q];
+    // The running max rarely moves after the first tiles: then the weights are taken against
+    // it straight away (no horizontal max on the way to the exponentials, nothing to rescale).
+    if (m_old != kNegInf && !any_above(score[qi], m_old)) {
+      p[qi] = exp_nonpositive(score[qi] - splat(m_old));  // masked keys: exp(-inf) = 0
+      alpha[qi] = 1.0f;
+      lsum[qi] += p[qi];
+      any = true;
+      continue;
+    }
     const float mt = hmax(score[qi]);
     if (mt == kNegInf) {  // nothing visible to this query in the tile
       p[qi] = splat(0.0f);
@@ -87,12 +106,10 @@ inline bool online_softmax(const AttendGroup& a, int q0, const v16f* score, v16f
       continue;
     }
     any = true;
-    const float m_new = a.m[q] > mt ? a.m[q] : mt;
-    // The running max rarely moves after the first tiles; then nothing needs rescaling.
-    alpha[qi] = m_new == a.m[q] ? 1.0f : exp_nonpositive(splat(a.m[q] - m_new))[0];
-    const v16f pv = exp_nonpositive(score[qi] - splat(m_new));
-    p[qi] = pv;
-    a.l[q] = a.l[q] * alpha[qi] + hsum(pv);
+    const float m_new = m_old > mt ? m_old : mt;
+    alpha[qi] = m_new == m_old ? 1.0f : exp_nonpositive(splat(m_old - m_new))[0];
+    p[qi] = exp_nonpositive(score[qi] - splat(m_new));
+    lsum[qi] = lsum[qi] * alpha[qi] + p[qi];
     a.m[q] = m_new;
   }
   return any;
@@ -119,7 +136,7 @@ inline void prefetch_lines(const unsigned char* r, std::size_t bytes) {
 /// head_off) for QB queries from q0.
 /// Requests the lines of `ahead`'s rows for the same head while it runs.
 template <DType T, int D, int QB>
-inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigned char* const* k,
+inline void attend_tile(const AttendGroup& a, v16f* lsum, float scale, int q0, const unsigned char* const* k,
                         const unsigned char* const* v, std::size_t head_off, std::int64_t j0, int n,
                         const Ahead& ahead) {
   constexpr int C = D / 16;
@@ -149,7 +166,7 @@ inline void attend_tile(const AttendGroup& a, float scale, int q0, const unsigne
   masked_scores<QB>(a, scale, q0, j0, n, acc, score);
   v16f p[QB];
   float alpha[QB];
-  if (!online_softmax<QB>(a, q0, score, p, alpha)) return;
+  if (!online_softmax<QB>(a, q0, score, p, alpha, lsum + q0)) return;
   // P * V: the head dim in blocks of CB 16-wide chunks, the QB * CB output chunks of the block
   // in registers while the tile's keys stream by (each V row read in whole cache lines; the
   // weights broadcast once per key and block).
@@ -236,7 +253,7 @@ inline void o_dims(float* o) {  // unpack order -> dims, 32 floats
 /// attend_tile for bf16 K/V with vdpbf16ps. qb: the group's queries as bf16 terms, query q's
 /// term t at qb + (q * kQTerms + t) * D, the first QT of them used; a.o in unpack order (o_lanes).
 template <int D, int QB, int QT>
-inline void attend_tile_bf16(const AttendGroup& a, const std::uint16_t* qb, float scale, int q0,
+inline void attend_tile_bf16(const AttendGroup& a, v16f* lsum, const std::uint16_t* qb, float scale, int q0,
                              const unsigned char* const* k, const unsigned char* const* v, std::size_t head_off,
                              std::int64_t j0, int n, const Ahead& ahead) {
   constexpr int C = D / 32;  // 32-dim chunks: one 64-byte line of a bf16 row
@@ -265,7 +282,7 @@ inline void attend_tile_bf16(const AttendGroup& a, const std::uint16_t* qb, floa
   masked_scores<QB>(a, scale, q0, j0, n, acc, score);
   v16f p[QB];
   float alpha[QB];
-  if (!online_softmax<QB>(a, q0, score, p, alpha)) return;
+  if (!online_softmax<QB>(a, q0, score, p, alpha, lsum + q0)) return;
   // Weights as bf16 terms: 32-bit word jp of a term is the pair (p_2jp, p_2jp+1), broadcast
   // from L1 into all lanes by the dot products that use it.
   const int pairs = (n + 1) / 2;
@@ -307,14 +324,15 @@ inline void attend_tile_bf16(const AttendGroup& a, const std::uint16_t* qb, floa
 /// One tile for all queries of a group, in blocks of 8, 4, 2, 1 (the first block requests the
 /// lines of `ahead`).
 template <int D, int QT>
-void attend_tiles_bf16(const AttendGroup& grp, const std::uint16_t* qb, float scale, const unsigned char* const* k,
-                       const unsigned char* const* v, std::size_t off, std::int64_t j0, int n, const Ahead& ahead) {
+void attend_tiles_bf16(const AttendGroup& grp, v16f* lsum, const std::uint16_t* qb, float scale,
+                       const unsigned char* const* k, const unsigned char* const* v, std::size_t off, std::int64_t j0,
+                       int n, const Ahead& ahead) {
   int q0 = 0;
   auto first = [&] { return q0 == 0 ? ahead : Ahead{}; };
-  for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile_bf16<D, 8, QT>(grp, qb, scale, q0, k, v, off, j0, n, first());
-  if (q0 + 4 <= grp.nq) { attend_tile_bf16<D, 4, QT>(grp, qb, scale, q0, k, v, off, j0, n, first()); q0 += 4; }
-  if (q0 + 2 <= grp.nq) { attend_tile_bf16<D, 2, QT>(grp, qb, scale, q0, k, v, off, j0, n, first()); q0 += 2; }
-  if (q0 < grp.nq) attend_tile_bf16<D, 1, QT>(grp, qb, scale, q0, k, v, off, j0, n, first());
+  for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile_bf16<D, 8, QT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first());
+  if (q0 + 4 <= grp.nq) { attend_tile_bf16<D, 4, QT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first()); q0 += 4; }
+  if (q0 + 2 <= grp.nq) { attend_tile_bf16<D, 2, QT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first()); q0 += 2; }
+  if (q0 < grp.nq) attend_tile_bf16<D, 1, QT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first());
 }
 #else
 constexpr bool kBf16Dot = false;
@@ -352,6 +370,23 @@ void attend_impl(const AttendArgs& a) {
     }
   }
 #endif
+  // Per query, 16 lanes of l (online_softmax); their sum goes back to the group's l at the end.
+  thread_local std::vector<v16f> lsum_buf;
+  std::vector<std::size_t> loff(static_cast<std::size_t>(a.num_groups));
+  {
+    std::size_t total = 0;
+    for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
+      loff[static_cast<std::size_t>(gi)] = total;
+      total += static_cast<std::size_t>(a.groups[gi].nq);
+    }
+    lsum_buf.resize(total);
+    for (std::int32_t gi = 0; gi < a.num_groups; ++gi)
+      for (std::int32_t q = 0; q < a.groups[gi].nq; ++q) {
+        v16f l0 = splat(0.0f);
+        l0[0] = a.groups[gi].l[q];
+        lsum_buf[loff[static_cast<std::size_t>(gi)] + static_cast<std::size_t>(q)] = l0;
+      }
+  }
   const RowLocator rows(*a.kv, a.b);
   const unsigned char* k[kTile];
   const unsigned char* v[kTile];
@@ -378,22 +413,26 @@ void attend_impl(const AttendArgs& a) {
       const AttendGroup& grp = a.groups[gi];
       if (j0 + n <= grp.lo || j0 >= grp.hi) continue;
       const std::size_t off = static_cast<std::size_t>(grp.g) * rows.head_bytes();
+      v16f* lsum = lsum_buf.data() + loff[static_cast<std::size_t>(gi)];
       int q0 = 0;
 #if defined(__AVX512BF16__)
       if constexpr (dot) {
         const std::uint16_t* qb = qbuf.data() + qoff[static_cast<std::size_t>(gi)];
-        if (one_term[static_cast<std::size_t>(gi)]) attend_tiles_bf16<D, 1>(grp, qb, a.scale, k, v, off, j0, n, ahead);
-        else attend_tiles_bf16<D, 2>(grp, qb, a.scale, k, v, off, j0, n, ahead);
+        if (one_term[static_cast<std::size_t>(gi)]) attend_tiles_bf16<D, 1>(grp, lsum, qb, a.scale, k, v, off, j0, n, ahead);
+        else attend_tiles_bf16<D, 2>(grp, lsum, qb, a.scale, k, v, off, j0, n, ahead);
         continue;
       }
 #endif
       auto first = [&] { return q0 == 0 ? ahead : Ahead{}; };
-      for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile<T, D, 8>(grp, a.scale, q0, k, v, off, j0, n, first());
-      if (q0 + 4 <= grp.nq) { attend_tile<T, D, 4>(grp, a.scale, q0, k, v, off, j0, n, first()); q0 += 4; }
-      if (q0 + 2 <= grp.nq) { attend_tile<T, D, 2>(grp, a.scale, q0, k, v, off, j0, n, first()); q0 += 2; }
-      if (q0 < grp.nq) attend_tile<T, D, 1>(grp, a.scale, q0, k, v, off, j0, n, first());
+      for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile<T, D, 8>(grp, lsum, a.scale, q0, k, v, off, j0, n, first());
+      if (q0 + 4 <= grp.nq) { attend_tile<T, D, 4>(grp, lsum, a.scale, q0, k, v, off, j0, n, first()); q0 += 4; }
+      if (q0 + 2 <= grp.nq) { attend_tile<T, D, 2>(grp, lsum, a.scale, q0, k, v, off, j0, n, first()); q0 += 2; }
+      if (q0 < grp.nq) attend_tile<T, D, 1>(grp, lsum, a.scale, q0, k, v, off, j0, n, first());
     }
   }
+  for (std::int32_t gi = 0; gi < a.num_groups; ++gi)
+    for (std::int32_t q = 0; q < a.groups[gi].nq; ++q)
+      a.groups[gi].l[q] = hsum(lsum_buf[loff[static_cast<std::size_t>(gi)] + static_cast<std::size_t>(q)]);
 #if defined(__AVX512BF16__)
   if constexpr (dot)
     for (std::int32_t gi = 0; gi < a.num_groups; ++gi)

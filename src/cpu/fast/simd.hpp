@@ -132,6 +132,20 @@ inline v16f fma16(v16f a, v16f b, v16f c) {
 #endif
 }
 
+/// True if some lane of v is greater than x (a NaN lane is not).
+inline bool any_above(v16f v, float x) {
+#if defined(__AVX512F__)
+  __m512 y;
+  std::memcpy(&y, &v, 64);
+  return _mm512_cmp_ps_mask(y, _mm512_set1_ps(x), _CMP_GT_OQ) != 0;
+#else
+  const v16i gt = v > splat(x);
+  std::int32_t any = 0;
+  for (int l = 0; l < 16; ++l) any |= gt[l];
+  return any != 0;
+#endif
+}
+
 inline float hmax(v16f v) {
   const v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
   const v8f a2 = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
