@@ -196,6 +196,14 @@ int macattn_cpu_isa(const char** out) {
   });
 }
 
+int macattn_set_cpu_products(int32_t products) {
+  return guarded("macattn_set_cpu_products", [&] {
+    if (products != MACATTN_CPU_PRODUCTS_FP32 && products != MACATTN_CPU_PRODUCTS_BF16)
+      throw macattn::Error("products = " + std::to_string(products) + " is neither fp32 (0) nor bf16 (1)");
+    macattn::set_cpu_products(static_cast<macattn::CpuProducts>(products));
+  });
+}
+
 macattn_config macattn_config_default(void) {
   const macattn::MacConfig d;
   macattn_config c;

@@ -246,11 +246,13 @@ bool near(double a, double b, double rtol, double atol) {
 }
 
 namespace {
-::testing::AssertionResult slot_check(const macattn::MacState& st, const oracle::Ring& ring, std::int64_t s) {
-  const Tol t = tol_for(ring.dtype);
+::testing::AssertionResult slot_check(const macattn::MacState& st, const oracle::Ring& ring, std::int64_t s,
+                                      const Tol* tol = nullptr) {
+  const Tol t = tol ? *tol : tol_for(ring.dtype);
+  const double lse_tol = tol ? tol->lse : 2e-5;
   for (int h = 0; h < ring.hq; ++h) {
     const double la = st.lse_at(static_cast<std::int32_t>(s), h), lb = ring.lse(s, h);
-    const bool lse_ok = (std::isinf(lb) || std::isinf(la)) ? la == lb : std::fabs(la - lb) <= 2e-5 * (1 + std::fabs(lb));
+    const bool lse_ok = (std::isinf(lb) || std::isinf(la)) ? la == lb : std::fabs(la - lb) <= lse_tol * (1 + std::fabs(lb));
     if (!lse_ok)
       return ::testing::AssertionFailure() << "lring[slot " << s << "][head " << h << "] = " << la << ", oracle "
                                            << lb;
@@ -274,13 +276,13 @@ namespace {
   return slot_check(st, ring, slot);
 }
 
-::testing::AssertionResult ring_matches(const macattn::MacState& st, const oracle::Ring& ring) {
+::testing::AssertionResult ring_matches(const macattn::MacState& st, const oracle::Ring& ring, const Tol* tol) {
   if (st.position() != ring.position)
     return ::testing::AssertionFailure() << "position " << st.position() << ", oracle " << ring.position;
   if (st.ready() != ring.ready)
     return ::testing::AssertionFailure() << "ready " << st.ready() << ", oracle " << ring.ready;
   for (int s = 0; s < ring.w; ++s) {
-    auto r = slot_check(st, ring, s);
+    auto r = slot_check(st, ring, s, tol);
     if (!r) return r;
   }
   return ::testing::AssertionSuccess();

@@ -101,7 +101,8 @@ Tol tol_for(DType dtype);
                                          const std::vector<oracle::State>& ref, const Tol& tol);
 /// Every slot of the library ring vs the oracle ring: q bitwise equal, o and lse within the
 /// ring dtype's tolerance, -inf exactly where the oracle has it; position and ready equal.
-::testing::AssertionResult ring_matches(const macattn::MacState& st, const oracle::Ring& ring);
+/// tol: the entries' output and LSE tolerance (default: tol_for(ring dtype), LSE 2e-5).
+::testing::AssertionResult ring_matches(const macattn::MacState& st, const oracle::Ring& ring, const Tol* tol = nullptr);
 /// One slot only (all heads).
 ::testing::AssertionResult ring_slot_matches(const macattn::MacState& st, const oracle::Ring& ring,
                                              std::int64_t slot);

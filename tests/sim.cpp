@@ -94,9 +94,10 @@ void Sim::set_pre(int b, std::int64_t pos, int h, const std::vector<float>& row)
                                          << " groups=" << want.groups << " all_hit=" << want.groups_all_hit
                                          << " read=" << want.kv_tokens_read << " exact=" << want.kv_tokens_exact
                                          << " wipes=" << want.ring_wipes;
-  if (auto r = outputs_match(out, lse, ref_out, tol_for(spec.q_dtype)); !r) return r << " (t0=" << pos[0] << ")";
+  if (auto r = outputs_match(out, lse, ref_out, spec.tol ? *spec.tol : tol_for(spec.q_dtype)); !r)
+    return r << " (t0=" << pos[0] << ")";
   for (int b = 0; b < B; ++b)
-    if (auto r = ring_matches(states[b], rings[b]); !r) return r << " (seq " << b << ", t=" << pos[b] << ")";
+    if (auto r = ring_matches(states[b], rings[b], spec.tol ? &*spec.tol : nullptr); !r) return r << " (seq " << b << ", t=" << pos[b] << ")";
   for (auto& l : len_) ++l;
   return ::testing::AssertionSuccess();
 }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -29,6 +30,9 @@ struct SimSpec {
   macattn::Backend backend = macattn::Backend::reference;
   /// Extra tokens of KV and queries beyond start_len + steps (room for advance()).
   std::int64_t spare = 0;
+  /// Output, LSE and ring-entry tolerance against the oracle; unset: tol_for(q_dtype) for
+  /// outputs, tol_for(ring_dtype) for entries.
+  std::optional<Tol> tol;
 };
 
 class Sim {

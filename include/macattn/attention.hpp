@@ -42,6 +42,22 @@ void set_num_threads(int n);
 /// MACATTN_CPU_ISA). Throws if the override names an unusable ISA.
 const char* cpu_isa();
 
+/// How the `cpu` backend multiplies bf16 K/V in its avx512bf16 kernels (vdpbf16ps takes bf16
+/// operands; other kernel sets and K/V dtypes always compute in fp32):
+/// - `fp32` (default): queries and softmax weights enter as two bf16 terms each (x = hi + lo),
+///   so the products are as exact as fp32 ones (relative error ~1e-5 against an fp64 oracle).
+/// - `bf16`: one term each, i.e. queries and weights rounded to bf16, as GPU flash-attention
+///   kernels do: half the multiplies, so faster where arithmetic is the bound (an idle machine
+///   whose memory outruns the cores); relative error about 2e-3 in outputs and 4e-3 in LSE.
+///   Scores, softmax, accumulation and the MAC scan stay fp32; MAC decisions do not change.
+/// Process-wide; the environment variable MACATTN_CPU_PRODUCTS=fp32|bf16 sets the initial value
+/// (another value is an error at the first call).
+enum class CpuProducts : std::uint8_t { fp32 = 0, bf16 = 1 };
+void set_cpu_products(CpuProducts products);
+CpuProducts cpu_products();
+/// "fp32", "bf16"; "invalid" for a value outside the enum.
+const char* cpu_products_name(CpuProducts products);
+
 /// A tensor of `[rows, Hq, D]` elements of dtype, row-major. Read-only or written per call.
 struct Tensor {
   void* data = nullptr;

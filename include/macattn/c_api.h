@@ -137,9 +137,15 @@ const char* macattn_backend_name(int32_t backend);
 /* Threads for MACATTN_BACKEND_CPU; 0 = OpenMP's default (all cores, or OMP_NUM_THREADS).
  * Process-wide. n < 0 is an error. */
 int macattn_set_num_threads(int n);
-/* *out = the kernel set MACATTN_BACKEND_CPU runs: "avx512", "avx2" or "portable" (override with
- * the environment variable MACATTN_CPU_ISA; an unusable override is an error). */
+/* *out = the kernel set MACATTN_BACKEND_CPU runs: "avx512bf16", "avx512", "avx2" or "portable"
+ * (override with the environment variable MACATTN_CPU_ISA; an unusable override is an error). */
 int macattn_cpu_isa(const char** out);
+/* How MACATTN_BACKEND_CPU's avx512bf16 kernels multiply bf16 K/V (macattn::set_cpu_products):
+ * MACATTN_CPU_PRODUCTS_FP32 (default; as exact as fp32) or MACATTN_CPU_PRODUCTS_BF16 (queries and
+ * softmax weights rounded to bf16, as GPU kernels do: faster where arithmetic is the bound,
+ * relative error about 2e-3). Process-wide; another value is an error. */
+enum { MACATTN_CPU_PRODUCTS_FP32 = 0, MACATTN_CPU_PRODUCTS_BF16 = 1 };
+int macattn_set_cpu_products(int32_t products);
 
 /* The reference defaults: W 512, S 256, tau 0.45, F 0, min_context 2048. */
 macattn_config macattn_config_default(void);

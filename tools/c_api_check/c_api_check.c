@@ -393,6 +393,9 @@ static void check_errors(const macattn_shape* shape) {
                "backend = 300");
   expect_error(macattn_set_num_threads(-1), "set_num_threads(-1)", "-1");
   expect_error(macattn_cpu_isa(NULL), "cpu_isa(NULL)", "out is null");
+  expect_error(macattn_set_cpu_products(2), "set_cpu_products(2)", "neither fp32");
+  CHECK(macattn_set_cpu_products(MACATTN_CPU_PRODUCTS_BF16) == 0, "set_cpu_products(bf16): %s", macattn_last_error());
+  CHECK(macattn_set_cpu_products(MACATTN_CPU_PRODUCTS_FP32) == 0, "set_cpu_products(fp32): %s", macattn_last_error());
   kv.storage = 9;
   expect_error(macattn_exact_decode(shape, &kv, q, MACATTN_DTYPE_F32, out, NULL, 0), "exact_decode(storage=9)",
                "storage = 9");

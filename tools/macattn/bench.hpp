@@ -41,6 +41,7 @@ struct BenchOptions {
   bool check = true;               // compare with the reference backend before timing
   bool flush = true;               // evict caches before each timed run
   bool huge_pages = true;          // K/V buffers advised for transparent huge pages
+  macattn::CpuProducts products = macattn::CpuProducts::fp32;  // --cpu-products
   std::int32_t graph_steps = 1;    // --backend cuda: also time N layer-steps per graph (1 = off)
   bool far_miss_rows = false;      // --backend cuda: non-matching ring rows q_pre + 3 (else q_pre +/- sqrt(2))
   std::uint64_t seed = 1;

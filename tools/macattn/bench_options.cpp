@@ -109,6 +109,13 @@ FlagSet bench_flags(BenchOptions& o) {
         "K/V buffers advised for 2 MiB transparent huge pages (as the engine's cache; off: 4 KiB pages). The "
         "bandwidth ceiling is measured on huge pages either way",
         "on", [&o](const std::string& v) { o.huge_pages = parse_choice("--huge-pages", v, {"on", "off"}) == "on"; });
+  f.add("--cpu-products", "fp32|bf16",
+        "--backend cpu: bf16 K/V products as exact as fp32 (queries and weights as two bf16 terms) or rounded to "
+        "bf16 as GPU kernels do (macattn::set_cpu_products; checked against the reference at 1e-2 instead of 1e-3)",
+        "fp32", [&o](const std::string& v) {
+          o.products = parse_choice("--cpu-products", v, {"fp32", "bf16"}) == "bf16" ? macattn::CpuProducts::bf16
+                                                                                       : macattn::CpuProducts::fp32;
+        });
   f.add("--graph-steps", "N",
         "--backend cuda: also time N consecutive layer-steps in one graph (per step; 1 = off)", str(o.graph_steps),
         [&o](const std::string& v) {

@@ -13,8 +13,9 @@ namespace macattn_tool {
 
 
 void print_bench_table(const BenchOptions& o, const BenchRun& run) {
-  std::printf("\nmacattn bench: %s; %s kernels, %d threads; build %s, commit %s\n", machine_name().c_str(),
-              run.cpu_isa.c_str(), run.threads, MACATTN_BUILD_TYPE, MACATTN_GIT_COMMIT);
+  std::printf("\nmacattn bench: %s; %s kernels, %s products, %d threads; build %s, commit %s\n",
+              machine_name().c_str(), run.cpu_isa.c_str(), macattn::cpu_products_name(o.products), run.threads,
+              MACATTN_BUILD_TYPE, MACATTN_GIT_COMMIT);
   std::printf("streaming-read bandwidth (same run): %.1f GB/s on 2 MiB pages (%.1f on 4 KiB); K/V on %s pages\n",
               run.stream_gbps, run.stream_small_pages_gbps, o.huge_pages ? "2 MiB (advised)" : "4 KiB");
   std::printf("MAC W=%d S=%d tau=%.2f ring %s; match age %d\n", o.config.window, o.config.rect_offset, static_cast<double>(o.config.tau),
@@ -37,6 +38,7 @@ void write_bench_json(const BenchOptions& o, const BenchRun& run) {
   nlohmann::json j;
   j["machine"] = machine_name();
   j["cpu_isa"] = run.cpu_isa;
+  j["cpu_products"] = macattn::cpu_products_name(o.products);
   j["threads"] = run.threads;
   j["build_type"] = MACATTN_BUILD_TYPE;
   j["commit"] = MACATTN_GIT_COMMIT;

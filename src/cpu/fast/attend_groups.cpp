@@ -83,11 +83,12 @@ void attend_groups(const KernelTable& kernels, const KVCacheView& kv, std::span<
   for (const AttendGroup& grp : groups) rows += grp.hi - grp.lo;
   const bool parallel = threads > 1 && tasks.size() > 1 && rows >= kParallelRows;
   const auto n_tasks = static_cast<std::int64_t>(tasks.size());
+  const bool bf16_products = products_bf16();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
   for (std::int64_t t = 0; t < n_tasks; ++t) {
     const Task& task = tasks[static_cast<std::size_t>(t)];
     kernels.attend({&kv, task.b, groups.data() + task.first_group, static_cast<std::int32_t>(task.num_groups), task.lo,
-                    task.hi, scale});
+                    task.hi, scale, bf16_products});
   }
 
   // Combine in key order (groups were created chunk by chunk), so results do not depend on

@@ -2,6 +2,7 @@
 
 #include <cpuid.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -54,12 +55,26 @@ const KernelTable& choose() {
 
 int g_threads = 0;
 
+CpuProducts initial_products() {
+  const char* v = std::getenv("MACATTN_CPU_PRODUCTS");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "fp32") == 0) return CpuProducts::fp32;
+  if (std::strcmp(v, "bf16") == 0) return CpuProducts::bf16;
+  detail::fail("MACATTN_CPU_PRODUCTS='", v, "': must be fp32 or bf16");
+}
+
+std::atomic<CpuProducts>& products_setting() {
+  static std::atomic<CpuProducts> p{initial_products()};
+  return p;
+}
+
 }  // namespace
 
 const KernelTable& active_kernels() {
   static const KernelTable& table = choose();
   return table;
 }
+
+bool products_bf16() { return products_setting().load(std::memory_order_relaxed) == CpuProducts::bf16; }
 
 int thread_count() {
 #if defined(_OPENMP)
@@ -79,5 +94,21 @@ void set_num_threads(int n) {
 }
 
 const char* cpu_isa() { return cpu::active_kernels().isa; }
+
+void set_cpu_products(CpuProducts products) {
+  detail::require(products == CpuProducts::fp32 || products == CpuProducts::bf16, "set_cpu_products: value ",
+                  static_cast<int>(products), " is neither fp32 (0) nor bf16 (1)");
+  cpu::products_setting().store(products, std::memory_order_relaxed);
+}
+
+CpuProducts cpu_products() { return cpu::products_setting().load(std::memory_order_relaxed); }
+
+const char* cpu_products_name(CpuProducts products) {
+  switch (products) {
+    case CpuProducts::fp32: return "fp32";
+    case CpuProducts::bf16: return "bf16";
+  }
+  return "invalid";
+}
 
 }  // namespace macattn

@@ -14,4 +14,7 @@ const KernelTable& active_kernels();
 /// Threads used by the fast CPU backend (macattn::set_num_threads; 0 = OpenMP's default).
 int thread_count();
 
+/// True when macattn::cpu_products() is bf16.
+bool products_bf16();
+
 }  // namespace macattn::cpu

@@ -40,6 +40,9 @@ struct AttendArgs {
   std::int32_t num_groups;
   std::int64_t lo, hi;
   float scale;
+  /// macattn::CpuProducts::bf16: queries and weights rounded to bf16 in the bf16 dot products
+  /// (the avx512bf16 set with bf16 K/V; every other set and dtype ignores it).
+  bool bf16_products = false;
 };
 
 /// Best ring candidate of each query head in [h0, h1) of one sequence: scans the ring rows of

@@ -204,7 +204,8 @@ inline void attend_tile(const AttendGroup& a, v16f* lsum, float scale, int q0, c
 // Scores, softmax, accumulation and outputs are fp32; the match scan is the same code in every
 // kernel set.
 constexpr int kQTerms = 2;  // query terms stored per query (the second skipped when all zero)
-constexpr int kPTerms = 2;  // weight terms (P*V)
+// Weight terms (P*V) are a template parameter PT: 2 by default, 1 with bf16 products
+// (macattn::set_cpu_products), which also uses one query term.
 constexpr bool kBf16Dot = true;
 
 inline __m512 as_m512(v16f v) {
@@ -251,8 +252,9 @@ inline void o_dims(float* o) {  // unpack order -> dims, 32 floats
 }
 
 /// attend_tile for bf16 K/V with vdpbf16ps. qb: the group's queries as bf16 terms, query q's
-/// term t at qb + (q * kQTerms + t) * D, the first QT of them used; a.o in unpack order (o_lanes).
-template <int D, int QB, int QT>
+/// term t at qb + (q * kQTerms + t) * D, the first QT of them used; weights as PT terms; a.o in
+/// unpack order (o_lanes).
+template <int D, int QB, int QT, int PT>
 inline void attend_tile_bf16(const AttendGroup& a, v16f* lsum, const std::uint16_t* qb, float scale, int q0,
                              const unsigned char* const* k, const unsigned char* const* v, std::size_t head_off,
                              std::int64_t j0, int n, const Ahead& ahead) {
@@ -286,8 +288,8 @@ inline void attend_tile_bf16(const AttendGroup& a, v16f* lsum, const std::uint16
   // Weights as bf16 terms: 32-bit word jp of a term is the pair (p_2jp, p_2jp+1), broadcast
   // from L1 into all lanes by the dot products that use it.
   const int pairs = (n + 1) / 2;
-  alignas(64) std::uint32_t w[QB][kPTerms][kTile / 2];
-  for (int qi = 0; qi < QB; ++qi) split_bf16<kPTerms>(p[qi], reinterpret_cast<std::uint16_t*>(w[qi][0]), kTile);
+  alignas(64) std::uint32_t w[QB][PT][kTile / 2];
+  for (int qi = 0; qi < QB; ++qi) split_bf16<PT>(p[qi], reinterpret_cast<std::uint16_t*>(w[qi][0]), kTile);
   // P * V: CB chunks of 32 dims (2 accumulators each) per query in registers while the pairs
   // stream by; a key past n reads kZeroRow with weight 0.
   constexpr int CB = QB >= 8 ? 1 : QB >= 4 ? 2 : (C < 8 ? C : 8) / (QB >= 2 ? 2 : 1);
@@ -308,7 +310,7 @@ inline void attend_tile_bf16(const AttendGroup& a, v16f* lsum, const std::uint16
         const __m512i ra = _mm512_loadu_si512(va + (c0 + cb) * 64), rb = _mm512_loadu_si512(vb + (c0 + cb) * 64);
         const __m512bh lo = (__m512bh)_mm512_unpacklo_epi16(ra, rb), hi = (__m512bh)_mm512_unpackhi_epi16(ra, rb);
         for (int qi = 0; qi < QB; ++qi)
-          for (int t = 0; t < kPTerms; ++t) {
+          for (int t = 0; t < PT; ++t) {
             const __m512bh wt = (__m512bh)_mm512_set1_epi32(static_cast<int>(w[qi][t][jp]));
             oc[qi][cb][0] = _mm512_dpbf16_ps(oc[qi][cb][0], lo, wt);
             oc[qi][cb][1] = _mm512_dpbf16_ps(oc[qi][cb][1], hi, wt);
@@ -323,16 +325,16 @@ inline void attend_tile_bf16(const AttendGroup& a, v16f* lsum, const std::uint16
 }
 /// One tile for all queries of a group, in blocks of 8, 4, 2, 1 (the first block requests the
 /// lines of `ahead`).
-template <int D, int QT>
+template <int D, int QT, int PT>
 void attend_tiles_bf16(const AttendGroup& grp, v16f* lsum, const std::uint16_t* qb, float scale,
                        const unsigned char* const* k, const unsigned char* const* v, std::size_t off, std::int64_t j0,
                        int n, const Ahead& ahead) {
   int q0 = 0;
   auto first = [&] { return q0 == 0 ? ahead : Ahead{}; };
-  for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile_bf16<D, 8, QT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first());
-  if (q0 + 4 <= grp.nq) { attend_tile_bf16<D, 4, QT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first()); q0 += 4; }
-  if (q0 + 2 <= grp.nq) { attend_tile_bf16<D, 2, QT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first()); q0 += 2; }
-  if (q0 < grp.nq) attend_tile_bf16<D, 1, QT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first());
+  for (; q0 + 8 <= grp.nq; q0 += 8) attend_tile_bf16<D, 8, QT, PT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first());
+  if (q0 + 4 <= grp.nq) { attend_tile_bf16<D, 4, QT, PT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first()); q0 += 4; }
+  if (q0 + 2 <= grp.nq) { attend_tile_bf16<D, 2, QT, PT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first()); q0 += 2; }
+  if (q0 < grp.nq) attend_tile_bf16<D, 1, QT, PT>(grp, lsum, qb, scale, q0, k, v, off, j0, n, first());
 }
 #else
 constexpr bool kBf16Dot = false;
@@ -418,8 +420,9 @@ void attend_impl(const AttendArgs& a) {
 #if defined(__AVX512BF16__)
       if constexpr (dot) {
         const std::uint16_t* qb = qbuf.data() + qoff[static_cast<std::size_t>(gi)];
-        if (one_term[static_cast<std::size_t>(gi)]) attend_tiles_bf16<D, 1>(grp, lsum, qb, a.scale, k, v, off, j0, n, ahead);
-        else attend_tiles_bf16<D, 2>(grp, lsum, qb, a.scale, k, v, off, j0, n, ahead);
+        if (a.bf16_products) attend_tiles_bf16<D, 1, 1>(grp, lsum, qb, a.scale, k, v, off, j0, n, ahead);
+        else if (one_term[static_cast<std::size_t>(gi)]) attend_tiles_bf16<D, 1, 2>(grp, lsum, qb, a.scale, k, v, off, j0, n, ahead);
+        else attend_tiles_bf16<D, 2, 2>(grp, lsum, qb, a.scale, k, v, off, j0, n, ahead);
         continue;
       }
 #endif
