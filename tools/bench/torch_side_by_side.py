@@ -18,6 +18,8 @@ each replay the step's written ring slot and the positions are restored (not tim
     python3 tools/bench/torch_side_by_side.py --out docs/benchmarks/h200_torch
 
 writes OUT.json, OUT.md (the table) and OUT.png (speedup over cuDNN vs measured hit rate).
+--graph-steps N captures N layer-steps per graph, each on its own K/V copy and MAC state, as a
+model's decode graph runs them (the graph launch is then shared by N steps); times per step.
 """
 import argparse
 import json
@@ -39,6 +41,9 @@ def parse_args():
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--miss-rows", choices=["near", "far"], default="near",
                    help="the rings' non-matching rows: q_pre +/- sqrt(2) per dim (near) or q_pre + 3 (far)")
+    p.add_argument("--graph-steps", type=int, default=1,
+                   help="layer-steps per CUDA graph, as a model's decode graph runs them (each on its own K/V copy "
+                        "and MAC state, so nothing is served from L2 by the step before); times are per step")
     p.add_argument("--out", default="torch_side_by_side")
     return p.parse_args()
 
@@ -50,7 +55,8 @@ class Timer:
     def __init__(self, reps):
         self.reps, self.flush = reps, torch.ones(64 << 20, dtype=torch.float32, device="cuda")
 
-    def __call__(self, fn, before=None):
+    def __call__(self, fn, before=None, steps=1):
+        """fn runs `steps` layer-steps; the result is µs per step."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -71,7 +77,7 @@ class Timer:
             graph.replay()
             end.record()
             end.synchronize()
-            times.append(start.elapsed_time(end) * 1000.0)
+            times.append(start.elapsed_time(end) * 1000.0 / steps)
         return statistics.median(times)
 
 
@@ -81,8 +87,9 @@ def sdpa(backend, q, k, v):
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
 
 
-def flashinfer_decode(kv, q, batch, use_tensor_cores=False):
-    """FlashInfer's batch decode with a CUDA-graph-ready wrapper, or (None, reason).
+def flashinfer_decode(kv, q, batch, use_tensor_cores=False, layers=None):
+    """FlashInfer's batch decode with a CUDA-graph-ready wrapper, or (None, reason). With layers (a list of
+    PagedKV sharing kv's page table), the function runs one decode per layer.
 
     Written against flashinfer-python 0.7.4: BatchDecodeWithPagedKVCacheWrapper with use_cuda_graph=True
     over the page-table tensors as its fixed buffers (batch fixed per wrapper), backend "auto".
@@ -111,7 +118,8 @@ def flashinfer_decode(kv, q, batch, use_tensor_cores=False):
         step = f"{version}: plan (builds or loads the {'prefill' if use_tensor_cores else 'decode'} module)"
         w.plan(kv.indptr, kv.indices, kv.last_page_len, HQ, HKV, D, PAGE, q_data_type=torch.bfloat16,
                kv_data_type=torch.bfloat16)
-        fn = lambda: w.run(q, (kv.k_pages, kv.v_pages))  # noqa: E731
+        layers = layers or [kv]
+        fn = lambda: [w.run(q, (x.k_pages, x.v_pages)) for x in layers][-1]  # noqa: E731
         step = f"{version}: first run"
         fn()
         torch.cuda.synchronize()
@@ -151,48 +159,59 @@ def hit_mask(rate, pattern, batch, gen):
 
 def bench_case(mt, ctx, batch, args, timer, gen):
     pages = ctx // PAGE
-    k_pages = torch.randn(batch * pages, PAGE, HKV, D, device="cuda", dtype=torch.bfloat16)
-    v_pages = torch.randn_like(k_pages)
+    steps = args.graph_steps
     i32 = dict(dtype=torch.int32, device="cuda")
-    kv = mt.PagedKV(k_pages, v_pages, torch.arange(batch + 1, **i32) * pages, torch.arange(batch * pages, **i32),
-                    torch.full((batch,), PAGE, **i32))
+    indptr, indices = torch.arange(batch + 1, **i32) * pages, torch.arange(batch * pages, **i32)
+    last = torch.full((batch,), PAGE, **i32)
+    # One K/V copy per layer-step of a graph (with --graph-steps 1: one).
+    kvs, dense = [], []
+    for _ in range(steps):
+        k_pages = torch.randn(batch * pages, PAGE, HKV, D, device="cuda", dtype=torch.bfloat16)
+        v_pages = torch.randn_like(k_pages)
+        kvs.append(mt.PagedKV(k_pages, v_pages, indptr, indices, last))
+        # SDPA reads a dense [B, Hkv, L, D] copy of the same values (it has no page table).
+        dense.append((k_pages.view(batch, ctx, HKV, D).transpose(1, 2).contiguous(),
+                      v_pages.view(batch, ctx, HKV, D).transpose(1, 2).contiguous()))
+    kv, (k_dense, v_dense) = kvs[0], dense[0]
     q = torch.randn(batch, HQ, D, device="cuda", dtype=torch.bfloat16)
-    # SDPA reads a dense [B, Hkv, L, D] copy of the same values (it has no page table).
-    k_dense = k_pages.view(batch, ctx, HKV, D).transpose(1, 2).contiguous()
-    v_dense = v_pages.view(batch, ctx, HKV, D).transpose(1, 2).contiguous()
     q4 = q[:, :, None]
     mt.reserve_cuda_workspace(0, HQ, HKV, D, batch, ctx, args.window)
 
     from torch.nn.attention import SDPBackend
-    ours = lambda: mt.exact_decode(q, kv, max_seq_len=ctx)  # noqa: E731
+
+    def each(fn):  # one call per layer-step; returns the first layer's result (the one checked)
+        return lambda: [fn(i) for i in range(steps)][0]
+
+    ours = each(lambda i: mt.exact_decode(q, kvs[i], max_seq_len=ctx))
     kernels = {"ours_exact": ours,
-               "sdpa_cudnn": lambda: sdpa(SDPBackend.CUDNN_ATTENTION, q4, k_dense, v_dense),
-               "sdpa_flash": lambda: sdpa(SDPBackend.FLASH_ATTENTION, q4, k_dense, v_dense)}
-    row = {"context": ctx, "batch": batch, "flashinfer_note": None, "flashinfer_tc_note": None, "us": {},
-           "max_abs_diff": {}}
+               "sdpa_cudnn": each(lambda i: sdpa(SDPBackend.CUDNN_ATTENTION, q4, *dense[i])),
+               "sdpa_flash": each(lambda i: sdpa(SDPBackend.FLASH_ATTENTION, q4, *dense[i]))}
+    row = {"context": ctx, "batch": batch, "graph_steps": steps, "flashinfer_note": None, "flashinfer_tc_note": None,
+           "us": {}, "max_abs_diff": {}}
     for name, tensor_cores in (("flashinfer", False), ("flashinfer_tc", True)):
-        fi, row[f"{name}_note"] = flashinfer_decode(kv, q, batch, use_tensor_cores=tensor_cores)
+        fi, row[f"{name}_note"] = flashinfer_decode(kv, q, batch, use_tensor_cores=tensor_cores, layers=kvs)
         if fi:
             kernels[name] = fi
-    ref = ours()[0].float()
+    ref = mt.exact_decode(q, kv, max_seq_len=ctx)[0].float()
     # One untimed timing pass first: the first timing of a case, just after its set-up (half a
     # GiB of fresh allocations at 128K), read ours 17 us slow at 128K, batch 1 (151.8 vs 134.4
     # us when timed again last, commit 4e51b56); the second reading of ours is kept too.
-    timer(ours)
-    for name, fn in kernels.items():  # cross-check, then time
+    timer(ours, steps=steps)
+    for name, fn in kernels.items():  # cross-check (the first layer, or the last for FlashInfer), then time
         try:
             out = fn()
             out = (out[0] if isinstance(out, tuple) else out).reshape(batch, HQ, D).float()
-            diff = (out - ref).abs().max().item()
+            want = ref if not name.startswith("flashinfer") else mt.exact_decode(q, kvs[-1], max_seq_len=ctx)[0].float()
+            diff = (out - want).abs().max().item()
             if diff > 2e-2:
                 sys.exit(f"{name} differs from ours_exact by {diff:.3g} at context {ctx}, batch {batch}")
-            row["max_abs_diff"][name], row["us"][name] = diff, timer(fn)
+            row["max_abs_diff"][name], row["us"][name] = diff, timer(fn, steps=steps)
         except RuntimeError as e:  # e.g. no SDPA kernel for this shape: reported, not hidden
             row["us"][name], row["max_abs_diff"][name] = None, f"unsupported: {e}"
     # Ours again, after the others: the first timing of a case comes after its set-up, the
     # others' after ours; the two readings of ours bound any order effect (e.g. clocks).
-    row["us"]["ours_exact_again"] = timer(ours)
-    if row["us"].get("sdpa_cudnn") is None:  # cuDNN without GQA: K/V repeated per query head (reads 4x)
+    row["us"]["ours_exact_again"] = timer(ours, steps=steps)
+    if row["us"].get("sdpa_cudnn") is None and steps == 1:  # cuDNN without GQA: K/V repeated per query head (reads 4x)
         g = HQ // HKV
         k_rep, v_rep = k_dense.repeat_interleave(g, 1), v_dense.repeat_interleave(g, 1)
         fn = lambda: sdpa(SDPBackend.CUDNN_ATTENTION, q4, k_rep, v_rep)  # noqa: E731
@@ -209,16 +228,17 @@ def bench_case(mt, ctx, batch, args, timer, gen):
     for rate in HIT_RATES:
         for pattern in (["packed"] if rate in (0.0, 1.0) else ["packed", "independent"]):
             mask = hit_mask(rate, pattern, batch, gen)
-            state = forced_rings(mt, q_pre, t, args.window, mask, args.miss_rows == "far", gen)
+            states = [forced_rings(mt, q_pre, t, args.window, mask, args.miss_rows == "far", gen) for _ in range(steps)]
             slot = t % args.window
-            saved = [x[:, slot].clone() for x in state[:3]]
+            saved = [[x[:, slot].clone() for x in st[:3]] for st in states]
 
             def restore():
-                for x, s in zip(state[:3], saved):
-                    x[:, slot].copy_(s)
-                state.position.fill_(t)
+                for st, sv in zip(states, saved):
+                    for x, s in zip(st[:3], sv):
+                        x[:, slot].copy_(s)
+                    st.position.fill_(t)
 
-            out, _, stats = mt.mac_decode(q, q_pre, kv, state, cfg, return_stats=True, max_seq_len=ctx)
+            out, _, stats = mt.mac_decode(q, q_pre, kv, states[0], cfg, return_stats=True, max_seq_len=ctx)
             if not torch.equal(stats.hit.bool(), mask):
                 sys.exit(f"the scan's hits differ from the forced ones at context {ctx}, batch {batch}, rate {rate}")
             hits = stats.hit.view(batch, HKV, HQ // HKV)
@@ -226,9 +246,11 @@ def bench_case(mt, ctx, batch, args, timer, gen):
             if rate == 0.0 and (out.float() - ref).abs().max().item() > 2e-2:
                 sys.exit(f"MAC at hit rate 0 differs from exact decode at context {ctx}, batch {batch}")
             restore()
-            us = timer(lambda: mt.mac_decode(q, q_pre, kv, state, cfg, max_seq_len=ctx), before=restore)
+            us = timer(each(lambda i: mt.mac_decode(q, q_pre, kvs[i], states[i], cfg, max_seq_len=ctx)), before=restore,
+                       steps=steps)
             row["mac"].append({"target_hit_rate": rate, "pattern": pattern, "measured_hit_rate": measured,
                                "all_hit_groups": hits.all(-1).float().mean().item(), "us": us})
+            del states
     return row
 
 
@@ -242,7 +264,10 @@ def speedup(base, us):
 
 
 def write_table(rows, path):
-    lines = ["| context | batch | cuDNN µs | flash µs | FlashInfer µs | FlashInfer TC µs | ours exact µs "
+    steps = rows[0].get("graph_steps", 1) if rows else 1
+    lines = ([f"(µs per layer-step, {steps} layer-steps per CUDA graph, each on its own K/V and MAC state)", ""]
+             if steps > 1 else [])
+    lines += ["| context | batch | cuDNN µs | flash µs | FlashInfer µs | FlashInfer TC µs | ours exact µs "
              "| ours, timed again last | exact vs cuDNN |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
@@ -301,6 +326,8 @@ def main():
         import macattn_torch as mt
     except ImportError as e:
         sys.exit(f"torch_side_by_side.py: macattn_torch is not installed ({e}); pip install --no-build-isolation ./python")
+    if args.graph_steps < 1:
+        sys.exit(f"torch_side_by_side.py: --graph-steps {args.graph_steps} must be >= 1")
     if "torch CUDA kernels registered" not in mt.build_info():
         sys.exit("torch_side_by_side.py: macattn_torch has no CUDA kernels: " + mt.build_info())
     timer, gen = Timer(args.reps), torch.Generator().manual_seed(0)
@@ -312,7 +339,7 @@ def main():
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "macattn": mt.build_info(),
             "commit": os.environ.get("MACATTN_GIT_COMMIT", "unknown"),
             "shape": {"num_q_heads": HQ, "num_kv_heads": HKV, "head_dim": D, "page_size": PAGE, "dtype": "bf16"},
-            "window": args.window, "reps": args.reps, "miss_rows": args.miss_rows}
+            "window": args.window, "reps": args.reps, "miss_rows": args.miss_rows, "graph_steps": args.graph_steps}
     with open(args.out + ".json", "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     write_table(rows, args.out + ".md")
