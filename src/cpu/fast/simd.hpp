@@ -156,21 +156,29 @@ inline float hmax(v16f v) {
   return x > y ? x : y;
 }
 
-/// out[j] = sum of the 16 lanes of acc[j], for 16 vectors at once: four rounds of pairwise
-/// shuffle-and-add (30 shuffles, 15 adds for 16 sums, instead of 16 horizontal sums). The
-/// rounds leave the sums in bit-reversed lane order, which the last shuffle undoes.
-inline v16f reduce_16x16(const v16f* acc) {
-  v16f r[8], s[4], u[2];
-  for (int i = 0; i < 8; ++i) {
-    const v16f a = acc[2 * i], b = acc[2 * i + 1];
-    r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
-           __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-  }
-  for (int i = 0; i < 4; ++i) {
-    const v16f a = r[2 * i], b = r[2 * i + 1];
-    s[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
-           __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-  }
+/// The first round of reduce_16x16 for two of its inputs (acc[2i], acc[2i+1]).
+inline v16f reduce_pair(v16f a, v16f b) {
+  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+         __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+}
+
+/// The second round, from two first-round results (of acc[4i .. 4i+1] and acc[4i+2 .. 4i+3]).
+inline v16f reduce_pairs(v16f r0, v16f r1) {
+  return __builtin_shufflevector(r0, r1, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
+         __builtin_shufflevector(r0, r1, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+}
+
+/// The first two rounds of reduce_16x16 for a quarter of its inputs (acc[4i .. 4i+3]): the
+/// vector s_i that the last rounds combine. Lets a caller reduce each four keys as soon as
+/// their accumulators are done, in registers, instead of storing all sixteen.
+inline v16f reduce_quarter(const v16f* acc4) {
+  return reduce_pairs(reduce_pair(acc4[0], acc4[1]), reduce_pair(acc4[2], acc4[3]));
+}
+
+/// The last two rounds of reduce_16x16 from its four quarters (reduce_quarter of acc[0..3],
+/// acc[4..7], acc[8..11], acc[12..15]).
+inline v16f reduce_quarters(const v16f* s) {
+  v16f u[2];
   for (int i = 0; i < 2; ++i) {
     const v16f a = s[2 * i], b = s[2 * i + 1];
     u[i] = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
@@ -179,6 +187,15 @@ inline v16f reduce_16x16(const v16f* acc) {
   const v16f w = __builtin_shufflevector(u[0], u[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
                  __builtin_shufflevector(u[0], u[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
   return __builtin_shufflevector(w, w, 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15);
+}
+
+/// out[j] = sum of the 16 lanes of acc[j], for 16 vectors at once: four rounds of pairwise
+/// shuffle-and-add (30 shuffles, 15 adds for 16 sums, instead of 16 horizontal sums). The
+/// rounds leave the sums in bit-reversed lane order, which the last shuffle undoes. Each sum
+/// adds lanes in hsum's order (l + l+8, then +4, +2, +1).
+inline v16f reduce_16x16(const v16f* acc) {
+  const v16f s[4] = {reduce_quarter(acc), reduce_quarter(acc + 4), reduce_quarter(acc + 8), reduce_quarter(acc + 12)};
+  return reduce_quarters(s);
 }
 
 /// All 16 lanes = lane j of v, from registers. (Broadcasting from a 64-byte vector just
