@@ -123,4 +123,49 @@ INSTANTIATE_TEST_SUITE_P(
                       FastSimCase{"d64_gqa1_f16ring", 4, 4, 64, 8, 2, 0, {2, 700}, DType::f32, DType::f16, DType::f16, false}),
     [](const auto& i) { return std::string(i.param.name); });
 
+// Every ring row the same (all distances equal): the match is the oldest candidate, t - W, on
+// both backends. The fast scan splits the positions among tasks (four at batch 1 on two
+// threads) and merges their bests; equal distances must resolve as one newest-first walk does.
+TEST(FastScan, EqualDistancesKeepTheOldestPositionAcrossTasks) {
+  const macattn::AttentionShape shape{32, 8, 128, 0.0f};
+  macattn::MacConfig cfg;
+  cfg.min_context = 0;
+  const std::int64_t t = 2000;
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> nd;
+  const std::vector<std::int64_t> lens{t + 1};
+  fx::KVBatch kv = fx::random_kv(8, 128, DType::bf16, lens, rng);
+  std::vector<float> q_pre(32 * 128), q_post(32 * 128);
+  for (auto& x : q_pre) x = macattn::bf16_to_float(macattn::float_to_bf16(nd(rng)));  // stored exactly
+  for (auto& x : q_post) x = nd(rng);
+  for (const float offset : {0.0f, 0.25f}) {  // distance 0, and equal nonzero distances (128 * 0.0625)
+    std::vector<macattn::HeadStats> got[2];
+    for (int k = 0; k < 2; ++k) {
+      const Backend be = k == 0 ? Backend::cpu : Backend::reference;
+      macattn::MacState ring(shape, cfg, DType::bf16);
+      macattn::MacStateView v = ring.view();
+      for (std::int32_t slot = 0; slot < cfg.window; ++slot)
+        for (std::size_t i = 0; i < q_pre.size(); ++i) {
+          const std::size_t e = static_cast<std::size_t>(slot) * q_pre.size() + i;
+          macattn::store_from_float(v.qring, DType::bf16, e, q_pre[i] + offset);
+          macattn::store_from_float(v.oring, DType::bf16, e, 0.01f * static_cast<float>(i % 7));
+        }
+      for (std::size_t r = 0; r < static_cast<std::size_t>(cfg.window) * 32; ++r) v.lring[r] = 3.0f;
+      *v.position = t;
+      *v.ready = 1;
+      std::vector<float> out(q_post.size());
+      got[k].resize(32);
+      macattn::mac_decode(shape, cfg, kv.view(), {q_post.data(), DType::f32}, {q_pre.data(), DType::f32}, {&v, 1},
+                          {out.data(), DType::f32}, nullptr, got[k].data(), nullptr, be);
+    }
+    for (int h = 0; h < 32; ++h) {
+      EXPECT_EQ(got[0][static_cast<std::size_t>(h)].matched_position, t - cfg.window) << "fast, head " << h << ", offset " << offset;
+      EXPECT_EQ(got[1][static_cast<std::size_t>(h)].matched_position, t - cfg.window) << "reference, head " << h;
+      EXPECT_EQ(got[0][static_cast<std::size_t>(h)].hit, got[1][static_cast<std::size_t>(h)].hit) << h;
+      EXPECT_EQ(0, std::memcmp(&got[0][static_cast<std::size_t>(h)].match_distance,
+                               &got[1][static_cast<std::size_t>(h)].match_distance, sizeof(float))) << h;
+    }
+  }
+}
+
 }  // namespace
