@@ -98,6 +98,10 @@ macattn::MacConfig to_config(const macattn_config* c, const char* fn) {
   config.tau = c->tau;
   config.front_sinks = c->front_sinks;
   config.min_context = c->min_context;
+  if (c->report_miss_matches != 0 && c->report_miss_matches != 1)
+    throw macattn::Error(std::string(fn) + ": config->report_miss_matches = " + std::to_string(c->report_miss_matches) +
+                         ", must be 0 or 1");
+  config.report_miss_matches = c->report_miss_matches != 0;
   config.validate();
   return config;
 }
@@ -212,6 +216,7 @@ macattn_config macattn_config_default(void) {
   c.tau = d.tau;
   c.front_sinks = d.front_sinks;
   c.min_context = d.min_context;
+  c.report_miss_matches = d.report_miss_matches ? 1 : 0;
   return c;
 }
 

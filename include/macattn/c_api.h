@@ -68,6 +68,11 @@ typedef struct macattn_config {
   float tau;           /* match threshold in [0, 1): hit iff dist^2 < 2*D*(1-tau)^2 (default 0.45) */
   int32_t front_sinks; /* F: tokens [0, F) recomputed exactly every step, >= 0 (default 0) */
   int64_t min_context; /* no matching while t < min_context, >= 0 (default 2048) */
+  /* With per-head stats: 1 (default) = a miss reports its best row even at or over the
+   * threshold (every row scanned in full); 0 = such a miss reports matched_position -1 and an
+   * infinite distance, and the scan drops rows that cannot be hits early. Hits, outputs and
+   * the other stats are the same either way. 0 or 1. */
+  int32_t report_miss_matches;
 } macattn_config;
 
 /* One sequence of a contiguous cache: k and v are [length, Hkv, D] of the cache dtype. */
@@ -147,7 +152,7 @@ int macattn_cpu_isa(const char** out);
 enum { MACATTN_CPU_PRODUCTS_FP32 = 0, MACATTN_CPU_PRODUCTS_BF16 = 1 };
 int macattn_set_cpu_products(int32_t products);
 
-/* The reference defaults: W 512, S 256, tau 0.45, F 0, min_context 2048. */
+/* The reference defaults: W 512, S 256, tau 0.45, F 0, min_context 2048, report_miss_matches 1. */
 macattn_config macattn_config_default(void);
 /* A contiguous cache descriptor over seqs[0 .. batch_size). */
 macattn_kv_cache macattn_kv_contiguous(const macattn_contiguous_seq* seqs, int32_t batch_size, int32_t dtype);
