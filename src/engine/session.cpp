@@ -75,6 +75,7 @@ Session::Session(const Model& model, const SessionOptions& options) : model_(&mo
 #endif
   }
   set_num_threads(options_.threads);
+  if (options_.cpu_products) set_cpu_products(*options_.cpu_products);
   state_ = std::make_unique<State>(model, options_, capacity_);
   layer_stats_.resize(c.num_layers);
   for (std::int32_t l = 0; l < c.num_layers; ++l) layer_stats_[l].mac_enabled = state_->fwd.mac_layer[l];

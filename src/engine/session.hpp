@@ -56,6 +56,9 @@ struct SessionOptions {
   DType kv_dtype = DType::bf16;     ///< K/V cache element type (f32 for bit-closest to HF)
   AttentionOptions attention;
   int threads = 0;  ///< 0 = OpenMP default (all cores / OMP_NUM_THREADS)
+  /// Set: macattn::set_cpu_products(*cpu_products) on construction (process-wide; the CPU
+  /// attention's bf16 products). Unset: whatever is in effect (MACATTN_CPU_PRODUCTS or fp32).
+  std::optional<CpuProducts> cpu_products;
 };
 
 /// Per-layer totals over the decode steps of this session (since construction or reset()).

@@ -91,6 +91,13 @@ void add_engine_flags(FlagSet& f, EngineOptions& o) {
         [&o](const std::string& v) { o.context = parse_int("--ctx-size", v, 0, std::int64_t{1} << 31); });
   f.add("--threads", "N", "-t: threads, 0 = all cores", "0",
         [&o](const std::string& v) { o.threads = static_cast<std::int32_t>(parse_int("--threads", v, 0, 4096)); });
+  f.add("--cpu-products", "fp32|bf16",
+        "CPU attention with bf16 K/V: products as exact as fp32 (default) or queries and softmax weights rounded to "
+        "bf16 as GPU kernels do (faster where arithmetic is the bound; MACATTN_CPU_PRODUCTS sets the default)",
+        "fp32", [&o](const std::string& v) {
+          o.cpu_products = parse_choice("--cpu-products", v, {"fp32", "bf16"}) == "bf16" ? macattn::CpuProducts::bf16
+                                                                                       : macattn::CpuProducts::fp32;
+        });
   f.add("--chunk", "N", "prefill chunk size in tokens", str(o.chunk),
         [&o](const std::string& v) { o.chunk = static_cast<std::int32_t>(parse_int("--chunk", v, 1, 1 << 20)); });
   f.add("--kv-dtype", "T", "K/V cache dtype: f32 | f16 | bf16", "bf16",
@@ -186,6 +193,7 @@ macattn::engine::SessionOptions session_options(const EngineOptions& o, macattn:
   s.max_context = capacity;
   s.kv_dtype = o.kv_dtype;
   s.threads = o.threads;
+  s.cpu_products = o.cpu_products;
   s.attention.mode = mode;
   s.attention.mac = o.mac;
   s.attention.ring_dtype = o.ring_dtype;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ struct EngineOptions {
   std::string model_dir;      // empty: models/macattn-ref, found by find_repo_path
   std::int64_t context = 0;   // -c; 0 = the model's max_position_embeddings
   std::int32_t threads = 0;   // -t; 0 = all cores
+  std::optional<macattn::CpuProducts> cpu_products;  // --cpu-products (unset: MACATTN_CPU_PRODUCTS or fp32)
   std::int32_t chunk = 512;   // prefill chunk size
   macattn::MacConfig mac;     // --mac-* flags
   LayerSelection mac_layers;  // --mac-layers
