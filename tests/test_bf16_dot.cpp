@@ -91,7 +91,9 @@ class Bf16Products : public ::testing::Test {
 
 TEST(CpuProducts, DefaultIsFp32AndTheSettingRoundTrips) {
   const char* env = std::getenv("MACATTN_CPU_PRODUCTS");
-  if (env == nullptr || *env == '\0') EXPECT_EQ(macattn::cpu_products(), macattn::CpuProducts::fp32);
+  if (env == nullptr || *env == '\0') {
+    EXPECT_EQ(macattn::cpu_products(), macattn::CpuProducts::fp32);
+  }
   const macattn::CpuProducts saved = macattn::cpu_products();
   macattn::set_cpu_products(macattn::CpuProducts::bf16);
   EXPECT_EQ(macattn::cpu_products(), macattn::CpuProducts::bf16);
@@ -107,6 +109,19 @@ TEST(CpuProducts, DefaultIsFp32AndTheSettingRoundTrips) {
   EXPECT_EQ(macattn::cpu_products(), macattn::CpuProducts::fp32);  // unchanged by the bad call
   EXPECT_STREQ(macattn::cpu_products_name(static_cast<macattn::CpuProducts>(7)), "invalid");
   macattn::set_cpu_products(saved);
+}
+
+// Runs for real under ctest's cpu_products_bad_environment (MACATTN_CPU_PRODUCTS=f8); there a
+// skip fails the test.
+TEST(CpuProducts, EnvironmentValueIsChecked) {
+  const char* env = std::getenv("MACATTN_CPU_PRODUCTS");
+  if (env == nullptr || std::string(env) != "f8") GTEST_SKIP() << "runs under ctest's cpu_products_bad_environment";
+  try {
+    macattn::cpu_products();
+    ADD_FAILURE() << "no error for MACATTN_CPU_PRODUCTS=f8";
+  } catch (const macattn::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("MACATTN_CPU_PRODUCTS='f8'"), std::string::npos) << e.what();
+  }
 }
 
 // Within the tolerance the GPU kernels are held to (relative L2 1e-2), and visibly rounded
