@@ -60,6 +60,10 @@ std::string parse_choice(const std::string& flag, const std::string& value, cons
   throw UsageError(flag + " " + quoted(value) + ": must be one of " + list);
 }
 
+macattn::CpuProducts parse_cpu_products(const std::string& flag, const std::string& value) {
+  return parse_choice(flag, value, {"fp32", "bf16"}) == "bf16" ? macattn::CpuProducts::bf16 : macattn::CpuProducts::fp32;
+}
+
 void FlagSet::add(const std::string& name, const std::string& placeholder, const std::string& help,
                   const std::string& default_text, Setter setter) {
   flags_.push_back(Flag{name, placeholder, help, default_text, std::move(setter)});

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "macattn/attention.hpp"
+
 namespace macattn_tool {
 
 /// A bad command line. main() prints the message and exits with kExitUsage.
@@ -30,6 +32,8 @@ double parse_real(const std::string& flag, const std::string& value, double min,
                   bool max_exclusive = false);
 /// Returns value if it is one of choices; otherwise throws UsageError listing them.
 std::string parse_choice(const std::string& flag, const std::string& value, const std::vector<std::string>& choices);
+/// "fp32" or "bf16" (macattn::CpuProducts); otherwise throws UsageError.
+macattn::CpuProducts parse_cpu_products(const std::string& flag, const std::string& value);
 
 /// A set of flags of one subcommand. Accepts `--name value` and `--name=value`; `-h`/`--help`
 /// sets help_requested() instead of failing.

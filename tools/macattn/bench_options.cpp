@@ -112,10 +112,7 @@ FlagSet bench_flags(BenchOptions& o) {
   f.add("--cpu-products", "fp32|bf16",
         "--backend cpu: bf16 K/V products as exact as fp32 (queries and weights as two bf16 terms) or rounded to "
         "bf16 as GPU kernels do (macattn::set_cpu_products; checked against the reference at 1e-2 instead of 1e-3)",
-        "fp32", [&o](const std::string& v) {
-          o.products = parse_choice("--cpu-products", v, {"fp32", "bf16"}) == "bf16" ? macattn::CpuProducts::bf16
-                                                                                       : macattn::CpuProducts::fp32;
-        });
+        "fp32", [&o](const std::string& v) { o.products = parse_cpu_products("--cpu-products", v); });
   f.add("--graph-steps", "N",
         "--backend cuda: also time N consecutive layer-steps in one graph (per step; 1 = off)", str(o.graph_steps),
         [&o](const std::string& v) {

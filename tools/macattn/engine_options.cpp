@@ -94,10 +94,7 @@ void add_engine_flags(FlagSet& f, EngineOptions& o) {
   f.add("--cpu-products", "fp32|bf16",
         "CPU attention with bf16 K/V: products as exact as fp32 (default) or queries and softmax weights rounded to "
         "bf16 as GPU kernels do (faster where arithmetic is the bound; MACATTN_CPU_PRODUCTS sets the default)",
-        "fp32", [&o](const std::string& v) {
-          o.cpu_products = parse_choice("--cpu-products", v, {"fp32", "bf16"}) == "bf16" ? macattn::CpuProducts::bf16
-                                                                                       : macattn::CpuProducts::fp32;
-        });
+        "fp32", [&o](const std::string& v) { o.cpu_products = parse_cpu_products("--cpu-products", v); });
   f.add("--chunk", "N", "prefill chunk size in tokens", str(o.chunk),
         [&o](const std::string& v) { o.chunk = static_cast<std::int32_t>(parse_int("--chunk", v, 1, 1 << 20)); });
   f.add("--kv-dtype", "T", "K/V cache dtype: f32 | f16 | bf16", "bf16",
