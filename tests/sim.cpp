@@ -1,6 +1,8 @@
 // tests/sim.cpp
 #include "sim.hpp"
 
+#include <cstring>
+
 #include <cmath>
 
 namespace fx {
@@ -99,6 +101,25 @@ void Sim::set_pre(int b, std::int64_t pos, int h, const std::vector<float>& row)
   for (int b = 0; b < B; ++b)
     if (auto r = ring_matches(states[b], rings[b], spec.tol ? &*spec.tol : nullptr); !r) return r << " (seq " << b << ", t=" << pos[b] << ")";
   for (auto& l : len_) ++l;
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult same_decisions(const Sim& a, const Sim& b) {
+  if (a.hs.size() != b.hs.size())
+    return ::testing::AssertionFailure() << a.hs.size() << " heads against " << b.hs.size();
+  for (std::size_t k = 0; k < a.hs.size(); ++k) {
+    const macattn::HeadStats &x = a.hs[k], &y = b.hs[k];
+    if (x.hit != y.hit || x.matched_position != y.matched_position ||
+        std::memcmp(&x.match_distance, &y.match_distance, sizeof(float)) != 0 || x.band_len != y.band_len ||
+        x.kv_tokens_read != y.kv_tokens_read)
+      return ::testing::AssertionFailure() << "head " << k << ": hit " << int(x.hit) << " / " << int(y.hit) << ", matched "
+                                           << x.matched_position << " / " << y.matched_position << ", distance "
+                                           << x.match_distance << " / " << y.match_distance << ", band " << x.band_len
+                                           << " / " << y.band_len << ", read " << x.kv_tokens_read << " / "
+                                           << y.kv_tokens_read;
+  }
+  if (a.ss.to_string() != b.ss.to_string())
+    return ::testing::AssertionFailure() << "step stats " << a.ss.to_string() << " / " << b.ss.to_string();
   return ::testing::AssertionSuccess();
 }
 

@@ -68,4 +68,8 @@ class Sim {
   std::vector<std::int64_t> len_;
 };
 
+/// The two simulations' last steps made the same decisions: per head hit, matched position,
+/// match distance (bit for bit), band length and tokens read, and the same step stats.
+::testing::AssertionResult same_decisions(const Sim& a, const Sim& b);
+
 }  // namespace fx
