@@ -8,8 +8,9 @@
 // scan: ring slots newest first, the rows of 16 heads summed over their first 64 dims together;
 // that partial distance is a lower bound, so only rows under the threshold are read further.
 //
-// History (dev machine: 2-core AMD EPYC VM, family 25 model 17, i.e. Zen 4 (not Zen 5 as first noted), Llama-3.1-8B shape, bf16, exact decode at
-// 128K; one thread / two threads, GB/s of K/V; streaming read is about 20 / 33 GB/s):
+// History (dev machine: 2-core AMD EPYC VM, family 25 model 17, i.e. Zen 4, not Zen 5 as first
+// noted; Llama-3.1-8B shape, bf16, exact decode at 128K; one thread / two threads, GB/s of K/V;
+// streaming read is about 20 / 33 GB/s as first measured, with 16-byte loads):
 //   v1 one task per (sequence, KV head), 16 horizontal sums per tile     1.3 / 1.0 (2 KiB-strided
 //      rows; measured while builds shared the machine)
 //   v2 tasks per (sequence, key chunk) over all KV heads, rows by position  4.0 / 8.0
@@ -370,29 +371,31 @@ constexpr bool kBf16Dot = false;
 template <DType T, int D>
 void attend_impl(const AttendArgs& a) {
   [[maybe_unused]] constexpr bool dot = kBf16Dot && T == DType::bf16;
+  // Index of each group's first query among all queries of the call (for per-query buffers).
+  std::vector<std::size_t> first_query(static_cast<std::size_t>(a.num_groups));
+  std::size_t queries = 0;
+  for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
+    first_query[static_cast<std::size_t>(gi)] = queries;
+    queries += static_cast<std::size_t>(a.groups[gi].nq);
+  }
 #if defined(__AVX512BF16__)
   // The queries as bf16 terms, once per call (a call covers 256 keys or more); outputs in
   // unpack order while the call runs.
   thread_local std::vector<std::uint16_t> qbuf;
-  std::vector<std::size_t> qoff(static_cast<std::size_t>(a.num_groups));
   std::vector<char> one_term(static_cast<std::size_t>(a.num_groups));  // all lo terms zero
   if constexpr (dot) {
-    std::size_t total = 0;
-    for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
-      qoff[static_cast<std::size_t>(gi)] = total;
-      total += static_cast<std::size_t>(a.groups[gi].nq) * kQTerms * D;
-    }
-    qbuf.resize(total);
+    qbuf.resize(queries * kQTerms * D);
     for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
       const AttendGroup& grp = a.groups[gi];
       for (std::int32_t q = 0; q < grp.nq; ++q) {
-        std::uint16_t* dst = qbuf.data() + qoff[static_cast<std::size_t>(gi)] + static_cast<std::size_t>(q) * kQTerms * D;
+        std::uint16_t* dst = qbuf.data() + (first_query[static_cast<std::size_t>(gi)] + static_cast<std::size_t>(q)) * kQTerms * D;
         for (int c = 0; c < D; c += 16) split_bf16<kQTerms>(load_f32(grp.q + static_cast<std::size_t>(q) * D + c), dst + c, D);
         for (int c = 0; c < D; c += 32) o_lanes(grp.o + static_cast<std::size_t>(q) * D + c);
       }
       bool zero = true;
       for (std::int32_t q = 0; q < grp.nq && zero; ++q) {
-        const std::uint16_t* lo = qbuf.data() + qoff[static_cast<std::size_t>(gi)] + (static_cast<std::size_t>(q) * kQTerms + 1) * D;
+        const std::uint16_t* lo =
+            qbuf.data() + ((first_query[static_cast<std::size_t>(gi)] + static_cast<std::size_t>(q)) * kQTerms + 1) * D;
         for (int i = 0; i < D; ++i) zero = zero && (lo[i] & 0x7fff) == 0;  // +-0
       }
       one_term[static_cast<std::size_t>(gi)] = zero;
@@ -401,19 +404,13 @@ void attend_impl(const AttendArgs& a) {
 #endif
   // Per query, 16 lanes of l (online_softmax); their sum goes back to the group's l at the end.
   thread_local std::vector<v16f> lsum_buf;
-  std::vector<std::size_t> loff(static_cast<std::size_t>(a.num_groups));
   {
-    std::size_t total = 0;
-    for (std::int32_t gi = 0; gi < a.num_groups; ++gi) {
-      loff[static_cast<std::size_t>(gi)] = total;
-      total += static_cast<std::size_t>(a.groups[gi].nq);
-    }
-    lsum_buf.resize(total);
+    lsum_buf.resize(queries);
     for (std::int32_t gi = 0; gi < a.num_groups; ++gi)
       for (std::int32_t q = 0; q < a.groups[gi].nq; ++q) {
         v16f l0 = splat(0.0f);
         l0[0] = a.groups[gi].l[q];
-        lsum_buf[loff[static_cast<std::size_t>(gi)] + static_cast<std::size_t>(q)] = l0;
+        lsum_buf[first_query[static_cast<std::size_t>(gi)] + static_cast<std::size_t>(q)] = l0;
       }
   }
   const RowLocator rows(*a.kv, a.b);
@@ -442,11 +439,11 @@ void attend_impl(const AttendArgs& a) {
       const AttendGroup& grp = a.groups[gi];
       if (j0 + n <= grp.lo || j0 >= grp.hi) continue;
       const std::size_t off = static_cast<std::size_t>(grp.g) * rows.head_bytes();
-      v16f* lsum = lsum_buf.data() + loff[static_cast<std::size_t>(gi)];
+      v16f* lsum = lsum_buf.data() + first_query[static_cast<std::size_t>(gi)];
       int q0 = 0;
 #if defined(__AVX512BF16__)
       if constexpr (dot) {
-        const std::uint16_t* qb = qbuf.data() + qoff[static_cast<std::size_t>(gi)];
+        const std::uint16_t* qb = qbuf.data() + first_query[static_cast<std::size_t>(gi)] * kQTerms * D;
         if (a.bf16_products) attend_tiles_bf16<D, 1, 1>(grp, lsum, qb, a.scale, k, v, off, j0, n, ahead);
         else if (one_term[static_cast<std::size_t>(gi)]) attend_tiles_bf16<D, 1, 2>(grp, lsum, qb, a.scale, k, v, off, j0, n, ahead);
         else attend_tiles_bf16<D, 2, 2>(grp, lsum, qb, a.scale, k, v, off, j0, n, ahead);
@@ -462,7 +459,7 @@ void attend_impl(const AttendArgs& a) {
   }
   for (std::int32_t gi = 0; gi < a.num_groups; ++gi)
     for (std::int32_t q = 0; q < a.groups[gi].nq; ++q)
-      a.groups[gi].l[q] = hsum(lsum_buf[loff[static_cast<std::size_t>(gi)] + static_cast<std::size_t>(q)]);
+      a.groups[gi].l[q] = hsum(lsum_buf[first_query[static_cast<std::size_t>(gi)] + static_cast<std::size_t>(q)]);
 #if defined(__AVX512BF16__)
   if constexpr (dot)
     for (std::int32_t gi = 0; gi < a.num_groups; ++gi)
