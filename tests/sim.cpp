@@ -123,4 +123,15 @@ void Sim::set_pre(int b, std::int64_t pos, int h, const std::vector<float>& row)
   return ::testing::AssertionSuccess();
 }
 
+::testing::AssertionResult lockstep(Sim& a, Sim& b, int steps, std::int64_t* hits) {
+  *hits = 0;
+  for (int i = 0; i < steps; ++i) {
+    if (auto r = a.step(); !r) return r << " (first simulation, step " << i << ")";
+    if (auto r = b.step(); !r) return r << " (second simulation, step " << i << ")";
+    if (auto r = same_decisions(a, b); !r) return r << " (step " << i << ")";
+    *hits += a.ss.heads_hit;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace fx

@@ -72,4 +72,8 @@ class Sim {
 /// match distance (bit for bit), band length and tokens read, and the same step stats.
 ::testing::AssertionResult same_decisions(const Sim& a, const Sim& b);
 
+/// `steps` steps of both simulations in lockstep, each checked against the oracle (step()) and
+/// against the other (same_decisions); *hits gets the heads that hit, summed over the steps.
+::testing::AssertionResult lockstep(Sim& a, Sim& b, int steps, std::int64_t* hits);
+
 }  // namespace fx
