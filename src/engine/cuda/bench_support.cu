@@ -326,22 +326,23 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
     dx = gpu::DeviceBuffer((xh.size() + off) * 2);
     ENGINE_CUDA(cudaMemcpy(dx.as<bf16>() + off, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice));
   }
-  bool vec = false;
+  const gpu::GemvKernel want =
+      c.force_scalar ? gpu::GemvKernel::scalar : (c.fma ? gpu::GemvKernel::fma : gpu::GemvKernel::mma);
+  gpu::GemvKernel ran = gpu::GemvKernel::scalar;
   if (c.swiglu) {
     dact = gpu::DeviceBuffer(ny * 2);
     ENGINE_CUDA(cudaMemset(dact.as<void>(), 0xff, ny * 2));  // NaN: an unwritten output shows
-    vec = gpu::skinny_gemm_swiglu(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dact.as<bf16>(), nullptr,
-                                  c.force_scalar);
+    ran = gpu::skinny_gemm_swiglu(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dact.as<bf16>(), nullptr, want);
   } else {
     dy = gpu::DeviceBuffer(ny * 4);
     if (c.accumulate)
       ENGINE_CUDA(cudaMemcpy(dy.as<float>(), y.data(), ny * 4, cudaMemcpyHostToDevice));
     else
       ENGINE_CUDA(cudaMemset(dy.as<void>(), 0xff, ny * 4));  // NaN: an unwritten output shows
-    vec = c.f32_input ? gpu::skinny_gemm(dx.as<float>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate,
-                                         nullptr, c.force_scalar)
+    ran = c.f32_input ? gpu::skinny_gemm(dx.as<float>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate,
+                                         nullptr, want)
                       : gpu::skinny_gemm(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate,
-                                         nullptr, c.force_scalar);
+                                         nullptr, want);
   }
   ENGINE_CUDA(cudaDeviceSynchronize());
   if (c.swiglu) {
@@ -351,7 +352,8 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
   } else {
     ENGINE_CUDA(cudaMemcpy(y.data(), dy.as<void>(), ny * 4, cudaMemcpyDeviceToHost));
   }
-  return vec;
+  if (ran != gpu::GemvKernel::scalar && ran != want) throw Error("cuda_gemv_check: another 16-byte kernel ran");
+  return ran != gpu::GemvKernel::scalar;
 }
 
 }  // namespace macattn::engine

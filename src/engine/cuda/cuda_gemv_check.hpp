@@ -16,13 +16,14 @@ struct GemvCheck {
   bool f32_input = false;      ///< fp32 activations (the kernel rounds them to bf16) instead of bf16
   bool accumulate = false;     ///< y += x W^T (cuBLAS beta = 1) instead of y = x W^T
   bool swiglu = false;         ///< y = bf16(silu(x Wg^T) * (x Wu^T)), W = [gate rows; up rows]
-  bool force_scalar = false;   ///< the scalar kernel even where the 16-byte one applies
+  bool force_scalar = false;   ///< the scalar kernel even where a 16-byte one applies
+  bool fma = false;            ///< the fp32-FMA 16-byte kernel instead of the tensor-core one
   std::int64_t misalign = 0;   ///< W and x start this many elements past a 256-byte boundary
 };
 
 /// w: [(swiglu ? 2 : 1) * out, in] values (rounded to bf16 on upload); x: [n, in] (rounded to
 /// bf16 on upload unless f32_input); y: [n, out], read first when accumulate, then the result
-/// (SwiGLU: the bf16 results as floats). Synchronous. Returns whether the 16-byte path ran.
+/// (SwiGLU: the bf16 results as floats). Synchronous. Returns whether a 16-byte kernel ran.
 bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<const float> x, std::vector<float>& y);
 
 }  // namespace macattn::engine

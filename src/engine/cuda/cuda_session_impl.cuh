@@ -96,6 +96,7 @@ struct CudaSession::Impl {
   std::int32_t page_size = 16, window = 0;
   bool library_attention = true;
   std::int64_t skinny_max_rows = 4;  // from MACATTN_ENGINE_MATMUL (read at construction)
+  gpu::GemvKernel gemv_kernel = gpu::GemvKernel::fma;  // from MACATTN_ENGINE_GEMV (read at construction)
   std::vector<bool> mac_layer;
   std::size_t decode_weight_bytes = 0;
 

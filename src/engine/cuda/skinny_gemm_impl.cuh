@@ -254,10 +254,141 @@ __global__ void __launch_bounds__(gemv_threads<N>())
   gemv_finish<N, SWIGLU>(acc, group, out, o);
 }
 
+// ---------------------------------------------------------------------------------------
+// The tensor-core path (mma.sync m16n8k16, bf16 in, fp32 accumulate; sm_80 and later).
+// A block of kMmaWarps warps owns one tile of 16 weight rows (SwiGLU: 8 gate rows and the 8 up
+// rows of the same outputs, so that one thread ends with both factors of an output) and splits
+// the reduction dimension over its warps in steps of 64 (a warp reads one 128-byte line of each
+// of its 16 rows per step). The activation rows are the mma's B columns (columns >= N are zero).
+// Why: at N >= 3 the FMA kernel's unpacking and FMAs (about 80 instructions per 16 weight bytes
+// at N = 4) come close to the memory time; here 16 weight bytes cost one load and a quarter mma.
+//
+// The mma's k order is free (a dot product does not care), so each thread feeds it what a 16-byte
+// load gives: thread (g = lane / 4, c = lane % 4) loads elements [8c, 8c + 8) of rows g and g + 8
+// (and of activation row g) at both halves of a step, and the first four of them are the mma's
+// logical k 2c, 2c + 1, 2c + 8, 2c + 9 of one mma, the last four of the next.
+constexpr int kMmaWarps = 8;
+constexpr int kMmaThreads = kMmaWarps * 32;
+constexpr int kMmaUnroll = 2;  // steps of 64 in flight per warp: 8 loads of 16 bytes per thread
+
+__device__ __forceinline__ void mma_bf16_16816(float (&c)[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
+                                               std::uint32_t a3, std::uint32_t b0, std::uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  __trap();  // the host refuses this path below sm_80 (skinny_gemm_mma_supported)
+#endif
+}
+
+// 8 activations of chunk c of row `row` as 4 packed bf16 pairs (fp32 rounded to nearest even).
+__device__ __forceinline__ uint4 load_x8_bf16(const bf16* row, std::int64_t c) {
+  return __ldg(reinterpret_cast<const uint4*>(row) + c);
+}
+__device__ __forceinline__ std::uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const std::uint32_t*>(&v);
+}
+__device__ __forceinline__ uint4 load_x8_bf16(const float* row, std::int64_t c) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(row) + 2 * c);
+  const float4 b = __ldg(reinterpret_cast<const float4*>(row) + 2 * c + 1);
+  return make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w));
+}
+
+// The two mmas of one 16-byte chunk: A rows g (wg) and g + 8 (w8), B column g (xb).
+__device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& wg, const uint4& w8, const uint4& xb) {
+  mma_bf16_16816(acc, wg.x, w8.x, wg.y, w8.y, xb.x, xb.y);
+  mma_bf16_16816(acc, wg.z, w8.z, wg.w, w8.w, xb.z, xb.w);
+}
+
 template <int N, typename XT, bool SWIGLU>
-void gemv_launch_n(bool vec, unsigned grid, const XT* x, const bf16* w, std::int64_t out, std::int64_t in,
+__global__ void __launch_bounds__(kMmaThreads) gemv_mma_kernel(const XT* __restrict__ x, const bf16* __restrict__ w,
+                                                               std::int64_t out, std::int64_t in, GemvOut o) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, c4 = lane & 3;
+  const std::int64_t tile = blockIdx.x;
+  // This thread's two weight rows (clamped: rows past the end are loaded, never stored).
+  std::int64_t row_g, row_8;
+  if constexpr (SWIGLU) {
+    const std::int64_t oi = min(tile * 8 + g, out - 1);
+    row_g = oi;        // gate
+    row_8 = out + oi;  // up
+  } else {
+    row_g = min(tile * 16 + g, out - 1);
+    row_8 = min(tile * 16 + g + 8, out - 1);
+  }
+  const uint4* wg = reinterpret_cast<const uint4*>(w + row_g * in);
+  const uint4* w8 = reinterpret_cast<const uint4*>(w + row_8 * in);
+  const bool has_x = g < N;
+  const XT* xr = x + (has_x ? g : 0) * in;
+  const std::int64_t chunks = in / 8, steps = (chunks + 7) / 8;
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  for (std::int64_t s0 = warp; s0 < steps; s0 += kMmaWarps * kMmaUnroll) {
+    uint4 a[kMmaUnroll][2][2], b[kMmaUnroll][2];  // [step][half][row g / g + 8], [step][half]
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u) {
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const std::int64_t c = (s0 + static_cast<std::int64_t>(u) * kMmaWarps) * 8 + hf * 4 + c4;
+        const bool ok = c < chunks;
+        a[u][hf][0] = ok ? load_stream16(wg + c) : zero;
+        a[u][hf][1] = ok ? load_stream16(w8 + c) : zero;
+        b[u][hf] = ok && has_x ? load_x8_bf16(xr, c) : zero;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) mma_chunk(acc, a[u][hf][0], a[u][hf][1], b[u][hf]);
+  }
+  // acc: [0] row g col 2c4, [1] row g col 2c4 + 1, [2] row g + 8 col 2c4, [3] row g + 8 col 2c4 + 1.
+  // The warps' partials are summed in a fixed order (deterministic).
+  __shared__ float red[kMmaWarps][4][32];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) red[warp][e][lane] = acc[e];
+  __syncthreads();
+  const int e = threadIdx.x >> 5;  // threads [0, 128): element e of lane `lane`'s fragment
+  if (e >= 4) return;
+  const auto total = [&](int ei) {
+    float sum = red[0][ei][lane];
+#pragma unroll
+    for (int wi = 1; wi < kMmaWarps; ++wi) sum += red[wi][ei][lane];
+    return sum;
+  };
+  const int col = 2 * c4 + (e & 1);
+  if (col >= N) return;
+  if constexpr (SWIGLU) {
+    if (e >= 2) return;  // the thread of e (gate) also reads e + 2 (up)
+    const std::int64_t oi = tile * 8 + g;
+    if (oi < out) {
+      const float gt = total(e), up = total(e + 2);
+      o.act[col * out + oi] = __float2bfloat16_rn(gt / (1.0f + expf(-gt)) * up);
+    }
+  } else {
+    const std::int64_t oi = tile * 16 + g + 8 * (e >> 1);
+    if (oi < out) {
+      const float sum = total(e);
+      float* dst = o.y + col * out + oi;
+      *dst = o.accumulate ? sum + *dst : sum;
+    }
+  }
+}
+
+template <int N, typename XT, bool SWIGLU>
+void gemv_launch_n(GemvKernel kernel, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
                    const GemvOut& o, cudaStream_t s) {
-  if (vec) {
+  const std::int64_t per_block = kernel == GemvKernel::mma ? (SWIGLU ? 8 : 16) : (SWIGLU ? kGemvRows / 2 : kGemvRows);
+  const std::int64_t blocks = (out + per_block - 1) / per_block;
+  if (blocks > 0x7fffffffLL) throw Error("CUDA engine: skinny_gemm with too many outputs: " + std::to_string(out));
+  const auto grid = static_cast<unsigned>(blocks);
+  if (kernel == GemvKernel::mma) {
+    gemv_mma_kernel<N, XT, SWIGLU><<<grid, kMmaThreads, 0, s>>>(x, w, out, in, o);
+    ENGINE_LAUNCHED("gemv_mma_kernel");
+  } else if (kernel == GemvKernel::fma) {
     gemv_vec_kernel<N, XT, SWIGLU><<<grid, gemv_threads<N>(), 0, s>>>(x, w, out, in, o);
     ENGINE_LAUNCHED("gemv_vec_kernel");
   } else {
@@ -267,8 +398,8 @@ void gemv_launch_n(bool vec, unsigned grid, const XT* x, const bf16* w, std::int
 }
 
 template <typename XT, bool SWIGLU>
-bool gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, const GemvOut& o,
-                 cudaStream_t s, bool force_scalar) {
+GemvKernel gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in,
+                       const GemvOut& o, cudaStream_t s, GemvKernel kernel) {
   if (n < 1 || n > kSkinnyGemmMaxRows)
     throw Error("CUDA engine: skinny_gemm with " + std::to_string(n) + " rows (1.." +
                 std::to_string(kSkinnyGemmMaxRows) + ")");
@@ -276,49 +407,61 @@ bool gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t out, s
                                      std::to_string(in) + " (out >= 0, in >= 1)");
   if (w == nullptr || x == nullptr || (SWIGLU ? o.act == nullptr : o.y == nullptr))
     throw Error("CUDA engine: skinny_gemm with a null pointer");
-  if (out == 0) return false;
-  const std::int64_t per_block = SWIGLU ? kGemvRows / 2 : kGemvRows;
-  const std::int64_t groups = (out + per_block - 1) / per_block;
-  if (groups > 0x7fffffffLL) throw Error("CUDA engine: skinny_gemm with too many outputs: " + std::to_string(out));
-  const bool vec = !force_scalar && in % 8 == 0 && reinterpret_cast<std::uintptr_t>(w) % 16 == 0 &&
+  if (kernel != GemvKernel::mma && kernel != GemvKernel::fma && kernel != GemvKernel::scalar)
+    throw Error("CUDA engine: skinny_gemm with an unknown kernel " + std::to_string(static_cast<int>(kernel)));
+  if (kernel == GemvKernel::mma && !skinny_gemm_mma_supported())
+    throw Error("CUDA engine: skinny_gemm's tensor-core kernel needs compute capability 8.0 or later");
+  // Both 16-byte kernels need in % 8 == 0 and 16-byte aligned W and x; otherwise the scalar one.
+  const bool vec = in % 8 == 0 && reinterpret_cast<std::uintptr_t>(w) % 16 == 0 &&
                    reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
-  const auto grid = static_cast<unsigned>(groups);
+  if (!vec) kernel = GemvKernel::scalar;
+  if (out == 0) return kernel;
   switch (n) {
-    case 1: gemv_launch_n<1, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
-    case 2: gemv_launch_n<2, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
-    case 3: gemv_launch_n<3, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
-    case 4: gemv_launch_n<4, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
-    case 5: gemv_launch_n<5, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
-    case 6: gemv_launch_n<6, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
-    case 7: gemv_launch_n<7, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
-    default: gemv_launch_n<8, XT, SWIGLU>(vec, grid, x, w, out, in, o, s); break;
+    case 1: gemv_launch_n<1, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
+    case 2: gemv_launch_n<2, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
+    case 3: gemv_launch_n<3, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
+    case 4: gemv_launch_n<4, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
+    case 5: gemv_launch_n<5, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
+    case 6: gemv_launch_n<6, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
+    case 7: gemv_launch_n<7, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
+    default: gemv_launch_n<8, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
   }
-  return vec;
+  return kernel;
 }
 
 }  // namespace
 
-bool skinny_gemm(const bf16* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
-                 bool accumulate, cudaStream_t s, bool force_scalar) {
+bool skinny_gemm_mma_supported() {
+  static const bool ok = [] {
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+      return false;
+    return major >= 8;
+  }();
+  return ok;
+}
+
+GemvKernel skinny_gemm(const bf16* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
+                       bool accumulate, cudaStream_t s, GemvKernel kernel) {
   GemvOut o;
   o.y = y;
   o.accumulate = accumulate;
-  return gemv_launch<bf16, false>(x, n, w, out, in, o, s, force_scalar);
+  return gemv_launch<bf16, false>(x, n, w, out, in, o, s, kernel);
 }
 
-bool skinny_gemm(const float* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
-                 bool accumulate, cudaStream_t s, bool force_scalar) {
+GemvKernel skinny_gemm(const float* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
+                       bool accumulate, cudaStream_t s, GemvKernel kernel) {
   GemvOut o;
   o.y = y;
   o.accumulate = accumulate;
-  return gemv_launch<float, false>(x, n, w, out, in, o, s, force_scalar);
+  return gemv_launch<float, false>(x, n, w, out, in, o, s, kernel);
 }
 
-bool skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_up, std::int64_t I, std::int64_t in,
-                        bf16* act, cudaStream_t s, bool force_scalar) {
+GemvKernel skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_up, std::int64_t I,
+                              std::int64_t in, bf16* act, cudaStream_t s, GemvKernel kernel) {
   GemvOut o;
   o.act = act;
-  return gemv_launch<bf16, true>(x, n, w_gate_up, I, in, o, s, force_scalar);
+  return gemv_launch<bf16, true>(x, n, w_gate_up, I, in, o, s, kernel);
 }
 
 }  // namespace macattn::engine::gpu

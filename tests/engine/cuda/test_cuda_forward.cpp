@@ -16,6 +16,7 @@
 #include <iterator>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "engine/cuda/cuda_gemv_check.hpp"
 #include "engine/cuda/cuda_session.hpp"
@@ -370,13 +371,16 @@ double check_gemv_case(const GemvCheck& c, std::uint64_t seed) {
 
 TEST(CudaSkinnyGemm, MatchesFp64HostLoop) {
   SKIP_WITHOUT_GPU();
+  // Both 16-byte kernels: the tensor-core one (default) and the fp32-FMA one.
+  for (const bool fma : {false, true}) {
   double worst = 0.0;
   int cases = 0;
-  std::uint64_t seed = 1;
-  for (const std::int64_t in : {4096, 11008, 896, 384, 40, 8, 1, 37, 1001}) {
+  std::uint64_t seed = fma ? 50000 : 1;
+  for (const std::int64_t in : {4096, 11008, 896, 384, 40, 8, 1, 37, 1001, 72, 520}) {
     for (const std::int64_t out : {1, 2, 3, 4, 5, 7, 13, 67}) {
       for (std::int64_t n = 1; n <= 8; ++n) {
         GemvCheck c;
+        c.fma = fma;
         c.n = n;
         c.out = out;
         c.in = in;
@@ -395,6 +399,7 @@ TEST(CudaSkinnyGemm, MatchesFp64HostLoop) {
   // lm_head-like: many outputs, not a multiple of the rows per block.
   for (const std::int64_t n : {1, 4, 8}) {
     GemvCheck c;
+    c.fma = fma;
     c.n = n;
     c.out = 1031;
     c.in = 4096;
@@ -403,7 +408,9 @@ TEST(CudaSkinnyGemm, MatchesFp64HostLoop) {
     worst = std::max(worst, check_gemv_case(c, seed++));
     cases += 2;
   }
-  std::printf("[ info ] skinny GEMM: %d cases, worst error %.3f of the tolerance\n", cases, worst);
+  std::printf("[ info ] skinny GEMM (%s kernel): %d cases, worst error %.3f of the tolerance\n", fma ? "fma" : "mma",
+              cases, worst);
+  }
 }
 
 TEST(CudaSkinnyGemm, ScalarFallbackMatchesFp64HostLoop) {
@@ -448,7 +455,9 @@ TEST(CudaSkinnyGemm, RowsAreIndependentOfBatch) {
   std::vector<float> w(static_cast<std::size_t>(out * in)), x1(static_cast<std::size_t>(in));
   for (float& v : w) v = round_bf16(rng.uniform(1.0f));
   for (float& v : x1) v = round_bf16(rng.uniform(1.0f));
+  for (const bool fma : {false, true}) {
   GemvCheck c;
+  c.fma = fma;
   c.out = out;
   c.in = in;
   std::vector<float> y1;
@@ -463,16 +472,18 @@ TEST(CudaSkinnyGemm, RowsAreIndependentOfBatch) {
       const float first = yn[static_cast<std::size_t>(o)];
       EXPECT_NEAR(first, y1[static_cast<std::size_t>(o)], 1e-5 * in) << "n " << n << " output " << o;
       for (std::int64_t r = 1; r < n; ++r)
-        ASSERT_EQ(yn[static_cast<std::size_t>(r * out + o)], first) << "n " << n << " row " << r << " output " << o;
+        ASSERT_EQ(yn[static_cast<std::size_t>(r * out + o)], first)
+            << (fma ? "fma" : "mma") << " n " << n << " row " << r << " output " << o;
     }
+  }
   }
 }
 
-// Sets MACATTN_ENGINE_MATMUL for its lifetime and restores what was there (the rest of the
+// Sets MACATTN_ENGINE_MATMUL (or `name`) for its lifetime and restores what was there (the rest of the
 // binary keeps running on the path it was started with).
 class MatmulEnv {
  public:
-  explicit MatmulEnv(const char* value) {
+  explicit MatmulEnv(const char* value, const char* name = "MACATTN_ENGINE_MATMUL") : kName(name) {
     if (const char* v = std::getenv(kName)) old_ = std::string(v);
     if (value != nullptr)
       ::setenv(kName, value, 1);
@@ -489,7 +500,7 @@ class MatmulEnv {
   MatmulEnv& operator=(const MatmulEnv&) = delete;
 
  private:
-  static constexpr const char* kName = "MACATTN_ENGINE_MATMUL";
+  const char* kName;
   std::optional<std::string> old_;
 };
 
@@ -503,8 +514,10 @@ TEST(CudaSkinnyGemm, DecodeMatchesCublasPath) {
     const Reference ref = engine_test::load_reference(engine_test::fixtures() / fixture);
     const std::size_t V = static_cast<std::size_t>(model.config().vocab_size);
     std::vector<std::vector<float>> runs;
-    for (const char* path : {"cublas", "gemv"}) {  // gemv: the kernel up to 8 rows
-      MatmulEnv env(path);
+    // gemv: the skinny GEMM up to 8 rows, with its tensor-core kernel (mma) and its FMA one.
+    for (const char* path : {"cublas", "gemv", "gemv fma"}) {
+      MatmulEnv env(std::string_view(path).starts_with("gemv") ? "gemv" : path);
+      MatmulEnv kernel(std::string_view(path) == "gemv fma" ? "fma" : "mma", "MACATTN_ENGINE_GEMV");
       CudaSessionOptions o = gpu_options(256);
       o.batch = batch;
       CudaSession s(model, o);
@@ -518,12 +531,15 @@ TEST(CudaSkinnyGemm, DecodeMatchesCublasPath) {
       }
       runs.push_back(all);
     }
-    ASSERT_EQ(runs[0].size(), runs[1].size());
     double worst = 0.0;
-    for (std::size_t r = 0; r < runs[0].size() / V; ++r) {
-      const double e = engine_test::rel_err(std::span(runs[1]).subspan(r * V, V), std::span(runs[0]).subspan(r * V, V));
-      worst = std::max(worst, e);
-      EXPECT_LT(e, 1e-2) << fixture << " logits row " << r;
+    for (std::size_t k = 1; k < runs.size(); ++k) {
+      ASSERT_EQ(runs[0].size(), runs[k].size());
+      for (std::size_t r = 0; r < runs[0].size() / V; ++r) {
+        const double e =
+            engine_test::rel_err(std::span(runs[k]).subspan(r * V, V), std::span(runs[0]).subspan(r * V, V));
+        worst = std::max(worst, e);
+        EXPECT_LT(e, 1e-2) << fixture << (k == 1 ? " mma" : " fma") << " logits row " << r;
+      }
     }
     std::printf("[ info ] %s batch %d decode: GEMV vs cuBLAS worst rel err %.2e\n", fixture, batch, worst);
   }
@@ -532,7 +548,11 @@ TEST(CudaSkinnyGemm, DecodeMatchesCublasPath) {
 TEST(CudaSkinnyGemm, BadMatmulVariableIsRefused) {
   SKIP_WITHOUT_GPU();
   const Model model = Model::load(engine_test::fixtures() / "llama_f32");
-  MatmulEnv env("cuBLAS-typo");
+  {
+    MatmulEnv env("cuBLAS-typo");
+    EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
+  }
+  MatmulEnv kernel("tensor", "MACATTN_ENGINE_GEMV");
   EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
 }
 
