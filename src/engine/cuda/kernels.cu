@@ -38,8 +38,24 @@ __global__ void embed_kernel(const std::int32_t* tokens, std::int64_t n, const b
     x[r * H + i] = ok ? __bfloat162float(embed[static_cast<std::int64_t>(tok) * H + i]) : 0.f;
 }
 
+// Programmatic dependent launch (sm_90): the decode matmuls may be launched with it
+// (MACATTN_ENGINE_PDL, skinny_gemm_impl.cuh) so that they start streaming weights while the
+// kernel before them finishes; the kernels before them let them launch from their first
+// instruction. No-ops without PDL and before sm_90.
+__device__ __forceinline__ void engine_allow_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void engine_grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 __global__ void rms_norm_kernel(const float* x, std::int64_t H, const float* w, float eps, bf16* y) {
   __shared__ float red[32];
+  engine_allow_dependents();
   const std::int64_t r = blockIdx.x;
   const float* xr = x + r * H;
   float ss = 0.f;

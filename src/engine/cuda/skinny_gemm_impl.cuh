@@ -197,6 +197,8 @@ __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4)
 #pragma unroll
   for (int i = 0; i < VP; ++i) acc[i] = 0.f;
 
+  engine_allow_dependents();
+  bool waited = false;
   for (std::int64_t c0 = threadIdx.x; c0 < chunks; c0 += kThreads * kUnroll) {
     uint4 wv[kUnroll][kGemvRows];
 #pragma unroll
@@ -204,6 +206,10 @@ __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4)
       const std::int64_t c = c0 + u * kThreads;
 #pragma unroll
       for (int j = 0; j < kGemvRows; ++j) wv[u][j] = c < chunks ? load_stream16(wr[j] + c) : make_uint4(0, 0, 0, 0);
+    }
+    if (!waited) {  // the first weights are on their way; x (and y) come from earlier kernels
+      engine_grid_wait();
+      waited = true;
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -224,6 +230,7 @@ __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4)
       }
     }
   }
+  if (!waited) engine_grid_wait();
   gemv_finish<N, SWIGLU>(acc, group, out, o);
 }
 
@@ -233,6 +240,8 @@ __global__ void __launch_bounds__(gemv_threads<N>())
     gemv_scalar_kernel(const XT* __restrict__ x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
                        GemvOut o) {
   constexpr int VP = pow2_at_least(kGemvRows * N);
+  engine_allow_dependents();
+  engine_grid_wait();
   const std::int64_t group = blockIdx.x;
   const bf16* wr[kGemvRows];
 #pragma unroll
@@ -267,9 +276,9 @@ __global__ void __launch_bounds__(gemv_threads<N>())
 // load gives: thread (g = lane / 4, c = lane % 4) loads elements [8c, 8c + 8) of rows g and g + 8
 // (and of activation row g) at both halves of a step, and the first four of them are the mma's
 // logical k 2c, 2c + 1, 2c + 8, 2c + 9 of one mma, the last four of the next.
-constexpr int kMmaWarps = 8;
-constexpr int kMmaThreads = kMmaWarps * 32;
-constexpr int kMmaUnroll = 2;  // steps of 64 in flight per warp: 8 loads of 16 bytes per thread
+// Block shapes (warps per tile, steps of 64 in flight per warp), picked by
+// MACATTN_ENGINE_GEMV_MMA for measurements; 8 x 2 by default.
+constexpr int kMmaMaxWarps = 16;
 
 __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
                                                std::uint32_t a3, std::uint32_t b0, std::uint32_t b1) {
@@ -304,9 +313,9 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& wg, cons
   mma_bf16_16816(acc, wg.z, w8.z, wg.w, w8.w, xb.z, xb.w);
 }
 
-template <int N, typename XT, bool SWIGLU>
-__global__ void __launch_bounds__(kMmaThreads) gemv_mma_kernel(const XT* __restrict__ x, const bf16* __restrict__ w,
-                                                               std::int64_t out, std::int64_t in, GemvOut o) {
+template <int N, typename XT, bool SWIGLU, int kMmaWarps, int kMmaUnroll>
+__global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(const XT* __restrict__ x, const bf16* __restrict__ w,
+                                                                  std::int64_t out, std::int64_t in, GemvOut o) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c4 = lane & 3;
   const std::int64_t tile = blockIdx.x;
@@ -327,6 +336,8 @@ __global__ void __launch_bounds__(kMmaThreads) gemv_mma_kernel(const XT* __restr
   const std::int64_t chunks = in / 8, steps = (chunks + 7) / 8;
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   const uint4 zero = make_uint4(0, 0, 0, 0);
+  engine_allow_dependents();
+  bool waited = false;
   for (std::int64_t s0 = warp; s0 < steps; s0 += kMmaWarps * kMmaUnroll) {
     uint4 a[kMmaUnroll][2][2], b[kMmaUnroll][2];  // [step][half][row g / g + 8], [step][half]
 #pragma unroll
@@ -337,7 +348,18 @@ __global__ void __launch_bounds__(kMmaThreads) gemv_mma_kernel(const XT* __restr
         const bool ok = c < chunks;
         a[u][hf][0] = ok ? load_stream16(wg + c) : zero;
         a[u][hf][1] = ok ? load_stream16(w8 + c) : zero;
-        b[u][hf] = ok && has_x ? load_x8_bf16(xr, c) : zero;
+      }
+    }
+    if (!waited) {  // the first weights are on their way; x (and y) come from earlier kernels
+      engine_grid_wait();
+      waited = true;
+    }
+#pragma unroll
+    for (int u = 0; u < kMmaUnroll; ++u) {
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const std::int64_t c = (s0 + static_cast<std::int64_t>(u) * kMmaWarps) * 8 + hf * 4 + c4;
+        b[u][hf] = c < chunks && has_x ? load_x8_bf16(xr, c) : zero;
       }
     }
 #pragma unroll
@@ -345,6 +367,7 @@ __global__ void __launch_bounds__(kMmaThreads) gemv_mma_kernel(const XT* __restr
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) mma_chunk(acc, a[u][hf][0], a[u][hf][1], b[u][hf]);
   }
+  if (!waited) engine_grid_wait();
   // acc: [0] row g col 2c4, [1] row g col 2c4 + 1, [2] row g + 8 col 2c4, [3] row g + 8 col 2c4 + 1.
   // The warps' partials are summed in a fixed order (deterministic).
   __shared__ float red[kMmaWarps][4][32];
@@ -378,6 +401,32 @@ __global__ void __launch_bounds__(kMmaThreads) gemv_mma_kernel(const XT* __restr
   }
 }
 
+// MACATTN_ENGINE_PDL=1: the matmuls launch with programmatic stream serialization (they wait
+// for the previous kernel after their first weight loads). Off by default.
+bool gemv_pdl() {
+  static const bool on = [] {
+    const char* v = std::getenv("MACATTN_ENGINE_PDL");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return on;
+}
+
+template <typename... KArgs, typename... Args>
+void gemv_launch_kernel(void (*kernel)(KArgs...), unsigned grid, int threads, cudaStream_t s, const char* name,
+                        Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(static_cast<unsigned>(threads));
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = gemv_pdl() ? 1 : 0;
+  check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), name, __FILE__, __LINE__);
+}
+
 template <int N, typename XT, bool SWIGLU>
 void gemv_launch_n(GemvKernel kernel, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
                    const GemvOut& o, cudaStream_t s) {
@@ -386,14 +435,22 @@ void gemv_launch_n(GemvKernel kernel, std::int64_t out, const XT* x, const bf16*
   if (blocks > 0x7fffffffLL) throw Error("CUDA engine: skinny_gemm with too many outputs: " + std::to_string(out));
   const auto grid = static_cast<unsigned>(blocks);
   if (kernel == GemvKernel::mma) {
-    gemv_mma_kernel<N, XT, SWIGLU><<<grid, kMmaThreads, 0, s>>>(x, w, out, in, o);
-    ENGINE_LAUNCHED("gemv_mma_kernel");
+    static const int shape = [] {
+      const char* v = std::getenv("MACATTN_ENGINE_GEMV_MMA");
+      const std::string t = v ? v : "";
+      return t == "8x4" ? 1 : t == "16x2" ? 2 : t == "4x4" ? 3 : t == "16x4" ? 4 : 0;
+    }();
+    constexpr const char* name = "gemv_mma_kernel";
+    if (shape == 1) gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU, 8, 4>, grid, 8 * 32, s, name, x, w, out, in, o);
+    else if (shape == 2) gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU, 16, 2>, grid, 16 * 32, s, name, x, w, out, in, o);
+    else if (shape == 3) gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU, 4, 4>, grid, 4 * 32, s, name, x, w, out, in, o);
+    else if (shape == 4) gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU, 16, 4>, grid, 16 * 32, s, name, x, w, out, in, o);
+    else gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU, 8, 2>, grid, 8 * 32, s, name, x, w, out, in, o);
   } else if (kernel == GemvKernel::fma) {
-    gemv_vec_kernel<N, XT, SWIGLU><<<grid, gemv_threads<N>(), 0, s>>>(x, w, out, in, o);
-    ENGINE_LAUNCHED("gemv_vec_kernel");
+    gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, "gemv_vec_kernel", x, w, out, in, o);
   } else {
-    gemv_scalar_kernel<N, XT, SWIGLU><<<grid, gemv_threads<N>(), 0, s>>>(x, w, out, in, o);
-    ENGINE_LAUNCHED("gemv_scalar_kernel");
+    gemv_launch_kernel(gemv_scalar_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, "gemv_scalar_kernel", x, w, out, in,
+                       o);
   }
 }
 
