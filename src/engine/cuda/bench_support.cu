@@ -328,11 +328,13 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
   }
   const gpu::GemvKernel want =
       c.force_scalar ? gpu::GemvKernel::scalar : (c.fma ? gpu::GemvKernel::fma : gpu::GemvKernel::mma);
+  gpu::GemvLaunch how;
+  how.kernel = want;
   gpu::GemvKernel ran = gpu::GemvKernel::scalar;
   if (c.swiglu) {
     dact = gpu::DeviceBuffer(ny * 2);
     ENGINE_CUDA(cudaMemset(dact.as<void>(), 0xff, ny * 2));  // NaN: an unwritten output shows
-    ran = gpu::skinny_gemm_swiglu(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dact.as<bf16>(), nullptr, want);
+    ran = gpu::skinny_gemm_swiglu(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dact.as<bf16>(), nullptr, how);
   } else {
     dy = gpu::DeviceBuffer(ny * 4);
     if (c.accumulate)
@@ -340,9 +342,9 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
     else
       ENGINE_CUDA(cudaMemset(dy.as<void>(), 0xff, ny * 4));  // NaN: an unwritten output shows
     ran = c.f32_input ? gpu::skinny_gemm(dx.as<float>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate,
-                                         nullptr, want)
+                                         nullptr, how)
                       : gpu::skinny_gemm(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate,
-                                         nullptr, want);
+                                         nullptr, how);
   }
   ENGINE_CUDA(cudaDeviceSynchronize());
   if (c.swiglu) {

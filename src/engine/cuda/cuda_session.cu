@@ -116,31 +116,46 @@ void validate(const ModelConfig& c, const CudaSessionOptions& o) {
 }
 
 // MACATTN_ENGINE_MATMUL: the most decode rows (batch) whose matmuls use the engine's skinny
-// GEMM instead of cuBLAS. Unset, empty or "auto": 4 (on the H200 at the llama3-8b shapes the
-// kernel beats cuBLAS up to 4 rows and loses at 8, where its fp32 FMAs become the limit);
-// "gemv": every decode of <= 8 rows; "cublas": none (cuBLAS everywhere, the previous path).
+// GEMM instead of cuBLAS. Unset, empty or "auto": 8 (on the H200 at the llama3-8b shapes the
+// kernel beats cuBLAS up to 4 rows with FMAs and at 8 with tensor cores); "gemv": the same;
+// "cublas": none (cuBLAS everywhere, the previous path).
 std::int64_t skinny_rows_from_env() {
   const char* v = std::getenv("MACATTN_ENGINE_MATMUL");
   const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "auto") return 4;
-  if (s == "gemv") return gpu::kSkinnyGemmMaxRows;
+  if (s.empty() || s == "auto" || s == "gemv") return gpu::kSkinnyGemmMaxRows;
   if (s == "cublas") return 0;
   throw Error("CudaSession: MACATTN_ENGINE_MATMUL = '" + s + "' is not one of auto, gemv, cublas");
 }
 
-// MACATTN_ENGINE_GEMV: the skinny GEMM's kernel. Unset, empty or "auto": the tensor-core kernel
-// where the device has it (compute capability >= 8.0), else the fp32-FMA one; "mma" or "fma".
-gpu::GemvKernel gemv_kernel_from_env() {
+// MACATTN_ENGINE_GEMV: the skinny GEMM's kernel. Unset, empty or "auto": fp32 FMAs up to 4 rows,
+// tensor cores above (where the device has them); "mma" or "fma": that kernel at every n.
+// MACATTN_ENGINE_PDL: unset, empty or "auto": the matmuls launch with programmatic dependent
+// launch where the device has it (compute capability 9.0); "1" insists, "0" turns it off.
+gpu::GemvLaunch gemv_launch_from_env() {
+  gpu::GemvLaunch how;
   const char* v = std::getenv("MACATTN_ENGINE_GEMV");
-  const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "auto") return gpu::skinny_gemm_mma_supported() ? gpu::GemvKernel::mma : gpu::GemvKernel::fma;
-  if (s == "fma") return gpu::GemvKernel::fma;
-  if (s == "mma") {
+  const std::string k = v == nullptr ? std::string() : std::string(v);
+  if (k.empty() || k == "auto") how.kernel = gpu::GemvKernel::automatic;
+  else if (k == "fma") how.kernel = gpu::GemvKernel::fma;
+  else if (k == "mma") {
     if (!gpu::skinny_gemm_mma_supported())
       throw Error("CudaSession: MACATTN_ENGINE_GEMV = 'mma' needs compute capability 8.0 or later");
-    return gpu::GemvKernel::mma;
+    how.kernel = gpu::GemvKernel::mma;
+  } else {
+    throw Error("CudaSession: MACATTN_ENGINE_GEMV = '" + k + "' is not one of auto, mma, fma");
   }
-  throw Error("CudaSession: MACATTN_ENGINE_GEMV = '" + s + "' is not one of auto, mma, fma");
+  const char* pv = std::getenv("MACATTN_ENGINE_PDL");
+  const std::string p = pv == nullptr ? std::string() : std::string(pv);
+  if (p.empty() || p == "auto") how.pdl = gpu::skinny_gemm_pdl_supported();
+  else if (p == "0") how.pdl = false;
+  else if (p == "1") {
+    if (!gpu::skinny_gemm_pdl_supported())
+      throw Error("CudaSession: MACATTN_ENGINE_PDL = '1' needs compute capability 9.0 or later");
+    how.pdl = true;
+  } else {
+    throw Error("CudaSession: MACATTN_ENGINE_PDL = '" + p + "' is not one of auto, 0, 1");
+  }
+  return how;
 }
 
 bool library_supports(std::int32_t D, std::int32_t Hq, std::int32_t Hkv) {
@@ -185,7 +200,7 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   window = a.mac.window;
   ring_dtype = a.ring_dtype;
   skinny_max_rows = skinny_rows_from_env();
-  gemv_kernel = gemv_kernel_from_env();
+  gemv = gemv_launch_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   ENGINE_CUBLAS(cublasCreate(&cublas));
   ENGINE_CUBLAS(cublasSetStream(cublas, stream));
@@ -459,7 +474,7 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
 
   gpu::rms_norm_bf16(x.as<float>(), n, H, d.input_norm.as<float>(), eps, hb.as<bf16>(), stream);
   if (sk)
-    gpu::skinny_gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), false, stream, gemv_kernel);
+    gpu::skinny_gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), false, stream, gemv);
   else
     gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), 0.0f);
   gpu::QkvParams qp;
@@ -519,7 +534,7 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   if (sk) {
     // x += o_proj(attn): the skinny GEMM rounds the fp32 attention output to bf16 as it loads
     // it (what to_bf16 did), so no separate conversion.
-    gpu::skinny_gemm(attn.as<float>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), true, stream, gemv_kernel);
+    gpu::skinny_gemm(attn.as<float>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), true, stream, gemv);
   } else {
     gpu::to_bf16(attn.as<float>(), n * QD, attn_b.as<bf16>(), stream);
     gemm(attn_b.as<bf16>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), 1.0f);  // x += o_proj(attn)
@@ -528,8 +543,8 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   gpu::rms_norm_bf16(x.as<float>(), n, H, d.post_norm.as<float>(), eps, hb.as<bf16>(), stream);
   if (sk) {
     // gate|up with SwiGLU in the epilogue: act = bf16(silu(gate) * up), no gu round trip.
-    gpu::skinny_gemm_swiglu(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), I, H, act.as<bf16>(), stream, gemv_kernel);
-    gpu::skinny_gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), true, stream, gemv_kernel);  // x += down(act)
+    gpu::skinny_gemm_swiglu(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), I, H, act.as<bf16>(), stream, gemv);
+    gpu::skinny_gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), true, stream, gemv);  // x += down(act)
   } else {
     gemm(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), 2 * std::int64_t{I}, H, gu.as<float>(), 0.0f);
     gpu::silu_mul_bf16(gu.as<float>(), n, I, act.as<bf16>(), stream);
@@ -544,7 +559,7 @@ void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greed
   for (std::int32_t l = 0; l < L; ++l) layer(l, B, kind, false, audit, -1);
   gpu::rms_norm_bf16(x.as<float>(), B, H, w.final_norm.as<float>(), config.rms_norm_eps, hb.as<bf16>(), stream);
   if (skinny(B, true))
-    gpu::skinny_gemm(hb.as<bf16>(), B, w.lm_head_ptr(), V, H, logits.as<float>(), false, stream, gemv_kernel);
+    gpu::skinny_gemm(hb.as<bf16>(), B, w.lm_head_ptr(), V, H, logits.as<float>(), false, stream, gemv);
   else
     gemm(hb.as<bf16>(), B, w.lm_head_ptr(), V, H, logits.as<float>(), 0.0f);
   gpu::argmax_rows(logits.as<float>(), B, V, greedy.as<std::int32_t>(),

@@ -9,7 +9,10 @@
 //   its rows (a warp reads 512 contiguous bytes of a row per load), 2 or 4 chunks per row in
 //   flight (gemv_unroll: 8 or 16 loads of 16 bytes per thread);
 // - weights are streamed with ld.global.nc.L1::no_allocate (they are read once); the N <= 8
-//   activation rows are small and re-read by every block, so they go through L1 (__ldg);
+//   activation rows are small and re-read by every block, so they go through L1 (coherent
+//   loads, not ld.global.nc: under programmatic dependent launch the kernel is alive while the
+//   kernel before it still writes them, and the read-only path is only valid for data that
+//   does not change during a kernel's lifetime);
 // - fp32 accumulators [kGemvRows x N] per thread, a transposing warp reduction (31 shuffles
 //   for 32 values instead of 5 per value), then the warps' partials summed in shared memory in
 //   a fixed order: deterministic, no atomics, and identical activation rows of one call give
@@ -70,20 +73,31 @@ __device__ __forceinline__ float round_bf16(float v) {
 }
 
 // The 8 activations of chunk c (elements 8c .. 8c + 7) of row `row` (16-byte aligned).
+// A coherent 16-byte load (plain ld.global, cached in L1; see the design note on .nc).
+__device__ __forceinline__ uint4 load_coherent16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ float4 load_coherent16f(const void* p) {
+  const uint4 v = load_coherent16(p);
+  return make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z), __uint_as_float(v.w));
+}
+
 __device__ __forceinline__ void load_x8(const bf16* row, std::int64_t c, float (&f)[8]) {
-  unpack8(__ldg(reinterpret_cast<const uint4*>(row) + c), f);
+  unpack8(load_coherent16(reinterpret_cast<const uint4*>(row) + c), f);
 }
 __device__ __forceinline__ void load_x8(const float* row, std::int64_t c, float (&f)[8]) {
-  const float4 a = __ldg(reinterpret_cast<const float4*>(row) + 2 * c);
-  const float4 b = __ldg(reinterpret_cast<const float4*>(row) + 2 * c + 1);
+  const float4 a = load_coherent16f(reinterpret_cast<const float4*>(row) + 2 * c);
+  const float4 b = load_coherent16f(reinterpret_cast<const float4*>(row) + 2 * c + 1);
   f[0] = round_bf16(a.x), f[1] = round_bf16(a.y), f[2] = round_bf16(a.z), f[3] = round_bf16(a.w);
   f[4] = round_bf16(b.x), f[5] = round_bf16(b.y), f[6] = round_bf16(b.z), f[7] = round_bf16(b.w);
 }
 __device__ __forceinline__ float load_x1(const bf16* p) {
-  return __bfloat162float(p[0]);
+  return __bfloat162float(*static_cast<const volatile bf16*>(p));
 }
 __device__ __forceinline__ float load_x1(const float* p) {
-  return round_bf16(p[0]);
+  return round_bf16(*static_cast<const volatile float*>(p));
 }
 
 // Transposing butterfly over a warp: CNT (a power of two <= 32) values per lane in, and lane
@@ -184,7 +198,7 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(kGemvRows
 // would spill.
 template <int N, typename XT, bool SWIGLU>
 __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / gemv_threads<N>())
-    gemv_vec_kernel(const XT* __restrict__ x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
+    gemv_vec_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
                     GemvOut o) {
   constexpr int VP = pow2_at_least(kGemvRows * N);
   constexpr int kThreads = gemv_threads<N>(), kUnroll = gemv_unroll<N>();
@@ -237,7 +251,7 @@ __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4)
 // The scalar path: any in, any (element-aligned) pointers.
 template <int N, typename XT, bool SWIGLU>
 __global__ void __launch_bounds__(gemv_threads<N>())
-    gemv_scalar_kernel(const XT* __restrict__ x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
+    gemv_scalar_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
                        GemvOut o) {
   constexpr int VP = pow2_at_least(kGemvRows * N);
   engine_allow_dependents();
@@ -276,9 +290,11 @@ __global__ void __launch_bounds__(gemv_threads<N>())
 // load gives: thread (g = lane / 4, c = lane % 4) loads elements [8c, 8c + 8) of rows g and g + 8
 // (and of activation row g) at both halves of a step, and the first four of them are the mma's
 // logical k 2c, 2c + 1, 2c + 8, 2c + 9 of one mma, the last four of the next.
-// Block shapes (warps per tile, steps of 64 in flight per warp), picked by
-// MACATTN_ENGINE_GEMV_MMA for measurements; 8 x 2 by default.
-constexpr int kMmaMaxWarps = 16;
+// Warps per tile and steps of 64 in flight per warp (16 loads of 16 bytes per thread). Measured on
+// the H200 (llama3-8b, 8 rows, whole decode steps): 8 x 4 and 4 x 4 best (5.94 / 5.91 ms), 8 x 2
+// 6.27, 16 x 2 6.44, 16 x 4 6.34; h200.md.
+constexpr int kMmaWarps = 8;
+constexpr int kMmaUnroll = 4;
 
 __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t a2,
                                                std::uint32_t a3, std::uint32_t b0, std::uint32_t b1) {
@@ -295,15 +311,15 @@ __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], std::uint32_t a0, 
 
 // 8 activations of chunk c of row `row` as 4 packed bf16 pairs (fp32 rounded to nearest even).
 __device__ __forceinline__ uint4 load_x8_bf16(const bf16* row, std::int64_t c) {
-  return __ldg(reinterpret_cast<const uint4*>(row) + c);
+  return load_coherent16(reinterpret_cast<const uint4*>(row) + c);
 }
 __device__ __forceinline__ std::uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const std::uint32_t*>(&v);
 }
 __device__ __forceinline__ uint4 load_x8_bf16(const float* row, std::int64_t c) {
-  const float4 a = __ldg(reinterpret_cast<const float4*>(row) + 2 * c);
-  const float4 b = __ldg(reinterpret_cast<const float4*>(row) + 2 * c + 1);
+  const float4 a = load_coherent16f(reinterpret_cast<const float4*>(row) + 2 * c);
+  const float4 b = load_coherent16f(reinterpret_cast<const float4*>(row) + 2 * c + 1);
   return make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w));
 }
 
@@ -313,8 +329,8 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[4], const uint4& wg, cons
   mma_bf16_16816(acc, wg.z, w8.z, wg.w, w8.w, xb.z, xb.w);
 }
 
-template <int N, typename XT, bool SWIGLU, int kMmaWarps, int kMmaUnroll>
-__global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(const XT* __restrict__ x, const bf16* __restrict__ w,
+template <int N, typename XT, bool SWIGLU>
+__global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(const XT* x, const bf16* __restrict__ w,
                                                                   std::int64_t out, std::int64_t in, GemvOut o) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c4 = lane & 3;
@@ -401,19 +417,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(const XT* __re
   }
 }
 
-// MACATTN_ENGINE_PDL=1: the matmuls launch with programmatic stream serialization (they wait
-// for the previous kernel after their first weight loads). Off by default.
-bool gemv_pdl() {
-  static const bool on = [] {
-    const char* v = std::getenv("MACATTN_ENGINE_PDL");
-    return v != nullptr && std::string(v) == "1";
-  }();
-  return on;
-}
-
+// Launches `kernel`, with programmatic stream serialization when `pdl` (the kernels wait for the
+// previous kernel after their first weight loads).
 template <typename... KArgs, typename... Args>
-void gemv_launch_kernel(void (*kernel)(KArgs...), unsigned grid, int threads, cudaStream_t s, const char* name,
-                        Args... args) {
+void gemv_launch_kernel(void (*kernel)(KArgs...), unsigned grid, int threads, cudaStream_t s, bool pdl,
+                        const char* name, Args... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
   cfg.blockDim = dim3(static_cast<unsigned>(threads));
@@ -423,40 +431,30 @@ void gemv_launch_kernel(void (*kernel)(KArgs...), unsigned grid, int threads, cu
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = gemv_pdl() ? 1 : 0;
+  cfg.numAttrs = pdl ? 1 : 0;
   check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), name, __FILE__, __LINE__);
 }
 
 template <int N, typename XT, bool SWIGLU>
-void gemv_launch_n(GemvKernel kernel, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
+void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
                    const GemvOut& o, cudaStream_t s) {
   const std::int64_t per_block = kernel == GemvKernel::mma ? (SWIGLU ? 8 : 16) : (SWIGLU ? kGemvRows / 2 : kGemvRows);
   const std::int64_t blocks = (out + per_block - 1) / per_block;
   if (blocks > 0x7fffffffLL) throw Error("CUDA engine: skinny_gemm with too many outputs: " + std::to_string(out));
   const auto grid = static_cast<unsigned>(blocks);
-  if (kernel == GemvKernel::mma) {
-    static const int shape = [] {
-      const char* v = std::getenv("MACATTN_ENGINE_GEMV_MMA");
-      const std::string t = v ? v : "";
-      return t == "8x4" ? 1 : t == "16x2" ? 2 : t == "4x4" ? 3 : t == "16x4" ? 4 : 0;
-    }();
-    constexpr const char* name = "gemv_mma_kernel";
-    if (shape == 1) gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU, 8, 4>, grid, 8 * 32, s, name, x, w, out, in, o);
-    else if (shape == 2) gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU, 16, 2>, grid, 16 * 32, s, name, x, w, out, in, o);
-    else if (shape == 3) gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU, 4, 4>, grid, 4 * 32, s, name, x, w, out, in, o);
-    else if (shape == 4) gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU, 16, 4>, grid, 16 * 32, s, name, x, w, out, in, o);
-    else gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU, 8, 2>, grid, 8 * 32, s, name, x, w, out, in, o);
-  } else if (kernel == GemvKernel::fma) {
-    gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, "gemv_vec_kernel", x, w, out, in, o);
-  } else {
-    gemv_launch_kernel(gemv_scalar_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, "gemv_scalar_kernel", x, w, out, in,
-                       o);
-  }
+  if (kernel == GemvKernel::mma)
+    gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU>, grid, kMmaWarps * 32, s, pdl, "gemv_mma_kernel", x, w, out, in, o);
+  else if (kernel == GemvKernel::fma)
+    gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, pdl, "gemv_vec_kernel", x, w, out,
+                       in, o);
+  else
+    gemv_launch_kernel(gemv_scalar_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, pdl, "gemv_scalar_kernel", x, w,
+                       out, in, o);
 }
 
 template <typename XT, bool SWIGLU>
 GemvKernel gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in,
-                       const GemvOut& o, cudaStream_t s, GemvKernel kernel) {
+                       const GemvOut& o, cudaStream_t s, GemvLaunch how) {
   if (n < 1 || n > kSkinnyGemmMaxRows)
     throw Error("CUDA engine: skinny_gemm with " + std::to_string(n) + " rows (1.." +
                 std::to_string(kSkinnyGemmMaxRows) + ")");
@@ -464,61 +462,69 @@ GemvKernel gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t 
                                      std::to_string(in) + " (out >= 0, in >= 1)");
   if (w == nullptr || x == nullptr || (SWIGLU ? o.act == nullptr : o.y == nullptr))
     throw Error("CUDA engine: skinny_gemm with a null pointer");
-  if (kernel != GemvKernel::mma && kernel != GemvKernel::fma && kernel != GemvKernel::scalar)
+  GemvKernel kernel = how.kernel;
+  if (kernel != GemvKernel::automatic && kernel != GemvKernel::mma && kernel != GemvKernel::fma &&
+      kernel != GemvKernel::scalar)
     throw Error("CUDA engine: skinny_gemm with an unknown kernel " + std::to_string(static_cast<int>(kernel)));
+  if (kernel == GemvKernel::automatic)
+    kernel = n > kGemvFmaMaxRows && skinny_gemm_mma_supported() ? GemvKernel::mma : GemvKernel::fma;
   if (kernel == GemvKernel::mma && !skinny_gemm_mma_supported())
     throw Error("CUDA engine: skinny_gemm's tensor-core kernel needs compute capability 8.0 or later");
+  if (how.pdl && !skinny_gemm_pdl_supported())
+    throw Error("CUDA engine: skinny_gemm with programmatic dependent launch needs compute capability 9.0 or later");
   // Both 16-byte kernels need in % 8 == 0 and 16-byte aligned W and x; otherwise the scalar one.
   const bool vec = in % 8 == 0 && reinterpret_cast<std::uintptr_t>(w) % 16 == 0 &&
                    reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
   if (!vec) kernel = GemvKernel::scalar;
   if (out == 0) return kernel;
   switch (n) {
-    case 1: gemv_launch_n<1, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
-    case 2: gemv_launch_n<2, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
-    case 3: gemv_launch_n<3, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
-    case 4: gemv_launch_n<4, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
-    case 5: gemv_launch_n<5, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
-    case 6: gemv_launch_n<6, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
-    case 7: gemv_launch_n<7, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
-    default: gemv_launch_n<8, XT, SWIGLU>(kernel, out, x, w, in, o, s); break;
+    case 1: gemv_launch_n<1, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
+    case 2: gemv_launch_n<2, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
+    case 3: gemv_launch_n<3, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
+    case 4: gemv_launch_n<4, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
+    case 5: gemv_launch_n<5, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
+    case 6: gemv_launch_n<6, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
+    case 7: gemv_launch_n<7, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
+    default: gemv_launch_n<8, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
   }
   return kernel;
 }
 
 }  // namespace
 
-bool skinny_gemm_mma_supported() {
-  static const bool ok = [] {
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
-      return false;
-    return major >= 8;
-  }();
-  return ok;
+namespace {
+int device_major() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+    return 0;
+  return major;
 }
+}  // namespace
+
+bool skinny_gemm_mma_supported() { return device_major() >= 8; }
+bool skinny_gemm_pdl_supported() { return device_major() >= 9; }
 
 GemvKernel skinny_gemm(const bf16* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
-                       bool accumulate, cudaStream_t s, GemvKernel kernel) {
+                       bool accumulate, cudaStream_t s, GemvLaunch how) {
   GemvOut o;
   o.y = y;
   o.accumulate = accumulate;
-  return gemv_launch<bf16, false>(x, n, w, out, in, o, s, kernel);
+  return gemv_launch<bf16, false>(x, n, w, out, in, o, s, how);
 }
 
 GemvKernel skinny_gemm(const float* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
-                       bool accumulate, cudaStream_t s, GemvKernel kernel) {
+                       bool accumulate, cudaStream_t s, GemvLaunch how) {
   GemvOut o;
   o.y = y;
   o.accumulate = accumulate;
-  return gemv_launch<float, false>(x, n, w, out, in, o, s, kernel);
+  return gemv_launch<float, false>(x, n, w, out, in, o, s, how);
 }
 
 GemvKernel skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_up, std::int64_t I,
-                              std::int64_t in, bf16* act, cudaStream_t s, GemvKernel kernel) {
+                              std::int64_t in, bf16* act, cudaStream_t s, GemvLaunch how) {
   GemvOut o;
   o.act = act;
-  return gemv_launch<bf16, true>(x, n, w_gate_up, I, in, o, s, kernel);
+  return gemv_launch<bf16, true>(x, n, w_gate_up, I, in, o, s, how);
 }
 
 }  // namespace macattn::engine::gpu

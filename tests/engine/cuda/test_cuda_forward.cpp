@@ -552,7 +552,11 @@ TEST(CudaSkinnyGemm, BadMatmulVariableIsRefused) {
     MatmulEnv env("cuBLAS-typo");
     EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
   }
-  MatmulEnv kernel("tensor", "MACATTN_ENGINE_GEMV");
+  {
+    MatmulEnv kernel("tensor", "MACATTN_ENGINE_GEMV");
+    EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
+  }
+  MatmulEnv pdl("yes", "MACATTN_ENGINE_PDL");
   EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
 }
 
