@@ -80,7 +80,7 @@ struct CudaSession::Impl {
   void gemm(const gpu::bf16* x, std::int64_t n, const gpu::bf16* w, std::int64_t out, std::int64_t in, float* y,
             float beta);
   /// The decode matmuls of n rows use the engine's skinny GEMM (gpu::skinny_gemm*) instead of
-  /// cuBLAS when n <= skinny_max_rows (MACATTN_ENGINE_MATMUL: auto / gemv 8, cublas 0).
+  /// cuBLAS when n <= skinny_max_rows (MACATTN_ENGINE_MATMUL: auto 4, gemv 8, cublas 0).
   /// Prefill keeps cuBLAS.
   bool skinny(std::int64_t n, bool decode) const { return decode && n <= skinny_max_rows; }
   macattn::cuda::PagedKVDevice batch_kv(std::int32_t l) const;
@@ -95,7 +95,7 @@ struct CudaSession::Impl {
   std::int64_t capacity = 0, pages_per_seq = 0, rows = 0;
   std::int32_t page_size = 16, window = 0;
   bool library_attention = true;
-  std::int64_t skinny_max_rows = 8;  // from MACATTN_ENGINE_MATMUL (read at construction)
+  std::int64_t skinny_max_rows = 4;  // from MACATTN_ENGINE_MATMUL (read at construction)
   gpu::GemvLaunch gemv;  // from MACATTN_ENGINE_GEMV and MACATTN_ENGINE_PDL (read at construction)
   std::vector<bool> mac_layer;
   std::size_t decode_weight_bytes = 0;

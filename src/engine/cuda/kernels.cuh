@@ -52,7 +52,7 @@ void qkv_rope_append(const float* qkv, std::int64_t n, const std::int64_t* row_p
 /// fma up to kGemvFmaMaxRows rows and mma above (where the device has it). The first two need
 /// in % 8 == 0 and 16-byte aligned W and x; where they do not hold, `scalar` runs.
 /// Measured on the H200 (whole llama3-8b decode steps, 4K context): fma is faster at 1 row
-/// (4.62 vs 5.19 ms) and even at 4 (5.57 vs 5.66), mma at 8 (5.94 vs 7.91; cuBLAS 6.10).
+/// (4.61 vs 5.22 ms) and at 4 (5.67 vs 5.74), mma at 8 (5.88 vs 7.91; cuBLAS 6.13).
 enum class GemvKernel { automatic, mma, fma, scalar };
 constexpr std::int64_t kGemvFmaMaxRows = 4;
 /// How a skinny GEMM launches: which kernel, and whether with programmatic dependent launch
