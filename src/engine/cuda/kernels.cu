@@ -34,8 +34,23 @@ __global__ void embed_kernel(const std::int32_t* tokens, std::int64_t n, const b
   const std::int64_t r = blockIdx.x;
   const std::int32_t tok = tokens[r];
   const bool ok = tok >= 0 && tok < vocab;
-  for (std::int64_t i = threadIdx.x; i < H; i += blockDim.x)
-    x[r * H + i] = ok ? __bfloat162float(embed[static_cast<std::int64_t>(tok) * H + i]) : 0.f;
+  const bf16* row = embed + (ok ? static_cast<std::int64_t>(tok) * H : 0);
+  // kEmbedUnroll loads in flight before the stores (a load per iteration waited for in turn).
+  constexpr int kEmbedUnroll = 16;
+  const std::int64_t stride = blockDim.x;
+  for (std::int64_t i0 = threadIdx.x; i0 < H; i0 += stride * kEmbedUnroll) {
+    float v[kEmbedUnroll];
+#pragma unroll
+    for (int u = 0; u < kEmbedUnroll; ++u) {
+      const std::int64_t i = i0 + u * stride;
+      v[u] = ok && i < H ? __bfloat162float(row[i]) : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kEmbedUnroll; ++u) {
+      const std::int64_t i = i0 + u * stride;
+      if (i < H) x[r * H + i] = v[u];
+    }
+  }
 }
 
 // Programmatic dependent launch (sm_90): the decode matmuls may be launched with it
@@ -102,6 +117,11 @@ __global__ void qkv_kernel(const float* qkv, const std::int64_t* row_pos, const 
   const int i = threadIdx.x;
   const std::int64_t width = static_cast<std::int64_t>(Hq + 2 * Hkv) * D;
   const bool is_q = hh < Hq, is_k = !is_q && hh < Hq + Hkv;
+  // Every load that depends on nothing is issued first, together (position, sequence, the RoPE
+  // frequency), instead of each after the block reduction that precedes its use.
+  const std::int64_t pos = row_pos[r];
+  const std::int64_t seq = row_seq[r];
+  const float freq = (is_q || is_k) && i < D / 2 ? p.inv_freq[i] : 0.f;
   float x = 0.f;
   if (i < D) {
     x = qkv[r * width + static_cast<std::int64_t>(hh) * D + i];
@@ -113,8 +133,6 @@ __global__ void qkv_kernel(const float* qkv, const std::int64_t* row_pos, const 
     const float inv = rsqrtf(ss / static_cast<float>(D) + p.eps);
     if (i < D) x = norm[i] * (x * inv);
   }
-  const std::int64_t pos = row_pos[r];
-  const std::int64_t seq = row_seq[r];
   if (!is_q && !is_k) {  // V: straight into the page
     if (i < D) {
       const int h = hh - Hq - Hkv;
@@ -129,7 +147,7 @@ __global__ void qkv_kernel(const float* qkv, const std::int64_t* row_pos, const 
   const int half = D / 2;
   if (i >= half) return;
   const float a = v[i], b = v[i + half];
-  const float angle = static_cast<float>(pos) * p.inv_freq[i];  // one fp32 rounding, as cpu::Rope
+  const float angle = static_cast<float>(pos) * freq;  // one fp32 rounding, as cpu::Rope
   double sd, cd;
   sincos(static_cast<double>(angle), &sd, &cd);
   const float c = static_cast<float>(cd), sn = static_cast<float>(sd);
