@@ -72,7 +72,6 @@ __device__ __forceinline__ float round_bf16(float v) {
   return __bfloat162float(__float2bfloat16_rn(v));
 }
 
-// The 8 activations of chunk c (elements 8c .. 8c + 7) of row `row` (16-byte aligned).
 // A coherent 16-byte load (plain ld.global, cached in L1; see the design note on .nc).
 __device__ __forceinline__ uint4 load_coherent16(const void* p) {
   uint4 v;
@@ -84,6 +83,7 @@ __device__ __forceinline__ float4 load_coherent16f(const void* p) {
   return make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z), __uint_as_float(v.w));
 }
 
+// The 8 activations of chunk c (elements 8c .. 8c + 7) of row `row` (16-byte aligned).
 __device__ __forceinline__ void load_x8(const bf16* row, std::int64_t c, float (&f)[8]) {
   unpack8(load_coherent16(reinterpret_cast<const uint4*>(row) + c), f);
 }
@@ -285,14 +285,17 @@ __global__ void __launch_bounds__(gemv_threads<N>())
 // of its 16 rows per step). The activation rows are the mma's B columns (columns >= N are zero).
 // Why: at N >= 3 the FMA kernel's unpacking and FMAs (about 80 instructions per 16 weight bytes
 // at N = 4) come close to the memory time; here 16 weight bytes cost one load and a quarter mma.
+// Measured, it streams weights slower than the FMA kernel (whole llama3-8b steps at 4K: 5.22 vs
+// 4.61 ms at 1 row, 5.74 vs 5.67 at 4) and beats it and cuBLAS only at 8 rows; not profiled
+// (docs/benchmarks/e2e_cuda.md). GemvKernel::automatic uses it above 4 rows.
 //
 // The mma's k order is free (a dot product does not care), so each thread feeds it what a 16-byte
 // load gives: thread (g = lane / 4, c = lane % 4) loads elements [8c, 8c + 8) of rows g and g + 8
 // (and of activation row g) at both halves of a step, and the first four of them are the mma's
 // logical k 2c, 2c + 1, 2c + 8, 2c + 9 of one mma, the last four of the next.
 // Warps per tile and steps of 64 in flight per warp (16 loads of 16 bytes per thread). Measured on
-// the H200 (llama3-8b, 8 rows, whole decode steps): 8 x 4 and 4 x 4 best (5.94 / 5.91 ms), 8 x 2
-// 6.27, 16 x 2 6.44, 16 x 4 6.34; h200.md.
+// the H200 (llama3-8b, 8 rows, whole decode steps at 4K, with PDL): 8 x 4 and 4 x 4 best (5.94 /
+// 5.91 ms), 8 x 2 6.27, 16 x 2 6.44, 16 x 4 6.34 (docs/benchmarks/e2e_cuda.md).
 constexpr int kMmaWarps = 8;
 constexpr int kMmaUnroll = 4;
 
