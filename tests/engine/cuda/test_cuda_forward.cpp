@@ -560,4 +560,55 @@ TEST(CudaSkinnyGemm, BadMatmulVariableIsRefused) {
   EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
 }
 
+// The L2 weight prefetch (a side branch of the decode graph that only asks L2 for weight bytes)
+// must not change a single logit: MAC decode steps with it off, over o_proj only, over o_proj
+// and gate|up with each eviction policy, graph replay and eager, all bit-identical.
+TEST(CudaL2Prefetch, DecodeLogitsAreBitIdenticalWithAndWithoutIt) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(ref_model());
+  const auto prompt = passkey_prompt(2500);
+  struct Variant {
+    const char* mib;
+    const char* policy;
+    bool graph;
+  };
+  const Variant variants[] = {{"0", "last", true}, {"1", "last", true}, {"64", "last", true},
+                              {"64", "normal", true}, {"64", "last", false}};
+  std::vector<std::vector<float>> runs;
+  for (const Variant& v : variants) {
+    MatmulEnv mib(v.mib, "MACATTN_ENGINE_L2_PREFETCH");
+    MatmulEnv policy(v.policy, "MACATTN_ENGINE_L2_POLICY");
+    CudaSessionOptions o = gpu_options(4096, AttentionMode::mac);
+    o.session.attention.mac.min_context = 1024;
+    o.use_graph = v.graph;
+    CudaSession s(model, o);
+    auto logits = s.prefill(0, prompt, 512);
+    std::vector<float> all;
+    for (int i = 0; i < 6; ++i) {
+      const std::int32_t t = engine_test::argmax(logits);
+      logits = s.decode(std::span(&t, 1));
+      all.insert(all.end(), logits.begin(), logits.end());
+    }
+    runs.push_back(std::move(all));
+  }
+  for (std::size_t k = 1; k < runs.size(); ++k) {
+    ASSERT_EQ(runs[0].size(), runs[k].size());
+    EXPECT_TRUE(runs[0] == runs[k]) << "prefetch " << variants[k].mib << " MiB, policy " << variants[k].policy
+                                    << (variants[k].graph ? ", graph" : ", eager")
+                                    << " changes the logits (rel err " << engine_test::rel_err(runs[k], runs[0])
+                                    << ")";
+  }
+}
+
+TEST(CudaL2Prefetch, BadVariablesAreRefused) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(engine_test::fixtures() / "llama_f32");
+  for (const char* bad : {"-1", "1025", "32MiB", "x", "1.5"}) {
+    MatmulEnv mib(bad, "MACATTN_ENGINE_L2_PREFETCH");
+    EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error) << bad;
+  }
+  MatmulEnv policy("first", "MACATTN_ENGINE_L2_POLICY");
+  EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
+}
+
 }  // namespace
