@@ -194,23 +194,6 @@ bool l2_evict_last_from_env() {
   if (s == "normal") return false;
   throw Error("CudaSession: MACATTN_ENGINE_L2_POLICY = '" + s + "' is not one of last, normal");
 }
-// MACATTN_ENGINE_L2_OP: "bulk" (default; TMA bulk prefetches of 16 KiB) or "line" (one
-// prefetch.global.L2 per 128-byte line). MACATTN_ENGINE_L2_WHERE: "branch" (default; a kernel on a
-// side stream) or "rope" (the RoPE kernel's threads, just before the attention).
-bool l2_bulk_from_env() {
-  const char* v = std::getenv("MACATTN_ENGINE_L2_OP");
-  const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "bulk") return true;
-  if (s == "line") return false;
-  throw Error("CudaSession: MACATTN_ENGINE_L2_OP = '" + s + "' is not one of bulk, line");
-}
-bool l2_in_rope_from_env() {
-  const char* v = std::getenv("MACATTN_ENGINE_L2_WHERE");
-  const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "branch") return false;
-  if (s == "rope") return true;
-  throw Error("CudaSession: MACATTN_ENGINE_L2_WHERE = '" + s + "' is not one of branch, rope");
-}
 
 bool library_supports(std::int32_t D, std::int32_t Hq, std::int32_t Hkv) {
   return (D == 64 || D == 128 || D == 256) && Hq / Hkv >= 1 && Hq / Hkv <= 16;
@@ -257,8 +240,6 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   gemv = gemv_launch_from_env();
   l2_prefetch_bytes = l2_prefetch_bytes_from_env();
   l2_evict_last = l2_evict_last_from_env();
-  l2_bulk = l2_bulk_from_env();
-  l2_in_rope = l2_in_rope_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   ENGINE_CUDA(cudaStreamCreateWithFlags(&prefetch_stream, cudaStreamNonBlocking));
   ENGINE_CUDA(cudaEventCreateWithFlags(&prefetch_fork, cudaEventDisableTiming));
@@ -282,7 +263,7 @@ CudaSession::Impl::~Impl() {
   if (stream != nullptr) cudaStreamDestroy(stream);
 }
 
-gpu::L2PrefetchSet CudaSession::Impl::weights_after_attention(const gpu::DeviceLayer& d) const {
+void CudaSession::Impl::prefetch_during_attention(const gpu::DeviceLayer& d) {
   // o_proj first (read right after the attention), then matching leading rows of gate and up
   // (the SwiGLU matmul reads gate row i with up row i).
   std::uint64_t left = l2_prefetch_bytes;
@@ -297,14 +278,10 @@ gpu::L2PrefetchSet CudaSession::Impl::weights_after_attention(const gpu::DeviceL
     r[n++] = gpu::L2Range{d.w_gate_up.as<void>(), gu_bytes};
     r[n++] = gpu::L2Range{d.w_gate_up.as<char>() + half, gu_bytes};
   }
-  return gpu::make_l2_prefetch_set(r, n, l2_bulk, l2_evict_last);
-}
-
-void CudaSession::Impl::prefetch_on_branch(const gpu::L2PrefetchSet& set) {
-  if (set.count == 0) return;
+  if (n == 0) return;
   ENGINE_CUDA(cudaEventRecord(prefetch_fork, stream));
   ENGINE_CUDA(cudaStreamWaitEvent(prefetch_stream, prefetch_fork, 0));
-  gpu::l2_prefetch(set, prefetch_stream);
+  gpu::l2_prefetch(r, n, l2_evict_last, prefetch_stream);
   prefetch_pending = true;
 }
 
@@ -568,9 +545,7 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   else
     gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), 0.0f);
   // DRAM is idle while a MAC layer attends: fetch the next matmuls' first weights meanwhile.
-  const gpu::L2PrefetchSet prefetch =
-      decode && l2_prefetch_bytes > 0 ? weights_after_attention(d) : gpu::L2PrefetchSet{};
-  if (!l2_in_rope) prefetch_on_branch(prefetch);
+  if (decode && l2_prefetch_bytes > 0) prefetch_during_attention(d);
   gpu::QkvParams qp;
   qp.num_q_heads = Hq;
   qp.num_kv_heads = Hkv;
@@ -584,7 +559,6 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   qp.v_pages = v_pages[l].as<bf16>();
   qp.page_size = page_size;
   qp.pages_per_seq = pages_per_seq;
-  if (l2_in_rope) qp.prefetch = prefetch;
   // Decode keeps each layer's pre-RoPE queries (the benchmark reads them to force hits).
   float* qpre = decode ? q_pre_layers.as<float>() + static_cast<std::size_t>(l) * B * QD : q_pre.as<float>();
   gpu::qkv_rope_append(qkv.as<float>(), n, rpos, rseq, qp, q.as<float>(), qpre, stream);

@@ -100,12 +100,11 @@ struct CudaSession::Impl {
   // Decode steps fetch this many bytes of each layer's o_proj, then gate|up, into L2 while the
   // layer attends (MACATTN_ENGINE_L2_PREFETCH / _POLICY), on prefetch_stream.
   std::size_t l2_prefetch_bytes = 0;
-  bool l2_evict_last = true, l2_bulk = true, l2_in_rope = false;
+  bool l2_evict_last = true;
   bool prefetch_pending = false;  // a prefetch was issued this step; decode_step rejoins it
   cudaStream_t prefetch_stream = nullptr;
   cudaEvent_t prefetch_fork = nullptr, prefetch_join = nullptr;
-  gpu::L2PrefetchSet weights_after_attention(const gpu::DeviceLayer& d) const;
-  void prefetch_on_branch(const gpu::L2PrefetchSet& set);
+  void prefetch_during_attention(const gpu::DeviceLayer& d);
   std::vector<bool> mac_layer;
   std::size_t decode_weight_bytes = 0;
 

@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "engine/cuda/cuda_check.cuh"
-#include "engine/cuda/l2_prefetch.cuh"
 #include "engine/cuda/kernels.cuh"
 
 namespace macattn::engine::gpu {
@@ -118,9 +117,6 @@ __global__ void qkv_kernel(const float* qkv, const std::int64_t* row_pos, const 
   const int i = threadIdx.x;
   const std::int64_t width = static_cast<std::int64_t>(Hq + 2 * Hkv) * D;
   const bool is_q = hh < Hq, is_k = !is_q && hh < Hq + Hkv;
-  if (p.prefetch.count > 0)  // weights for the matmuls after the attention (l2_prefetch.cuh)
-    issue_l2_prefetch(p.prefetch, (static_cast<std::uint64_t>(blockIdx.y) * gridDim.x + blockIdx.x) * blockDim.x + i,
-                      static_cast<std::uint64_t>(gridDim.x) * gridDim.y * blockDim.x);
   // Every load that depends on nothing is issued first, together (position, sequence, the RoPE
   // frequency), instead of each after the block reduction that precedes its use.
   const std::int64_t pos = row_pos[r];

@@ -22,31 +22,6 @@ void embed_rows(const std::int32_t* tokens, std::int64_t n, const bf16* embed, s
 /// y[r] = bf16(w * x[r] / sqrt(mean(x[r]^2) + eps)), rows r < n of H values.
 void rms_norm_bf16(const float* x, std::int64_t n, std::int64_t H, const float* w, float eps, bf16* y, cudaStream_t s);
 
-/// A byte range of device memory for l2_prefetch.
-struct L2Range {
-  const void* p = nullptr;
-  std::uint64_t bytes = 0;
-};
-constexpr int kL2PrefetchMaxRanges = 4;
-/// Ranges whose lines L2 is asked to fetch (make_l2_prefetch_set validates them). bulk: TMA bulk
-/// prefetches of 16 KiB (cp.async.bulk.prefetch.L2), else one prefetch.global.L2 per 128-byte
-/// line; evict_last: the lines are kept over other lines until read.
-struct L2PrefetchSet {
-  const char* p[kL2PrefetchMaxRanges] = {};
-  std::uint64_t bytes[kL2PrefetchMaxRanges] = {};  // multiples of 16
-  int count = 0;
-  bool bulk = true;
-  bool evict_last = true;
-};
-/// Checks `count` (<= kL2PrefetchMaxRanges) ranges: starts 16-byte aligned; a ragged end
-/// (bytes % 16) is left out; empty ranges are dropped.
-L2PrefetchSet make_l2_prefetch_set(const L2Range* ranges, int count, bool bulk, bool evict_last);
-/// Asks L2 to fetch the set (l2_prefetch.cu): fire and forget, no data reaches the SMs and
-/// nothing is written, so it may run beside any kernel. Compute capability 9.0
-/// (l2_prefetch_supported()); elsewhere the kernel does nothing.
-void l2_prefetch(const L2PrefetchSet& set, cudaStream_t s);
-bool l2_prefetch_supported();
-
 /// What qkv_rope_append needs to know about the model and the cache.
 struct QkvParams {
   std::int32_t num_q_heads = 0, num_kv_heads = 0, head_dim = 0;
@@ -61,8 +36,6 @@ struct QkvParams {
   bf16* v_pages = nullptr;
   std::int32_t page_size = 0;
   std::int64_t pages_per_seq = 0;
-  /// Weights the kernel's threads ask L2 to fetch before their own work (count 0: none).
-  L2PrefetchSet prefetch;
 };
 
 /// For each row r (sequence row_seq[r], position row_pos[r]) of qkv [n, (Hq + 2 Hkv) D] fp32
@@ -109,6 +82,20 @@ GemvKernel skinny_gemm(const float* x, std::int64_t n, const bf16* w, std::int64
 /// GEMM into gu followed by silu_mul_bf16 computes). act [n, I].
 GemvKernel skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_up, std::int64_t I,
                               std::int64_t in, bf16* act, cudaStream_t s, GemvLaunch how);
+
+/// A byte range of device memory for l2_prefetch.
+struct L2Range {
+  const void* p = nullptr;
+  std::uint64_t bytes = 0;
+};
+constexpr int kL2PrefetchMaxRanges = 4;
+/// Asks L2 to fetch `count` (<= kL2PrefetchMaxRanges) ranges (l2_prefetch.cu): fire and forget,
+/// no data reaches the SMs and nothing is written, so it may run beside any kernel. Starts must
+/// be 16-byte aligned; a ragged end (bytes % 16) is left out. evict_last: the lines are kept
+/// over other lines until read (for bytes fetched long before use). Compute capability 9.0
+/// (TMA bulk prefetch: l2_prefetch_supported()); elsewhere the kernel does nothing.
+void l2_prefetch(const L2Range* ranges, int count, bool evict_last, cudaStream_t s);
+bool l2_prefetch_supported();
 
 /// act[r, i] = bf16(silu(gu[r, i]) * gu[r, I + i]): gu [n, 2I] is the fused gate|up product.
 void silu_mul_bf16(const float* gu, std::int64_t n, std::int64_t I, bf16* act, cudaStream_t s);

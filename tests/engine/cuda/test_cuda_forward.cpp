@@ -570,20 +570,14 @@ TEST(CudaL2Prefetch, DecodeLogitsAreBitIdenticalWithAndWithoutIt) {
   struct Variant {
     const char* mib;
     const char* policy;
-    const char* op;
-    const char* where;
     bool graph;
   };
-  const Variant variants[] = {{"0", "last", "bulk", "branch", true},    {"1", "last", "bulk", "branch", true},
-                              {"64", "last", "bulk", "branch", true},   {"64", "normal", "line", "branch", true},
-                              {"64", "last", "bulk", "branch", false},  {"64", "last", "line", "rope", true},
-                              {"64", "normal", "bulk", "rope", false}};
+  const Variant variants[] = {{"0", "last", true}, {"1", "last", true}, {"64", "last", true},
+                              {"64", "normal", true}, {"64", "last", false}};
   std::vector<std::vector<float>> runs;
   for (const Variant& v : variants) {
     MatmulEnv mib(v.mib, "MACATTN_ENGINE_L2_PREFETCH");
     MatmulEnv policy(v.policy, "MACATTN_ENGINE_L2_POLICY");
-    MatmulEnv op(v.op, "MACATTN_ENGINE_L2_OP");
-    MatmulEnv where(v.where, "MACATTN_ENGINE_L2_WHERE");
     CudaSessionOptions o = gpu_options(4096, AttentionMode::mac);
     o.session.attention.mac.min_context = 1024;
     o.use_graph = v.graph;
@@ -600,7 +594,6 @@ TEST(CudaL2Prefetch, DecodeLogitsAreBitIdenticalWithAndWithoutIt) {
   for (std::size_t k = 1; k < runs.size(); ++k) {
     ASSERT_EQ(runs[0].size(), runs[k].size());
     EXPECT_TRUE(runs[0] == runs[k]) << "prefetch " << variants[k].mib << " MiB, policy " << variants[k].policy
-                                    << ", " << variants[k].op << " from " << variants[k].where
                                     << (variants[k].graph ? ", graph" : ", eager")
                                     << " changes the logits (rel err " << engine_test::rel_err(runs[k], runs[0])
                                     << ")";
@@ -614,10 +607,8 @@ TEST(CudaL2Prefetch, BadVariablesAreRefused) {
     MatmulEnv mib(bad, "MACATTN_ENGINE_L2_PREFETCH");
     EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error) << bad;
   }
-  for (const char* name : {"MACATTN_ENGINE_L2_POLICY", "MACATTN_ENGINE_L2_OP", "MACATTN_ENGINE_L2_WHERE"}) {
-    MatmulEnv bad(name == std::string_view("MACATTN_ENGINE_L2_OP") ? "tma" : "first", name);
-    EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error) << name;
-  }
+  MatmulEnv policy("first", "MACATTN_ENGINE_L2_POLICY");
+  EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
 }
 
 }  // namespace
