@@ -56,7 +56,6 @@ if(MACATTN_WITH_CUDA)
   target_sources(macattn_engine PRIVATE
     ${CMAKE_CURRENT_LIST_DIR}/cuda/kernels.cu
     ${CMAKE_CURRENT_LIST_DIR}/cuda/causal_attention.cu
-    ${CMAKE_CURRENT_LIST_DIR}/cuda/l2_prefetch.cu
     ${CMAKE_CURRENT_LIST_DIR}/cuda/cuda_session.cu
     ${CMAKE_CURRENT_LIST_DIR}/cuda/bench_support.cu)
   target_link_libraries(macattn_engine PUBLIC CUDA::cudart CUDA::cublas)

@@ -160,41 +160,6 @@ gpu::GemvLaunch gemv_launch_from_env() {
   return how;
 }
 
-// MACATTN_ENGINE_L2_PREFETCH: MiB of each layer's o_proj and gate|up weights that a decode step
-// asks L2 to fetch while the layer attends (gpu::l2_prefetch on a side stream). Unset, empty or
-// "auto": kL2PrefetchAutoMiB where the device has TMA bulk prefetch (compute capability 9.0),
-// else 0; "0" turns it off; a whole number of MiB up to 1024 sets it.
-// MACATTN_ENGINE_L2_POLICY: "last" (default; the lines are kept over others until read) or
-// "normal" (plain L2 lines).
-constexpr std::int64_t kL2PrefetchAutoMiB = 32;
-std::size_t l2_prefetch_bytes_from_env() {
-  const char* v = std::getenv("MACATTN_ENGINE_L2_PREFETCH");
-  const std::string s = v == nullptr ? std::string() : std::string(v);
-  std::int64_t mib = 0;
-  if (s.empty() || s == "auto") {
-    mib = gpu::l2_prefetch_supported() ? kL2PrefetchAutoMiB : 0;
-  } else {
-    std::size_t used = 0;
-    try {
-      mib = std::stoll(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != s.size() || mib < 0 || mib > 1024)
-      throw Error("CudaSession: MACATTN_ENGINE_L2_PREFETCH = '" + s + "' is not auto or a whole number of MiB in [0, 1024]");
-    if (mib > 0 && !gpu::l2_prefetch_supported())
-      throw Error("CudaSession: MACATTN_ENGINE_L2_PREFETCH = '" + s + "' needs compute capability 9.0 or later");
-  }
-  return static_cast<std::size_t>(mib) << 20;
-}
-bool l2_evict_last_from_env() {
-  const char* v = std::getenv("MACATTN_ENGINE_L2_POLICY");
-  const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "last") return true;
-  if (s == "normal") return false;
-  throw Error("CudaSession: MACATTN_ENGINE_L2_POLICY = '" + s + "' is not one of last, normal");
-}
-
 bool library_supports(std::int32_t D, std::int32_t Hq, std::int32_t Hkv) {
   return (D == 64 || D == 128 || D == 256) && Hq / Hkv >= 1 && Hq / Hkv <= 16;
 }
@@ -238,12 +203,7 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   ring_dtype = a.ring_dtype;
   skinny_max_rows = skinny_rows_from_env();
   gemv = gemv_launch_from_env();
-  l2_prefetch_bytes = l2_prefetch_bytes_from_env();
-  l2_evict_last = l2_evict_last_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  ENGINE_CUDA(cudaStreamCreateWithFlags(&prefetch_stream, cudaStreamNonBlocking));
-  ENGINE_CUDA(cudaEventCreateWithFlags(&prefetch_fork, cudaEventDisableTiming));
-  ENGINE_CUDA(cudaEventCreateWithFlags(&prefetch_join, cudaEventDisableTiming));
   ENGINE_CUBLAS(cublasCreate(&cublas));
   ENGINE_CUBLAS(cublasSetStream(cublas, stream));
   // A fixed workspace: cuBLAS then allocates nothing during graph capture.
@@ -257,32 +217,7 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
 CudaSession::Impl::~Impl() {
   clear_graphs();
   if (cublas != nullptr) cublasDestroy(cublas);
-  if (prefetch_fork != nullptr) cudaEventDestroy(prefetch_fork);
-  if (prefetch_join != nullptr) cudaEventDestroy(prefetch_join);
-  if (prefetch_stream != nullptr) cudaStreamDestroy(prefetch_stream);
   if (stream != nullptr) cudaStreamDestroy(stream);
-}
-
-void CudaSession::Impl::prefetch_during_attention(const gpu::DeviceLayer& d) {
-  // o_proj first (read right after the attention), then matching leading rows of gate and up
-  // (the SwiGLU matmul reads gate row i with up row i).
-  std::uint64_t left = l2_prefetch_bytes;
-  gpu::L2Range r[3];
-  int n = 0;
-  const std::uint64_t o_bytes = std::min<std::uint64_t>(left, d.w_o.bytes());
-  if (o_bytes > 0) r[n++] = gpu::L2Range{d.w_o.as<void>(), o_bytes};
-  left -= o_bytes;
-  const std::uint64_t half = d.w_gate_up.bytes() / 2;
-  const std::uint64_t gu_bytes = std::min<std::uint64_t>(left / 2, half);
-  if (gu_bytes > 0) {
-    r[n++] = gpu::L2Range{d.w_gate_up.as<void>(), gu_bytes};
-    r[n++] = gpu::L2Range{d.w_gate_up.as<char>() + half, gu_bytes};
-  }
-  if (n == 0) return;
-  ENGINE_CUDA(cudaEventRecord(prefetch_fork, stream));
-  ENGINE_CUDA(cudaStreamWaitEvent(prefetch_stream, prefetch_fork, 0));
-  gpu::l2_prefetch(r, n, l2_evict_last, prefetch_stream);
-  prefetch_pending = true;
 }
 
 void CudaSession::Impl::clear_graphs() {
@@ -544,8 +479,6 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
     gpu::skinny_gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), false, stream, gemv);
   else
     gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), 0.0f);
-  // DRAM is idle while a MAC layer attends: fetch the next matmuls' first weights meanwhile.
-  if (decode && l2_prefetch_bytes > 0) prefetch_during_attention(d);
   gpu::QkvParams qp;
   qp.num_q_heads = Hq;
   qp.num_kv_heads = Hkv;
@@ -637,11 +570,6 @@ void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greed
     gpu::accumulate_stats(head_stats.as<HeadStats>(), mac_flags.as<std::uint8_t>(), pos.as<std::int64_t>(), L, B, Hq,
                           Hkv, stats_acc.as<std::int64_t>(), stream);
   if (advance) gpu::advance_positions(pos.as<std::int64_t>(), B, stream);
-  if (prefetch_pending) {  // the side branch rejoins last, so no kernel of the step waits on it
-    ENGINE_CUDA(cudaEventRecord(prefetch_join, prefetch_stream));
-    ENGINE_CUDA(cudaStreamWaitEvent(stream, prefetch_join, 0));
-    prefetch_pending = false;
-  }
 }
 
 void CudaSession::Impl::launch_graph(int key, const std::function<void()>& record) {

@@ -97,14 +97,6 @@ struct CudaSession::Impl {
   bool library_attention = true;
   std::int64_t skinny_max_rows = 4;  // from MACATTN_ENGINE_MATMUL (read at construction)
   gpu::GemvLaunch gemv;  // from MACATTN_ENGINE_GEMV and MACATTN_ENGINE_PDL (read at construction)
-  // Decode steps fetch this many bytes of each layer's o_proj, then gate|up, into L2 while the
-  // layer attends (MACATTN_ENGINE_L2_PREFETCH / _POLICY), on prefetch_stream.
-  std::size_t l2_prefetch_bytes = 0;
-  bool l2_evict_last = true;
-  bool prefetch_pending = false;  // a prefetch was issued this step; decode_step rejoins it
-  cudaStream_t prefetch_stream = nullptr;
-  cudaEvent_t prefetch_fork = nullptr, prefetch_join = nullptr;
-  void prefetch_during_attention(const gpu::DeviceLayer& d);
   std::vector<bool> mac_layer;
   std::size_t decode_weight_bytes = 0;
 

@@ -83,20 +83,6 @@ GemvKernel skinny_gemm(const float* x, std::int64_t n, const bf16* w, std::int64
 GemvKernel skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_up, std::int64_t I,
                               std::int64_t in, bf16* act, cudaStream_t s, GemvLaunch how);
 
-/// A byte range of device memory for l2_prefetch.
-struct L2Range {
-  const void* p = nullptr;
-  std::uint64_t bytes = 0;
-};
-constexpr int kL2PrefetchMaxRanges = 4;
-/// Asks L2 to fetch `count` (<= kL2PrefetchMaxRanges) ranges (l2_prefetch.cu): fire and forget,
-/// no data reaches the SMs and nothing is written, so it may run beside any kernel. Starts must
-/// be 16-byte aligned; a ragged end (bytes % 16) is left out. evict_last: the lines are kept
-/// over other lines until read (for bytes fetched long before use). Compute capability 9.0
-/// (TMA bulk prefetch: l2_prefetch_supported()); elsewhere the kernel does nothing.
-void l2_prefetch(const L2Range* ranges, int count, bool evict_last, cudaStream_t s);
-bool l2_prefetch_supported();
-
 /// act[r, i] = bf16(silu(gu[r, i]) * gu[r, I + i]): gu [n, 2I] is the fused gate|up product.
 void silu_mul_bf16(const float* gu, std::int64_t n, std::int64_t I, bf16* act, cudaStream_t s);
 
