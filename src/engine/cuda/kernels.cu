@@ -112,6 +112,9 @@ __global__ void qkv_kernel(const float* qkv, const std::int64_t* row_pos, const 
                            float* q, float* q_pre) {
   __shared__ float red[32];
   __shared__ float v[256];
+  // The attention kernels after this one may launch now (they wait for it before reading q, K
+  // or V); with MACATTN_CUDA_PDL=1 the library launches them with programmatic dependence.
+  engine_allow_dependents();
   const std::int64_t r = blockIdx.x;
   const int hh = blockIdx.y, D = p.head_dim, Hq = p.num_q_heads, Hkv = p.num_kv_heads;
   const int i = threadIdx.x;
