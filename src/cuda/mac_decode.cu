@@ -69,7 +69,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
                                                               MacArgs mac, int hq, int group, int splits, float scale,
                                                               const unsigned long long* best,
                                                               const std::uint8_t* stale_flags, float* part_o,
-                                                              float* part_lse, bool side_complete, BlockStamps prof) {
+                                                              float* part_lse, bool side_complete, bool group_major,
+                                                              BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
@@ -77,7 +78,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   grid_dependency_wait();  // the scan's minima and stale flags
   allow_dependents();
   stamp(prof, 0);
-  const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
+  const int split = group_major ? blockIdx.y : blockIdx.x, g = group_major ? blockIdx.x : blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   const long long new_end = entry_end_dev(t, mac.rect);
   const bool stale = stale_flags[b] != 0;
@@ -427,9 +428,10 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     auto kernel = mac_attend_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
-    const dim3 grid(splits, hkv, kv.batch_size);
+    const bool group_major = attend_group_major();
+    const dim3 grid = group_major ? dim3(hkv, splits, kv.batch_size) : dim3(splits, hkv, kv.batch_size);
     launch_pdl("mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, ring, mac, hq, group,
-               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
+               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side, group_major,
                prof.kernel("mac_attend_kernel", grid, {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
   if (side)
