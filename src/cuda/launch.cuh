@@ -145,10 +145,6 @@ constexpr int kScanStaged = 0, kScanDirect = 1;
 /// whole rows at every batch, h200.md). MACATTN_CUDA_SCAN=staged|direct forces either (read on
 /// every call, so tests can force each). Scans without a bound always stream whole rows.
 int scan_form();
-/// MAC attend grid order: true (MACATTN_CUDA_ATTEND_ORDER=group) puts a split's blocks of every
-/// group next to each other (grid Hkv x splits x B), so the first blocks dispatched are every
-/// group's split 0, which holds a hit's band; false (default) splits x Hkv x B.
-bool attend_group_major();
 
 
 /// Streaming multiprocessors of the current device (132 when it cannot be read).

@@ -136,11 +136,6 @@ int scan_form() {
   return kScanDirect;
 }
 
-bool attend_group_major() {
-  const char* env = std::getenv("MACATTN_CUDA_ATTEND_ORDER");
-  return env != nullptr && std::strcmp(env, "group") == 0;
-}
-
 void validate_query(const char* fn, const char* name, const void* data, DType dtype) {
   require(dtype_valid(dtype), fn, ": ", name, ".dtype value ", static_cast<int>(dtype), " is not f32, f16 or bf16");
   require(data != nullptr, fn, ": ", name, " is null");
