@@ -29,28 +29,38 @@ __device__ float block_sum(float v, float* shared32) {
   return t;
 }
 
+// Thread threadIdx.x of a block walks i = threadIdx.x, + blockDim.x, ... < n in batches of U: the
+// batch's U loads (load(i)) are all issued before any is used (use(i, value), in increasing i).
+// A loop that loads and uses one element per iteration waits for each load in turn (59 us for
+// argmax over 128256 logits in ncu); the order of the uses, and so the result, is the same.
+template <int U, typename Load, typename Use>
+__device__ __forceinline__ void strided_in_batches(std::int64_t n, Load load, Use use) {
+  const std::int64_t stride = blockDim.x;
+  for (std::int64_t i0 = threadIdx.x; i0 < n; i0 += stride * U) {
+    float v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const std::int64_t i = i0 + u * stride;
+      v[u] = i < n ? load(i) : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const std::int64_t i = i0 + u * stride;
+      if (i < n) use(i, v[u]);
+    }
+  }
+}
+constexpr int kLoadsInFlight = 16;
+
 __global__ void embed_kernel(const std::int32_t* tokens, std::int64_t n, const bf16* embed, std::int64_t vocab,
                              std::int64_t H, float* x) {
   const std::int64_t r = blockIdx.x;
   const std::int32_t tok = tokens[r];
   const bool ok = tok >= 0 && tok < vocab;
   const bf16* row = embed + (ok ? static_cast<std::int64_t>(tok) * H : 0);
-  // kEmbedUnroll loads in flight before the stores (a load per iteration waited for in turn).
-  constexpr int kEmbedUnroll = 16;
-  const std::int64_t stride = blockDim.x;
-  for (std::int64_t i0 = threadIdx.x; i0 < H; i0 += stride * kEmbedUnroll) {
-    float v[kEmbedUnroll];
-#pragma unroll
-    for (int u = 0; u < kEmbedUnroll; ++u) {
-      const std::int64_t i = i0 + u * stride;
-      v[u] = ok && i < H ? __bfloat162float(row[i]) : 0.f;
-    }
-#pragma unroll
-    for (int u = 0; u < kEmbedUnroll; ++u) {
-      const std::int64_t i = i0 + u * stride;
-      if (i < H) x[r * H + i] = v[u];
-    }
-  }
+  strided_in_batches<kLoadsInFlight>(
+      H, [&](std::int64_t i) { return ok ? __bfloat162float(row[i]) : 0.f; },
+      [&](std::int64_t i, float v) { x[r * H + i] = v; });
 }
 
 // Programmatic dependent launch (sm_90): the decode matmuls may be launched with it
@@ -197,30 +207,16 @@ __global__ void argmax_kernel(const float* logits, std::int64_t vocab, std::int3
   const std::int64_t r = blockIdx.x;
   float bv = -FLT_MAX;
   std::int32_t bi = -1;
-  // kArgmaxUnroll loads in flight per thread before any is compared (one at a time, each load
-  // waited for in turn: 59 us per call over 128256 logits in ncu); the comparisons still run in
-  // increasing k, so the result is the same.
-  constexpr int kArgmaxUnroll = 16;
-  const std::int64_t stride = blockDim.x;
-  for (std::int64_t k0 = threadIdx.x; k0 < vocab; k0 += stride * kArgmaxUnroll) {
-    float v[kArgmaxUnroll];
-#pragma unroll
-    for (int u = 0; u < kArgmaxUnroll; ++u) {
-      const std::int64_t k = k0 + u * stride;
-      v[u] = k < vocab ? logits[r * vocab + k] : 0.f;
-    }
-#pragma unroll
-    for (int u = 0; u < kArgmaxUnroll; ++u) {
-      const std::int64_t k = k0 + u * stride;
-      const float x = v[u];
-      if (k < vocab && (x > bv || bi < 0)) {  // increasing k: the first maximum stays; NaN never wins
-        if (!(x != x)) {
+  // Loads in flight in batches; the comparisons still run in increasing k, so the first maximum
+  // stays and NaN never wins.
+  strided_in_batches<kLoadsInFlight>(
+      vocab, [&](std::int64_t k) { return logits[r * vocab + k]; },
+      [&](std::int64_t k, float x) {
+        if ((x > bv || bi < 0) && !(x != x)) {
           bv = x;
           bi = static_cast<std::int32_t>(k);
         }
-      }
-    }
-  }
+      });
   best_v[threadIdx.x] = bv;
   best_i[threadIdx.x] = bi;
   __syncthreads();
