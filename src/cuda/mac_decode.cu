@@ -4,11 +4,12 @@
 //   1. scan   (grid slot-tiles x Hq x B): distances of q_pre to the ring's rows in the fixed
 //      fp32 order of core/distance.hpp, packed minimum per head by atomicMin. Also records
 //      whether each sequence's ring is stale (not ready / at another position).
-//   2. attend (grid Hkv x splits x B: the exact kernel's blocks, group-major): each block computes the heads'
-//      amend state (band [E(m), E(t)) on a hit, the prefix [min(F,E(t)), E(t)) on a miss) over
-//      one split of the group's span, through the same AttendTile as exact decode, so a miss
-//      group costs what exact costs and an all-hit group touches only its bands; the last
-//      blocks also compute the complete state (sinks + tail) in kCompleteSplits parts, unless
+//   2. attend (grid Hkv x splits x B: the exact kernel's blocks, group-major): each block
+//      computes the heads' amend state (band [E(m), E(t)) on a hit, the prefix
+//      [min(F,E(t)), E(t)) on a miss) over one split of the group's span, through the same
+//      AttendTile as exact decode, so a miss group costs what exact costs and an all-hit group
+//      touches only its bands; the last blocks also compute the complete state (sinks + tail)
+//      in kCompleteSplits parts, unless
 //   2b. complete (grid kCompleteSplits x Hkv x B, small grids: side_complete()) computes them
 //      on a side stream beside 1 and 2: no decision changes the complete state's keys.
 //   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
