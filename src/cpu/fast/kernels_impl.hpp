@@ -49,6 +49,12 @@
 //      reduction) while in registers: a tile stores 4 vectors per query instead of 16 (and
 //      reloads them): 26.5-27.7 -> 25.6 ns per key and head with fp32 products, 20.8-21.6 ->
 //      18.5-18.8 with bf16 products (L3, 1 thread, four interleaved pairs each).
+//   v9 AVX2 (no AVX-512): the tile, exp and the scan's first 64 dims on explicit 8-float halves
+//      (avx2::attend_tile, exp_nonpositive8, avx2::row_sums16): GCC had moved the two-register
+//      v16f values through the stack and 64-bit GPRs. 233 -> 45-47 ns per key and head in L3
+//      (1 thread, probe_attend_kernel built with -mavx2 -mfma -mf16c); `macattn bench`, 2
+//      threads, avx2: exact 4.0-4.2 -> 17-20 GB/s at 8K-128K, MAC all-hit 1.36-1.41 -> 0.23-0.25
+//      ms. The scan's partial distances stay bit-identical to the reference (same lane order).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -156,6 +162,143 @@ inline void prefetch_lines(const unsigned char* r, std::size_t bytes) {
   for (std::size_t line = 0; line < bytes; line += 64) __builtin_prefetch(r + line, 0, 2);
 }
 
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// AVX2 (16 ymm registers): a v16f spans two of them, and GCC moves such values through the
+// stack and 64-bit general registers when they sit in arrays across a loop or are broadcast:
+// the generic tile below ran at about 235 ns per key and KV head here (AVX-512: 25). This tile
+// does the same arithmetic on explicit 8-float halves with at most 14 live registers: per key
+// and query one accumulator (both halves of each 16-dim chunk added into it), 8 keys' sums
+// reduced at once by horizontal adds; weights broadcast from L1 in P*V, one 16-dim output
+// chunk per query at a time. Results agree with the generic tile to rounding (the sums are
+// associated differently), as the ISA tests check against the reference.
+namespace avx2 {
+
+/// Both 8-float halves of elements [i, i + 16) of a K/V row of type T, widened to fp32.
+template <DType T>
+inline void load_halves(const unsigned char* row, int i, __m256& lo, __m256& hi) {
+  if constexpr (T == DType::f32) {
+    const float* p = reinterpret_cast<const float*>(row) + i;
+    lo = _mm256_loadu_ps(p);
+    hi = _mm256_loadu_ps(p + 8);
+  } else {
+    const auto* p = reinterpret_cast<const __m128i*>(reinterpret_cast<const std::uint16_t*>(row) + i);
+    if constexpr (T == DType::bf16) {
+      lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p)), 16));
+      hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p + 1)), 16));
+    } else {
+      lo = _mm256_cvtph_ps(_mm_loadu_si128(p));
+      hi = _mm256_cvtph_ps(_mm_loadu_si128(p + 1));
+    }
+  }
+}
+
+/// Lane i = the sum of the 8 lanes of v[i].
+inline __m256 hsum8x8(const __m256* v) {
+  const __m256 t0 = _mm256_hadd_ps(v[0], v[1]), t1 = _mm256_hadd_ps(v[2], v[3]);
+  const __m256 t2 = _mm256_hadd_ps(v[4], v[5]), t3 = _mm256_hadd_ps(v[6], v[7]);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/// The 16 rows' lane sums of a scan tile, each in hsum's order (lane l + l+8, then + l+4, + l+2,
+/// + l+1: core/distance.hpp's order, so the partial distances equal the reference's bit for bit):
+/// lo[r] / hi[r] hold lanes 0-7 / 8-15 of row r. out[r] = the sum of row r.
+inline void row_sums16(const __m256* lo, const __m256* hi, float* out) {
+  for (int g = 0; g < 2; ++g) {  // rows 8g .. 8g+7 as a, b, c, d, e, f, g, h
+    __m256 s[8];
+    for (int r = 0; r < 8; ++r) s[r] = _mm256_add_ps(lo[8 * g + r], hi[8 * g + r]);  // l + l+8
+    __m256 t[4];  // l + l+4: rows (0,1), (2,3), (4,5), (6,7) in the two 128-bit halves
+    for (int i = 0; i < 4; ++i)
+      t[i] = _mm256_add_ps(_mm256_permute2f128_ps(s[2 * i], s[2 * i + 1], 0x20),
+                           _mm256_permute2f128_ps(s[2 * i], s[2 * i + 1], 0x31));
+    __m256 u[2];  // l + l+2: per 128-bit half [row x, row x, row y, row y]
+    for (int i = 0; i < 2; ++i)
+      u[i] = _mm256_add_ps(_mm256_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                           _mm256_shuffle_ps(t[2 * i], t[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    // l + l+1: lanes [0, 2, 4, 6 | 1, 3, 5, 7] of the 8 rows
+    const __m256 d = _mm256_add_ps(_mm256_shuffle_ps(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm256_shuffle_ps(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    alignas(32) float v[8];
+    _mm256_store_ps(v, d);
+    constexpr int kRow[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+    for (int i = 0; i < 8; ++i) out[8 * g + kRow[i]] = v[i];
+  }
+}
+
+/// attend_tile for QB <= 4 queries (same contract).
+template <DType T, int D, int QB>
+inline void attend_tile(const AttendGroup& a, v16f* lsum, float scale, int q0, const unsigned char* const* k,
+                        const unsigned char* const* v, std::size_t head_off, std::int64_t j0, int n,
+                        const Ahead& ahead) {
+  static_assert(QB >= 1 && QB <= 4);
+  constexpr int C = D / 16;
+  constexpr int kElem = T == DType::f32 ? 4 : 2;
+  constexpr int KS = QB >= 3 ? 2 : 4;  // keys per pass: QB * KS accumulators
+  // Scores: part[qi][key] accumulates q . k over the head dim in 8 lanes.
+  alignas(32) __m256 part[QB][kTile];
+  for (int jj = 0; jj < kTile; jj += KS) {
+    __m256 x[QB][KS];
+    for (int qi = 0; qi < QB; ++qi)
+      for (int i = 0; i < KS; ++i) x[qi][i] = _mm256_setzero_ps();
+    const unsigned char* rows[KS];
+    for (int i = 0; i < KS; ++i) rows[i] = jj + i < n ? k[jj + i] + head_off : kZeroRow;
+    for (int c = 0; c < C; ++c) {
+      if (c * 16 * kElem % 64 == 0)
+        for (int i = jj; i < jj + KS && i < ahead.n; ++i) __builtin_prefetch(ahead.k[i] + head_off + c * 16 * kElem, 0, 2);
+      __m256 klo[KS], khi[KS];
+      for (int i = 0; i < KS; ++i) load_halves<T>(rows[i], c * 16, klo[i], khi[i]);
+      for (int qi = 0; qi < QB; ++qi) {
+        const float* q = a.q + static_cast<std::size_t>(q0 + qi) * D + c * 16;
+        const __m256 qlo = _mm256_loadu_ps(q), qhi = _mm256_loadu_ps(q + 8);
+        for (int i = 0; i < KS; ++i) x[qi][i] = _mm256_fmadd_ps(qhi, khi[i], _mm256_fmadd_ps(qlo, klo[i], x[qi][i]));
+      }
+    }
+    for (int qi = 0; qi < QB; ++qi)
+      for (int i = 0; i < KS; ++i) part[qi][jj + i] = x[qi][i];
+  }
+  v16f sums[QB], score[QB];
+  for (int qi = 0; qi < QB; ++qi) {
+    const __m256 s0 = hsum8x8(part[qi]), s1 = hsum8x8(part[qi] + 8);
+    std::memcpy(&sums[qi], &s0, 32);
+    std::memcpy(reinterpret_cast<char*>(&sums[qi]) + 32, &s1, 32);
+  }
+  masked_scores<QB>(a, scale, q0, j0, n, sums, score);
+  v16f p[QB];
+  float alpha[QB];
+  if (!online_softmax<QB>(a, q0, score, p, alpha, lsum + q0)) return;
+  alignas(64) float w[QB][kTile];
+  for (int qi = 0; qi < QB; ++qi) std::memcpy(w[qi], &p[qi], sizeof w[qi]);
+  // P * V, one 16-dim output chunk (two halves) per query at a time; V rows come from L1
+  // after the first chunk.
+  for (int c = 0; c < C; ++c) {
+    __m256 olo[QB], ohi[QB];
+    for (int qi = 0; qi < QB; ++qi) {
+      const float* o = a.o + static_cast<std::size_t>(q0 + qi) * D + c * 16;
+      const __m256 al = _mm256_set1_ps(alpha[qi]);
+      olo[qi] = _mm256_mul_ps(_mm256_loadu_ps(o), al);
+      ohi[qi] = _mm256_mul_ps(_mm256_loadu_ps(o + 8), al);
+    }
+    for (int jj = 0; jj < n; ++jj) {
+      if (c == 0 && jj < ahead.n) prefetch_lines(ahead.v[jj] + head_off, static_cast<std::size_t>(D) * kElem);
+      __m256 vlo, vhi;
+      load_halves<T>(v[jj] + head_off, c * 16, vlo, vhi);
+      for (int qi = 0; qi < QB; ++qi) {
+        const __m256 wt = _mm256_broadcast_ss(&w[qi][jj]);
+        olo[qi] = _mm256_fmadd_ps(wt, vlo, olo[qi]);
+        ohi[qi] = _mm256_fmadd_ps(wt, vhi, ohi[qi]);
+      }
+    }
+    for (int qi = 0; qi < QB; ++qi) {
+      float* o = a.o + static_cast<std::size_t>(q0 + qi) * D + c * 16;
+      _mm256_storeu_ps(o, olo[qi]);
+      _mm256_storeu_ps(o + 8, ohi[qi]);
+    }
+  }
+}
+
+}  // namespace avx2
+#endif
+
 /// One tile of n <= 16 keys (row pointers k[jj], v[jj], rows past n point at kZeroRow, plus
 /// head_off) for QB queries from q0.
 /// Requests the lines of `ahead`'s rows for the same head while it runs.
@@ -163,6 +306,15 @@ template <DType T, int D, int QB>
 inline void attend_tile(const AttendGroup& a, v16f* lsum, float scale, int q0, const unsigned char* const* k,
                         const unsigned char* const* v, std::size_t head_off, std::int64_t j0, int n,
                         const Ahead& ahead) {
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+  if constexpr (QB > 4) {  // two blocks of 4: eight queries' accumulators do not fit 16 ymm
+    avx2::attend_tile<T, D, 4>(a, lsum, scale, q0, k, v, head_off, j0, n, ahead);
+    attend_tile<T, D, QB - 4>(a, lsum, scale, q0 + 4, k, v, head_off, j0, n, Ahead{});
+  } else {
+    avx2::attend_tile<T, D, QB>(a, lsum, scale, q0, k, v, head_off, j0, n, ahead);
+  }
+  return;
+#endif
   constexpr int C = D / 16;
   constexpr int kElem = T == DType::f32 ? 4 : 2;
   // Scores. KS keys at a time, each K chunk widened once in registers and used by every query
@@ -512,6 +664,36 @@ void scan_impl(const ScanArgs& a) {
         p - kAhead >= a.first ? ring + static_cast<std::size_t>((p - kAhead) % a.window) * slot_bytes : nullptr;
     for (std::int32_t h0 = a.h0; h0 < a.h1; h0 += kTile) {
       const int n = static_cast<int>(std::min<std::int32_t>(kTile, a.h1 - h0));
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+      // The same sums on explicit 8-lane halves (a v16f in an array spans two ymm registers,
+      // which GCC moves through the stack), reduced in the same order (avx2::row_sums16).
+      __m256 lo[kTile], hi[kTile];
+      for (int r = 0; r < kTile; ++r) {
+        lo[r] = hi[r] = _mm256_setzero_ps();
+        if (r >= n) continue;
+        const std::size_t off = static_cast<std::size_t>(h0 + r) * D * esize;
+        if (next)
+          for (std::size_t line = 0; line < kFirstBytes; line += 64) __builtin_prefetch(next + off + line, 0, 2);
+        const unsigned char* row = slot + off;
+        const float* q = a.q_pre + static_cast<std::size_t>(h0 + r) * D;
+        for (int c = 0; c < kFirst; ++c) {
+          __m256 rl, rh;
+          avx2::load_halves<R>(row, c * 16, rl, rh);
+          const __m256 dl = _mm256_sub_ps(_mm256_loadu_ps(q + c * 16), rl);
+          const __m256 dh = _mm256_sub_ps(_mm256_loadu_ps(q + c * 16 + 8), rh);
+          lo[r] = _mm256_fmadd_ps(dl, dl, lo[r]);
+          hi[r] = _mm256_fmadd_ps(dh, dh, hi[r]);
+        }
+      }
+      float part[kTile];  // lower bounds of the rows' distances
+      avx2::row_sums16(lo, hi, part);
+      auto lanes_of = [&](int r) {
+        v16f v;
+        std::memcpy(&v, &lo[r], 32);
+        std::memcpy(reinterpret_cast<char*>(&v) + 32, &hi[r], 32);
+        return v;
+      };
+#else
       v16f lanes[kTile];
       for (int r = 0; r < kTile; ++r) {
         lanes[r] = splat(0.0f);
@@ -527,12 +709,14 @@ void scan_impl(const ScanArgs& a) {
         }
       }
       const v16f part = reduce_16x16(lanes);  // lower bounds of the rows' distances
+      auto lanes_of = [&](int r) { return lanes[r]; };
+#endif
       for (int r = 0; r < n; ++r) {
         ScanResult& best = a.out[h0 + r];
         if (!(part[r] < a.bound) || part[r] > best.distance) continue;  // cannot win, or of no interest
         const unsigned char* row = slot + static_cast<std::size_t>(h0 + r) * D * esize;
         const float* q = a.q_pre + static_cast<std::size_t>(h0 + r) * D;
-        v16f acc = lanes[r];
+        v16f acc = lanes_of(r);
         for (int c = kFirst; c < C; ++c) {
           const v16f diff = load_f32(q + c * 16) - load16<R>(row, c * 16);
           acc = fma16(diff, diff, acc);

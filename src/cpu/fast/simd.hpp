@@ -138,6 +138,12 @@ inline bool any_above(v16f v, float x) {
   __m512 y;
   std::memcpy(&y, &v, 64);
   return _mm512_cmp_ps_mask(y, _mm512_set1_ps(x), _CMP_GT_OQ) != 0;
+#elif defined(__AVX2__)
+  __m256 lo, hi;
+  std::memcpy(&lo, &v, 32);
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + 32, 32);
+  const __m256 y = _mm256_set1_ps(x);
+  return (_mm256_movemask_ps(_mm256_cmp_ps(lo, y, _CMP_GT_OQ)) | _mm256_movemask_ps(_mm256_cmp_ps(hi, y, _CMP_GT_OQ))) != 0;
 #else
   const v16i gt = v > splat(x);
   std::int32_t any = 0;
@@ -222,9 +228,44 @@ inline v16f lane_broadcast(v16f v, int j) {
 #endif
 }
 
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+/// exp_nonpositive on 8 lanes: the same steps (and constants) on one ymm register. With AVX2 a
+/// v16f spans two registers, and GCC's lowering of the generic form moved its halves through
+/// the stack (about 7 ns per key and KV head of the attention kernel).
+inline __m256 exp_nonpositive8(__m256 x) {
+  const __m256 lim = _mm256_set1_ps(-87.0f);
+  const __m256 xc = _mm256_max_ps(x, lim);  // x = -inf or NaN-free below -87: -87
+  const __m256 t = _mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f));
+  const __m256 n = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(_mm256_sub_ps(t, _mm256_set1_ps(0.5f))));
+  const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860682030941723212e-6f),
+                                    _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), xc));
+  __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  return _mm256_blendv_ps(e, _mm256_setzero_ps(), _mm256_cmp_ps(x, lim, _CMP_LT_OQ));
+}
+#endif
+
 /// e^x for x <= 0 (softmax arguments), relative error below 2e-7 for x > -87; exactly 0 for
 /// x = -inf (masked keys), and 0 below -87 where e^x is subnormal anyway.
 inline v16f exp_nonpositive(v16f x) {
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+  __m256 lo, hi;
+  std::memcpy(&lo, &x, 32);
+  std::memcpy(&hi, reinterpret_cast<const char*>(&x) + 32, 32);
+  lo = exp_nonpositive8(lo);
+  hi = exp_nonpositive8(hi);
+  v16f out;
+  std::memcpy(&out, &lo, 32);
+  std::memcpy(reinterpret_cast<char*>(&out) + 32, &hi, 32);
+  return out;
+#else
   const v16f xc = x < splat(-87.0f) ? splat(-87.0f) : x;
   // e^x = 2^n * e^r with n = round(x / ln2) and r = x - n ln2 in [-ln2/2, ln2/2]. For t <= 0,
   // trunc(t - 0.5) = ceil(t - 0.5) is within 0.5 of t (conversion truncates toward zero).
@@ -245,6 +286,7 @@ inline v16f exp_nonpositive(v16f x) {
   std::memcpy(&scale, &bits, sizeof scale);
   const v16f e = p * scale;
   return x < splat(-87.0f) ? splat(0.0f) : e;
+#endif
 }
 
 }  // namespace macattn::cpu::MACATTN_ISA_NS
