@@ -162,7 +162,7 @@ inline void prefetch_lines(const unsigned char* r, std::size_t bytes) {
   for (std::size_t line = 0; line < bytes; line += 64) __builtin_prefetch(r + line, 0, 2);
 }
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(__AVX512F__)
 // AVX2 (16 ymm registers): a v16f spans two of them, and GCC moves such values through the
 // stack and 64-bit general registers when they sit in arrays across a loop or are broadcast:
 // the generic tile below ran at about 235 ns per key and KV head here (AVX-512: 25). This tile
@@ -306,7 +306,7 @@ template <DType T, int D, int QB>
 inline void attend_tile(const AttendGroup& a, v16f* lsum, float scale, int q0, const unsigned char* const* k,
                         const unsigned char* const* v, std::size_t head_off, std::int64_t j0, int n,
                         const Ahead& ahead) {
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(__AVX512F__)
   if constexpr (QB > 4) {  // two blocks of 4: eight queries' accumulators do not fit 16 ymm
     avx2::attend_tile<T, D, 4>(a, lsum, scale, q0, k, v, head_off, j0, n, ahead);
     attend_tile<T, D, QB - 4>(a, lsum, scale, q0 + 4, k, v, head_off, j0, n, Ahead{});
@@ -664,7 +664,7 @@ void scan_impl(const ScanArgs& a) {
         p - kAhead >= a.first ? ring + static_cast<std::size_t>((p - kAhead) % a.window) * slot_bytes : nullptr;
     for (std::int32_t h0 = a.h0; h0 < a.h1; h0 += kTile) {
       const int n = static_cast<int>(std::min<std::int32_t>(kTile, a.h1 - h0));
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(__AVX512F__)
       // The same sums on explicit 8-lane halves (a v16f in an array spans two ymm registers,
       // which GCC moves through the stack), reduced in the same order (avx2::row_sums16).
       __m256 lo[kTile], hi[kTile];

@@ -228,7 +228,7 @@ inline v16f lane_broadcast(v16f v, int j) {
 #endif
 }
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(__AVX512F__)
 /// exp_nonpositive on 8 lanes: the same steps (and constants) on one ymm register. With AVX2 a
 /// v16f spans two registers, and GCC's lowering of the generic form moved its halves through
 /// the stack (about 7 ns per key and KV head of the attention kernel).
@@ -255,7 +255,7 @@ inline __m256 exp_nonpositive8(__m256 x) {
 /// e^x for x <= 0 (softmax arguments), relative error below 2e-7 for x > -87; exactly 0 for
 /// x = -inf (masked keys), and 0 below -87 where e^x is subnormal anyway.
 inline v16f exp_nonpositive(v16f x) {
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && !defined(__AVX512F__)
   __m256 lo, hi;
   std::memcpy(&lo, &x, 32);
   std::memcpy(&hi, reinterpret_cast<const char*>(&x) + 32, 32);
