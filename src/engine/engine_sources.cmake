@@ -12,6 +12,7 @@ add_library(macattn_engine STATIC
   ${CMAKE_CURRENT_LIST_DIR}/cpu/gemm.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cpu/gemm_portable.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cpu/gemm_avx512.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cpu/gemm_avx2.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cpu/linear.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cpu/ops.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cpu/prefill_attention.cpp
@@ -22,6 +23,8 @@ add_library(macattn_engine STATIC
 set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cpu/gemm_avx512.cpp PROPERTIES COMPILE_OPTIONS
   "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mfma;-mf16c;-ffp-contract=fast;-Wno-uninitialized;-Wno-maybe-uninitialized")
 # (GCC 12 warns on its own _mm512_undefined_* inside the intrinsic headers; nothing of ours.)
+set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/cpu/gemm_avx2.cpp PROPERTIES COMPILE_OPTIONS
+  "-mavx2;-mfma;-mf16c;-ffp-contract=fast")
 target_include_directories(macattn_engine PUBLIC ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(macattn_engine PUBLIC macattn::macattn_static OpenMP::OpenMP_CXX nlohmann_json::nlohmann_json)
 if(TARGET macattn_tokenizer)

@@ -28,6 +28,18 @@ endif()
 # fallback for other processors is checked against transformers too.
 add_test(NAME engine.portable_kernels COMMAND engine_tests "--gtest_filter=Fixtures/HfParity.*:EngineSession.*:ReferenceModel.*")
 set_tests_properties(engine.portable_kernels PROPERTIES ENVIRONMENT "MACATTN_ENGINE_ISA=portable")
+# And on the AVX2 set (processors without AVX-512). Forcing a set the processor lacks is an
+# error, so on a host without AVX2 / FMA / F16C the test reports itself skipped instead.
+include(CheckCXXSourceRuns)
+check_cxx_source_runs("int main() { return __builtin_cpu_supports(\"avx2\") && __builtin_cpu_supports(\"fma\") && __builtin_cpu_supports(\"f16c\") ? 0 : 1; }"
+                      MACATTN_HOST_HAS_AVX2)
+if(MACATTN_HOST_HAS_AVX2)
+  add_test(NAME engine.avx2_kernels COMMAND engine_tests "--gtest_filter=Fixtures/HfParity.*:EngineSession.*:ReferenceModel.*")
+  set_tests_properties(engine.avx2_kernels PROPERTIES ENVIRONMENT "MACATTN_ENGINE_ISA=avx2")
+else()
+  add_test(NAME engine.avx2_kernels COMMAND ${CMAKE_COMMAND} -E echo "SKIPPED: this host lacks AVX2, FMA or F16C")
+  set_tests_properties(engine.avx2_kernels PROPERTIES SKIP_REGULAR_EXPRESSION "SKIPPED")
+endif()
 
 # The CUDA forward pass against the CPU engine (tests/engine/cuda). Built in every
 # configuration: without CUDA, or without a GPU, each test is SKIPPED with the reason.

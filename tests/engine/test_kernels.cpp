@@ -47,6 +47,8 @@ std::vector<const cpu::GemmKernels*> kernel_sets() {
   std::vector<const cpu::GemmKernels*> k{&cpu::portable::kernels()};
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && cpu::avx512::kernels() != nullptr)
     k.push_back(cpu::avx512::kernels());
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    k.push_back(cpu::avx2::kernels());
   return k;
 }
 

@@ -1,5 +1,6 @@
 // engine/cpu/gemm.hpp: the small set of fp32-accumulating kernels the forward pass is built
-// from, compiled per ISA (gemm_avx512.cpp, gemm_portable.cpp) and picked at run time.
+// from, compiled per ISA (gemm_avx512.cpp, gemm_avx2.cpp, gemm_portable.cpp) and picked at run
+// time.
 //
 // Why packed panels: prefill multiplies many activation rows by one weight block, so a
 // weight block is converted (bf16/f16 -> f32) and laid out k-major once ("packed"), then a
@@ -34,13 +35,17 @@ struct GemmKernels {
   float (*exp_shift_sum)(float* x, std::int64_t n, float shift);
 };
 
-/// The kernel set for this processor: "avx512" (AVX-512 F/BW/VL) or "portable";
-/// MACATTN_ENGINE_ISA=portable forces the portable set (tests use it to check both).
+/// The kernel set for this processor: "avx512" (AVX-512 F/BW/VL/DQ), else "avx2" (AVX2, FMA,
+/// F16C), else "portable"; MACATTN_ENGINE_ISA=avx512|avx2|portable forces one (tests use it to
+/// check each).
 const GemmKernels& gemm_kernels();
 
 namespace avx512 {
 const GemmKernels* kernels();
 }  // namespace avx512
+namespace avx2 {
+const GemmKernels* kernels();
+}  // namespace avx2
 namespace portable {
 const GemmKernels& kernels();
 }
