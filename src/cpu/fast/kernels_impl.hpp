@@ -244,7 +244,8 @@ inline void attend_tile(const AttendGroup& a, v16f* lsum, float scale, int q0, c
     for (int i = 0; i < KS; ++i) rows[i] = jj + i < n ? k[jj + i] + head_off : kZeroRow;
     for (int c = 0; c < C; ++c) {
       if (c * 16 * kElem % 64 == 0)
-        for (int i = jj; i < jj + KS && i < ahead.n; ++i) __builtin_prefetch(ahead.k[i] + head_off + c * 16 * kElem, 0, 2);
+        for (int i = jj; i < jj + KS && i < ahead.n; ++i)
+          __builtin_prefetch(ahead.k[i] + head_off + c * 16 * kElem, 0, 2);
       __m256 klo[KS], khi[KS];
       for (int i = 0; i < KS; ++i) load_halves<T>(rows[i], c * 16, klo[i], khi[i]);
       for (int qi = 0; qi < QB; ++qi) {

@@ -143,7 +143,8 @@ inline bool any_above(v16f v, float x) {
   std::memcpy(&lo, &v, 32);
   std::memcpy(&hi, reinterpret_cast<const char*>(&v) + 32, 32);
   const __m256 y = _mm256_set1_ps(x);
-  return (_mm256_movemask_ps(_mm256_cmp_ps(lo, y, _CMP_GT_OQ)) | _mm256_movemask_ps(_mm256_cmp_ps(hi, y, _CMP_GT_OQ))) != 0;
+  return (_mm256_movemask_ps(_mm256_cmp_ps(lo, y, _CMP_GT_OQ)) |
+          _mm256_movemask_ps(_mm256_cmp_ps(hi, y, _CMP_GT_OQ))) != 0;
 #else
   const v16i gt = v > splat(x);
   std::int32_t any = 0;

@@ -35,6 +35,18 @@ struct GemmKernels {
   float (*exp_shift_sum)(float* x, std::int64_t n, float shift);
 };
 
+/// Rows [0, m) of a GEMM in register blocks: tile.template operator()<MR>(r) for blocks of MaxMR
+/// rows from r = 0, then one block of the m % MaxMR rows left. Header-only, so each ISA's file
+/// instantiates it with its own tile (a lambda: a distinct type per file).
+template <int MaxMR, typename Tile>
+inline void for_row_blocks(std::int64_t m, Tile&& tile) {
+  std::int64_t r = 0;
+  for (; r + MaxMR <= m; r += MaxMR) tile.template operator()<MaxMR>(r);
+  if constexpr (MaxMR > 1) {
+    if (r < m) for_row_blocks<MaxMR - 1>(m - r, [&]<int MR>(std::int64_t q) { tile.template operator()<MR>(r + q); });
+  }
+}
+
 /// The kernel set for this processor: "avx512" (AVX-512 F/BW/VL/DQ), else "avx2" (AVX2, FMA,
 /// F16C), else "portable"; MACATTN_ENGINE_ISA=avx512|avx2|portable forces one (tests use it to
 /// check each).

@@ -119,21 +119,8 @@ inline void tile(const float* A, std::int64_t lda, std::int64_t k, const float* 
 
 void gemm(const float* A, std::int64_t lda, std::int64_t m, std::int64_t k, const float* Bp, int nb, float* C,
           std::int64_t ldc, bool accumulate) {
-  std::int64_t r = 0;
-  for (; r + 4 <= m; r += 4) tile<4>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
-  switch (m - r) {
-    case 3:
-      tile<3>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
-      break;
-    case 2:
-      tile<2>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
-      break;
-    case 1:
-      tile<1>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
-      break;
-    default:
-      break;
-  }
+  for_row_blocks<4>(
+      m, [&]<int MR>(std::int64_t r) { tile<MR>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate); });
 }
 
 // Four weight rows per pass so each x vector is loaded once for four dots (decode is bound by
@@ -160,7 +147,8 @@ void matvec_t(const float* x, std::int64_t k, const void* W, std::int64_t ldw, s
   for (; r < rows; ++r) {
     const std::uint8_t* w = base + r * ldw * es;
     __m256 acc = _mm256_setzero_ps();
-    for (std::int64_t kk = 0; kk < k8; kk += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + kk), load8_full<T>(w + kk * es), acc);
+    for (std::int64_t kk = 0; kk < k8; kk += 8)
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + kk), load8_full<T>(w + kk * es), acc);
     if (k8 < k) acc = _mm256_fmadd_ps(xt, load8(w + k8 * es, T, k - k8), acc);
     y[r] = hsum8(acc);
   }

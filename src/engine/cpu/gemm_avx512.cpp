@@ -93,27 +93,8 @@ inline void tile(const float* A, std::int64_t lda, std::int64_t k, const float* 
 
 void gemm(const float* A, std::int64_t lda, std::int64_t m, std::int64_t k, const float* Bp, int nb, float* C,
           std::int64_t ldc, bool accumulate) {
-  std::int64_t r = 0;
-  for (; r + 6 <= m; r += 6) tile<6>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
-  switch (m - r) {
-    case 5:
-      tile<5>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
-      break;
-    case 4:
-      tile<4>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
-      break;
-    case 3:
-      tile<3>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
-      break;
-    case 2:
-      tile<2>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
-      break;
-    case 1:
-      tile<1>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate);
-      break;
-    default:
-      break;
-  }
+  for_row_blocks<6>(
+      m, [&]<int MR>(std::int64_t r) { tile<MR>(A + r * lda, lda, k, Bp, nb, C + r * ldc, ldc, accumulate); });
 }
 
 template <DType T>
