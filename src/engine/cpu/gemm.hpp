@@ -35,6 +35,21 @@ struct GemmKernels {
   float (*exp_shift_sum)(float* x, std::int64_t n, float shift);
 };
 
+/// f.template operator()<T>() for the runtime storage type `dtype` (f32, bf16 or f16), so a
+/// kernel templated on the type is picked once per call, not per element.
+template <typename F>
+inline decltype(auto) with_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::bf16:
+      return f.template operator()<DType::bf16>();
+    case DType::f16:
+      return f.template operator()<DType::f16>();
+    case DType::f32:
+      break;
+  }
+  return f.template operator()<DType::f32>();
+}
+
 /// Rows [0, m) of a GEMM in register blocks: tile.template operator()<MR>(r) for blocks of MaxMR
 /// rows from r = 0, then one block of the m % MaxMR rows left. Header-only, so each ISA's file
 /// instantiates it with its own tile (a lambda: a distinct type per file).

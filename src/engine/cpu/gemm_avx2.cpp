@@ -32,15 +32,7 @@ inline __m256 load8(const void* p, DType dtype, std::int64_t n) {
     std::memcpy(tmp, src, static_cast<std::size_t>(n > 0 ? n : 0) * es);
     src = tmp;
   }
-  switch (dtype) {
-    case DType::f32:
-      return load8_full<DType::f32>(src);
-    case DType::bf16:
-      return load8_full<DType::bf16>(src);
-    case DType::f16:
-      return load8_full<DType::f16>(src);
-  }
-  return _mm256_setzero_ps();
+  return with_dtype(dtype, [&]<DType T>() { return load8_full<T>(src); });
 }
 
 // Lane mask of the first n (0..8) lanes, for maskstore / maskload of fp32.
@@ -155,14 +147,7 @@ void matvec_t(const float* x, std::int64_t k, const void* W, std::int64_t ldw, s
 }
 
 void matvec(const float* x, std::int64_t k, const void* W, DType dtype, std::int64_t ldw, std::int64_t rows, float* y) {
-  switch (dtype) {
-    case DType::f32:
-      return matvec_t<DType::f32>(x, k, W, ldw, rows, y);
-    case DType::bf16:
-      return matvec_t<DType::bf16>(x, k, W, ldw, rows, y);
-    case DType::f16:
-      return matvec_t<DType::f16>(x, k, W, ldw, rows, y);
-  }
+  with_dtype(dtype, [&]<DType T>() { matvec_t<T>(x, k, W, ldw, rows, y); });
 }
 
 // exp(x) = 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2]; degree-6 polynomial (rel. error

@@ -156,14 +156,7 @@ void matvec_t(const float* x, std::int64_t k, const void* W, std::int64_t ldw, s
 }
 
 void matvec(const float* x, std::int64_t k, const void* W, DType dtype, std::int64_t ldw, std::int64_t rows, float* y) {
-  switch (dtype) {
-    case DType::f32:
-      return matvec_t<DType::f32>(x, k, W, ldw, rows, y);
-    case DType::bf16:
-      return matvec_t<DType::bf16>(x, k, W, ldw, rows, y);
-    case DType::f16:
-      return matvec_t<DType::f16>(x, k, W, ldw, rows, y);
-  }
+  with_dtype(dtype, [&]<DType T>() { matvec_t<T>(x, k, W, ldw, rows, y); });
 }
 
 // exp(x) = 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2]; degree-6 polynomial (rel. error
