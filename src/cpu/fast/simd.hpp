@@ -235,7 +235,7 @@ inline v16f lane_broadcast(v16f v, int j) {
 /// the stack (about 7 ns per key and KV head of the attention kernel).
 inline __m256 exp_nonpositive8(__m256 x) {
   const __m256 lim = _mm256_set1_ps(-87.0f);
-  const __m256 xc = _mm256_max_ps(x, lim);  // x = -inf or NaN-free below -87: -87
+  const __m256 xc = _mm256_max_ps(x, lim);  // anything below -87 (-inf included) becomes -87
   const __m256 t = _mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f));
   const __m256 n = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(_mm256_sub_ps(t, _mm256_set1_ps(0.5f))));
   const __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860682030941723212e-6f),
