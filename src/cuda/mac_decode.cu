@@ -17,9 +17,6 @@
 //   reuse + amend partials into entry(t), the ring row (wiping a stale ring first), the complete
 //   state into out, stats, and the reset of the scan's minimum for the next step. No kernel runs
 //   after the attend kernel, so an all-hit step is two kernels deep.
-#include <cstdlib>
-#include <string>
-
 #include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/mac_decide.cuh"
@@ -74,7 +71,7 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   stamp(prof, 1);
 }
 
-template <int D, int NS, typename T, bool kInlineFinish>
+template <int D, int NS, typename T>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype, RingArgs ring,
                                                               MacArgs mac, int hq, int group, int splits, float scale,
                                                               const unsigned long long* best,
@@ -191,14 +188,10 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   constexpr int kScratch = static_cast<int>((TileSmem<D, NS>::kKV > TileSmem<D, NS>::kMerge ? TileSmem<D, NS>::kKV
                                                                                              : TileSmem<D, NS>::kMerge) /
                                             sizeof(float));
-  if constexpr (kInlineFinish)
-    finish_group_body<D>(reinterpret_cast<float*>(smem), kScratch, ring, mac, fa, part_o, part_lse, q_dtype, hq, group,
-                         splits, b, g, step_t, step_stale != 0, dec, prof);
-  else
-    finish_group<D>(reinterpret_cast<float*>(smem), kScratch, ring, mac, fa, part_o, part_lse, q_dtype, hq, group,
-                    splits, b, g, step_t, step_stale != 0, dec, prof);
+  finish_group<D>(reinterpret_cast<float*>(smem), kScratch, ring, mac, fa, part_o, part_lse, q_dtype, hq, group, splits,
+                  b, g, step_t, step_stale != 0, dec);
   if (side_complete && threadIdx.x == 0) fa.complete_done[gid] = 0;
-  stamp(prof, 8);
+  stamp(prof, 6);
 }
 
 // MAC's complete state on its own (when side_complete(); grid kCompleteSplits x Hkv x B,
@@ -351,16 +344,14 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   else if (rings.ring_dtype == DType::f16) launch_scan_d.template operator()<__half>();
   else launch_scan_d.template operator()<float>();
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
-    const char* fin = std::getenv("MACATTN_CUDA_FINISH");  // experiment: inline | call (default)
-    auto kernel = fin && std::string(fin) == "inline" ? mac_attend_kernel<D, NS, T, true> : mac_attend_kernel<D, NS, T, false>;
+    auto kernel = mac_attend_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
     const dim3 grid(hkv, splits, kv.batch_size);
     launch_pdl("mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, ring, mac, hq, group,
                splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side, fa,
                prof.kernel("mac_attend_kernel", grid,
-                           {"decide", "amend", "to complete run", "complete run", "to the finish", "finish: lse",
-                            "finish: weights", "finish: merge + write"}));
+                           {"decide", "amend", "to complete run", "complete run", "to the finish", "finish"}));
   });
   if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");

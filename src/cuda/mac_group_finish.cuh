@@ -9,7 +9,6 @@
 #pragma once
 
 #include "cuda/attend_tile.cuh"
-#include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/mac_decide.cuh"
 #include "macattn/attention.hpp"
@@ -62,10 +61,9 @@ __device__ __forceinline__ void wait_for_count(const int* counter, int target) {
 /// each thread owns units of 4 consecutive elements of one row, and loads a unit's weighted
 /// partials 16 at a time, so a miss row's 50-odd partials cost a few round trips to L2.
 template <int D>
-__device__ __forceinline__ void finish_group_body(float* scratch, int cap, const RingArgs& ring, const MacArgs& mac,
-                                                  const FinishArgs& fa, const float* part_o, const float* part_lse,
-                                                  int q_dtype, int hq, int group, int splits, int b, int g, long long t,
-                                                  bool stale, const Decision* dec, BlockStamps prof) {
+__device__ __noinline__ void finish_group(float* scratch, int cap, const RingArgs& ring, const MacArgs& mac, const FinishArgs& fa,
+                             const float* part_o, const float* part_lse, int q_dtype, int hq, int group, int splits,
+                             int b, int g, long long t, bool stale, const Decision* dec) {
   constexpr int kUnitsPerRow = D / 4;
   constexpr int kBatch = 16;
   const float ninf = -__int_as_float(0x7f800000);
@@ -85,7 +83,6 @@ __device__ __forceinline__ void finish_group_body(float* scratch, int cap, const
       w[idx] = __ldcg(part_lse + (row0 + r0 + r) * parts + p);
     }
     __syncthreads();
-    stamp(prof, 6);
     // A warp per row: max and sum of the amend set [0, splits) and the complete set [splits,
     // parts), the normalised weights (each lane touches only its own entries), then the list of
     // the partials with weight, in split order.
@@ -106,7 +103,6 @@ __device__ __forceinline__ void finish_group_body(float* scratch, int cap, const
           red[r][2 * set + 1] = sum;
         }
       }
-      __syncwarp();  // the weights of the complete set were written by other lanes
       int n = 0;
       for (int p0 = 0; p0 < parts; p0 += 32) {
         const int p = p0 + lane;
@@ -118,7 +114,6 @@ __device__ __forceinline__ void finish_group_body(float* scratch, int cap, const
       if (lane == 0) n_weighted[r] = n;
     }
     __syncthreads();
-    stamp(prof, 7);
     for (int u = threadIdx.x; u < nr * kUnitsPerRow; u += kThreads) {
       const int r = u / kUnitsPerRow, i0 = (u - r * kUnitsPerRow) * 4;
       const int h = g * group + r0 + r;
@@ -211,15 +206,6 @@ __device__ __forceinline__ void finish_group_body(float* scratch, int cap, const
     }
     __syncthreads();  // the scratch is reused by the next pass
   }
-}
-
-template <int D>
-__device__ __noinline__ void finish_group(float* scratch, int cap, const RingArgs& ring, const MacArgs& mac,
-                                          const FinishArgs& fa, const float* part_o, const float* part_lse, int q_dtype,
-                                          int hq, int group, int splits, int b, int g, long long t, bool stale,
-                                          const Decision* dec, BlockStamps prof) {
-  finish_group_body<D>(scratch, cap, ring, mac, fa, part_o, part_lse, q_dtype, hq, group, splits, b, g, t, stale, dec,
-                       prof);
 }
 
 }  // namespace macattn::cuda::detail
