@@ -16,7 +16,7 @@
 
 namespace macattn::cuda::detail {
 
-constexpr int kMaxStamps = 8;  // per block
+constexpr int kMaxStamps = 6;  // per block
 
 /// A kernel's stamp buffer: [blocks][kMaxStamps] %globaltimer values (0 = not reached).
 struct BlockStamps {

@@ -21,7 +21,6 @@ struct Decision {
   float distance = __builtin_huge_valf();
   bool hit = false;
   long long start = 0;  // first key of entry(t)
-  float matched_lse = 0.f;  // lring of the matched slot (read by decide); meaningful when matched >= 0
 };
 
 __device__ __forceinline__ long long entry_end_dev(long long p, int rect) {
@@ -43,7 +42,6 @@ __device__ __forceinline__ Decision decide(unsigned long long best, long long t,
   x.distance = __uint_as_float(static_cast<unsigned>(best >> 32));
   const long long slot = x.matched % mac.window;
   const float l_m = ring.lring[(static_cast<std::size_t>(b) * mac.window + slot) * hq + h];
-  x.matched_lse = l_m;
   const long long e_m = entry_end_dev(x.matched, mac.rect);
   const bool finite = l_m == l_m && fabsf(l_m) != __int_as_float(0x7f800000);
   x.hit = x.distance < mac.threshold && finite && (mac.sinks == 0 || e_m >= mac.sinks) && new_end - e_m >= 0 &&

@@ -12,15 +12,12 @@
 //      in kCompleteSplits parts, unless
 //   2b. complete (grid kCompleteSplits x Hkv x B, small grids: side_complete()) computes them
 //      on a side stream beside 1 and 2: no decision changes the complete state's keys.
-//   The last of a group's attend blocks to arrive (a ticket counter the scan zeroes; with 2b,
-//   after the group's complete parts are counted in) finishes the group (mac_group_finish.cuh):
-//   reuse + amend partials into entry(t), the ring row (wiping a stale ring first), the complete
-//   state into out, stats, and the reset of the scan's minimum for the next step. No kernel runs
-//   after the attend kernel, so an all-hit step is two kernels deep.
+//   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
+//      (wiping a stale ring first), merges the complete state into out, writes stats, and
+//      resets the scan's minimum for the next step.
 #include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/mac_decide.cuh"
-#include "cuda/mac_group_finish.cuh"
 #include "cuda/mac_scan.cuh"
 #include "cuda/merge_splits.cuh"
 
@@ -40,9 +37,9 @@ constexpr int kDirectPerThread = 4;
 // / at another position). Rows at distance >= bound are dropped (mac_scan.cuh).
 template <int D, typename RT, int Form>
 __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
-                                                                RingArgs ring, MacArgs mac, int hq, int group,
-                                                                int tiles_per_block, float bound, unsigned long long* best,
-                                                                std::uint8_t* stale_flags, int* tickets, BlockStamps prof) {
+                                                                RingArgs ring, MacArgs mac, int hq, int tiles_per_block,
+                                                                float bound, unsigned long long* best,
+                                                                std::uint8_t* stale_flags, BlockStamps prof) {
   extern __shared__ __align__(16) char scan_smem[];
   grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
   allow_dependents();
@@ -51,9 +48,6 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   const long long t = seq_len(kv, b) - 1;
   const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
   if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
-  // The attend kernel's tickets of this step start at 0 (it runs after this kernel, the last
-  // step's after the previous one).
-  if (blockIdx.x == 0 && threadIdx.x == 0 && h % group == 0) tickets[static_cast<std::size_t>(b) * (hq / group) + h / group] = 0;
   if (t < mac.min_context) return;
   const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
   float q[D / 16];
@@ -76,16 +70,11 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
                                                               MacArgs mac, int hq, int group, int splits, float scale,
                                                               const unsigned long long* best,
                                                               const std::uint8_t* stale_flags, float* part_o,
-                                                              float* part_lse, bool side_complete, FinishArgs fa,
-                                                              BlockStamps prof) {
+                                                              float* part_lse, bool side_complete, BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
   __shared__ long long starts[kRows];
-  __shared__ __align__(8) char dec_raw[kRows * sizeof(Decision)];  // the rows' decisions, for the finish
-  Decision* dec = reinterpret_cast<Decision*>(dec_raw);
-  __shared__ long long step_t;  // t and the stale flag again for the finish (not held in registers
-  __shared__ int step_stale;    // across the attention runs)
   grid_dependency_wait();  // the scan's minima and stale flags
   allow_dependents();
   stamp(prof, 0);
@@ -98,10 +87,6 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
   const int parts = splits + kCompleteSplits;
   if (threadIdx.x < kRows) q_rows[threadIdx.x] = group_query_row(q, esize, D, b, hq, g, group, threadIdx.x);
-  if (threadIdx.x == 0) {
-    step_t = t;
-    step_stale = stale ? 1 : 0;
-  }
   __syncthreads();
   // The query (every run of this block uses it) is staged first: its loads travel with the
   // scan minimum's instead of waiting for the decision.
@@ -114,16 +99,9 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
     long long start = new_end;
     if (real) {
-      const unsigned long long m = t < mac.min_context ? kNoMatch : best_raw;
-      // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf); the
-      // stats still report the best row the scan found.
-      Decision x = decide(stale ? kNoMatch : m, t, mac, ring, b, h, hq);
-      if (stale && m != kNoMatch) {
-        x.matched = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);
-        x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
-      }
-      start = x.start;
-      dec[r] = x;
+      const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
+      // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
+      start = stale ? (new_end < mac.sinks ? new_end : mac.sinks) : decide(m, t, mac, ring, b, h, hq).start;
     }
     starts[r] = start;
     Tile::row_keys(smem)[r] = real ? RowKeys{start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
@@ -180,18 +158,10 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     for (int j = ja + 1; j <= jb; ++j) write_partial(splits + j, false);
     ja = jb + 1;
   }
-  // The last of the group's blocks finishes it (with the side kernel, once its complete parts are in).
-  const std::size_t gid = static_cast<std::size_t>(b) * gridDim.x + g;
-  if (!take_group_ticket(fa.tickets + gid, splits)) return;
-  if (side_complete) wait_for_count(fa.complete_done + gid, kCompleteSplits);
-  stamp(prof, 5);
-  constexpr int kScratch = static_cast<int>((TileSmem<D, NS>::kKV > TileSmem<D, NS>::kMerge ? TileSmem<D, NS>::kKV
-                                                                                             : TileSmem<D, NS>::kMerge) /
-                                            sizeof(float));
-  finish_group<D>(reinterpret_cast<float*>(smem), kScratch, ring, mac, fa, part_o, part_lse, q_dtype, hq, group, splits,
-                  b, g, step_t, step_stale != 0, dec);
-  if (side_complete && threadIdx.x == 0) fa.complete_done[gid] = 0;
-  stamp(prof, 6);
+  if (prof.p) {
+    __syncthreads();
+    stamp(prof, 5);
+  }
 }
 
 // MAC's complete state on its own (when side_complete(); grid kCompleteSplits x Hkv x B,
@@ -205,7 +175,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
                                                                                    int q_dtype, MacArgs mac, int hq,
                                                                                    int group, int splits, float scale,
                                                                                    float* part_o, float* part_lse,
-                                                                                   int* complete_done, BlockStamps prof) {
+                                                                                   BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
@@ -234,13 +204,140 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
     Tile::run(smem, kv, b, g, cs, scale, group);
   }
   write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, splits + j, work);
-  // Counted in for the attend kernel's finish of the group (which waits for all kCompleteSplits).
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(complete_done + static_cast<std::size_t>(b) * gridDim.y + g, 1);
-  }
   stamp(prof, 1);
+}
+
+// One block per query head, blockDim = head_dim (thread i owns element i). The work is laid
+// out so that the chain of dependent memory round trips is three (the step's floor at hit rate
+// 1 is a chain of such trips): (1) the position, stale flag, scan minimum, q_pre and every
+// partial's lse; (2) the matched ring entry (lse and o, loaded before the hit is known) and the
+// partials' o; (3) the writes.
+__global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, int q_dtype, float* lse, RingArgs ring,
+                                  MacArgs mac, int hq, int head_dim, int splits, unsigned long long* best,
+                                  const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
+                                  HeadStats* head_stats, BlockStamps prof) {
+  __shared__ float w[kMaxSplits + kCompleteSplits];  // partials' lse, then their weights
+  __shared__ float red[4];                           // max and sum: amend, complete
+  grid_dependency_wait();  // the attend kernel's partials
+  allow_dependents();
+  stamp(prof, 0);
+  const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
+  const int parts = splits + kCompleteSplits;
+  const std::size_t qrow = static_cast<std::size_t>(b) * hq + h;
+  const float ninf = -__int_as_float(0x7f800000);
+  // Round trip 1: everything that depends on nothing.
+  const long long t = seq_len(kv, b) - 1;
+  const bool stale = stale_flags[b] != 0;
+  const unsigned long long best_raw = best[qrow];
+  const float q_i = load_float(q_pre, q_dtype, qrow * head_dim + i);
+  for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
+  // The partials' o travel with their lse (before the weights are known): the complete ones
+  // and the first kPrefetch amend ones, which at a hit are all that hold work. An empty
+  // partial's o was never written; its weight is 0 and a select (not a product) drops it.
+  const float* po = part_o + qrow * parts * head_dim + i;
+  constexpr int kPrefetch = 8;
+  float pre_a[kPrefetch], pre_c[kCompleteSplits];
+#pragma unroll
+  for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
+#pragma unroll
+  for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
+  const long long new_end = entry_end_dev(t, mac.rect);
+  const unsigned long long m = t < mac.min_context ? kNoMatch : best_raw;
+  // Round trip 2, issued before the barrier: the candidate ring entry, its o beside the lse
+  // decide() reads (both addresses follow from the minimum, so neither waits for the other).
+  const long long cand = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);  // if m found one
+  float ro = 0.f;
+  if (!stale && m != kNoMatch) {
+    const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + cand % mac.window) * hq + h;
+    ro = load_float(ring.oring, ring.dtype, mrow * head_dim + i);
+  }
+  Decision x = decide(stale ? kNoMatch : m, t, mac, ring, b, h, hq);
+  if (stale && m != kNoMatch) {  // the wiped ring's best: oldest candidate at |q|^2, never a hit
+    x.matched = cand;
+    x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
+  }
+  __syncthreads();
+  stamp(prof, 1);
+  // Max and sum of exp for the amend partials [0, splits) (warp 0) and the complete partials
+  // [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
+  const int warp = i >> 5, lane = i & 31;
+  for (int set = warp; set < 2; set += (blockDim.x >> 5)) {
+    const int s0 = set == 0 ? 0 : splits, s1 = set == 0 ? splits : parts;
+    float mx = ninf;
+    for (int p = s0 + lane; p < s1; p += 32) mx = fmaxf(mx, w[p]);
+    for (int off = 16; off >= 1; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    float sum = 0.f;
+    if (mx != ninf)
+      for (int p = s0 + lane; p < s1; p += 32) sum += expf(w[p] - mx);
+    for (int off = 16; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) {
+      red[2 * set] = mx;
+      red[2 * set + 1] = sum;
+    }
+  }
+  __syncthreads();
+  const float am = red[0], asum = red[1], cm = red[2], csum = red[3];
+  for (int p = i; p < parts; p += blockDim.x) {
+    const float mx = p < splits ? am : cm, sum = p < splits ? asum : csum;
+    w[p] = mx == ninf ? 0.f : expf(w[p] - mx) / sum;  // exp(-inf) = 0: an empty partial is skipped
+  }
+  __syncthreads();
+  // The partials' o, weighted (in split order); amend partials past the prefetched ones load now.
+  float eo = 0.f, co = 0.f;
+#pragma unroll
+  for (int k = 0; k < kPrefetch; ++k)
+    if (k < splits) eo += w[k] != 0.f ? w[k] * pre_a[k] : 0.f;
+#pragma unroll 8
+  for (int p = kPrefetch; p < splits; ++p)
+    if (w[p] != 0.f) eo += w[p] * po[static_cast<std::size_t>(p) * head_dim];
+#pragma unroll
+  for (int k = 0; k < kCompleteSplits; ++k) co += w[splits + k] != 0.f ? w[splits + k] * pre_c[k] : 0.f;
+  float el = am == ninf ? ninf : am + logf(asum);
+  const float cl = cm == ninf ? ninf : cm + logf(csum);
+  if (am == ninf) eo = 0.f;
+  if (x.hit) {  // amend = the reused entry (+) the band
+    const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
+    const MergeWeights mw = merge_weights(ring.lring[mrow], el);
+    eo = mw.w1 * ro + mw.w2 * eo;
+    el = mw.lse;
+  }
+  __syncthreads();  // every thread has read the ring (lring[m], oring[m]) before it is written
+  stamp(prof, 2);
+  // Round trip 3: the writes.
+  if (stale) {  // wipe this head's rows of every slot
+    for (int slot = 0; slot < mac.window; ++slot) {
+      const std::size_t r = (static_cast<std::size_t>(b) * mac.window + slot) * hq + h;
+      store_float(ring.qring, ring.dtype, r * head_dim + i, 0.f);
+      store_float(ring.oring, ring.dtype, r * head_dim + i, 0.f);
+      if (i == 0) ring.lring[r] = ninf;
+    }
+  }
+  const std::size_t wrow = (static_cast<std::size_t>(b) * mac.window + t % mac.window) * hq + h;
+  store_float(ring.qring, ring.dtype, wrow * head_dim + i, q_i);
+  store_float(ring.oring, ring.dtype, wrow * head_dim + i, eo);
+  if (i == 0) ring.lring[wrow] = el;
+  // Complete: out = entry (+) sinks and tail.
+  const MergeWeights ow = merge_weights(el, cl);
+  store_float(out, q_dtype, qrow * head_dim + i, ow.w1 * eo + ow.w2 * co);
+  if (i == 0) {
+    if (lse) lse[qrow] = ow.lse;
+    best[qrow] = kNoMatch;
+    if (head_stats) {
+      HeadStats hs;
+      hs.hit = x.hit ? 1 : 0;
+      hs.matched_position = x.matched;
+      hs.match_distance = x.distance;
+      hs.band_len = x.hit ? static_cast<std::int32_t>(new_end - x.start) : 0;
+      const long long sinks = x.start < mac.sinks ? x.start : mac.sinks;
+      hs.kv_tokens_read = x.hit ? (t + 1 - x.start) + sinks : t + 1;
+      head_stats[qrow] = hs;
+    }
+    if (h == 0) {
+      ring.position[b] = t + 1;
+      ring.ready[b] = 1;
+    }
+  }
+  stamp(prof, 3);
 }
 
 }  // namespace
@@ -297,7 +394,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
     allow_smem(kernel, bytes);
     launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd, ring, mac, hq,
-               group, per, bound, ws.best, ws.seq_flags, ws.group_counters, prof.kernel(name, scan_grid, {"scan"}));
+               per, bound, ws.best, ws.seq_flags, prof.kernel(name, scan_grid, {"scan"}));
   };
   auto launch_scan_pd = [&]<int D, typename RT>() {
     if (form == kScanDirect) launch_scan.template operator()<D, RT, kScanDirect>();
@@ -309,21 +406,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     else launch_scan_pd.template operator()<256, RT>();
   };
   const float scale = shape.scale();
-  // The groups' counters: attend tickets, then side complete parts done ([B * Hkv] each).
-  int* complete_done = ws.group_counters + ws.capacity_heads;
-  FinishArgs fa;
-  fa.q_pre = q_pre.data;
-  fa.out = out.data;
-  fa.lse = lse;
-  fa.head_stats = head_stats;
-  fa.best = ws.best;
-  fa.tickets = ws.group_counters;
-  fa.complete_done = complete_done;
   // The complete kernel on the side stream (side_complete() says when), forked from `s` here and
-  // joined after the attend kernel (a fork/join that stream capture records as graph edges). The
-  // attend kernel's finishing blocks wait for its parts by a counter, not by the join: the side
-  // kernel starts with the scan (before the attend kernel exists), and at most one block per
-  // group waits, so the side kernel's blocks always find room.
+  // joined before the finish kernel (a fork/join that stream capture records as graph edges).
   const bool side = side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
   auto side_stream = static_cast<cudaStream_t>(ws.side_stream);
   if (side) {
@@ -335,8 +419,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
       allow_smem(kernel, bytes);
       const dim3 grid(kCompleteSplits, hkv, kv.batch_size);
       launch_pdl("mac_complete_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd, mac,
-                 hq, group, splits, scale, ws.part_o, ws.part_lse, complete_done,
-                 prof.kernel("mac_complete_kernel", grid, {"complete"}));
+                 hq, group, splits, scale, ws.part_o, ws.part_lse, prof.kernel("mac_complete_kernel", grid, {"complete"}));
     });
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.join_event), side_stream), "cudaEventRecord (join)");
   }
@@ -349,12 +432,15 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     allow_smem(kernel, bytes);
     const dim3 grid(hkv, splits, kv.batch_size);
     launch_pdl("mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, ring, mac, hq, group,
-               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side, fa,
-               prof.kernel("mac_attend_kernel", grid,
-                           {"decide", "amend", "to complete run", "complete run", "to the finish", "finish"}));
+               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
+               prof.kernel("mac_attend_kernel", grid, {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
   if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
+  const dim3 finish_grid(static_cast<unsigned>(heads));
+  launch_pdl("mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_pre.data, out.data, qd, lse, ring,
+             mac, hq, d, splits, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats,
+             prof.kernel("mac_finish_kernel", finish_grid, {"load + decide", "merge", "write"}));
   prof.finish();
 }
 

@@ -236,7 +236,6 @@ void Workspace::release() {
   cudaFree(buffers_.part_lse);
   cudaFree(buffers_.best);
   cudaFree(buffers_.seq_flags);
-  cudaFree(buffers_.group_counters);
   buffers_ = Buffers{};
   bytes_ = 0;
 }
@@ -281,9 +280,6 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   buffers_.best = n.best;
   alloc(reinterpret_cast<void**>(&n.seq_flags), static_cast<std::size_t>(n.capacity_batch));
   buffers_.seq_flags = n.seq_flags;
-  const std::size_t counter_bytes = 2 * static_cast<std::size_t>(n.capacity_heads) * sizeof(std::int32_t);
-  alloc(reinterpret_cast<void**>(&n.group_counters), counter_bytes);
-  buffers_.group_counters = n.group_counters;
   // A stream and two events for MAC's side kernel (fork/join: capturable in a CUDA graph).
   cudaStream_t side = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;
@@ -299,8 +295,6 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
     fail(fn, ": creating the side stream and its events failed: ", cudaGetErrorString(je));
   }
   fill_u64_kernel<<<64, 256>>>(n.best, static_cast<std::size_t>(n.capacity_heads), ~0ull);
-  MACATTN_CUDA_CHECK_LAUNCH("fill_u64_kernel");
-  MACATTN_CUDA_CHECK(cudaMemset(n.group_counters, 0, counter_bytes));
   MACATTN_CUDA_CHECK_LAUNCH("fill_u64_kernel");
   MACATTN_CUDA_CHECK(cudaDeviceSynchronize());
 }
