@@ -44,6 +44,9 @@ struct BenchOptions {
   macattn::CpuProducts products = macattn::CpuProducts::fp32;  // --cpu-products
   std::int32_t graph_steps = 1;    // --backend cuda: also time N layer-steps per graph (1 = off)
   bool far_miss_rows = false;      // --backend cuda: non-matching ring rows q_pre + 3 (else q_pre +/- sqrt(2))
+  std::int32_t page_size = 16;     // --backend cuda: tokens per K/V page
+  bool hnd = false;                // --backend cuda: HND pages ([page][kv head][token][dim]) instead of NHD
+  bool shuffled_pages = false;     // --backend cuda: page table in a random order (a long-running pool)
   std::uint64_t seed = 1;
   std::string json_path, csv_path;
   bool progress = true;

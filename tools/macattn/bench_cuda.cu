@@ -1,6 +1,7 @@
 // tools/macattn/bench_cuda.cu: `macattn bench --backend cuda`, the decode benchmark on the GPU.
 //
-// Per (shape, batch, context): a paged bf16/f16 K/V cache (page size 16, NHD) with random
+// Per (shape, batch, context): a paged bf16/f16 K/V cache (page size 16, NHD, pages in order by
+// default: --page-size, --kv-layout, --page-order) with random
 // values, copied R times so that the inputs of consecutive timed runs rotate through more than
 // 4x the L2 cache; exact decode timed by CUDA-graph replay (the headline) and eagerly; then MAC
 // at each hit rate and miss pattern. Hit rates are forced honestly: the rings are filled so that
@@ -79,17 +80,21 @@ __device__ float to_f(const void* p, int dtype, std::size_t i) {
   return static_cast<const float*>(p)[i];
 }
 
-/// Naive exact attention, one block of D threads per (b, h), fp32, page size 16 NHD pages in
-/// order: an independent check of the timed kernel.
+/// Naive exact attention, one block of D threads per (b, h), fp32, through the page table
+/// (sequence b's pages are indices[b * pages_per_seq ...]; NHD or HND): an independent check of
+/// the timed kernel.
 __global__ void naive_attention_kernel(const void* k, const void* v, int kv_dtype, const void* q, int q_dtype, int hq,
-                                       int hkv, int d, long long len, long long stride, float scale, float* out) {
+                                       int hkv, int d, long long len, const std::int32_t* indices,
+                                       long long pages_per_seq, int page_size, int hnd, float scale, float* out) {
   const int b = blockIdx.x / hq, h = blockIdx.x % hq, g = h / (hq / hkv), i = threadIdx.x;
   __shared__ float part[8];
   __shared__ float score;
   const float qi = to_f(q, q_dtype, (std::size_t(b) * hq + h) * d + i);
   float m = -INFINITY, l = 0.f, o = 0.f;
   for (long long j = 0; j < len; ++j) {
-    const std::size_t row = ((std::size_t(b) * stride + j) * hkv + g) * d;
+    const std::size_t page = static_cast<std::size_t>(indices[b * pages_per_seq + j / page_size]);
+    const std::size_t in = static_cast<std::size_t>(j % page_size);
+    const std::size_t row = (hnd ? (page * hkv + g) * page_size + in : (page * page_size + in) * hkv + g) * d;
     float x = qi * to_f(k, kv_dtype, row + i);
     for (int off = 16; off >= 1; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
     if ((i & 31) == 0) part[i >> 5] = x;
@@ -282,15 +287,17 @@ int run_cuda_bench(const BenchOptions& o) {
       for (std::int32_t batch : o.batches)
         for (std::int64_t ctx : o.contexts) {
           const macattn::AttentionShape& sh = bs.shape;
-          const int hq = sh.num_q_heads, hkv = sh.num_kv_heads, d = sh.head_dim, page = 16;
+          const int hq = sh.num_q_heads, hkv = sh.num_kv_heads, d = sh.head_dim, page = o.page_size;
           const long long pages_per_seq = (ctx + page - 1) / page;
           const std::size_t kv_elems = std::size_t(batch) * pages_per_seq * page * hkv * d;
           const std::size_t kv_bytes = kv_elems * 2;
           const int copies = static_cast<int>(std::clamp<std::size_t>((4 * l2 + 2 * kv_bytes - 1) / (2 * kv_bytes), 1, 8));
-          // Page table: sequence b owns pages [b*pages, (b+1)*pages) in order (as a fresh pool hands them out).
+          // Page table: sequence b owns pages [b*pages, (b+1)*pages) in order (as a fresh pool hands them out),
+          // or (--page-order shuffled) the pool's pages in a random order.
           std::vector<std::int32_t> indptr(batch + 1), indices(std::size_t(batch) * pages_per_seq), last(batch);
           for (int b = 0; b <= batch; ++b) indptr[b] = static_cast<std::int32_t>(b * pages_per_seq);
           for (std::size_t i = 0; i < indices.size(); ++i) indices[i] = static_cast<std::int32_t>(i);
+          if (o.shuffled_pages) std::shuffle(indices.begin(), indices.end(), rng);
           for (int b = 0; b < batch; ++b) last[b] = static_cast<std::int32_t>(ctx - (pages_per_seq - 1) * page);
           DevBuf dindptr(indptr.size() * 4), dindices(indices.size() * 4), dlast(last.size() * 4);
           ck(cudaMemcpy(dindptr.p, indptr.data(), dindptr.n, cudaMemcpyHostToDevice), "copy");
@@ -308,7 +315,7 @@ int run_cuda_bench(const BenchOptions& o) {
             kv.v_pages = vs.back().p;
             kv.num_pages = static_cast<std::int64_t>(indices.size());
             kv.page_size = page;
-            kv.layout = macattn::KVLayout::NHD;
+            kv.layout = o.hnd ? macattn::KVLayout::HND : macattn::KVLayout::NHD;
             kv.indptr = dindptr.as<std::int32_t>();
             kv.indices = dindices.as<std::int32_t>();
             kv.last_page_len = dlast.as<std::int32_t>();
@@ -330,7 +337,8 @@ int run_cuda_bench(const BenchOptions& o) {
           // Check exact decode against the naive kernel (copy 0), then time it.
           mc::exact_decode(sh, kvs[0], {qpost.p, macattn::DType::bf16}, {out_exact.p, macattn::DType::bf16}, nullptr, ws, s);
           naive_attention_kernel<<<batch * hq, d, 0, s>>>(ks[0].p, vs[0].p, static_cast<int>(dt), qpost.p, 2, hq, hkv, d,
-                                                          ctx, pages_per_seq * page, sh.scale(), naive.as<float>());
+                                                          ctx, dindices.as<std::int32_t>(), pages_per_seq, page,
+                                                          o.hnd ? 1 : 0, sh.scale(), naive.as<float>());
           ck(cudaStreamSynchronize(s), "check");
           std::vector<std::uint16_t> got_raw(qn);
           std::vector<float> got(qn), want(qn);
@@ -517,9 +525,11 @@ int run_cuda_bench(const BenchOptions& o) {
         }
 
   // Table.
-  std::printf("\nmacattn bench --backend cuda: %s, streaming read %.0f GB/s, commit %s, miss rows %s\n",
+  std::printf("\nmacattn bench --backend cuda: %s, streaming read %.0f GB/s, commit %s, miss rows %s, pages of %d "
+              "tokens, %s, %s\n",
               macattn::cuda::device_description().c_str(), stream_gbps, MACATTN_GIT_COMMIT,
-              o.far_miss_rows ? "far" : "near");
+              o.far_miss_rows ? "far" : "near", o.page_size, o.hnd ? "HND" : "NHD",
+              o.shuffled_pages ? "shuffled" : "in order");
   // Columns: one layer-step per graph (exact_us, mac_us, speedup), and with --graph-steps N > 1
   // the per-step time of N steps in one graph (exact/N, mac/N, speedup/N).
   const bool multi = o.graph_steps > 1;
@@ -547,7 +557,8 @@ int run_cuda_bench(const BenchOptions& o) {
     j["commit"] = MACATTN_GIT_COMMIT;
     j["stream_read_gbps"] = stream_gbps;
     j["config"] = {{"window", o.config.window}, {"rect_offset", o.config.rect_offset}, {"tau", o.config.tau},
-                   {"ring_dtype", macattn::dtype_name(o.ring_dtype)}, {"page_size", 16}, {"layout", "NHD"},
+                   {"ring_dtype", macattn::dtype_name(o.ring_dtype)}, {"page_size", o.page_size}, {"layout", o.hnd ? "HND" : "NHD"},
+                   {"page_order", o.shuffled_pages ? "shuffled" : "in"},
                    {"timing", "CUDA events per replay, median; MAC graph time minus the restore graph's median"},
                    {"graph_steps", o.graph_steps},
                    {"miss_rows", o.far_miss_rows ? "far" : "near"},

@@ -125,6 +125,17 @@ FlagSet bench_flags(BenchOptions& o) {
         "near", [&o](const std::string& v) {
           o.far_miss_rows = parse_choice("--miss-rows", v, {"near", "far"}) == "far";
         });
+  f.add("--page-size", "N", "--backend cuda: tokens per K/V page (1-1024)", str(o.page_size),
+        [&o](const std::string& v) { o.page_size = static_cast<std::int32_t>(parse_int("--page-size", v, 1, 1024)); });
+  f.add("--kv-layout", "nhd|hnd",
+        "--backend cuda: page layout, NHD ([page][token][kv head][dim]) or HND ([page][kv head][token][dim])", "nhd",
+        [&o](const std::string& v) { o.hnd = parse_choice("--kv-layout", v, {"nhd", "hnd"}) == "hnd"; });
+  f.add("--page-order", "in|shuffled",
+        "--backend cuda: each sequence's pages in pool order, or scattered over the pool in a random order (as "
+        "in a long-running server)",
+        "in", [&o](const std::string& v) {
+          o.shuffled_pages = parse_choice("--page-order", v, {"in", "shuffled"}) == "shuffled";
+        });
   f.add("--seed", "N", "random seed", "1",
         [&o](const std::string& v) { o.seed = static_cast<std::uint64_t>(parse_int("--seed", v, 0, INT64_MAX)); });
   f.add("--json", "FILE", "write results as JSON", "none", [&o](const std::string& v) { o.json_path = v; });
@@ -155,6 +166,9 @@ bool parse_bench_options(const std::vector<std::string>& args, BenchOptions& o) 
   }
   for (const auto& s : o.shapes) s.shape.validate();
   o.config.validate();
+  if (!o.cuda && (o.page_size != 16 || o.hnd || o.shuffled_pages))
+    throw UsageError("--page-size, --kv-layout and --page-order apply to --backend cuda only (the CPU benchmark "
+                     "times a contiguous cache)");
   for (const auto n : o.contexts)
     if (n <= o.match_age) throw UsageError("--contexts " + std::to_string(n) + " must exceed --match-age");
   if (o.match_age > o.config.window)
