@@ -237,6 +237,7 @@ struct CudaRow {
   int splits, copies;
   // --graph-steps N > 1: N consecutive layer-steps (rotating input copies) in one graph, per step.
   double exact_steps_us = 0, mac_steps_us = 0, restore_steps_us = 0, speedup_steps = 0;
+  std::string dtype;  // K/V dtype
 };
 
 }  // namespace
@@ -387,6 +388,7 @@ int run_cuda_bench(const BenchOptions& o) {
           CudaRow base{bs.name, batch, static_cast<long long>(ctx), -1, "-", 0, 0, exact_graph, exact_eager, gbps,
                        gbps / stream_gbps, 0, 0, 0, 0, exact_err, splits, copies};
           base.exact_steps_us = exact_steps;
+          base.dtype = macattn::dtype_name(dt);
           rows.push_back(base);
 
           // MAC rings, one set per copy.
@@ -509,6 +511,7 @@ int run_cuda_bench(const BenchOptions& o) {
               CudaRow row{bs.name, batch, static_cast<long long>(ctx), hr, miss_pattern_name(pat),
                           double(nh) / heads, double(all_hit) / groups, exact_graph, exact_eager, gbps,
                           gbps / stream_gbps, net, mac_eager - rest, rest, exact_graph / net, check, splits, copies};
+              row.dtype = macattn::dtype_name(dt);
               if (steps > 1) {
                 row.exact_steps_us = exact_steps;
                 row.restore_steps_us = rest_steps;
@@ -565,7 +568,7 @@ int run_cuda_bench(const BenchOptions& o) {
                    {"flush", o.flush ? "L2 flushed (a read of 4x L2) before every timed run, outside the events"
                                      : "off"}};
     for (const CudaRow& r : rows)
-      j["rows"].push_back({{"shape", r.shape}, {"batch", r.batch}, {"context", r.context}, {"hit_rate", r.hit_rate},
+      j["rows"].push_back({{"shape", r.shape}, {"dtype", r.dtype}, {"batch", r.batch}, {"context", r.context}, {"hit_rate", r.hit_rate},
                            {"pattern", r.pattern}, {"measured_hit_rate", r.measured_hit_rate},
                            {"all_hit_group_fraction", r.all_hit_groups}, {"exact_graph_us", r.exact_graph_us},
                            {"exact_eager_us", r.exact_eager_us}, {"exact_gbps", r.exact_gbps},
