@@ -25,6 +25,8 @@
 // bf16 on load (what to_bf16 + the bf16 cuBLAS call did).
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 namespace macattn::engine::gpu {
 
@@ -149,13 +151,13 @@ __device__ __forceinline__ std::int64_t gemv_row(std::int64_t group, int j, std:
 }
 
 // Block reduction of acc [kRows * N] (index j * N + r) and the epilogue.
-template <int N, bool SWIGLU>
+template <int N, bool SWIGLU, int kBlockThreads = gemv_threads<N>()>
 __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(kGemvRows * N)], std::int64_t group,
                                             std::int64_t out, const GemvOut& o) {
   constexpr int V = kGemvRows * N;
   constexpr int VP = pow2_at_least(V);
   static_assert(VP <= 32, "at most 32 accumulators per thread");
-  constexpr int kWarps = gemv_threads<N>() / 32;
+  constexpr int kWarps = kBlockThreads / 32;
   static_assert(kWarps <= kGemvMaxWarps);
   __shared__ float red[kWarps][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -196,12 +198,12 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(kGemvRows
 // The 16-byte path: in % 8 == 0, W and x 16-byte aligned.
 // At most 128 registers (512 / threads blocks of `threads` per SM) except fp32 inputs at N >= 7, which
 // would spill.
-template <int N, typename XT, bool SWIGLU>
-__global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / gemv_threads<N>())
+template <int N, typename XT, bool SWIGLU, int kThreads = gemv_threads<N>(), int kUnroll = gemv_unroll<N>(),
+          bool kHoistX = false, int kMinBlocks = 512 / kThreads>
+__global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : kMinBlocks)
     gemv_vec_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
                     GemvOut o) {
   constexpr int VP = pow2_at_least(kGemvRows * N);
-  constexpr int kThreads = gemv_threads<N>(), kUnroll = gemv_unroll<N>();
   const std::int64_t group = blockIdx.x;
   const std::int64_t chunks = in / 8;
   const uint4* wr[kGemvRows];
@@ -232,20 +234,32 @@ __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4)
         float wf[kGemvRows][8];
 #pragma unroll
         for (int j = 0; j < kGemvRows; ++j) unpack8(wv[u][j], wf[j]);
+        if constexpr (kHoistX) {  // every activation row's chunk in flight before the first FMA
+          float xf[N][8];
 #pragma unroll
-        for (int r = 0; r < N; ++r) {
-          float xf[8];
-          load_x8(x + r * in, c, xf);
+          for (int r = 0; r < N; ++r) load_x8(x + r * in, c, xf[r]);
 #pragma unroll
-          for (int j = 0; j < kGemvRows; ++j)
+          for (int r = 0; r < N; ++r)
 #pragma unroll
-            for (int e = 0; e < 8; ++e) acc[j * N + r] = __fmaf_rn(wf[j][e], xf[e], acc[j * N + r]);
+            for (int j = 0; j < kGemvRows; ++j)
+#pragma unroll
+              for (int e = 0; e < 8; ++e) acc[j * N + r] = __fmaf_rn(wf[j][e], xf[r][e], acc[j * N + r]);
+        } else {
+#pragma unroll
+          for (int r = 0; r < N; ++r) {
+            float xf[8];
+            load_x8(x + r * in, c, xf);
+#pragma unroll
+            for (int j = 0; j < kGemvRows; ++j)
+#pragma unroll
+              for (int e = 0; e < 8; ++e) acc[j * N + r] = __fmaf_rn(wf[j][e], xf[e], acc[j * N + r]);
+          }
         }
       }
     }
   }
   if (!waited) engine_grid_wait();
-  gemv_finish<N, SWIGLU>(acc, group, out, o);
+  gemv_finish<N, SWIGLU, kThreads>(acc, group, out, o);
 }
 
 // The scalar path: any in, any (element-aligned) pointers.
@@ -447,9 +461,38 @@ void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, c
   const auto grid = static_cast<unsigned>(blocks);
   if (kernel == GemvKernel::mma)
     gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU>, grid, kMmaWarps * 32, s, pdl, "gemv_mma_kernel", x, w, out, in, o);
-  else if (kernel == GemvKernel::fma)
+  else if (kernel == GemvKernel::fma) {
+    // Experiment (MACATTN_ENGINE_GEMV_FORM, 3-4 rows): hoist = the activation chunks loaded before
+    // the FMAs; t256 = 256 threads x 2 chunks in flight (as 1-2 rows); hoist_t256 both.
+    static const int form = [] {
+      const char* v = std::getenv("MACATTN_ENGINE_GEMV_FORM");
+      const std::string f = v ? v : "";
+      return f == "hoist" ? 1 : f == "t256" ? 2 : f == "hoist_t256" ? 3 : f == "hoist_t256x3" ? 4 : 0;
+    }();
+    if constexpr (N >= 3 && N <= 4) {
+      if (form == 1) {
+        gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 128, 4, true>, grid, 128, s, pdl, "gemv_vec_kernel", x, w,
+                           out, in, o);
+        return;
+      }
+      if (form == 4) {
+        gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 256, 2, true, 3>, grid, 256, s, pdl, "gemv_vec_kernel", x,
+                           w, out, in, o);
+        return;
+      }
+      if (form == 2 || form == 3) {
+        if (form == 2)
+          gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 256, 2, false>, grid, 256, s, pdl, "gemv_vec_kernel", x,
+                             w, out, in, o);
+        else
+          gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 256, 2, true>, grid, 256, s, pdl, "gemv_vec_kernel", x, w,
+                             out, in, o);
+        return;
+      }
+    }
     gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, pdl, "gemv_vec_kernel", x, w, out,
                        in, o);
+  }
   else
     gemv_launch_kernel(gemv_scalar_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, pdl, "gemv_scalar_kernel", x, w,
                        out, in, o);
