@@ -139,22 +139,22 @@ struct GemvOut {
 // The block's kRows rows for output group g: plain, outputs g*4 + j; SwiGLU, outputs g*2 + p
 // with rows (g*2 + p) (gate) and out + g*2 + p (up). Rows past the end are clamped (loaded,
 // never stored).
-template <bool SWIGLU>
+template <bool SWIGLU, int R = kGemvRows>
 __device__ __forceinline__ std::int64_t gemv_row(std::int64_t group, int j, std::int64_t out) {
   if constexpr (SWIGLU) {
-    constexpr int P = kGemvRows / 2;
+    constexpr int P = R / 2;
     const std::int64_t o = min(group * P + (j % P), out - 1);
     return j < P ? o : out + o;
   } else {
-    return min(group * kGemvRows + j, out - 1);
+    return min(group * R + j, out - 1);
   }
 }
 
 // Block reduction of acc [kRows * N] (index j * N + r) and the epilogue.
-template <int N, bool SWIGLU, int kBlockThreads = gemv_threads<N>()>
-__device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(kGemvRows * N)], std::int64_t group,
+template <int N, bool SWIGLU, int kBlockThreads = gemv_threads<N>(), int R = kGemvRows>
+__device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], std::int64_t group,
                                             std::int64_t out, const GemvOut& o) {
-  constexpr int V = kGemvRows * N;
+  constexpr int V = R * N;
   constexpr int VP = pow2_at_least(V);
   static_assert(VP <= 32, "at most 32 accumulators per thread");
   constexpr int kWarps = kBlockThreads / 32;
@@ -173,7 +173,7 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(kGemvRows
     return s;
   };
   if constexpr (SWIGLU) {
-    constexpr int P = kGemvRows / 2;
+    constexpr int P = R / 2;
     if (t < P * N) {
       const int p = t / N, r = t % N;
       const std::int64_t oi = group * P + p;
@@ -185,7 +185,7 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(kGemvRows
   } else {
     if (t < V) {
       const int j = t / N, r = t % N;
-      const std::int64_t oi = group * kGemvRows + j;
+      const std::int64_t oi = group * R + j;
       if (oi < out) {
         const float s = total(t);
         float* dst = o.y + r * out + oi;
@@ -198,17 +198,21 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(kGemvRows
 // The 16-byte path: in % 8 == 0, W and x 16-byte aligned.
 // At most 128 registers (512 / threads blocks of `threads` per SM) except fp32 inputs at N >= 7, which
 // would spill.
+// kHoistX: a chunk's activation loads all issued before its FMAs (measured at 3-4 rows on the H200,
+// llama3-8b 4K exact steps at 4 rows: 5.406 -> 5.301 ms; 256 threads x 2 chunks instead of 128 x 4
+// measured 6.11-6.53 ms; docs/benchmarks/e2e_cuda.md).
 template <int N, typename XT, bool SWIGLU, int kThreads = gemv_threads<N>(), int kUnroll = gemv_unroll<N>(),
-          bool kHoistX = false, int kMinBlocks = 512 / kThreads>
-__global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : kMinBlocks)
+          bool kHoistX = (N >= 3 && N <= 4), int R = kGemvRows>
+__global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / kThreads)
     gemv_vec_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
                     GemvOut o) {
+  constexpr int kGemvRows = R;  // this kernel's rows per block
   constexpr int VP = pow2_at_least(kGemvRows * N);
   const std::int64_t group = blockIdx.x;
   const std::int64_t chunks = in / 8;
   const uint4* wr[kGemvRows];
 #pragma unroll
-  for (int j = 0; j < kGemvRows; ++j) wr[j] = reinterpret_cast<const uint4*>(w + gemv_row<SWIGLU>(group, j, out) * in);
+  for (int j = 0; j < kGemvRows; ++j) wr[j] = reinterpret_cast<const uint4*>(w + gemv_row<SWIGLU, R>(group, j, out) * in);
   float acc[VP];
 #pragma unroll
   for (int i = 0; i < VP; ++i) acc[i] = 0.f;
@@ -259,7 +263,7 @@ __global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : kM
     }
   }
   if (!waited) engine_grid_wait();
-  gemv_finish<N, SWIGLU, kThreads>(acc, group, out, o);
+  gemv_finish<N, SWIGLU, kThreads, R>(acc, group, out, o);
 }
 
 // The scalar path: any in, any (element-aligned) pointers.
@@ -455,44 +459,26 @@ void gemv_launch_kernel(void (*kernel)(KArgs...), unsigned grid, int threads, cu
 template <int N, typename XT, bool SWIGLU>
 void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
                    const GemvOut& o, cudaStream_t s) {
-  const std::int64_t per_block = kernel == GemvKernel::mma ? (SWIGLU ? 8 : 16) : (SWIGLU ? kGemvRows / 2 : kGemvRows);
+  // Experiment (MACATTN_ENGINE_GEMV_ROWS=8, 3-4 rows): 8 weight rows per block, 1 chunk in flight.
+  static const bool rows8 = [] {
+    const char* v = std::getenv("MACATTN_ENGINE_GEMV_ROWS");
+    return v != nullptr && std::string(v) == "8";
+  }();
+  const bool r8 = rows8 && kernel == GemvKernel::fma && N >= 3 && N <= 4;
+  const std::int64_t per_block =
+      kernel == GemvKernel::mma ? (SWIGLU ? 8 : 16) : r8 ? (SWIGLU ? 4 : 8) : (SWIGLU ? kGemvRows / 2 : kGemvRows);
   const std::int64_t blocks = (out + per_block - 1) / per_block;
   if (blocks > 0x7fffffffLL) throw Error("CUDA engine: skinny_gemm with too many outputs: " + std::to_string(out));
   const auto grid = static_cast<unsigned>(blocks);
   if (kernel == GemvKernel::mma)
     gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU>, grid, kMmaWarps * 32, s, pdl, "gemv_mma_kernel", x, w, out, in, o);
-  else if (kernel == GemvKernel::fma) {
-    // Experiment (MACATTN_ENGINE_GEMV_FORM, 3-4 rows): hoist = the activation chunks loaded before
-    // the FMAs; t256 = 256 threads x 2 chunks in flight (as 1-2 rows); hoist_t256 both.
-    static const int form = [] {
-      const char* v = std::getenv("MACATTN_ENGINE_GEMV_FORM");
-      const std::string f = v ? v : "";
-      return f == "hoist" ? 1 : f == "t256" ? 2 : f == "hoist_t256" ? 3 : f == "hoist_t256x3" ? 4 : 0;
-    }();
-    if constexpr (N >= 3 && N <= 4) {
-      if (form == 1) {
-        gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 128, 4, true>, grid, 128, s, pdl, "gemv_vec_kernel", x, w,
-                           out, in, o);
-        return;
-      }
-      if (form == 4) {
-        gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 256, 2, true, 3>, grid, 256, s, pdl, "gemv_vec_kernel", x,
-                           w, out, in, o);
-        return;
-      }
-      if (form == 2 || form == 3) {
-        if (form == 2)
-          gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 256, 2, false>, grid, 256, s, pdl, "gemv_vec_kernel", x,
-                             w, out, in, o);
-        else
-          gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 256, 2, true>, grid, 256, s, pdl, "gemv_vec_kernel", x, w,
-                             out, in, o);
-        return;
-      }
-    }
+  else if (kernel == GemvKernel::fma && r8) {
+    if constexpr (N >= 3 && N <= 4)
+      gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 128, 1, true, 8>, grid, 128, s, pdl, "gemv_vec_kernel", x, w,
+                         out, in, o);
+  } else if (kernel == GemvKernel::fma)
     gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, pdl, "gemv_vec_kernel", x, w, out,
                        in, o);
-  }
   else
     gemv_launch_kernel(gemv_scalar_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, pdl, "gemv_scalar_kernel", x, w,
                        out, in, o);
