@@ -3,11 +3,11 @@
 // (the engine's CMake lists compile kernels.cu; this keeps the GEMV code in its own file).
 //
 // Design (memory bound: every weight byte is read once per step):
-// - a block owns kGemvRows = 4 weight rows (4 outputs; SwiGLU: 2 gate + 2 up rows for 2
-//   outputs) and splits the reduction dimension over all its warps (256 threads for N <= 2,
+// - a block owns 4 weight rows (8 at N = 3..4: gemv_rows; 4 outputs; SwiGLU: 2 gate + 2 up rows
+//   for 2 outputs) and splits the reduction dimension over all its warps (256 threads for N <= 2,
 //   128 above: gemv_threads): thread t takes the 16-byte chunks t, t + threads, ... of each of
-//   its rows (a warp reads 512 contiguous bytes of a row per load), 2 or 4 chunks per row in
-//   flight (gemv_unroll: 8 or 16 loads of 16 bytes per thread);
+//   its rows (a warp reads 512 contiguous bytes of a row per load), 1 or 2 chunks per row in
+//   flight (gemv_unroll: 8 loads of 16 bytes per thread);
 // - weights are streamed with ld.global.nc.L1::no_allocate (they are read once); the N <= 8
 //   activation rows are small and re-read by every block, so they go through L1 (coherent
 //   loads, not ld.global.nc: under programmatic dependent launch the kernel is alive while the
@@ -25,24 +25,30 @@
 // bf16 on load (what to_bf16 + the bf16 cuBLAS call did).
 
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 namespace macattn::engine::gpu {
 
 namespace {
 
-constexpr int kGemvRows = 4;  // weight rows per block
+constexpr int kGemvRows = 4;  // weight rows per block (the scalar kernel; the 16-byte one: gemv_rows)
 // Threads per block and chunks per row in flight per thread, by N (measured on the H200 at the
 // llama3-8b shapes): N <= 2 256 threads x 2; N 3..4 (more registers, fewer blocks per SM)
-// 128 threads x 4, to keep enough bytes in flight; N >= 5 128 x 2 (registers).
+// 128 threads x 1 chunk of 8 rows (was 4 chunks of 4 rows); N >= 5 128 x 2 (registers).
 template <int N>
 constexpr int gemv_threads() {
   return N <= 2 ? 256 : 128;
 }
 template <int N>
 constexpr int gemv_unroll() {
-  return N >= 3 && N <= 4 ? 4 : 2;
+  return N >= 3 && N <= 4 ? 1 : 2;
+}
+// Weight rows per block of the 16-byte FMA kernel: 8 at 3-4 rows, where each activation chunk's
+// load and unpacking then serve 8 weight rows instead of 4 (with one chunk per row in flight:
+// 8 x 16 bytes a thread, registers as before). Measured on the H200 (llama3-8b, exact, 4 rows):
+// 4K steps 5.31 -> 5.16-5.17 ms, 128K 20.52 -> 20.29 ms; docs/benchmarks/e2e_cuda.md.
+template <int N>
+constexpr int gemv_rows() {
+  return N >= 3 && N <= 4 ? 8 : kGemvRows;
 }
 constexpr int kGemvMaxWarps = 8;
 
@@ -199,10 +205,10 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], 
 // At most 128 registers (512 / threads blocks of `threads` per SM) except fp32 inputs at N >= 7, which
 // would spill.
 // kHoistX: a chunk's activation loads all issued before its FMAs (measured at 3-4 rows on the H200,
-// llama3-8b 4K exact steps at 4 rows: 5.406 -> 5.301 ms; 256 threads x 2 chunks instead of 128 x 4
-// measured 6.11-6.53 ms; docs/benchmarks/e2e_cuda.md).
+// llama3-8b 4K exact steps at 4 rows: 5.406 -> 5.301 ms, with 4 rows per block; 256 threads x 2
+// chunks instead of 128 x 4 measured 6.11-6.53 ms; docs/benchmarks/e2e_cuda.md). R: gemv_rows.
 template <int N, typename XT, bool SWIGLU, int kThreads = gemv_threads<N>(), int kUnroll = gemv_unroll<N>(),
-          bool kHoistX = (N >= 3 && N <= 4), int R = kGemvRows>
+          bool kHoistX = (N >= 3 && N <= 4), int R = gemv_rows<N>()>
 __global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / kThreads)
     gemv_vec_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
                     GemvOut o) {
@@ -235,20 +241,26 @@ __global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : 51
     for (int u = 0; u < kUnroll; ++u) {
       const std::int64_t c = c0 + u * kThreads;
       if (c < chunks) {
-        float wf[kGemvRows][8];
-#pragma unroll
-        for (int j = 0; j < kGemvRows; ++j) unpack8(wv[u][j], wf[j]);
-        if constexpr (kHoistX) {  // every activation row's chunk in flight before the first FMA
+        if constexpr (kHoistX) {
+          // Every activation row's chunk in flight before the first FMA; then one weight row at a
+          // time unpacked (8 floats live, not 8 rows' 64). Each accumulator sums e = 0..7 in order
+          // as in the other branch.
           float xf[N][8];
 #pragma unroll
           for (int r = 0; r < N; ++r) load_x8(x + r * in, c, xf[r]);
 #pragma unroll
-          for (int r = 0; r < N; ++r)
+          for (int j = 0; j < kGemvRows; ++j) {
+            float wj[8];
+            unpack8(wv[u][j], wj);
 #pragma unroll
-            for (int j = 0; j < kGemvRows; ++j)
+            for (int r = 0; r < N; ++r)
 #pragma unroll
-              for (int e = 0; e < 8; ++e) acc[j * N + r] = __fmaf_rn(wf[j][e], xf[r][e], acc[j * N + r]);
+              for (int e = 0; e < 8; ++e) acc[j * N + r] = __fmaf_rn(wj[e], xf[r][e], acc[j * N + r]);
+          }
         } else {
+          float wf[kGemvRows][8];
+#pragma unroll
+          for (int j = 0; j < kGemvRows; ++j) unpack8(wv[u][j], wf[j]);
 #pragma unroll
           for (int r = 0; r < N; ++r) {
             float xf[8];
@@ -459,24 +471,14 @@ void gemv_launch_kernel(void (*kernel)(KArgs...), unsigned grid, int threads, cu
 template <int N, typename XT, bool SWIGLU>
 void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
                    const GemvOut& o, cudaStream_t s) {
-  // Experiment (MACATTN_ENGINE_GEMV_ROWS=8, 3-4 rows): 8 weight rows per block, 1 chunk in flight.
-  static const bool rows8 = [] {
-    const char* v = std::getenv("MACATTN_ENGINE_GEMV_ROWS");
-    return v != nullptr && std::string(v) == "8";
-  }();
-  const bool r8 = rows8 && kernel == GemvKernel::fma && N >= 3 && N <= 4;
-  const std::int64_t per_block =
-      kernel == GemvKernel::mma ? (SWIGLU ? 8 : 16) : r8 ? (SWIGLU ? 4 : 8) : (SWIGLU ? kGemvRows / 2 : kGemvRows);
+  const int rows = kernel == GemvKernel::fma ? gemv_rows<N>() : kGemvRows;  // the scalar kernel: 4
+  const std::int64_t per_block = kernel == GemvKernel::mma ? (SWIGLU ? 8 : 16) : (SWIGLU ? rows / 2 : rows);
   const std::int64_t blocks = (out + per_block - 1) / per_block;
   if (blocks > 0x7fffffffLL) throw Error("CUDA engine: skinny_gemm with too many outputs: " + std::to_string(out));
   const auto grid = static_cast<unsigned>(blocks);
   if (kernel == GemvKernel::mma)
     gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU>, grid, kMmaWarps * 32, s, pdl, "gemv_mma_kernel", x, w, out, in, o);
-  else if (kernel == GemvKernel::fma && r8) {
-    if constexpr (N >= 3 && N <= 4)
-      gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 128, 1, true, 8>, grid, 128, s, pdl, "gemv_vec_kernel", x, w,
-                         out, in, o);
-  } else if (kernel == GemvKernel::fma)
+  else if (kernel == GemvKernel::fma)
     gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, pdl, "gemv_vec_kernel", x, w, out,
                        in, o);
   else
