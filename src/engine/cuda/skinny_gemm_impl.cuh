@@ -25,6 +25,8 @@
 // bf16 on load (what to_bf16 + the bf16 cuBLAS call did).
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 namespace macattn::engine::gpu {
 
@@ -471,14 +473,31 @@ void gemv_launch_kernel(void (*kernel)(KArgs...), unsigned grid, int threads, cu
 template <int N, typename XT, bool SWIGLU>
 void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
                    const GemvOut& o, cudaStream_t s) {
-  const int rows = kernel == GemvKernel::fma ? gemv_rows<N>() : kGemvRows;  // the scalar kernel: 4
+  // Experiment (MACATTN_ENGINE_GEMV_FORM12, 1-2 rows): hoist = 4 rows, activation chunk first and
+  // weight rows unpacked one at a time; r8 = the same with 8 rows per block and 1 chunk in flight.
+  static const int form12 = [] {
+    const char* v = std::getenv("MACATTN_ENGINE_GEMV_FORM12");
+    const std::string f = v ? v : "";
+    return f == "hoist" ? 1 : f == "r8" ? 2 : 0;
+  }();
+  const int f12 = kernel == GemvKernel::fma && N <= 2 ? form12 : 0;
+  const int rows = kernel == GemvKernel::fma ? (f12 == 2 ? 8 : gemv_rows<N>()) : kGemvRows;  // the scalar kernel: 4
   const std::int64_t per_block = kernel == GemvKernel::mma ? (SWIGLU ? 8 : 16) : (SWIGLU ? rows / 2 : rows);
   const std::int64_t blocks = (out + per_block - 1) / per_block;
   if (blocks > 0x7fffffffLL) throw Error("CUDA engine: skinny_gemm with too many outputs: " + std::to_string(out));
   const auto grid = static_cast<unsigned>(blocks);
   if (kernel == GemvKernel::mma)
     gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU>, grid, kMmaWarps * 32, s, pdl, "gemv_mma_kernel", x, w, out, in, o);
-  else if (kernel == GemvKernel::fma)
+  else if (kernel == GemvKernel::fma && f12 != 0) {
+    if constexpr (N <= 2) {
+      if (f12 == 1)
+        gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 256, 2, true, 4>, grid, 256, s, pdl, "gemv_vec_kernel", x, w,
+                           out, in, o);
+      else
+        gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 256, 1, true, 8>, grid, 256, s, pdl, "gemv_vec_kernel", x, w,
+                           out, in, o);
+    }
+  } else if (kernel == GemvKernel::fma)
     gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, pdl, "gemv_vec_kernel", x, w, out,
                        in, o);
   else
