@@ -3,8 +3,8 @@
 // (the engine's CMake lists compile kernels.cu; this keeps the GEMV code in its own file).
 //
 // Design (memory bound: every weight byte is read once per step):
-// - a block owns 4 weight rows (8 at N = 3..4: gemv_rows; 4 outputs; SwiGLU: 2 gate + 2 up rows
-//   for 2 outputs) and splits the reduction dimension over all its warps (256 threads for N <= 2,
+// - a block owns 8 weight rows (4 at N >= 5: gemv_rows; SwiGLU: half gate, half up rows of the
+//   same outputs) and splits the reduction dimension over all its warps (256 threads for N <= 2,
 //   128 above: gemv_threads): thread t takes the 16-byte chunks t, t + threads, ... of each of
 //   its rows (a warp reads 512 contiguous bytes of a row per load), 1 or 2 chunks per row in
 //   flight (gemv_unroll: 8 loads of 16 bytes per thread);
@@ -25,8 +25,6 @@
 // bf16 on load (what to_bf16 + the bf16 cuBLAS call did).
 
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 namespace macattn::engine::gpu {
 
@@ -34,23 +32,25 @@ namespace {
 
 constexpr int kGemvRows = 4;  // weight rows per block (the scalar kernel; the 16-byte one: gemv_rows)
 // Threads per block and chunks per row in flight per thread, by N (measured on the H200 at the
-// llama3-8b shapes): N <= 2 256 threads x 2; N 3..4 (more registers, fewer blocks per SM)
-// 128 threads x 1 chunk of 8 rows (was 4 chunks of 4 rows); N >= 5 128 x 2 (registers).
+// llama3-8b shapes): N <= 2 256 threads, N 3..4 128 (more registers, fewer blocks per SM), each
+// with one chunk of 8 rows in flight (were 2 / 4 chunks of 4 rows); N >= 5 128 x 2 chunks of 4
+// rows (registers).
 template <int N>
 constexpr int gemv_threads() {
   return N <= 2 ? 256 : 128;
 }
 template <int N>
 constexpr int gemv_unroll() {
-  return N >= 3 && N <= 4 ? 1 : 2;
+  return N <= 4 ? 1 : 2;
 }
-// Weight rows per block of the 16-byte FMA kernel: 8 at 3-4 rows, where each activation chunk's
+// Weight rows per block of the 16-byte FMA kernel: 8 up to 4 rows, where each activation chunk's
 // load and unpacking then serve 8 weight rows instead of 4 (with one chunk per row in flight:
-// 8 x 16 bytes a thread, registers as before). Measured on the H200 (llama3-8b, exact, 4 rows):
-// 4K steps 5.31 -> 5.16-5.17 ms, 128K 20.52 -> 20.29 ms; docs/benchmarks/e2e_cuda.md.
+// 8 x 16 bytes a thread, as 4 rows x 2 or 4 chunks did). Measured on the H200 (llama3-8b, exact
+// steps at 4K): 4 rows 5.31 -> 4.92 ms (with the weight rows unpacked one at a time), 2 rows
+// 4.74-4.76 -> 4.54, 1 row 4.32 -> 4.26; docs/benchmarks/e2e_cuda.md.
 template <int N>
 constexpr int gemv_rows() {
-  return N >= 3 && N <= 4 ? 8 : kGemvRows;
+  return N <= 4 ? 8 : kGemvRows;
 }
 constexpr int kGemvMaxWarps = 8;
 
@@ -206,11 +206,12 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], 
 // The 16-byte path: in % 8 == 0, W and x 16-byte aligned.
 // At most 128 registers (512 / threads blocks of `threads` per SM) except fp32 inputs at N >= 7, which
 // would spill.
-// kHoistX: a chunk's activation loads all issued before its FMAs (measured at 3-4 rows on the H200,
-// llama3-8b 4K exact steps at 4 rows: 5.406 -> 5.301 ms, with 4 rows per block; 256 threads x 2
-// chunks instead of 128 x 4 measured 6.11-6.53 ms; docs/benchmarks/e2e_cuda.md). R: gemv_rows.
+// kHoistX (up to 4 rows): a chunk's activation loads all issued before its FMAs, then one weight
+// row unpacked at a time (measured at 4 rows on the H200, llama3-8b 4K exact steps, 4 rows per
+// block: 5.406 -> 5.301 ms; 256 threads x 2 chunks instead of 128 x 4 measured 6.11-6.53 ms;
+// docs/benchmarks/e2e_cuda.md). R: gemv_rows.
 template <int N, typename XT, bool SWIGLU, int kThreads = gemv_threads<N>(), int kUnroll = gemv_unroll<N>(),
-          bool kHoistX = (N >= 3 && N <= 4), int R = gemv_rows<N>()>
+          bool kHoistX = (N <= 4), int R = gemv_rows<N>()>
 __global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / kThreads)
     gemv_vec_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
                     GemvOut o) {
@@ -473,31 +474,14 @@ void gemv_launch_kernel(void (*kernel)(KArgs...), unsigned grid, int threads, cu
 template <int N, typename XT, bool SWIGLU>
 void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
                    const GemvOut& o, cudaStream_t s) {
-  // Experiment (MACATTN_ENGINE_GEMV_FORM12, 1-2 rows): hoist = 4 rows, activation chunk first and
-  // weight rows unpacked one at a time; r8 = the same with 8 rows per block and 1 chunk in flight.
-  static const int form12 = [] {
-    const char* v = std::getenv("MACATTN_ENGINE_GEMV_FORM12");
-    const std::string f = v ? v : "";
-    return f == "hoist" ? 1 : f == "r8" ? 2 : 0;
-  }();
-  const int f12 = kernel == GemvKernel::fma && N <= 2 ? form12 : 0;
-  const int rows = kernel == GemvKernel::fma ? (f12 == 2 ? 8 : gemv_rows<N>()) : kGemvRows;  // the scalar kernel: 4
+  const int rows = kernel == GemvKernel::fma ? gemv_rows<N>() : kGemvRows;  // the scalar kernel: 4
   const std::int64_t per_block = kernel == GemvKernel::mma ? (SWIGLU ? 8 : 16) : (SWIGLU ? rows / 2 : rows);
   const std::int64_t blocks = (out + per_block - 1) / per_block;
   if (blocks > 0x7fffffffLL) throw Error("CUDA engine: skinny_gemm with too many outputs: " + std::to_string(out));
   const auto grid = static_cast<unsigned>(blocks);
   if (kernel == GemvKernel::mma)
     gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU>, grid, kMmaWarps * 32, s, pdl, "gemv_mma_kernel", x, w, out, in, o);
-  else if (kernel == GemvKernel::fma && f12 != 0) {
-    if constexpr (N <= 2) {
-      if (f12 == 1)
-        gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 256, 2, true, 4>, grid, 256, s, pdl, "gemv_vec_kernel", x, w,
-                           out, in, o);
-      else
-        gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU, 256, 1, true, 8>, grid, 256, s, pdl, "gemv_vec_kernel", x, w,
-                           out, in, o);
-    }
-  } else if (kernel == GemvKernel::fma)
+  else if (kernel == GemvKernel::fma)
     gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, pdl, "gemv_vec_kernel", x, w, out,
                        in, o);
   else
