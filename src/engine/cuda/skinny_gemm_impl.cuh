@@ -13,7 +13,7 @@
 //   loads, not ld.global.nc: under programmatic dependent launch the kernel is alive while the
 //   kernel before it still writes them, and the read-only path is only valid for data that
 //   does not change during a kernel's lifetime);
-// - fp32 accumulators [kGemvRows x N] per thread, a transposing warp reduction (31 shuffles
+// - fp32 accumulators [rows x N] per thread, a transposing warp reduction (31 shuffles
 //   for 32 values instead of 5 per value), then the warps' partials summed in shared memory in
 //   a fixed order: deterministic, no atomics, and identical activation rows of one call give
 //   bit-identical outputs (a batch's rows do not depend on their neighbours);
@@ -144,8 +144,8 @@ struct GemvOut {
   bool accumulate = false;
 };
 
-// The block's kRows rows for output group g: plain, outputs g*4 + j; SwiGLU, outputs g*2 + p
-// with rows (g*2 + p) (gate) and out + g*2 + p (up). Rows past the end are clamped (loaded,
+// The block's R rows for output group g: plain, outputs g*R + j; SwiGLU, outputs g*R/2 + p
+// with rows (g*R/2 + p) (gate) and out + g*R/2 + p (up). Rows past the end are clamped (loaded,
 // never stored).
 template <bool SWIGLU, int R = kGemvRows>
 __device__ __forceinline__ std::int64_t gemv_row(std::int64_t group, int j, std::int64_t out) {
@@ -158,14 +158,14 @@ __device__ __forceinline__ std::int64_t gemv_row(std::int64_t group, int j, std:
   }
 }
 
-// Block reduction of acc [kRows * N] (index j * N + r) and the epilogue.
-template <int N, bool SWIGLU, int kBlockThreads = gemv_threads<N>(), int R = kGemvRows>
+// Block reduction of acc [R * N] (index j * N + r) and the epilogue.
+template <int N, bool SWIGLU, int R = kGemvRows>
 __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], std::int64_t group,
                                             std::int64_t out, const GemvOut& o) {
   constexpr int V = R * N;
   constexpr int VP = pow2_at_least(V);
   static_assert(VP <= 32, "at most 32 accumulators per thread");
-  constexpr int kWarps = kBlockThreads / 32;
+  constexpr int kWarps = gemv_threads<N>() / 32;
   static_assert(kWarps <= kGemvMaxWarps);
   __shared__ float red[kWarps][32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -209,19 +209,19 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], 
 // kHoistX (up to 4 rows): a chunk's activation loads all issued before its FMAs, then one weight
 // row unpacked at a time (measured at 4 rows on the H200, llama3-8b 4K exact steps, 4 rows per
 // block: 5.406 -> 5.301 ms; 256 threads x 2 chunks instead of 128 x 4 measured 6.11-6.53 ms;
-// docs/benchmarks/e2e_cuda.md). R: gemv_rows.
-template <int N, typename XT, bool SWIGLU, int kThreads = gemv_threads<N>(), int kUnroll = gemv_unroll<N>(),
-          bool kHoistX = (N <= 4), int R = gemv_rows<N>()>
-__global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / kThreads)
+// docs/benchmarks/e2e_cuda.md). R: gemv_rows; N >= 5 keeps the activations per row (registers).
+template <int N, typename XT, bool SWIGLU>
+__global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / gemv_threads<N>())
     gemv_vec_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
                     GemvOut o) {
-  constexpr int kGemvRows = R;  // this kernel's rows per block
-  constexpr int VP = pow2_at_least(kGemvRows * N);
+  constexpr int kThreads = gemv_threads<N>(), kUnroll = gemv_unroll<N>(), R = gemv_rows<N>();
+  constexpr bool kHoistX = N <= 4;
+  constexpr int VP = pow2_at_least(R * N);
   const std::int64_t group = blockIdx.x;
   const std::int64_t chunks = in / 8;
-  const uint4* wr[kGemvRows];
+  const uint4* wr[R];
 #pragma unroll
-  for (int j = 0; j < kGemvRows; ++j) wr[j] = reinterpret_cast<const uint4*>(w + gemv_row<SWIGLU, R>(group, j, out) * in);
+  for (int j = 0; j < R; ++j) wr[j] = reinterpret_cast<const uint4*>(w + gemv_row<SWIGLU, R>(group, j, out) * in);
   float acc[VP];
 #pragma unroll
   for (int i = 0; i < VP; ++i) acc[i] = 0.f;
@@ -229,12 +229,12 @@ __global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : 51
   engine_allow_dependents();
   bool waited = false;
   for (std::int64_t c0 = threadIdx.x; c0 < chunks; c0 += kThreads * kUnroll) {
-    uint4 wv[kUnroll][kGemvRows];
+    uint4 wv[kUnroll][R];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const std::int64_t c = c0 + u * kThreads;
 #pragma unroll
-      for (int j = 0; j < kGemvRows; ++j) wv[u][j] = c < chunks ? load_stream16(wr[j] + c) : make_uint4(0, 0, 0, 0);
+      for (int j = 0; j < R; ++j) wv[u][j] = c < chunks ? load_stream16(wr[j] + c) : make_uint4(0, 0, 0, 0);
     }
     if (!waited) {  // the first weights are on their way; x (and y) come from earlier kernels
       engine_grid_wait();
@@ -252,7 +252,7 @@ __global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : 51
 #pragma unroll
           for (int r = 0; r < N; ++r) load_x8(x + r * in, c, xf[r]);
 #pragma unroll
-          for (int j = 0; j < kGemvRows; ++j) {
+          for (int j = 0; j < R; ++j) {
             float wj[8];
             unpack8(wv[u][j], wj);
 #pragma unroll
@@ -261,15 +261,15 @@ __global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : 51
               for (int e = 0; e < 8; ++e) acc[j * N + r] = __fmaf_rn(wj[e], xf[r][e], acc[j * N + r]);
           }
         } else {
-          float wf[kGemvRows][8];
+          float wf[R][8];
 #pragma unroll
-          for (int j = 0; j < kGemvRows; ++j) unpack8(wv[u][j], wf[j]);
+          for (int j = 0; j < R; ++j) unpack8(wv[u][j], wf[j]);
 #pragma unroll
           for (int r = 0; r < N; ++r) {
             float xf[8];
             load_x8(x + r * in, c, xf);
 #pragma unroll
-            for (int j = 0; j < kGemvRows; ++j)
+            for (int j = 0; j < R; ++j)
 #pragma unroll
               for (int e = 0; e < 8; ++e) acc[j * N + r] = __fmaf_rn(wf[j][e], xf[e], acc[j * N + r]);
           }
@@ -278,7 +278,7 @@ __global__ void __launch_bounds__(kThreads, (N >= 7 && sizeof(XT) == 4) ? 1 : 51
     }
   }
   if (!waited) engine_grid_wait();
-  gemv_finish<N, SWIGLU, kThreads, R>(acc, group, out, o);
+  gemv_finish<N, SWIGLU, R>(acc, group, out, o);
 }
 
 // The scalar path: any in, any (element-aligned) pointers.
