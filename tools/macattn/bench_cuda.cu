@@ -1,10 +1,10 @@
 // tools/macattn/bench_cuda.cu: `macattn bench --backend cuda`, the decode benchmark on the GPU.
 //
 // Per (shape, batch, context): a paged bf16/f16 K/V cache (page size 16, NHD, pages in order by
-// default: --page-size, --kv-layout, --page-order) with random
-// values, copied R times so that the inputs of consecutive timed runs rotate through more than
-// 4x the L2 cache; exact decode timed by CUDA-graph replay (the headline) and eagerly; then MAC
-// at each hit rate and miss pattern. Hit rates are forced honestly: the rings are filled so that
+// default: --page-size, --kv-layout, --page-order) with random values, copied R times so that
+// the inputs of consecutive timed runs rotate through more than 4x the L2 cache; exact decode
+// timed by CUDA-graph replay (the headline) and eagerly; then MAC at each hit rate and miss
+// pattern. Hit rates are forced honestly: the rings are filled so that
 // the real device scan finds the intended matches (a hit head's ring holds its own q_pre at
 // position t-1, every other row lies far away), and the decisions the scan made are counted
 // back from the per-head stats. A MAC step writes its ring and advances its position, so each
