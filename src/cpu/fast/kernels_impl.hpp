@@ -235,14 +235,13 @@ template <int QB>
 inline bool softmax_tile(const AttendGroup& a, float scale, int q0, std::int64_t j0, int n, const __m256 (*sums)[2],
                          float (*w)[kTile], float* alpha, v16f* lsum) {
   const __m256 idx[2] = {_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), _mm256_setr_ps(8, 9, 10, 11, 12, 13, 14, 15)};
-  const __m256 ninf = _mm256_set1_ps(kNegInf), zero = _mm256_setzero_ps();
+  const __m256 ninf = _mm256_set1_ps(kNegInf), zero = _mm256_setzero_ps(), sc = _mm256_set1_ps(scale);
   bool any = false;
   for (int qi = 0; qi < QB; ++qi) {
     const int q = q0 + qi;
     const __m256 lo = _mm256_set1_ps(static_cast<float>(std::max<std::int64_t>(a.begin[q] - j0, -1)));
     const __m256 hi =
         _mm256_set1_ps(static_cast<float>(std::min<std::int64_t>(std::min<std::int64_t>(a.end[q] - j0, n), kTile)));
-    const __m256 sc = _mm256_set1_ps(scale);
     __m256 score[2];
     for (int h = 0; h < 2; ++h) {
       const __m256 in = _mm256_and_ps(_mm256_cmp_ps(idx[h], lo, _CMP_GE_OQ), _mm256_cmp_ps(idx[h], hi, _CMP_LT_OQ));
@@ -276,11 +275,12 @@ inline bool softmax_tile(const AttendGroup& a, float scale, int q0, std::int64_t
     any = true;
     const float m_new = m_old > mt ? m_old : mt;
     alpha[qi] = m_new == m_old ? 1.0f : _mm256_cvtss_f32(exp_nonpositive8(_mm256_set1_ps(m_old - m_new)));
+    // lsum * alpha + p fused, as -ffp-contract=fast compiles the generic form.
     const __m256 mn = _mm256_set1_ps(m_new), al = _mm256_set1_ps(alpha[qi]);
     for (int h = 0; h < 2; ++h) {
       const __m256 p = exp_nonpositive8(_mm256_sub_ps(score[h], mn));
       _mm256_storeu_ps(w[qi] + 8 * h, p);
-      _mm256_storeu_ps(l + 8 * h, _mm256_fmadd_ps(_mm256_loadu_ps(l + 8 * h), al, p));  // contracted, as -ffp-contract=fast makes the generic form
+      _mm256_storeu_ps(l + 8 * h, _mm256_fmadd_ps(_mm256_loadu_ps(l + 8 * h), al, p));
     }
     a.m[q] = m_new;
   }
