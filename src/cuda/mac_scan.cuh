@@ -242,6 +242,39 @@ __device__ __forceinline__ uint4 load_once16(const void* p) {
   return r;
 }
 
+/// Sums the candidates a warp marks in `ballot` (bit k: candidate c_bit0 + k / Lanes; the same
+/// value in every lane) in core/distance.hpp's order over all D dims, from global memory, two at
+/// a time (half-warp 0 takes the first remaining one, half-warp 1 the second), and folds them
+/// into the thread's packed minimum `mine` (keep_min). q: lane l of a half holds dims l + 16k.
+/// Every lane of the warp calls it.
+template <int D, typename RT, int Lanes>
+__device__ __forceinline__ void exact_survivors(unsigned ballot, int c_bit0, const float (&q)[D / 16],
+                                                const ScanRows<RT>& rows, float bound, unsigned long long& mine) {
+  const int half = (threadIdx.x & 31) >> 4, hl = threadIdx.x & 15;
+  unsigned m = ballot;
+  while (m != 0) {  // the same in every lane
+    const int b0 = __ffs(m) - 1;
+    m &= m - 1;
+    int b1 = -1;
+    if (m != 0) {
+      b1 = __ffs(m) - 1;
+      m &= m - 1;
+    }
+    const int bit = half == 0 ? b0 : b1;
+    const bool valid = bit >= 0;
+    const int c = c_bit0 + (valid ? bit : b0) / Lanes;
+    const RT* row = rows.row(c);
+    float acc = 0.f;
+#pragma unroll
+    for (int k = 0; k < D / 16; ++k) {
+      const float r = rows.stale ? 0.f : ring_float(row[hl + k * 16]);
+      const float diff = __fsub_rn(q[k], r);
+      acc = __fmaf_rn(diff, diff, acc);
+    }
+    keep_min(mine, acc, valid, c, bound);
+  }
+}
+
 /// Scans candidates [c0, c0 + direct_block_candidates<D, RT, Threads, U>()) with a finite bound,
 /// without shared memory: a candidate belongs to direct_lanes() consecutive lanes (8 for 2-byte
 /// rings), each loading 16 bytes of its first kDirectDims dims into registers, and every thread
@@ -258,7 +291,7 @@ template <int D, typename RT, int Threads, int U>
 __device__ unsigned long long scan_direct(const void* q_pre, int q_dtype, std::size_t q_row, const float (&q)[D / 16],
                                           const ScanRows<RT>& rows, int c0, float bound) {
   constexpr int kLanes = direct_lanes<D, RT>(), kPerWord = 16 / static_cast<int>(sizeof(RT));
-  constexpr int kGroups = Threads / kLanes, kDims = D / 16;
+  constexpr int kGroups = Threads / kLanes;
   static_assert(kLanes >= 1 && 32 % kLanes == 0 && Threads % 32 == 0, "whole candidate groups per warp");
   const int sub = threadIdx.x % kLanes, grp = threadIdx.x / kLanes;
   uint4 x[U];
@@ -292,36 +325,13 @@ __device__ unsigned long long scan_direct(const void* q_pre, int q_dtype, std::s
     for (int off = kLanes / 2; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     under[u] = !(sum >= quick_bound) && c0 + u * kGroups + grp < rows.n;  // NaN stays (the exact sum decides)
   }
-  // Survivors (a hit is one row per head), two at a time per warp: half-warp 0 takes the first
-  // of the warp's remaining ones, half-warp 1 the second.
-  const int lane = threadIdx.x & 31, half = lane >> 4, hl = lane & 15;
+  // Survivors (a hit is one row per head), two at a time per warp.
   const int warp_group0 = (threadIdx.x >> 5) * (32 / kLanes);
   unsigned long long mine = kNoMatch;
 #pragma unroll
-  for (int u = 0; u < U; ++u) {
-    unsigned m = __ballot_sync(0xffffffffu, under[u] && sub == 0);
-    while (m != 0) {  // the same in every lane
-      const int b0 = __ffs(m) - 1;
-      m &= m - 1;
-      int b1 = -1;
-      if (m != 0) {
-        b1 = __ffs(m) - 1;
-        m &= m - 1;
-      }
-      const int bit = half == 0 ? b0 : b1;
-      const bool valid = bit >= 0;
-      const int c = c0 + u * kGroups + warp_group0 + (valid ? bit : b0) / kLanes;
-      const RT* row = rows.row(c);
-      float acc = 0.f;
-#pragma unroll
-      for (int k = 0; k < kDims; ++k) {
-        const float r = rows.stale ? 0.f : ring_float(row[hl + k * 16]);
-        const float diff = __fsub_rn(q[k], r);
-        acc = __fmaf_rn(diff, diff, acc);
-      }
-      keep_min(mine, acc, valid, c, bound);
-    }
-  }
+  for (int u = 0; u < U; ++u)
+    exact_survivors<D, RT, kLanes>(__ballot_sync(0xffffffffu, under[u] && sub == 0), c0 + u * kGroups + warp_group0, q,
+                                   rows, bound, mine);
   return block_min<Threads>(mine);
 }
 
