@@ -41,7 +41,7 @@ struct TileSmem {
   static constexpr std::size_t kKV = std::size_t(2) * NS * kStageElems * 2;  // bytes (16-bit types)
   static constexpr std::size_t kQ = std::size_t(kRows) * D * 2;
   static constexpr std::size_t kMerge = std::size_t(4) * kRows * D * 4 + 4 * 4 * kRows * 4;  // o, m, l, weights, lse
-  static constexpr std::size_t kOffsets = std::size_t(2) * kBlockKeys * sizeof(long long);  // 2 tiles' row offsets
+  static constexpr std::size_t kOffsets = std::size_t(NS) * kBlockKeys * sizeof(long long);  // NS tiles' row offsets
   static constexpr std::size_t kBytes = (kKV > kMerge ? kKV : kMerge) + kQ + kRows * sizeof(RowKeys) + kOffsets;
 };
 
@@ -86,35 +86,26 @@ struct AttendTile {
     return reinterpret_cast<T*>(s + (Smem::kKV > Smem::kMerge ? Smem::kKV : Smem::kMerge));
   }
   static __device__ RowKeys* row_keys(char* s) { return reinterpret_cast<RowKeys*>(reinterpret_cast<char*>(q_tile(s)) + Smem::kQ); }
-  /// [2][kBlockKeys] element offsets of the K/V rows of two upcoming tiles (slot = tile % 2).
+  /// [NS][kBlockKeys] element offsets of the K/V rows of upcoming tiles (slot = tile % NS).
   static __device__ long long* row_offsets(char* s) { return reinterpret_cast<long long*>(row_keys(s) + kRows); }
   static __device__ float* merged_o(char* s) { return reinterpret_cast<float*>(s); }  // [16][D] after run
   static __device__ float* merged_lse(char* s) { return reinterpret_cast<float*>(s) + 4 * kRows * D + 12 * kRows; }
 
-  // Stage `st` <- the K/V rows of the tile starting at span index `first`. With `offsets`
-  // (the tile's row offsets, prefetched) the addresses need no page-table load; without, each
-  // row's page is looked up here (the pipeline's prologue).
-  static __device__ void load_stage(char* s, int st, const PagedKVArgs& kv, int b, int g, const KeySpans& spans,
-                                    long long n_keys, long long first, const long long* offsets) {
+  // Stage `st` <- the K/V rows of the tile starting at span index `first` (n_keys keys in all;
+  // past them zero-filled), at the tile's row offsets (looked up before, in shared memory).
+  static __device__ void load_stage(char* s, int st, const PagedKVArgs& kv, int n_keys, int first,
+                                    const long long* offsets) {
     T* sk = k_stage(s, st);
     T* sv = v_stage(s, st);
     constexpr int kPerThread = kBlockKeys * Smem::kChunks / kThreads;
-    // Addresses first (page-table loads all in flight), then the copies.
-    long long off[kPerThread];
-#pragma unroll
-    for (int k = 0; k < kPerThread; ++k) {
-      const int idx = threadIdx.x + k * kThreads;
-      const int r = idx / Smem::kChunks, c = idx % Smem::kChunks;
-      const long long v = first + r;
-      off[k] = v < n_keys ? (offsets ? offsets[r] : kv_row_offset(kv, b, spans.at(v), g, D)) + c * 8 : 0;
-    }
 #pragma unroll
     for (int k = 0; k < kPerThread; ++k) {
       const int idx = threadIdx.x + k * kThreads;
       const int r = idx / Smem::kChunks, c = idx % Smem::kChunks;
       const bool valid = first + r < n_keys;
-      cp_async_16(sk + swz<D>(r, c), reinterpret_cast<const T*>(kv.k) + off[k], valid);
-      cp_async_16(sv + swz<D>(r, c), reinterpret_cast<const T*>(kv.v) + off[k], valid);
+      const long long off = offsets[r] + c * 8;
+      cp_async_16(sk + swz<D>(r, c), reinterpret_cast<const T*>(kv.k) + off, valid);
+      cp_async_16(sv + swz<D>(r, c), reinterpret_cast<const T*>(kv.v) + off, valid);
     }
   }
 
@@ -125,76 +116,66 @@ struct AttendTile {
     const int gid = lane >> 2, tig = lane & 3;
     const float scale_log2 = scale * 1.4426950408889634f;
     const float ninf = -__int_as_float(0x7f800000);
-    const long long n_keys = spans.count();
-    const long long n_tiles = (n_keys + kBlockKeys - 1) / kBlockKeys;
+    // Positions fit in 31 bits (the entry points check max_seq_len): the span walk, masks and
+    // page split are 32-bit (the 64-bit forms made this core several times larger in code, and
+    // a short block's time is largely its code being fetched; h200.md).
+    const int lo0 = static_cast<int>(spans.lo0), len0 = static_cast<int>(spans.hi0 - spans.lo0);
+    const int lo1 = static_cast<int>(spans.lo1);
+    const int n_keys = static_cast<int>(spans.count());
+    const int n_tiles = (n_keys + kBlockKeys - 1) / kBlockKeys;
+    auto span_at = [&](int v) { return v < len0 ? lo0 + v : lo1 + (v - len0); };
 
     // Query fragments (A operand) are re-read from shared memory per tile (8 ldmatrix for
     // D = 128) rather than held in registers: fewer registers, more resident blocks.
     const T* sq = q_tile(s);
-    const RowKeys rk0 = row_keys(s)[gid], rk1 = row_keys(s)[gid + 8];
+    const RowKeys rk0l = row_keys(s)[gid], rk1l = row_keys(s)[gid + 8];
+    const int r0a0 = static_cast<int>(rk0l.a0), r0a1 = static_cast<int>(rk0l.a1), r0b0 = static_cast<int>(rk0l.b0),
+              r0b1 = static_cast<int>(rk0l.b1);
+    const int r1a0 = static_cast<int>(rk1l.a0), r1a1 = static_cast<int>(rk1l.a1), r1b0 = static_cast<int>(rk1l.b0),
+              r1b1 = static_cast<int>(rk1l.b1);
 
     float o[D / 8][4];
 #pragma unroll
     for (int j = 0; j < D / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
     float m0 = ninf, m1 = ninf, l0 = 0.f, l1 = 0.f;
 
-    // The page table is read one tile ahead of the K/V copies: while tile i is computed, the
-    // pages of tile i+NS are loaded (threads 0..63, one key each) and their row offsets stored
-    // at the end of the iteration, so issuing tile i+NS-1's copies needs no dependent global
-    // load (that load chain had been on every tile's critical path).
+    // Row offsets of the K/V rows, a tile's in slot tile % NS: the first NS tiles' here (one key
+    // per thread at a time), then each iteration loads the pages of the tile NS ahead (threads
+    // 0..63, one key each) and stores their offsets at its end, so issuing a tile's copies waits
+    // on no page-table load.
     long long* offsets = row_offsets(s);
     const int ibase = kv.indptr[b];
     const unsigned ps = static_cast<unsigned>(kv.page_size);
-    // Key `v` of the span: its page-table entry index and in-page position.
-    auto locate = [&](long long v, int* entry, unsigned* in_page) {
-      const unsigned pos = static_cast<unsigned>(spans.at(v)), page_i = pos / ps;
-      *entry = ibase + static_cast<int>(page_i);
-      *in_page = pos - page_i * ps;
-    };
-    auto row_offset = [&](long long page, unsigned in_page) -> long long {
+    auto row_offset = [&](int v) -> long long {  // key v of the span (v < n_keys)
+      const unsigned pos = static_cast<unsigned>(span_at(v)), page_i = pos / ps, in_page = pos - page_i * ps;
+      const long long page = kv.indices[ibase + static_cast<int>(page_i)];
       const long long row = kv.hnd ? (page * kv.num_kv_heads + g) * kv.page_size + in_page
                                    : (page * kv.page_size + in_page) * kv.num_kv_heads + g;
       return row * D;
     };
-    // Prologue: NS-1 stages in flight (looked up directly), then tile NS-1's offsets.
-#pragma unroll
+#pragma unroll 1
+    for (int v = threadIdx.x; v < NS * kBlockKeys; v += kThreads) offsets[v] = v < n_keys ? row_offset(v) : 0;
+    __syncthreads();
+    // Prologue: NS-1 stages in flight.
+#pragma unroll 1
     for (int st = 0; st < NS - 1; ++st) {
-      if (st < n_tiles) load_stage(s, st, kv, b, g, spans, n_keys, static_cast<long long>(st) * kBlockKeys, nullptr);
+      if (st < n_tiles) load_stage(s, st, kv, n_keys, st * kBlockKeys, offsets + st * kBlockKeys);
       cp_async_commit();
     }
-    if (threadIdx.x < kBlockKeys && NS - 1 < n_tiles) {
-      const long long v = static_cast<long long>(NS - 1) * kBlockKeys + threadIdx.x;
-      long long off = 0;
-      if (v < n_keys) {
-        int entry;
-        unsigned in_page;
-        locate(v, &entry, &in_page);
-        off = row_offset(kv.indices[entry], in_page);
-      }
-      offsets[((NS - 1) & 1) * kBlockKeys + threadIdx.x] = off;
-    }
-    for (long long tile = 0; tile < n_tiles; ++tile) {
+    for (int tile = 0; tile < n_tiles; ++tile) {
       cp_async_wait<NS - 2>();
       __syncthreads();  // also publishes the offsets stored at the end of the last iteration
       {
-        const long long next = tile + NS - 1;
-        if (next < n_tiles)
-          load_stage(s, static_cast<int>(next % NS), kv, b, g, spans, n_keys, next * kBlockKeys,
-                     offsets + (next & 1) * kBlockKeys);
+        const int next = tile + NS - 1;
+        if (next < n_tiles) load_stage(s, next % NS, kv, n_keys, next * kBlockKeys, offsets + (next % NS) * kBlockKeys);
         cp_async_commit();
       }
-      // Page of this thread's key of tile+NS (consumed at the end of the iteration).
-      const long long ahead = tile + NS;
-      int ahead_page = 0;
-      unsigned ahead_in_page = 0;
-      const long long ahead_v = ahead * kBlockKeys + threadIdx.x;
-      const bool ahead_valid = threadIdx.x < kBlockKeys && ahead < n_tiles && ahead_v < n_keys;
-      if (ahead_valid) {
-        int entry;
-        locate(ahead_v, &entry, &ahead_in_page);
-        ahead_page = kv.indices[entry];
-      }
-      const int st = static_cast<int>(tile % NS);
+      // Offset of this thread's key of tile+NS (stored at the end of the iteration).
+      const int ahead = tile + NS;
+      const int ahead_v = ahead * kBlockKeys + threadIdx.x;
+      const bool ahead_store = threadIdx.x < kBlockKeys && ahead < n_tiles;
+      const long long ahead_off = ahead_store && ahead_v < n_keys ? row_offset(ahead_v) : 0;
+      const int st = tile % NS;
       const T* sk = k_stage(s, st) + warp * 16 * D;  // this warp's 16 keys (swizzle is row&7: aligned)
       const T* sv = v_stage(s, st) + warp * 16 * D;
 
@@ -211,17 +192,17 @@ struct AttendTile {
         Mma<T>::run(sc[1], qf, kb[2], kb[3]);
       }
       // Masks and online softmax (base 2). Thread holds rows gid (c0,c1) and gid+8 (c2,c3).
-      const long long base = tile * kBlockKeys + warp * 16;
+      const int base = tile * kBlockKeys + warp * 16;
       float mx0 = ninf, mx1 = ninf;
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const long long v = base + nt * 8 + tig * 2 + e;
+          const int v = base + nt * 8 + tig * 2 + e;
           const bool in_span = v < n_keys;
-          const long long pos = in_span ? spans.at(v) : -1;
-          const bool in0 = in_span && ((pos >= rk0.a0 && pos < rk0.a1) || (pos >= rk0.b0 && pos < rk0.b1));
-          const bool in1 = in_span && ((pos >= rk1.a0 && pos < rk1.a1) || (pos >= rk1.b0 && pos < rk1.b1));
+          const int pos = in_span ? span_at(v) : -1;
+          const bool in0 = in_span && ((pos >= r0a0 && pos < r0a1) || (pos >= r0b0 && pos < r0b1));
+          const bool in1 = in_span && ((pos >= r1a0 && pos < r1a1) || (pos >= r1b0 && pos < r1b1));
           sc[nt][e] = in0 ? sc[nt][e] * scale_log2 : ninf;
           sc[nt][2 + e] = in1 ? sc[nt][2 + e] * scale_log2 : ninf;
           mx0 = fmaxf(mx0, sc[nt][e]);
@@ -268,10 +249,9 @@ struct AttendTile {
         Mma<T>::run(o[j], pa, vb[0], vb[1]);
         Mma<T>::run(o[j + 1], pa, vb[2], vb[3]);
       }
-      // Slot (tile+NS)%2 was last read when tile+NS-2's copies were issued, before this
-      // iteration's barrier.
-      if (threadIdx.x < kBlockKeys && ahead < n_tiles)
-        offsets[(ahead & 1) * kBlockKeys + threadIdx.x] = ahead_valid ? row_offset(ahead_page, ahead_in_page) : 0;
+      // Slot (tile+NS)%NS = tile%NS held this tile's offsets, read when its copies were issued
+      // NS-1 iterations ago.
+      if (ahead_store) offsets[(ahead % NS) * kBlockKeys + threadIdx.x] = ahead_off;
     }
     cp_async_wait<0>();
     __syncthreads();  // stages are free: reuse them for the cross-warp merge

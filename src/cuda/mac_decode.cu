@@ -316,7 +316,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
 #pragma unroll
   for (int k = 0; k < kPrefetch; ++k)
     if (k < splits) eo += w[k] != 0.f ? w[k] * pre_a[k] : 0.f;
-#pragma unroll 8
+#pragma unroll 1  // at a hit these are empty; code size is time here (h200.md)
   for (int p = kPrefetch; p < splits; ++p)
     if (w[p] != 0.f) eo += w[p] * po[static_cast<std::size_t>(p) * head_dim];
 #pragma unroll

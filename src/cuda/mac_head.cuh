@@ -72,8 +72,10 @@ __device__ unsigned long long head_scan_pass(char* stage, const float* qp, const
   __syncthreads();
   const float quick_bound = bound * (1.f + kQuickBoundSlack);
   constexpr int kPerWord = 16 / static_cast<int>(sizeof(RT));
-  bool under[S::kPerThread];
-#pragma unroll
+  // One candidate's code, run kPerThread times (not unrolled: a block's time here is largely
+  // its code being fetched, h200.md); bit j of `under`: candidate j of this thread.
+  unsigned under = 0;
+#pragma unroll 1
   for (int j = 0; j < S::kPerThread; ++j) {
     const int r = threadIdx.x + j * kThreads;
     const char* row = stage + r * S::kStride;
@@ -89,14 +91,14 @@ __device__ unsigned long long head_scan_pass(char* stage, const float* qp, const
       }
     }
     const float sum = (a[0] + a[1]) + (a[2] + a[3]);
-    under[j] = !(sum >= quick_bound) && c0 + r < rows.n;  // NaN stays (the exact sum decides)
+    if (!(sum >= quick_bound) && c0 + r < rows.n) under |= 1u << j;  // NaN stays (the exact sum decides)
   }
   unsigned long long mine = kNoMatch;
   const int warp = threadIdx.x >> 5;
-#pragma unroll
+#pragma unroll 1
   for (int j = 0; j < S::kPerThread; ++j)
-    exact_survivors<D, RT, 1>(__ballot_sync(0xffffffffu, under[j]), c0 + j * kThreads + warp * 32, qx, rows, bound,
-                              mine);
+    exact_survivors<D, RT, 1>(__ballot_sync(0xffffffffu, (under >> j) & 1u), c0 + j * kThreads + warp * 32, qx, rows,
+                              bound, mine);
   return block_min<kThreads>(mine);
 }
 
