@@ -147,13 +147,6 @@ constexpr int kScanStaged = 0, kScanDirect = 1;
 int scan_form();
 
 
-/// Whether a MAC step with a finite scan bound takes the head path (mac_head.cuh: one block per
-/// query head scans, decides and finishes its hits) rather than the scan, attend and finish
-/// kernels: when its `heads` blocks (one per SM: ~200 KB of shared memory each) fit on the chip
-/// at once. MACATTN_CUDA_HEAD=on|off forces either (read on every call); a forced scan form
-/// (MACATTN_CUDA_SCAN) means the scan kernel, so it turns the head path off.
-bool head_path(std::int64_t heads);
-
 /// Streaming multiprocessors of the current device (132 when it cannot be read).
 int device_sm_count();
 

@@ -15,14 +15,9 @@
 //   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
 //      (wiping a stale ring first), merges the complete state into out, writes stats, and
 //      resets the scan's minimum for the next step.
-// The head path (small grids with a finite scan bound; head_path() says when) replaces 1 and 2b
-// by mac_head_kernel (mac_head.cuh): one block per query head scans, decides and finishes a hit
-// whole; the attend and finish kernels then skip the heads it finished (best = kHitMarker) and
-// treat the others as misses whose complete state it left as a partial.
 #include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/mac_decide.cuh"
-#include "cuda/mac_head.cuh"
 #include "cuda/mac_scan.cuh"
 #include "cuda/merge_splits.cuh"
 
@@ -75,13 +70,11 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
                                                               MacArgs mac, int hq, int group, int splits, float scale,
                                                               const unsigned long long* best,
                                                               const std::uint8_t* stale_flags, float* part_o,
-                                                              float* part_lse, bool side_complete, bool head_mode,
-                                                              BlockStamps prof) {
+                                                              float* part_lse, bool side_complete, BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
   __shared__ long long starts[kRows];
-  __shared__ bool row_done[kRows];  // head path: rows mac_head_kernel finished (hits)
   grid_dependency_wait();  // the scan's minima and stale flags
   allow_dependents();
   stamp(prof, 0);
@@ -105,26 +98,16 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     // waiting for them (one dependent round trip less before the first K/V copy).
     const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
     long long start = new_end;
-    const bool done = head_mode && real && best_raw == kHitMarker;
-    if (head_mode) {
-      // mac_head_kernel decided: a hit is finished (no keys here), a miss attends its prefix.
-      if (real && !done) start = new_end < mac.sinks ? new_end : mac.sinks;
-    } else if (real) {
+    if (real) {
       const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
       // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
       start = stale ? (new_end < mac.sinks ? new_end : mac.sinks) : decide(m, t, mac, ring, b, h, hq).start;
     }
     starts[r] = start;
-    row_done[r] = done || !real;
     Tile::row_keys(smem)[r] = real ? RowKeys{start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
   }
   __syncthreads();
   stamp(prof, 1);
-  if (head_mode) {  // a group whose heads all hit has nothing here (and no one reads its partials)
-    bool all_done = true;
-    for (int r = 0; r < group; ++r) all_done = all_done && row_done[r];
-    if (all_done) return;
-  }
   long long lo = new_end, sink_end = 0;
   for (int r = 0; r < group; ++r) {
     lo = starts[r] < lo ? starts[r] : lo;
@@ -232,7 +215,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
 __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, int q_dtype, float* lse, RingArgs ring,
                                   MacArgs mac, int hq, int head_dim, int splits, unsigned long long* best,
                                   const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
-                                  HeadStats* head_stats, bool head_mode, BlockStamps prof) {
+                                  HeadStats* head_stats, BlockStamps prof) {
   __shared__ float w[kMaxSplits + kCompleteSplits];  // partials' lse, then their weights
   __shared__ float red[4];                           // max and sum: amend, complete
   grid_dependency_wait();  // the attend kernel's partials
@@ -258,30 +241,18 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
 #pragma unroll
   for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
-  if (head_mode && best_raw == kHitMarker) {  // finished by mac_head_kernel; only the position is left
-    if (i == 0) {
-      best[qrow] = kNoMatch;
-      if (h == 0) {
-        ring.position[b] = t + 1;
-        ring.ready[b] = 1;
-      }
-    }
-    return;
-  }
   const long long new_end = entry_end_dev(t, mac.rect);
   const unsigned long long m = t < mac.min_context ? kNoMatch : best_raw;
   // Round trip 2, issued before the barrier: the candidate ring entry, its o beside the lse
   // decide() reads (both addresses follow from the minimum, so neither waits for the other).
   const long long cand = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);  // if m found one
   float ro = 0.f;
-  if (!head_mode && !stale && m != kNoMatch) {
+  if (!stale && m != kNoMatch) {
     const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + cand % mac.window) * hq + h;
     ro = load_float(ring.oring, ring.dtype, mrow * head_dim + i);
   }
-  // On the head path every head here is a miss (mac_head_kernel finished the hits).
-  Decision x = decide(stale || head_mode ? kNoMatch : m, t, mac, ring, b, h, hq);
-  // A stale ring's best (the wiped ring's: oldest candidate at |q|^2) or a head-path miss's.
-  if ((stale || head_mode) && m != kNoMatch) {
+  Decision x = decide(stale ? kNoMatch : m, t, mac, ring, b, h, hq);
+  if (stale && m != kNoMatch) {  // the wiped ring's best: oldest candidate at |q|^2, never a hit
     x.matched = cand;
     x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
   }
@@ -316,7 +287,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
 #pragma unroll
   for (int k = 0; k < kPrefetch; ++k)
     if (k < splits) eo += w[k] != 0.f ? w[k] * pre_a[k] : 0.f;
-#pragma unroll 1  // at a hit these are empty; code size is time here (h200.md)
+#pragma unroll 8
   for (int p = kPrefetch; p < splits; ++p)
     if (w[p] != 0.f) eo += w[p] * po[static_cast<std::size_t>(p) * head_dim];
 #pragma unroll
@@ -435,32 +406,9 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     else launch_scan_pd.template operator()<256, RT>();
   };
   const float scale = shape.scale();
-  const bool head = bound < __builtin_huge_valf() && head_path(heads);
-  if (head) {
-    // The head path (mac_head.cuh): one block per query head; NS 4 up to D = 128 (one block
-    // per SM either way, so the deeper pipeline costs no occupancy).
-    auto launch_head = [&]<int D, int NS, typename T, typename RT>() {
-      auto kernel = mac_head_kernel<D, NS, T, RT>;
-      constexpr std::size_t bytes = head_smem_bytes<D, NS, RT>();
-      allow_smem(kernel, bytes);
-      const dim3 grid(hq, kv.batch_size);
-      launch_pdl("mac_head_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, q_pre.data, out.data, qd,
-                 lse, ring, mac, hq, group, splits, scale, bound, ws.best, ws.seq_flags, ws.part_o, ws.part_lse,
-                 head_stats, prof.kernel("mac_head_kernel", grid, {"scan", "attend", "write"}));
-    };
-    auto launch_head_t = [&]<int D, int NS, typename T>() {
-      if (rings.ring_dtype == DType::bf16) launch_head.template operator()<D, NS, T, __nv_bfloat16>();
-      else if (rings.ring_dtype == DType::f16) launch_head.template operator()<D, NS, T, __half>();
-      else launch_head.template operator()<D, NS, T, float>();
-    };
-    const bool bf = kv.dtype == DType::bf16;
-    if (d == 64) bf ? launch_head_t.template operator()<64, 4, __nv_bfloat16>() : launch_head_t.template operator()<64, 4, __half>();
-    else if (d == 128) bf ? launch_head_t.template operator()<128, 4, __nv_bfloat16>() : launch_head_t.template operator()<128, 4, __half>();
-    else bf ? launch_head_t.template operator()<256, 2, __nv_bfloat16>() : launch_head_t.template operator()<256, 2, __half>();
-  }
   // The complete kernel on the side stream (side_complete() says when), forked from `s` here and
   // joined before the finish kernel (a fork/join that stream capture records as graph edges).
-  const bool side = !head && side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
+  const bool side = side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
   auto side_stream = static_cast<cudaStream_t>(ws.side_stream);
   if (side) {
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.fork_event), s), "cudaEventRecord (fork)");
@@ -475,25 +423,23 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     });
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.join_event), side_stream), "cudaEventRecord (join)");
   }
-  if (!head) {
-    if (rings.ring_dtype == DType::bf16) launch_scan_d.template operator()<__nv_bfloat16>();
-    else if (rings.ring_dtype == DType::f16) launch_scan_d.template operator()<__half>();
-    else launch_scan_d.template operator()<float>();
-  }
+  if (rings.ring_dtype == DType::bf16) launch_scan_d.template operator()<__nv_bfloat16>();
+  else if (rings.ring_dtype == DType::f16) launch_scan_d.template operator()<__half>();
+  else launch_scan_d.template operator()<float>();
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = mac_attend_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
     const dim3 grid(hkv, splits, kv.batch_size);
     launch_pdl("mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, ring, mac, hq, group,
-               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side || head, head,
+               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
                prof.kernel("mac_attend_kernel", grid, {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
   if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
   const dim3 finish_grid(static_cast<unsigned>(heads));
   launch_pdl("mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_pre.data, out.data, qd, lse, ring,
-             mac, hq, d, splits, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats, head,
+             mac, hq, d, splits, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats,
              prof.kernel("mac_finish_kernel", finish_grid, {"load + decide", "merge", "write"}));
   prof.finish();
 }

@@ -128,15 +128,6 @@ bool side_complete(std::int64_t complete_blocks) {
   return complete_blocks <= device_sm_count();
 }
 
-bool head_path(std::int64_t heads) {
-  if (const char* env = std::getenv("MACATTN_CUDA_HEAD")) {
-    if (std::strcmp(env, "on") == 0) return true;
-    if (std::strcmp(env, "off") == 0) return false;
-  }
-  if (std::getenv("MACATTN_CUDA_SCAN") != nullptr) return false;
-  return heads <= device_sm_count();
-}
-
 int scan_form() {
   if (const char* env = std::getenv("MACATTN_CUDA_SCAN")) {
     if (std::strcmp(env, "staged") == 0) return kScanStaged;

@@ -259,13 +259,10 @@ class ScopedEnv {
 /// groups all occur; the ring wraps (lengths >> W). Without stats (with_stats false) the device
 /// scan drops rows at or over the threshold after their first dims (mac_scan.cuh): the outputs
 /// and rings, which follow from the decisions, are compared; `scan_mode` sets MACATTN_CUDA_SCAN.
-/// `ring_dtype`: the rings' element type on both backends. `head_mode` sets MACATTN_CUDA_HEAD
-/// (on: the head path, mac_head.cuh, for every step with a finite scan bound).
+/// `ring_dtype`: the rings' element type on both backends.
 void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_graph, bool invalidate_midway,
-                     bool with_stats = true, const char* scan_mode = nullptr, DType ring_dtype = DType::bf16,
-                     const char* head_mode = nullptr) {
+                     bool with_stats = true, const char* scan_mode = nullptr, DType ring_dtype = DType::bf16) {
   const ScopedEnv scan_env("MACATTN_CUDA_SCAN", scan_mode);
-  const ScopedEnv head_env("MACATTN_CUDA_HEAD", head_mode);
   std::mt19937_64 rng(fresh_seed());
   const AttentionShape shape{c.hq, c.hkv, c.d, 0.0f};
   const std::vector<std::int64_t> prompt{333, 1201 + static_cast<std::int64_t>(rng() % 500), 700};
@@ -498,38 +495,6 @@ TEST_P(CudaBackend, MacDecodeAttendCompleteInCudaGraph) {
   MacConfig cfg = small_config(3);
   cfg.window = 600;
   run_mac_session(GetParam(), cfg, 12, true, false, false, "direct");
-}
-
-// The head path (mac_head.cuh: one block per query head scans, decides and finishes its hits;
-// the attend and finish kernels take the misses): forced on, without stats and with terse stats
-// (a stale ring midway, sinks), a window over two scan passes of bf16 rows and three of f32
-// rows (512 / 256 candidates a pass), f16 rings, and in a CUDA graph.
-TEST_P(CudaBackend, MacDecodeHeadPathWithoutStats) {
-  SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(5), 24, false, true, false, nullptr, DType::bf16, "on");
-}
-
-TEST_P(CudaBackend, MacDecodeHeadPathTerseStats) {
-  SKIP_WITHOUT_GPU();
-  MacConfig cfg = small_config(2);
-  cfg.window = 300;
-  cfg.report_miss_matches = false;
-  run_mac_session(GetParam(), cfg, 16, false, true, true, nullptr, DType::bf16, "on");
-}
-
-TEST_P(CudaBackend, MacDecodeHeadPathWideWindowAndRingTypes) {
-  SKIP_WITHOUT_GPU();
-  MacConfig cfg = small_config(3);
-  cfg.window = 600;
-  cfg.report_miss_matches = false;
-  run_mac_session(GetParam(), cfg, 8, false, true, true, nullptr, DType::bf16, "on");
-  run_mac_session(GetParam(), cfg, 6, false, false, true, nullptr, DType::f32, "on");
-  run_mac_session(GetParam(), cfg, 5, false, false, false, nullptr, DType::f16, "on");
-}
-
-TEST_P(CudaBackend, MacDecodeHeadPathInCudaGraph) {
-  SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(0), 16, true, false, false, nullptr, DType::bf16, "on");
 }
 
 TEST_P(CudaBackend, MacDecodeInCudaGraph) {
