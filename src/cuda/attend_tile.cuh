@@ -31,7 +31,6 @@ struct RowKeys {
 struct KeySpans {
   long long lo0, hi0, lo1, hi1;
   __device__ long long count() const { return (hi0 - lo0) + (hi1 - lo1); }
-  __device__ long long at(long long v) const { return v < hi0 - lo0 ? lo0 + v : lo1 + (v - (hi0 - lo0)); }
 };
 
 template <int D, int NS>

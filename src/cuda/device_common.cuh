@@ -76,19 +76,6 @@ __device__ __forceinline__ std::int64_t seq_len(const PagedKVArgs& kv, int b) {
   return pages <= 0 ? 0 : static_cast<std::int64_t>(pages - 1) * kv.page_size + kv.last_page_len[b];
 }
 
-/// Element offset of the K (or V) row of token `pos`, KV head g, of sequence b. Positions fit
-/// in 31 bits (the entry points check max_seq_len), so the page split is a 32-bit division.
-__device__ __forceinline__ std::int64_t kv_row_offset(const PagedKVArgs& kv, int b, std::int64_t pos, int g,
-                                                      int head_dim) {
-  const unsigned upos = static_cast<unsigned>(pos), ps = static_cast<unsigned>(kv.page_size);
-  const unsigned page_i = upos / ps;
-  const unsigned in_page = upos - page_i * ps;
-  const std::int64_t page = kv.indices[kv.indptr[b] + static_cast<int>(page_i)];
-  const std::int64_t row = kv.hnd ? (page * kv.num_kv_heads + g) * kv.page_size + in_page
-                                  : (page * kv.page_size + in_page) * kv.num_kv_heads + g;
-  return row * head_dim;
-}
-
 // --- async copies (cp.async, 16 bytes; src_bytes = 0 zero-fills) ----------------------------
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
