@@ -8,22 +8,7 @@
 //      work as two kernels: what a second phase costs inside one kernel and as a second kernel.
 // The record behind docs/benchmarks/h200.md's floor paragraph. Not part of the build:
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a tools/bench/probe_gpu_floor.cu -o probe && ./probe
-#include <cuda_runtime.h>
-
-#include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <functional>
-#include <vector>
-
-#define CHECK(x)                                                                              \
-  do {                                                                                        \
-    cudaError_t e_ = (x);                                                                     \
-    if (e_ != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
-  } while (0)
+#include "probe_graph_timer.cuh"
 
 __global__ void empty_kernel() {}
 
@@ -60,51 +45,11 @@ __global__ void second_kernel(const float* in, float* out, int blocks) {
   out[blocks * blockDim.x + threadIdx.x] = acc;
 }
 
-__global__ void flush_kernel(const float4* p, size_t n, float* sink) {
-  float acc = 0.f;
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) acc += p[i].x;
-  if (acc == 12345.f) *sink = acc;
-}
-
 int main() {
-  cudaStream_t s;
-  CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  int l2 = 0;
-  CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
-  const size_t flush_n = 4ull * l2 / sizeof(float4);
-  float4* flush_buf;
-  float* fsink;
-  CHECK(cudaMalloc(&flush_buf, flush_n * sizeof(float4)));
-  CHECK(cudaMemset(flush_buf, 0, flush_n * sizeof(float4)));
-  CHECK(cudaMalloc(&fsink, 4));
-  cudaEvent_t e0, e1;
-  CHECK(cudaEventCreate(&e0));
-  CHECK(cudaEventCreate(&e1));
-
-  // Captures `body` into a graph and returns the median replay time in microseconds.
-  auto time_graph = [&](const std::function<void()>& body, bool flush = true) {
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-    body();
-    CHECK(cudaStreamEndCapture(s, &g));
-    CHECK(cudaGraphInstantiate(&ge, g, 0));
-    std::vector<float> t;
-    for (int r = 0; r < 220; ++r) {
-      if (flush) flush_kernel<<<1056, 512, 0, s>>>(flush_buf, flush_n, fsink);
-      CHECK(cudaEventRecord(e0, s));
-      CHECK(cudaGraphLaunch(ge, s));
-      CHECK(cudaEventRecord(e1, s));
-      CHECK(cudaEventSynchronize(e1));
-      float ms;
-      CHECK(cudaEventElapsedTime(&ms, e0, e1));
-      if (r >= 20) t.push_back(ms * 1000.f);
-    }
-    CHECK(cudaGraphExecDestroy(ge));
-    CHECK(cudaGraphDestroy(g));
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-  };
+  GraphTimer timer;
+  const cudaStream_t s = timer.stream();
+  const int l2 = timer.l2_bytes();
+  auto time_graph = [&](const std::function<void()>& body, bool flush = true) { return timer.median_us(body, flush); };
 
   std::printf("probe_gpu_floor: graph replay, events, L2 (%d MiB) flushed before each replay, median of 200\n",
               l2 >> 20);
