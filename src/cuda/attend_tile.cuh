@@ -144,13 +144,8 @@ struct AttendTile {
     // on no page-table load.
     long long* offsets = row_offsets(s);
     const int ibase = kv.indptr[b];
-    const unsigned ps = static_cast<unsigned>(kv.page_size);
     auto row_offset = [&](int v) -> long long {  // key v of the span (v < n_keys)
-      const unsigned pos = static_cast<unsigned>(span_at(v)), page_i = pos / ps, in_page = pos - page_i * ps;
-      const long long page = kv.indices[ibase + static_cast<int>(page_i)];
-      const long long row = kv.hnd ? (page * kv.num_kv_heads + g) * kv.page_size + in_page
-                                   : (page * kv.page_size + in_page) * kv.num_kv_heads + g;
-      return row * D;
+      return paged_row(kv, ibase, static_cast<unsigned>(span_at(v)), g) * D;
     };
 #pragma unroll 1
     for (int v = threadIdx.x; v < NS * kBlockKeys; v += kThreads) offsets[v] = v < n_keys ? row_offset(v) : 0;

@@ -68,12 +68,23 @@ struct PagedKVArgs {
   const std::int32_t* last_page_len = nullptr;
   std::int32_t page_size = 1;
   std::int32_t num_kv_heads = 1;
-  std::int32_t hnd = 0;  // 1 = HND pages
+  std::int32_t hnd = 0;    // 1 = HND pages
+  std::int32_t dtype = 0;  // kBF16 or kF16
 };
 
 __device__ __forceinline__ std::int64_t seq_len(const PagedKVArgs& kv, int b) {
   const int pages = kv.indptr[b + 1] - kv.indptr[b];
   return pages <= 0 ? 0 : static_cast<std::int64_t>(pages - 1) * kv.page_size + kv.last_page_len[b];
+}
+
+/// Row index (multiply by the head dim for elements) of the key at position `pos` of KV head g in
+/// the K/V pages, for a sequence whose page list starts at indices[ibase]. Positions fit in 31
+/// bits (the entry points check max_seq_len), so the page split is 32-bit (less code).
+__device__ __forceinline__ long long paged_row(const PagedKVArgs& kv, int ibase, unsigned pos, int g) {
+  const unsigned ps = static_cast<unsigned>(kv.page_size), page_i = pos / ps, in_page = pos - page_i * ps;
+  const long long page = kv.indices[ibase + static_cast<int>(page_i)];
+  return kv.hnd ? (page * kv.num_kv_heads + g) * kv.page_size + in_page
+                : (page * kv.page_size + in_page) * kv.num_kv_heads + g;
 }
 
 // --- async copies (cp.async, 16 bytes; src_bytes = 0 zero-fills) ----------------------------

@@ -34,11 +34,16 @@ struct RingArgs {
   int window = 0;
 };
 
+/// Longest hit band MAC's finish kernel can attend itself (mac_band.cuh; two registers per key
+/// and thread).
+constexpr int kFinishBandMax = 8;
+
 /// MAC parameters on the device.
 struct MacArgs {
   int window = 0, rect = 0, sinks = 0;
   long long min_context = 0;
   float threshold = 0.f;
+  int finish_band = 0;  // longest hit band the finish kernel attends itself (mac_band.cuh; 0 = none)
 };
 
 inline MacArgs mac_args(const MacConfig& config, int head_dim) {
@@ -61,6 +66,7 @@ inline PagedKVArgs kv_args(const PagedKVDevice& kv) {
   a.page_size = kv.page_size;
   a.num_kv_heads = kv.num_kv_heads;
   a.hnd = kv.layout == KVLayout::HND ? 1 : 0;
+  a.dtype = static_cast<std::int32_t>(kv.dtype);
   return a;
 }
 inline RingArgs ring_args(const MacRingsDevice& r) {
@@ -145,6 +151,12 @@ constexpr int kScanStaged = 0, kScanDirect = 1;
 /// whole rows at every batch, h200.md). MACATTN_CUDA_SCAN=staged|direct forces either (read on
 /// every call, so tests can force each). Scans without a bound always stream whole rows.
 int scan_form();
+
+/// The longest hit band MAC's finish kernel attends itself instead of the attend kernel
+/// (mac_band.cuh): kFinishBandMax by default; MACATTN_CUDA_FINISH_BAND=n (0..kFinishBandMax; 0 =
+/// every band through the attend kernel) overrides it (read on every call, so tests can force
+/// either path).
+int finish_band_limit();
 
 
 /// Streaming multiprocessors of the current device (132 when it cannot be read).

@@ -17,6 +17,7 @@
 //      resets the scan's minimum for the next step.
 #include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
+#include "cuda/mac_band.cuh"
 #include "cuda/mac_decide.cuh"
 #include "cuda/mac_scan.cuh"
 #include "cuda/merge_splits.cuh"
@@ -74,7 +75,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
-  __shared__ long long starts[kRows];
+  __shared__ long long starts[kRows];       // first key of entry(t) (E(m) on a hit): sinks end there
+  __shared__ long long amend_starts[kRows];  // first amend key here: E(t) when the finish attends the band
   grid_dependency_wait();  // the scan's minima and stale flags
   allow_dependents();
   stamp(prof, 0);
@@ -97,20 +99,27 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
     // waiting for them (one dependent round trip less before the first K/V copy).
     const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
-    long long start = new_end;
+    long long start = new_end, amend_start = new_end;
     if (real) {
       const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
       // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
-      start = stale ? (new_end < mac.sinks ? new_end : mac.sinks) : decide(m, t, mac, ring, b, h, hq).start;
+      if (stale) {
+        start = amend_start = new_end < mac.sinks ? new_end : mac.sinks;
+      } else {
+        const Decision x = decide(m, t, mac, ring, b, h, hq);
+        start = x.start;
+        amend_start = band_in_finish(x, new_end, mac) ? new_end : x.start;
+      }
     }
     starts[r] = start;
-    Tile::row_keys(smem)[r] = real ? RowKeys{start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
+    amend_starts[r] = amend_start;
+    Tile::row_keys(smem)[r] = real ? RowKeys{amend_start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
   }
   __syncthreads();
   stamp(prof, 1);
   long long lo = new_end, sink_end = 0;
   for (int r = 0; r < group; ++r) {
-    lo = starts[r] < lo ? starts[r] : lo;
+    lo = amend_starts[r] < lo ? amend_starts[r] : lo;
     const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
     sink_end = e > sink_end ? e : sink_end;
   }
@@ -212,12 +221,14 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
 // 1 is a chain of such trips): (1) the position, stale flag, scan minimum, q_pre and every
 // partial's lse; (2) the matched ring entry (lse and o, loaded before the hit is known) and the
 // partials' o; (3) the writes.
-__global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, int q_dtype, float* lse, RingArgs ring,
-                                  MacArgs mac, int hq, int head_dim, int splits, unsigned long long* best,
-                                  const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
-                                  HeadStats* head_stats, BlockStamps prof) {
+__global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void* q_pre, void* out, int q_dtype,
+                                  float* lse, RingArgs ring, MacArgs mac, int hq, int group, int head_dim, int splits,
+                                  float scale, unsigned long long* best, const std::uint8_t* stale_flags,
+                                  const float* part_o, const float* part_lse, HeadStats* head_stats, BlockStamps prof) {
   __shared__ float w[kMaxSplits + kCompleteSplits];  // partials' lse, then their weights
   __shared__ float red[4];                           // max and sum: amend, complete
+  __shared__ long long band_rows[kFinishBandMax];    // a short band's K/V rows (mac_band.cuh)
+  __shared__ float band_dots[8 * kFinishBandMax];    // its warps' partial dot products
   grid_dependency_wait();  // the attend kernel's partials
   allow_dependents();
   stamp(prof, 0);
@@ -230,6 +241,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   const bool stale = stale_flags[b] != 0;
   const unsigned long long best_raw = best[qrow];
   const float q_i = load_float(q_pre, q_dtype, qrow * head_dim + i);
+  const float qpost_i = mac.finish_band > 0 ? load_float(q_post, q_dtype, qrow * head_dim + i) : 0.f;
   for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
   // The partials' o travel with their lse (before the weights are known): the complete ones
   // and the first kPrefetch amend ones, which at a hit are all that hold work. An empty
@@ -256,8 +268,19 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
     x.matched = cand;
     x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
   }
+  // A short band's K/V rows, looked up beside the ring entry's loads (whether it is a hit
+  // depends on the entry's lse, which is still in flight; a miss ignores them).
+  FinishBand band;
+  if (!stale && m != kNoMatch) {
+    band.first = entry_end_dev(cand, mac.rect);
+    const long long n = new_end - band.first;
+    band.n = n >= 0 && n <= mac.finish_band ? static_cast<int>(n) : 0;
+  }
+  band.rows(kv, b, h / group, band_rows);
+  const bool banded = band_in_finish(x, new_end, mac);
   __syncthreads();
   stamp(prof, 1);
+  if (banded) band.dots(kv, band_rows, qpost_i, head_dim, band_dots);
   // Max and sum of exp for the amend partials [0, splits) (warp 0) and the complete partials
   // [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
   const int warp = i >> 5, lane = i & 31;
@@ -275,7 +298,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
       red[2 * set + 1] = sum;
     }
   }
-  __syncthreads();
+  __syncthreads();  // also publishes the band's dot products
   const float am = red[0], asum = red[1], cm = red[2], csum = red[3];
   for (int p = i; p < parts; p += blockDim.x) {
     const float mx = p < splits ? am : cm, sum = p < splits ? asum : csum;
@@ -283,18 +306,22 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   }
   __syncthreads();
   // The partials' o, weighted (in split order); amend partials past the prefetched ones load now.
-  float eo = 0.f, co = 0.f;
+  float eo = 0.f, co = 0.f, el = ninf;
+  if (banded) {  // the band, attended here (the attend kernel gave this head no keys)
+    band.state(band_dots, head_dim, scale, &eo, &el);
+  } else {
 #pragma unroll
-  for (int k = 0; k < kPrefetch; ++k)
-    if (k < splits) eo += w[k] != 0.f ? w[k] * pre_a[k] : 0.f;
+    for (int k = 0; k < kPrefetch; ++k)
+      if (k < splits) eo += w[k] != 0.f ? w[k] * pre_a[k] : 0.f;
 #pragma unroll 8
-  for (int p = kPrefetch; p < splits; ++p)
-    if (w[p] != 0.f) eo += w[p] * po[static_cast<std::size_t>(p) * head_dim];
+    for (int p = kPrefetch; p < splits; ++p)
+      if (w[p] != 0.f) eo += w[p] * po[static_cast<std::size_t>(p) * head_dim];
+    el = am == ninf ? ninf : am + logf(asum);
+    if (am == ninf) eo = 0.f;
+  }
 #pragma unroll
   for (int k = 0; k < kCompleteSplits; ++k) co += w[splits + k] != 0.f ? w[splits + k] * pre_c[k] : 0.f;
-  float el = am == ninf ? ninf : am + logf(asum);
   const float cl = cm == ninf ? ninf : cm + logf(csum);
-  if (am == ninf) eo = 0.f;
   if (x.hit) {  // amend = the reused entry (+) the band
     const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
     const MergeWeights mw = merge_weights(ring.lring[mrow], el);
@@ -304,7 +331,8 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_pre, void* out, 
   __syncthreads();  // every thread has read the ring (lring[m], oring[m]) before it is written
   stamp(prof, 2);
   // Round trip 3: the writes.
-  if (stale) {  // wipe this head's rows of every slot
+  if (stale) {  // wipe this head's rows of every slot (rare: a loop, not unrolled code)
+#pragma unroll 1
     for (int slot = 0; slot < mac.window; ++slot) {
       const std::size_t r = (static_cast<std::size_t>(b) * mac.window + slot) * hq + h;
       store_float(ring.qring, ring.dtype, r * head_dim + i, 0.f);
@@ -365,7 +393,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   auto s = static_cast<cudaStream_t>(stream);
   const PagedKVArgs kva = kv_args(kv);
   const RingArgs ring = ring_args(rings);
-  const MacArgs mac = mac_args(config, d);
+  MacArgs mac = mac_args(config, d);
+  mac.finish_band = finish_band_limit();
   const int qd = static_cast<int>(q_post.dtype);
   ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
@@ -438,8 +467,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
   const dim3 finish_grid(static_cast<unsigned>(heads));
-  launch_pdl("mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_pre.data, out.data, qd, lse, ring,
-             mac, hq, d, splits, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats,
+  launch_pdl("mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data, q_pre.data, out.data,
+             qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats,
              prof.kernel("mac_finish_kernel", finish_grid, {"load + decide", "merge", "write"}));
   prof.finish();
 }

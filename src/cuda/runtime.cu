@@ -136,6 +136,11 @@ int scan_form() {
   return kScanDirect;
 }
 
+int finish_band_limit() {
+  if (const char* env = std::getenv("MACATTN_CUDA_FINISH_BAND")) return std::clamp(std::atoi(env), 0, kFinishBandMax);
+  return kFinishBandMax;
+}
+
 void validate_query(const char* fn, const char* name, const void* data, DType dtype) {
   require(dtype_valid(dtype), fn, ": ", name, ".dtype value ", static_cast<int>(dtype), " is not f32, f16 or bf16");
   require(data != nullptr, fn, ": ", name, " is null");

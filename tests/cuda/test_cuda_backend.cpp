@@ -310,7 +310,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
 
   // Decode steps. For the graph variant the cache is one page per sequence (page_size =
   // capacity) so only last_page_len changes between replays.
-  std::int64_t hits = 0, heads = 0, mixed_groups = 0;
+  std::int64_t hits = 0, heads = 0, mixed_groups = 0, short_bands = 0;
   cudaGraphExec_t exec = nullptr;
   cudaStream_t stream;
   ck(cudaStreamCreate(&stream), "stream");
@@ -372,6 +372,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
     for (std::size_t i = 0; i < want_stats.size(); ++i) {
       const HeadStats& w = want_stats[i];
       hits += w.hit;
+      short_bands += w.hit && w.band_len <= 8 ? 1 : 0;  // attended by the finish kernel by default
       ++heads;
       if (!with_stats) continue;
       HeadStats g;
@@ -395,8 +396,9 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
   }
   if (exec) cudaGraphExecDestroy(exec);
   cudaStreamDestroy(stream);
-  std::printf("[ info     ] %lld of %lld head decisions were hits, %lld mixed groups\n", static_cast<long long>(hits),
-              static_cast<long long>(heads), static_cast<long long>(mixed_groups));
+  std::printf("[ info     ] %lld of %lld head decisions were hits (%lld with bands of at most 8 keys), %lld mixed groups\n",
+              static_cast<long long>(hits), static_cast<long long>(heads), static_cast<long long>(short_bands),
+              static_cast<long long>(mixed_groups));
   EXPECT_GT(hits, 0) << "the test must exercise hits";
   EXPECT_LT(hits, heads) << "the test must exercise misses";
 }
@@ -495,6 +497,21 @@ TEST_P(CudaBackend, MacDecodeAttendCompleteInCudaGraph) {
   MacConfig cfg = small_config(3);
   cfg.window = 600;
   run_mac_session(GetParam(), cfg, 12, true, false, false, "direct");
+}
+
+// Every hit's band through the attend kernel (MACATTN_CUDA_FINISH_BAND=0; by default the finish
+// kernel attends bands of at most kFinishBandMax keys itself, mac_band.cuh), and the reverse
+// case's graph form: the default, with sinks, in a graph. The sessions have short and long bands.
+TEST_P(CudaBackend, MacDecodeBandsThroughAttendKernel) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv band_env("MACATTN_CUDA_FINISH_BAND", "0");
+  run_mac_session(GetParam(), small_config(5), 16, false, true);
+}
+
+TEST_P(CudaBackend, MacDecodeShortBandsInFinishInCudaGraph) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv band_env("MACATTN_CUDA_FINISH_BAND", "8");
+  run_mac_session(GetParam(), small_config(3), 16, true, false);
 }
 
 TEST_P(CudaBackend, MacDecodeInCudaGraph) {
