@@ -84,10 +84,11 @@ class Workspace {
   Workspace& operator=(const Workspace&) = delete;
 
   /// Makes room for decode calls of up to `batch` sequences of up to `max_seq_len` tokens of
-  /// `shape` with MAC windows of up to `window` (W, >= 1) candidates, and prefill-init calls of
-  /// up to `batch` sequences (at most W rows each kept). Allocates device memory (not
-  /// capturable). Throws macattn::Error on bad arguments or when the allocation fails; a MAC
-  /// call with a larger window than reserved throws, naming both.
+  /// `shape`, and prefill-init calls of up to `batch` sequences (at most W rows each kept).
+  /// `window` (W, >= 1) is checked but sizes nothing today (the scratch of the current kernels
+  /// does not depend on it); it stays so that callers need not change if a kernel's does.
+  /// Allocates device memory (not capturable). Throws macattn::Error on bad arguments or
+  /// when the allocation fails.
   void reserve(const AttentionShape& shape, std::int32_t batch, std::int64_t max_seq_len,
                std::int32_t window = 512);
   std::size_t bytes() const { return bytes_; }
@@ -96,19 +97,16 @@ class Workspace {
   struct Buffers {
     float* part_o = nullptr;           ///< [capacity_rows * capacity_splits * D] split outputs
     float* part_lse = nullptr;         ///< [capacity_rows * capacity_splits]
-    unsigned long long* best = nullptr;  ///< [capacity_heads][capacity_scan_parts] packed (distance, age) minima per scan block
+    unsigned long long* best = nullptr;  ///< [capacity_heads] packed (distance, age) minima
     std::uint8_t* seq_flags = nullptr;   ///< [capacity_batch] per-step flags (stale ring)
     std::int64_t capacity_rows = 0;      ///< (query row, head) pairs of partials
     std::int32_t capacity_splits = 0;
     std::int64_t capacity_heads = 0;
     std::int32_t capacity_batch = 0;
-    std::int32_t capacity_scan_parts = 0;  ///< scan blocks per head (one per 64 candidates of the window)
     std::int32_t head_dim = 0;
     void* side_stream = nullptr;  ///< cudaStream_t: MAC's complete kernel beside the scan (MACATTN_CUDA_COMPLETE=side)
     void* fork_event = nullptr;   ///< cudaEvent_t: the side stream waits for the caller's stream
     void* join_event = nullptr;   ///< cudaEvent_t: the caller's stream waits for the side stream
-    void* scan_event = nullptr;   ///< cudaEvent_t: the side stream waits for MAC's scan
-    void* banded_event = nullptr; ///< cudaEvent_t: the caller's stream waits for MAC's banded finish
   };
   const Buffers& buffers() const { return buffers_; }
 

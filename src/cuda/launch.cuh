@@ -173,8 +173,6 @@ void validate_rings(const char* fn, const AttentionShape& shape, const MacConfig
 void validate_query(const char* fn, const char* name, const void* data, DType dtype);
 void require_workspace(const char* fn, const Workspace& ws, const AttentionShape& shape, std::int64_t rows,
                        std::int32_t splits, std::int64_t heads, std::int32_t batch);
-/// MAC's scan writes `parts` minima per head (one per block) into the workspace.
-void require_scan_parts(const char* fn, const Workspace& ws, std::int32_t parts, std::int32_t window);
 
 inline std::size_t dtype_bytes(DType t) { return t == DType::f32 ? 4 : 2; }
 

@@ -16,16 +16,6 @@ __device__ __forceinline__ unsigned long long pack_match(float distance, unsigne
   return (static_cast<unsigned long long>(__float_as_uint(distance)) << 32) | offset;
 }
 
-/// Head `head`'s scan result: the minimum over the `parts` per-block minima the scan kernel
-/// wrote ([heads][parts]; each scan block writes its slot every call, so none needs a reset).
-__device__ __forceinline__ unsigned long long head_best(const unsigned long long* best, std::size_t head, int parts) {
-  const unsigned long long* p = best + head * parts;
-  unsigned long long m = kNoMatch;
-#pragma unroll 4
-  for (int k = 0; k < parts; ++k) m = p[k] < m ? p[k] : m;
-  return m;
-}
-
 struct Decision {
   long long matched = -1;  // best candidate position, -1 if none
   float distance = __builtin_huge_valf();

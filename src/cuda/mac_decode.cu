@@ -62,17 +62,14 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
                                                             blockIdx.x * kPer, bound);
   } else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
-  // This block's minimum in its own slot (head_best() takes the minimum over the head's slots):
-  // no atomics, and nothing to reset between calls, so the two finish kernels can read it
-  // while the other runs.
-  if (threadIdx.x == 0) best[(static_cast<std::size_t>(b) * hq + h) * gridDim.x + blockIdx.x] = m;
+  if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
   stamp(prof, 1);
 }
 
 template <int D, int NS, typename T>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype, RingArgs ring,
                                                               MacArgs mac, int hq, int group, int splits, float scale,
-                                                              const unsigned long long* best, int scan_parts,
+                                                              const unsigned long long* best,
                                                               const std::uint8_t* stale_flags, float* part_o,
                                                               float* part_lse, bool side_complete, BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
@@ -101,7 +98,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     const bool real = r < group;
     // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
     // waiting for them (one dependent round trip less before the first K/V copy).
-    const unsigned long long best_raw = real ? head_best(best, static_cast<std::size_t>(b) * hq + h, scan_parts) : kNoMatch;
+    const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
     long long start = new_end, amend_start = new_end;
     if (real) {
       const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
@@ -219,30 +216,15 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
   stamp(prof, 1);
 }
 
-// Which heads a finish kernel takes (MAC's finish is one or two kernels):
-// - kFinishRest: every head whose band the finish does not attend (misses, stale rings, long
-//   bands): merges the attend kernel's amend partials; after the attend kernel. Alone (it then
-//   takes every head) when MacArgs::finish_band is 0.
-// - kFinishBanded: hits with bands of at most MacArgs::finish_band keys (mac_band.cuh): attends
-//   the band itself and never reads an amend partial, so it runs beside the attend kernel, as
-//   soon as the scan and the complete kernel are done (an all-hit step does not wait for the
-//   attend kernel's decisions).
-// Both decide every head from the same inputs and leave the other kernel's heads alone.
-enum FinishRole : int { kFinishRest = 0, kFinishBanded = 1 };
-
 // One block per query head, blockDim = head_dim (thread i owns element i). The work is laid
 // out so that the chain of dependent memory round trips is three (the step's floor at hit rate
-// 1 is a chain of such trips): (1) the position, stale flag, the scan's minima, q_pre and the
-// partials' lse; (2) the matched ring entry (lse and o, loaded before the hit is known), the
-// partials' o and a short band's page-table entries; (3) the band's K/V (kFinishBanded) or the
-// writes.
-template <int Role>
+// 1 is a chain of such trips): (1) the position, stale flag, scan minimum, q_pre and every
+// partial's lse; (2) the matched ring entry (lse and o, loaded before the hit is known) and the
+// partials' o; (3) the writes.
 __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void* q_pre, void* out, int q_dtype,
                                   float* lse, RingArgs ring, MacArgs mac, int hq, int group, int head_dim, int splits,
-                                  float scale, const unsigned long long* best, int scan_parts,
-                                  const std::uint8_t* stale_flags, const float* part_o, const float* part_lse,
-                                  HeadStats* head_stats, BlockStamps prof) {
-  constexpr bool kBanded = Role == kFinishBanded;
+                                  float scale, unsigned long long* best, const std::uint8_t* stale_flags,
+                                  const float* part_o, const float* part_lse, HeadStats* head_stats, BlockStamps prof) {
   __shared__ float w[kMaxSplits + kCompleteSplits];  // partials' lse, then their weights
   __shared__ float red[4];                           // max and sum: amend, complete
   __shared__ long long band_rows[kFinishBandMax];    // a short band's K/V rows (mac_band.cuh)
@@ -252,24 +234,23 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   stamp(prof, 0);
   const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
   const int parts = splits + kCompleteSplits;
-  const int first_part = kBanded ? splits : 0;  // the banded kernel reads only the complete partials
   const std::size_t qrow = static_cast<std::size_t>(b) * hq + h;
   const float ninf = -__int_as_float(0x7f800000);
   // Round trip 1: everything that depends on nothing.
   const long long t = seq_len(kv, b) - 1;
   const bool stale = stale_flags[b] != 0;
-  const unsigned long long best_raw = head_best(best, qrow, scan_parts);
+  const unsigned long long best_raw = best[qrow];
   const float q_i = load_float(q_pre, q_dtype, qrow * head_dim + i);
-  const float qpost_i = kBanded ? load_float(q_post, q_dtype, qrow * head_dim + i) : 0.f;
-  for (int p = first_part + i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
+  const float qpost_i = mac.finish_band > 0 ? load_float(q_post, q_dtype, qrow * head_dim + i) : 0.f;
+  for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
   // The partials' o travel with their lse (before the weights are known): the complete ones
   // and the first kPrefetch amend ones, which at a hit are all that hold work. An empty
   // partial's o was never written; its weight is 0 and a select (not a product) drops it.
   const float* po = part_o + qrow * parts * head_dim + i;
-  constexpr int kPrefetch = kBanded ? 1 : 8;
+  constexpr int kPrefetch = 8;
   float pre_a[kPrefetch], pre_c[kCompleteSplits];
 #pragma unroll
-  for (int k = 0; k < kPrefetch; ++k) pre_a[k] = !kBanded && k < splits ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
+  for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
 #pragma unroll
   for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
   const long long new_end = entry_end_dev(t, mac.rect);
@@ -290,26 +271,20 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   // A short band's K/V rows, looked up beside the ring entry's loads (whether it is a hit
   // depends on the entry's lse, which is still in flight; a miss ignores them).
   FinishBand band;
-  if constexpr (kBanded) {
-    if (!stale && m != kNoMatch) {
-      band.first = entry_end_dev(cand, mac.rect);
-      const long long n = new_end - band.first;
-      band.n = n >= 0 && n <= mac.finish_band ? static_cast<int>(n) : 0;
-    }
-    band.rows(kv, b, h / group, band_rows);
+  if (!stale && m != kNoMatch) {
+    band.first = entry_end_dev(cand, mac.rect);
+    const long long n = new_end - band.first;
+    band.n = n >= 0 && n <= mac.finish_band ? static_cast<int>(n) : 0;
   }
-  if (!kBanded && h == 0 && i == 0) {  // nothing in this step reads them after the scan
-    ring.position[b] = t + 1;
-    ring.ready[b] = 1;
-  }
-  if (band_in_finish(x, new_end, mac) != kBanded) return;  // the other finish kernel's head (uniform)
+  band.rows(kv, b, h / group, band_rows);
+  const bool banded = band_in_finish(x, new_end, mac);
   __syncthreads();
   stamp(prof, 1);
-  if constexpr (kBanded) band.dots(kv, band_rows, qpost_i, head_dim, band_dots);
-  // Max and sum of exp for the amend partials [0, splits) (warp 0; not in the banded kernel)
-  // and the complete partials [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
+  if (banded) band.dots(kv, band_rows, qpost_i, head_dim, band_dots);
+  // Max and sum of exp for the amend partials [0, splits) (warp 0) and the complete partials
+  // [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
   const int warp = i >> 5, lane = i & 31;
-  for (int set = (kBanded ? 1 : 0) + warp; set < 2; set += (blockDim.x >> 5)) {
+  for (int set = warp; set < 2; set += (blockDim.x >> 5)) {
     const int s0 = set == 0 ? 0 : splits, s1 = set == 0 ? splits : parts;
     float mx = ninf;
     for (int p = s0 + lane; p < s1; p += 32) mx = fmaxf(mx, w[p]);
@@ -325,14 +300,14 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   }
   __syncthreads();  // also publishes the band's dot products
   const float am = red[0], asum = red[1], cm = red[2], csum = red[3];
-  for (int p = first_part + i; p < parts; p += blockDim.x) {
+  for (int p = i; p < parts; p += blockDim.x) {
     const float mx = p < splits ? am : cm, sum = p < splits ? asum : csum;
     w[p] = mx == ninf ? 0.f : expf(w[p] - mx) / sum;  // exp(-inf) = 0: an empty partial is skipped
   }
   __syncthreads();
   // The partials' o, weighted (in split order); amend partials past the prefetched ones load now.
   float eo = 0.f, co = 0.f, el = ninf;
-  if constexpr (kBanded) {  // the band, attended here (the attend kernel gave this head no keys)
+  if (banded) {  // the band, attended here (the attend kernel gave this head no keys)
     band.state(band_dots, head_dim, scale, &eo, &el);
   } else {
 #pragma unroll
@@ -356,7 +331,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   __syncthreads();  // every thread has read the ring (lring[m], oring[m]) before it is written
   stamp(prof, 2);
   // Round trip 3: the writes.
-  if (!kBanded && stale) {  // wipe this head's rows of every slot (rare: a loop, not unrolled code)
+  if (stale) {  // wipe this head's rows of every slot (rare: a loop, not unrolled code)
 #pragma unroll 1
     for (int slot = 0; slot < mac.window; ++slot) {
       const std::size_t r = (static_cast<std::size_t>(b) * mac.window + slot) * hq + h;
@@ -374,6 +349,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   store_float(out, q_dtype, qrow * head_dim + i, ow.w1 * eo + ow.w2 * co);
   if (i == 0) {
     if (lse) lse[qrow] = ow.lse;
+    best[qrow] = kNoMatch;
     if (head_stats) {
       HeadStats hs;
       hs.hit = x.hit ? 1 : 0;
@@ -383,6 +359,10 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
       const long long sinks = x.start < mac.sinks ? x.start : mac.sinks;
       hs.kv_tokens_read = x.hit ? (t + 1 - x.start) + sinks : t + 1;
       head_stats[qrow] = hs;
+    }
+    if (h == 0) {
+      ring.position[b] = t + 1;
+      ring.ready[b] = 1;
     }
   }
   stamp(prof, 3);
@@ -414,6 +394,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const PagedKVArgs kva = kv_args(kv);
   const RingArgs ring = ring_args(rings);
   MacArgs mac = mac_args(config, d);
+  mac.finish_band = finish_band_limit();
   const int qd = static_cast<int>(q_post.dtype);
   ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
@@ -432,23 +413,12 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     const std::int64_t target = 4 * static_cast<std::int64_t>(device_sm_count());
     while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
   }
-  // Scan blocks per head: each writes its own minimum (head_best() reads them all).
-  auto scan_blocks = [&]<int D, typename RT>() {
-    constexpr int kDirectPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
-    static_assert(kDirectPer >= kScanSlots, "Workspace::reserve sizes the minima for W / kScanSlots blocks");
-    return form == kScanDirect ? (config.window + kDirectPer - 1) / kDirectPer : (scan_tiles + per - 1) / per;
-  };
-  auto scan_blocks_rt = [&]<typename RT>() {
-    return d == 64 ? scan_blocks.template operator()<64, RT>()
-                   : d == 128 ? scan_blocks.template operator()<128, RT>() : scan_blocks.template operator()<256, RT>();
-  };
-  const int scan_parts = rings.ring_dtype == DType::bf16  ? scan_blocks_rt.template operator()<__nv_bfloat16>()
-                         : rings.ring_dtype == DType::f16 ? scan_blocks_rt.template operator()<__half>()
-                                                          : scan_blocks_rt.template operator()<float>();
-  require_scan_parts(fn, workspace, scan_parts, config.window);
   auto launch_scan = [&]<int D, typename RT, int Form>() {
     auto kernel = mac_scan_kernel<D, RT, Form>;
-    const dim3 scan_grid(static_cast<unsigned>(scan_parts), hq, kv.batch_size);
+    constexpr int kDirectPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
+    const unsigned blocks = Form == kScanDirect ? static_cast<unsigned>((config.window + kDirectPer - 1) / kDirectPer)
+                                                : static_cast<unsigned>((scan_tiles + per - 1) / per);
+    const dim3 scan_grid(blocks, hq, kv.batch_size);
     constexpr std::size_t bytes = Form == kScanDirect ? 0 : staged_smem_bytes<D, RT>();
     constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
     allow_smem(kernel, bytes);
@@ -468,13 +438,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   // The complete kernel on the side stream (side_complete() says when), forked from `s` here and
   // joined before the finish kernel (a fork/join that stream capture records as graph edges).
   const bool side = side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
-  // Short bands in the finish kernel (mac_band.cuh) only with the side complete kernel: with
-  // the complete state in the attend kernel's blocks (large grids) the attend kernel runs as
-  // long either way, and the banded finish only adds its band round trip (measured on the
-  // H200: batch 16, 128K all-hit 32.7 -> 35.5-35.9 us with it; h200.md).
-  mac.finish_band = side ? finish_band_limit() : 0;
   auto side_stream = static_cast<cudaStream_t>(ws.side_stream);
-  auto event = [](void* e) { return static_cast<cudaEvent_t>(e); };
   if (side) {
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.fork_event), s), "cudaEventRecord (fork)");
     check_cuda(cudaStreamWaitEvent(side_stream, static_cast<cudaEvent_t>(ws.fork_event), 0), "cudaStreamWaitEvent (fork)");
@@ -486,39 +450,26 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
       launch_pdl("mac_complete_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd, mac,
                  hq, group, splits, scale, ws.part_o, ws.part_lse, prof.kernel("mac_complete_kernel", grid, {"complete"}));
     });
-    check_cuda(cudaEventRecord(event(ws.join_event), side_stream), "cudaEventRecord (join)");
+    check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.join_event), side_stream), "cudaEventRecord (join)");
   }
   if (rings.ring_dtype == DType::bf16) launch_scan_d.template operator()<__nv_bfloat16>();
   else if (rings.ring_dtype == DType::f16) launch_scan_d.template operator()<__half>();
   else launch_scan_d.template operator()<float>();
-  auto launch_finish = [&]<int Role>(cudaStream_t st) {
-    const dim3 grid(static_cast<unsigned>(heads));
-    constexpr const char* name = Role == kFinishBanded ? "mac_finish_kernel (banded)" : "mac_finish_kernel";
-    launch_pdl(name, mac_finish_kernel<Role>, grid, dim3(d), 0, st, kva, q_post.data, q_pre.data, out.data, qd, lse,
-               ring, mac, hq, group, d, splits, scale, ws.best, scan_parts, ws.seq_flags, ws.part_o, ws.part_lse,
-               head_stats, prof.kernel(name, grid, {"load + decide", "merge", "write"}));
-  };
-  // The banded finish on the side stream after the complete kernel and the scan, beside the
-  // attend kernel; the caller's stream waits for it at the end.
-  const bool banded = mac.finish_band > 0;
-  if (banded) {
-    check_cuda(cudaEventRecord(event(ws.scan_event), s), "cudaEventRecord (scan)");
-    check_cuda(cudaStreamWaitEvent(side_stream, event(ws.scan_event), 0), "cudaStreamWaitEvent (scan)");
-    launch_finish.template operator()<kFinishBanded>(side_stream);
-    check_cuda(cudaEventRecord(event(ws.banded_event), side_stream), "cudaEventRecord (banded finish)");
-  }
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = mac_attend_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
     const dim3 grid(hkv, splits, kv.batch_size);
     launch_pdl("mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, ring, mac, hq, group,
-               splits, scale, ws.best, scan_parts, ws.seq_flags, ws.part_o, ws.part_lse, side,
+               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
                prof.kernel("mac_attend_kernel", grid, {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
-  if (side) check_cuda(cudaStreamWaitEvent(s, event(ws.join_event), 0), "cudaStreamWaitEvent (join)");
-  launch_finish.template operator()<kFinishRest>(s);
-  if (banded) check_cuda(cudaStreamWaitEvent(s, event(ws.banded_event), 0), "cudaStreamWaitEvent (banded finish)");
+  if (side)
+    check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
+  const dim3 finish_grid(static_cast<unsigned>(heads));
+  launch_pdl("mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data, q_pre.data, out.data,
+             qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats,
+             prof.kernel("mac_finish_kernel", finish_grid, {"load + decide", "merge", "write"}));
   prof.finish();
 }
 

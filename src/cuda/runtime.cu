@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include "cuda/launch.cuh"
-#include "cuda/mac_scan.cuh"
 
 namespace macattn::cuda {
 
@@ -207,13 +206,6 @@ void require_workspace(const char* fn, const Workspace& ws, const AttentionShape
           b.capacity_rows, " x ", b.capacity_splits, "); reserve() it for this batch and max_seq_len");
 }
 
-void require_scan_parts(const char* fn, const Workspace& ws, std::int32_t parts, std::int32_t window) {
-  const auto& b = ws.buffers();
-  require(parts <= b.capacity_scan_parts, fn, ": the workspace was reserved for MAC windows of up to ",
-          b.capacity_scan_parts * kScanSlots, " candidates, but config.window = ", window,
-          "; reserve() it with this window");
-}
-
 namespace {
 
 __global__ void fill_u64_kernel(unsigned long long* p, std::size_t n, unsigned long long v) {
@@ -243,8 +235,8 @@ Workspace::~Workspace() { release(); }
 
 void Workspace::release() {
   if (buffers_.side_stream) cudaStreamDestroy(static_cast<cudaStream_t>(buffers_.side_stream));
-  for (void* e : {buffers_.fork_event, buffers_.join_event, buffers_.scan_event, buffers_.banded_event})
-    if (e) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+  if (buffers_.fork_event) cudaEventDestroy(static_cast<cudaEvent_t>(buffers_.fork_event));
+  if (buffers_.join_event) cudaEventDestroy(static_cast<cudaEvent_t>(buffers_.join_event));
   cudaFree(buffers_.part_o);
   cudaFree(buffers_.part_lse);
   cudaFree(buffers_.best);
@@ -265,13 +257,11 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   const std::int64_t heads = static_cast<std::int64_t>(batch) * shape.num_q_heads;
   // Partials per head: the exact kernel's splits and MAC's complete parts.
   const std::int32_t splits = plan_splits(batch, shape.num_kv_heads, shape.head_dim, max_seq_len) + kCompleteSplits;
-  const std::int32_t scan_parts = (window + kScanSlots - 1) / kScanSlots;  // the most scan blocks per head
   const auto& b = buffers_;
   if (b.part_o && b.head_dim >= shape.head_dim && heads <= b.capacity_rows && splits <= b.capacity_splits &&
-      heads <= b.capacity_heads && batch <= b.capacity_batch && scan_parts <= b.capacity_scan_parts)
+      heads <= b.capacity_heads && batch <= b.capacity_batch)
     return;  // already large enough
   Buffers n;
-  n.capacity_scan_parts = std::max(scan_parts, b.capacity_scan_parts);
   n.capacity_rows = std::max<std::int64_t>(heads, b.capacity_rows);
   n.capacity_splits = std::max(splits, b.capacity_splits);
   n.capacity_heads = std::max<std::int64_t>(heads, b.capacity_heads);
@@ -291,26 +281,25 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   buffers_.part_o = n.part_o;
   alloc(reinterpret_cast<void**>(&n.part_lse), partials * sizeof(float));
   buffers_.part_lse = n.part_lse;
-  const std::size_t minima = static_cast<std::size_t>(n.capacity_heads) * static_cast<std::size_t>(n.capacity_scan_parts);
-  alloc(reinterpret_cast<void**>(&n.best), minima * sizeof(unsigned long long));
+  alloc(reinterpret_cast<void**>(&n.best), static_cast<std::size_t>(n.capacity_heads) * sizeof(unsigned long long));
   buffers_.best = n.best;
   alloc(reinterpret_cast<void**>(&n.seq_flags), static_cast<std::size_t>(n.capacity_batch));
   buffers_.seq_flags = n.seq_flags;
-  // A stream and four events for MAC's side kernels (fork/join: capturable in a CUDA graph).
+  // A stream and two events for MAC's side kernel (fork/join: capturable in a CUDA graph).
   cudaStream_t side = nullptr;
-  cudaError_t err = cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking);
+  cudaEvent_t fork = nullptr, join = nullptr;
+  const cudaError_t se = cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking);
+  const cudaError_t fe = se == cudaSuccess ? cudaEventCreateWithFlags(&fork, cudaEventDisableTiming) : se;
+  const cudaError_t je = fe == cudaSuccess ? cudaEventCreateWithFlags(&join, cudaEventDisableTiming) : fe;
   n.side_stream = side;
-  for (void** e : {&n.fork_event, &n.join_event, &n.scan_event, &n.banded_event}) {
-    cudaEvent_t ev = nullptr;
-    if (err == cudaSuccess) err = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
-    *e = ev;
-  }
+  n.fork_event = fork;
+  n.join_event = join;
   buffers_ = n;
-  if (err != cudaSuccess) {
+  if (je != cudaSuccess) {
     release();
-    fail(fn, ": creating the side stream and its events failed: ", cudaGetErrorString(err));
+    fail(fn, ": creating the side stream and its events failed: ", cudaGetErrorString(je));
   }
-  fill_u64_kernel<<<64, 256>>>(n.best, minima, ~0ull);
+  fill_u64_kernel<<<64, 256>>>(n.best, static_cast<std::size_t>(n.capacity_heads), ~0ull);
   MACATTN_CUDA_CHECK_LAUNCH("fill_u64_kernel");
   MACATTN_CUDA_CHECK(cudaDeviceSynchronize());
 }
