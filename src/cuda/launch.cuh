@@ -153,9 +153,9 @@ constexpr int kScanStaged = 0, kScanDirect = 1;
 int scan_form();
 
 /// The longest hit band MAC's finish kernel attends itself instead of the attend kernel
-/// (mac_band.cuh): kFinishBandMax by default; MACATTN_CUDA_FINISH_BAND=n (0..kFinishBandMax; 0 =
-/// every band through the attend kernel) overrides it (read on every call, so tests can force
-/// either path).
+/// (mac_band.cuh) when the complete kernel runs on the side stream (mac_decode uses 0 otherwise):
+/// kFinishBandMax by default; MACATTN_CUDA_FINISH_BAND=n (0..kFinishBandMax; 0 = every band
+/// through the attend kernel) overrides it (read on every call, so tests can force either path).
 int finish_band_limit();
 
 

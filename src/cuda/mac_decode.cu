@@ -394,7 +394,6 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const PagedKVArgs kva = kv_args(kv);
   const RingArgs ring = ring_args(rings);
   MacArgs mac = mac_args(config, d);
-  mac.finish_band = finish_band_limit();
   const int qd = static_cast<int>(q_post.dtype);
   ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
@@ -438,6 +437,11 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   // The complete kernel on the side stream (side_complete() says when), forked from `s` here and
   // joined before the finish kernel (a fork/join that stream capture records as graph edges).
   const bool side = side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
+  // Short bands in the finish kernel (mac_band.cuh) only with the side complete kernel: with
+  // the complete state in the attend kernel's blocks (large grids) the attend kernel runs as
+  // long either way, and the finish only gains the band's round trips (measured on the H200:
+  // batch 16, 128K all-hit 32.7 -> 35.5-35.9 us with short bands in the finish; h200.md).
+  mac.finish_band = side ? finish_band_limit() : 0;
   auto side_stream = static_cast<cudaStream_t>(ws.side_stream);
   if (side) {
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.fork_event), s), "cudaEventRecord (fork)");
