@@ -10,11 +10,17 @@ namespace macattn::cuda::detail {
 
 constexpr unsigned long long kNoMatch = ~0ull;
 
-/// The scan's result for one head: (distance bits << 32) | (position - first candidate), so
-/// an unsigned minimum picks the smallest distance and, among equal ones, the oldest position.
-__device__ __forceinline__ unsigned long long pack_match(float distance, unsigned offset) {
-  return (static_cast<unsigned long long>(__float_as_uint(distance)) << 32) | offset;
+/// The scan's result for one head: (distance bits << 32) | (position - first candidate) << 1 |
+/// unusable, so an unsigned minimum picks the smallest distance and, among equal ones, the
+/// oldest position, and carries whether that row's ring entry can be reused (its lse finite;
+/// bit 0 = 1: not), which the scan loads beside the row: deciding then needs no further load.
+__device__ __forceinline__ unsigned long long pack_match(float distance, unsigned offset, bool unusable) {
+  return (static_cast<unsigned long long>(__float_as_uint(distance)) << 32) | (offset << 1) | (unusable ? 1u : 0u);
 }
+__device__ __forceinline__ long long match_offset(unsigned long long best) {
+  return static_cast<long long>((best & 0xffffffffull) >> 1);
+}
+__device__ __forceinline__ bool lse_finite(float l) { return l == l && fabsf(l) != __int_as_float(0x7f800000); }
 
 struct Decision {
   long long matched = -1;  // best candidate position, -1 if none
@@ -31,19 +37,16 @@ __device__ __forceinline__ long long first_candidate(long long t, int window) {
   return t - window > 0 ? t - window : 0;
 }
 
-/// Head h of sequence b at decode position t (ring `ring`, hq heads).
-__device__ __forceinline__ Decision decide(unsigned long long best, long long t, const MacArgs& mac,
-                                           const RingArgs& ring, int b, int h, int hq) {
+/// A head's decision at decode position t from its scan result (no memory access).
+__device__ __forceinline__ Decision decide(unsigned long long best, long long t, const MacArgs& mac) {
   Decision x;
   const long long new_end = entry_end_dev(t, mac.rect);
   x.start = new_end < mac.sinks ? new_end : mac.sinks;
   if (best == kNoMatch) return x;
-  x.matched = first_candidate(t, mac.window) + static_cast<long long>(best & 0xffffffffull);
+  x.matched = first_candidate(t, mac.window) + match_offset(best);
   x.distance = __uint_as_float(static_cast<unsigned>(best >> 32));
-  const long long slot = x.matched % mac.window;
-  const float l_m = ring.lring[(static_cast<std::size_t>(b) * mac.window + slot) * hq + h];
   const long long e_m = entry_end_dev(x.matched, mac.rect);
-  const bool finite = l_m == l_m && fabsf(l_m) != __int_as_float(0x7f800000);
+  const bool finite = (best & 1ull) == 0;  // the matched entry's lse is finite (pack_match)
   x.hit = x.distance < mac.threshold && finite && (mac.sinks == 0 || e_m >= mac.sinks) && new_end - e_m >= 0 &&
           new_end - e_m <= mac.window;
   if (x.hit) x.start = e_m;

@@ -97,7 +97,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     const int r = threadIdx.x, h = g * group + r;
     const bool real = r < group;
     // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
-    // waiting for them (one dependent round trip less before the first K/V copy).
+    // waiting for them; the decision needs no further load (pack_match carries whether the
+    // matched entry is usable), so the first K/V copy waits on one round trip.
     const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
     long long start = new_end, amend_start = new_end;
     if (real) {
@@ -106,7 +107,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
       if (stale) {
         start = amend_start = new_end < mac.sinks ? new_end : mac.sinks;
       } else {
-        const Decision x = decide(m, t, mac, ring, b, h, hq);
+        const Decision x = decide(m, t, mac);
         start = x.start;
         amend_start = band_in_finish(x, new_end, mac) ? new_end : x.start;
       }
@@ -247,7 +248,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   // and the first kPrefetch amend ones, which at a hit are all that hold work. An empty
   // partial's o was never written; its weight is 0 and a select (not a product) drops it.
   const float* po = part_o + qrow * parts * head_dim + i;
-  constexpr int kPrefetch = 8;
+  constexpr int kPrefetch = 16;  // of 32 splits at batch 1, 8K and 49 at 128K: the rest in 16s
   float pre_a[kPrefetch], pre_c[kCompleteSplits];
 #pragma unroll
   for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
@@ -255,15 +256,17 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
   const long long new_end = entry_end_dev(t, mac.rect);
   const unsigned long long m = t < mac.min_context ? kNoMatch : best_raw;
-  // Round trip 2, issued before the barrier: the candidate ring entry, its o beside the lse
-  // decide() reads (both addresses follow from the minimum, so neither waits for the other).
-  const long long cand = first_candidate(t, mac.window) + static_cast<long long>(m & 0xffffffffull);  // if m found one
-  float ro = 0.f;
+  // Round trip 2, issued before the barrier: the candidate ring entry's o and lse (for the
+  // merge; the decision itself needs no load: the scan's minimum says whether the lse is
+  // finite, pack_match).
+  const long long cand = first_candidate(t, mac.window) + match_offset(m);  // if m found one
+  float ro = 0.f, rl = ninf;
   if (!stale && m != kNoMatch) {
     const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + cand % mac.window) * hq + h;
     ro = load_float(ring.oring, ring.dtype, mrow * head_dim + i);
+    rl = ring.lring[mrow];
   }
-  Decision x = decide(stale ? kNoMatch : m, t, mac, ring, b, h, hq);
+  Decision x = decide(stale ? kNoMatch : m, t, mac);
   if (stale && m != kNoMatch) {  // the wiped ring's best: oldest candidate at |q|^2, never a hit
     x.matched = cand;
     x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
@@ -313,7 +316,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
 #pragma unroll
     for (int k = 0; k < kPrefetch; ++k)
       if (k < splits) eo += w[k] != 0.f ? w[k] * pre_a[k] : 0.f;
-#pragma unroll 8
+#pragma unroll 16
     for (int p = kPrefetch; p < splits; ++p)
       if (w[p] != 0.f) eo += w[p] * po[static_cast<std::size_t>(p) * head_dim];
     el = am == ninf ? ninf : am + logf(asum);
@@ -322,9 +325,8 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
 #pragma unroll
   for (int k = 0; k < kCompleteSplits; ++k) co += w[splits + k] != 0.f ? w[splits + k] * pre_c[k] : 0.f;
   const float cl = cm == ninf ? ninf : cm + logf(csum);
-  if (x.hit) {  // amend = the reused entry (+) the band
-    const std::size_t mrow = (static_cast<std::size_t>(b) * mac.window + x.matched % mac.window) * hq + h;
-    const MergeWeights mw = merge_weights(ring.lring[mrow], el);
+  if (x.hit) {  // amend = the reused entry (+) the band (x.matched is cand)
+    const MergeWeights mw = merge_weights(rl, el);
     eo = mw.w1 * ro + mw.w2 * eo;
     el = mw.lse;
   }

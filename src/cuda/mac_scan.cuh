@@ -56,13 +56,19 @@ template <int D, typename RT> __host__ __device__ constexpr std::size_t staged_s
 template <typename RT>
 struct ScanRows {
   const RT* base;
+  const float* lse_base;  // the rows' entry lse, slot s at lse_base[s * lse_stride]
   std::size_t stride;
+  int lse_stride;
   int slot0, window, n;
-  bool stale;  // a wiped ring: every row reads as zeros
-  __device__ __forceinline__ const RT* row(int c) const {
-    int s = slot0 + c;  // c < n <= W and slot0 < W
-    if (s >= window) s -= window;
-    return base + static_cast<std::size_t>(s) * stride;
+  bool stale;  // a wiped ring: every row reads as zeros, every entry as unusable
+  __device__ __forceinline__ int slot(int c) const {
+    const int s = slot0 + c;  // c < n <= W and slot0 < W
+    return s >= window ? s - window : s;
+  }
+  __device__ __forceinline__ const RT* row(int c) const { return base + static_cast<std::size_t>(slot(c)) * stride; }
+  /// Whether candidate c's ring entry cannot be reused (pack_match's bit 0).
+  __device__ __forceinline__ bool unusable(int c) const {
+    return stale || !lse_finite(lse_base[static_cast<std::size_t>(slot(c)) * lse_stride]);
   }
 };
 
@@ -76,6 +82,8 @@ __device__ __forceinline__ ScanRows<RT> scan_rows(const RingArgs& ring, const Ma
   ScanRows<RT> r;
   r.stride = static_cast<std::size_t>(hq) * head_dim;
   r.base = static_cast<const RT*>(ring.qring) + (static_cast<std::size_t>(b) * mac.window * hq + h) * head_dim;
+  r.lse_base = ring.lring + static_cast<std::size_t>(b) * mac.window * hq + h;
+  r.lse_stride = hq;
   r.slot0 = static_cast<int>(first % mac.window);
   r.window = mac.window;
   r.n = stale ? (t > first ? 1 : 0) : static_cast<int>(t - first);
@@ -112,13 +120,15 @@ __device__ __forceinline__ bool under_bound(float acc, float bound) {
   return !(partial >= bound);
 }
 
-/// Folds candidate c's full lane sums into the thread's packed minimum (lane 0 of a half).
-/// Rows at distance >= bound are never reported (with a finite bound a miss then reports no
-/// best row, as on the CPU); +inf and NaN never match.
-__device__ __forceinline__ void keep_min(unsigned long long& mine, float acc, bool valid, int c, float bound) {
+/// Folds candidate c's full lane sums into the thread's packed minimum (lane 0 of a half), with
+/// whether its ring entry is unusable (pack_match's bit 0). Rows at distance >= bound are never
+/// reported (with a finite bound a miss then reports no best row, as on the CPU); +inf and NaN
+/// never match.
+__device__ __forceinline__ void keep_min(unsigned long long& mine, float acc, bool valid, int c, float bound,
+                                         bool unusable) {
   acc = reduce_half_lanes(acc);
   if (valid && (threadIdx.x & 15) == 0 && acc < bound) {
-    const unsigned long long key = pack_match(acc, static_cast<unsigned>(c));
+    const unsigned long long key = pack_match(acc, static_cast<unsigned>(c), unusable);
     mine = key < mine ? key : mine;
   }
 }
@@ -193,12 +203,15 @@ __device__ unsigned long long scan_staged(char* smem, const float (&q)[D / 16], 
         if (!__any_sync(0xffffffffu, valid)) continue;  // both candidates of the warp are out
       }
       acc = add_dims<kPrefix, kDims>(q, row, lane, acc);
-      keep_min(mine, acc, valid, c, bound);
+      keep_min(mine, acc, valid, c, bound, false);  // bit 0 set below, for the block's minimum only
     }
     __syncthreads();  // the stage is read before the next iteration's copy overwrites it
   }
   cp_async_wait<0>();
-  return block_min<Threads>(mine);
+  const unsigned long long m = block_min<Threads>(mine);
+  // The minimum's entry, one load (this form's rows are not loaded one by one, as scan_direct's
+  // survivors are); every thread returns the same value.
+  return m == kNoMatch ? m : m | (rows.unusable(static_cast<int>(match_offset(m))) ? 1ull : 0ull);
 }
 
 /// The 16 / sizeof(RT) ring elements of a 16-byte word, as floats (exact conversions).
@@ -264,6 +277,7 @@ __device__ __forceinline__ void exact_survivors(unsigned ballot, int c_bit0, con
     const bool valid = bit >= 0;
     const int c = c_bit0 + (valid ? bit : b0) / Lanes;
     const RT* row = rows.row(c);
+    const bool unusable = rows.unusable(c);  // its entry's lse, loaded beside the row
     float acc = 0.f;
 #pragma unroll
     for (int k = 0; k < D / 16; ++k) {
@@ -271,7 +285,7 @@ __device__ __forceinline__ void exact_survivors(unsigned ballot, int c_bit0, con
       const float diff = __fsub_rn(q[k], r);
       acc = __fmaf_rn(diff, diff, acc);
     }
-    keep_min(mine, acc, valid, c, bound);
+    keep_min(mine, acc, valid, c, bound, unusable);
   }
 }
 
