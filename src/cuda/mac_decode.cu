@@ -271,8 +271,10 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
     x.matched = cand;
     x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
   }
-  // A short band's K/V rows, looked up beside the ring entry's loads (whether it is a hit
-  // depends on the entry's lse, which is still in flight; a miss ignores them).
+  // A short band's K/V rows, looked up beside the ring entry's loads. (The rows of a candidate
+  // that is not a hit are looked up too and ignored; since 1181b3a the decision is known here,
+  // so this could use x.start and `banded` directly: not done, as that change could not be
+  // rerun on the device in the session that noticed it.)
   FinishBand band;
   if (!stale && m != kNoMatch) {
     band.first = entry_end_dev(cand, mac.rect);
