@@ -98,13 +98,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   stamp(prof, 0);
   // Group-major grid (Hkv x splits x B): every group's split 0, which holds a hit's band, is
   // among the first blocks dispatched (measured: all-hit 0.1-0.4 us shorter at batch 1-16).
-  // The speculative pass's grid is Hkv x (kCompleteSplits + splits) x B: its first blocks of a
-  // group each compute one complete part (as mac_complete_kernel), the others one split of the
-  // prefix (so that no block does both: measured, a block with a prefix split and a complete
-  // part was the pass's straggler).
-  const int g = blockIdx.x, b = blockIdx.z;
-  const int complete_block = pass.speculative && static_cast<int>(blockIdx.y) < kCompleteSplits ? static_cast<int>(blockIdx.y) : -1;
-  const int split = pass.speculative ? static_cast<int>(blockIdx.y) - kCompleteSplits : blockIdx.y;
+  const int g = blockIdx.x, split = blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   const long long new_end = entry_end_dev(t, mac.rect);
   const long long miss_start = new_end < mac.sinks ? new_end : mac.sinks;
@@ -178,25 +172,21 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   };
   // Amend: this split of the group's span [min start, E(t)).
   KeySpans spans{0, 0, 0, 0};
-  if (split >= 0) split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
+  split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
   const bool amend_work = spans.count() > 0;
   if (amend_work) attend(spans);
-  if (!pass.speculative || (predicted && split >= 0)) write_partial(split, amend_work);  // else nobody reads them
+  if (!pass.speculative || predicted) write_partial(split, amend_work);  // else nobody reads them
   stamp(prof, 2);
   // Complete parts owned by this block: part j of the tail [E(t), t+1); part 0 also the sinks.
   // Consecutive parts owned by the block are one run over their union (its state is written
   // as the first part's partial, the others' as empty): the finish merges them all anyway.
-  auto owns = [&](int j) {
-    if (pass.speculative) return j == complete_block;  // a prefix block (complete_block -1) owns none
-    return complete_owner(j, splits, lo, new_end) == split;
-  };
   for (int ja = pass.side_complete ? kCompleteSplits : 0; ja < kCompleteSplits;) {  // side: another kernel's
-    if (!owns(ja)) {
+    if (complete_owner(ja, splits, lo, new_end) != split) {
       ++ja;
       continue;
     }
     int jb = ja;
-    while (jb + 1 < kCompleteSplits && owns(jb + 1)) ++jb;
+    while (jb + 1 < kCompleteSplits && complete_owner(jb + 1, splits, lo, new_end) == split) ++jb;
     long long a, z, a2, z2;
     split_range(new_end, t + 1, kCompleteSplits, ja, &a, &z);
     split_range(new_end, t + 1, kCompleteSplits, jb, &a2, &z2);
@@ -307,8 +297,6 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   constexpr int kPrefetch = 16;  // of 32 splits at batch 1, 8K and 49 at 128K: the rest in 16s
   float pre_a[kPrefetch], pre_c[kCompleteSplits];
 #pragma unroll
-  for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
-#pragma unroll
   for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
   const long long new_end = entry_end_dev(t, mac.rect);
   const unsigned long long m = t < mac.min_context ? kNoMatch : best_raw;
@@ -327,14 +315,12 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
     x.matched = cand;
     x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
   }
-  // A speculated miss's amend partials are the speculative pass's: their o loads again (they
-  // travel with the ring entry's; the decided pass's, prefetched above, are then unused).
+  // The amend partials' o: a speculated miss's from the speculative pass (known once the
+  // decision is: these loads travel with the ring entry's).
   const bool from_spec = speculated && !x.hit;
-  const float* pa = from_spec ? spec_o + qrow * parts * head_dim + i : po;
-  if (from_spec) {
+  const float* pa = (from_spec ? spec_o : part_o) + qrow * parts * head_dim + i;
 #pragma unroll
-    for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits ? pa[static_cast<std::size_t>(k) * head_dim] : 0.f;
-  }
+  for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits ? pa[static_cast<std::size_t>(k) * head_dim] : 0.f;
   // A short band's K/V rows, looked up beside the ring entry's loads. (The rows of a candidate
   // that is not a hit are looked up too and ignored; since 1181b3a the decision is known here,
   // so this could use x.start and `banded` directly: not done, as that change could not be
@@ -514,11 +500,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const int speculate = speculate_env == kSpeculateAll ? kSpeculateAll
                         : (speculate_env == kSpeculateHint && rings.miss_hint) ? kSpeculateHint
                                                                                : kSpeculateOff;
-  // Only where the complete kernel runs on the side stream anyway (grids of at most one block
-  // per SM; measured at batch 16, 32K: misses 0.96x -> 0.93x and all-hit 33.3 -> 36.5 us with
-  // speculation).
-  const bool side = side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
-  const bool spec = side && speculate != kSpeculateOff;
+  const bool spec = speculate != kSpeculateOff;
+  const bool side = spec || side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
   // Short bands in the finish kernel (mac_band.cuh) only with the side complete kernel: with
   // the complete state in the attend kernel's blocks (large grids) the attend kernel runs as
   // long either way, and the finish only gains the band's round trips (measured on the H200:
@@ -533,14 +516,13 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
       if (spec) {
         auto kernel = mac_attend_kernel<D, NS, T>;
         allow_smem(kernel, bytes);
-        const dim3 grid(hkv, kCompleteSplits + splits, kv.batch_size);
+        const dim3 grid(hkv, splits, kv.batch_size);
         AttendPass pass;
         pass.amend_o = ws.spec_o;
         pass.amend_lse = ws.spec_lse;
         pass.miss_hint = rings.miss_hint;
         pass.speculate = speculate;
         pass.speculative = true;
-        pass.side_complete = false;  // its first kCompleteSplits blocks of each group
         launch_pdl("mac_attend_kernel (speculative)", kernel, grid, dim3(kThreads), bytes, side_stream, kva,
                    q_post.data, qd, mac, hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, pass,
                    prof.kernel("mac_attend_kernel (speculative)", grid,
