@@ -60,11 +60,6 @@ struct PagedKVDevice {
 ///   position: [batch_size] int64;  ready: [batch_size] uint8.
 /// Semantics per sequence as MacStateView's (mac_state.hpp): a step that finds a ring not
 /// ready or at another position than its t wipes it on the device and misses.
-///   miss_hint: [batch_size, Hq] uint8, optional (null: no speculation). Whether each head
-///   missed at the sequence's last step; a step predicts from it that a GQA group with a miss
-///   misses again and computes that group's exact prefix beside the match scan instead of after
-///   it. A wrong prediction costs time, never accuracy: outputs and decisions do not depend on
-///   these bytes (any values are valid). mac_rings_reset() zeroes them; a decode step writes them.
 struct MacRingsDevice {
   void* qring = nullptr;
   void* oring = nullptr;
@@ -76,7 +71,6 @@ struct MacRingsDevice {
   std::int32_t num_q_heads = 0;
   std::int32_t head_dim = 0;
   std::int32_t batch_size = 0;
-  std::uint8_t* miss_hint = nullptr;
 };
 
 /// Device scratch (split partials, match results). Allocate it, reserve() for the largest
@@ -105,9 +99,6 @@ class Workspace {
     float* part_lse = nullptr;         ///< [capacity_rows * capacity_splits]
     unsigned long long* best = nullptr;  ///< [capacity_heads] packed (distance, age) minima
     std::uint8_t* seq_flags = nullptr;   ///< [capacity_batch] per-step flags (stale ring)
-    float* spec_o = nullptr;             ///< [capacity_rows * capacity_splits * D] speculated prefix partials
-    float* spec_lse = nullptr;           ///< [capacity_rows * capacity_splits]
-    std::uint8_t* spec_groups = nullptr;  ///< [capacity_heads] per-step: group's prefix was speculated
     std::int64_t capacity_rows = 0;      ///< (query row, head) pairs of partials
     std::int32_t capacity_splits = 0;
     std::int64_t capacity_heads = 0;

@@ -32,7 +32,6 @@ struct RingArgs {
   std::uint8_t* ready = nullptr;
   int dtype = 0;
   int window = 0;
-  std::uint8_t* miss_hint = nullptr;  // [B, Hq] optional (MacRingsDevice::miss_hint)
 };
 
 /// Longest hit band MAC's finish kernel can attend itself (mac_band.cuh; two registers per key
@@ -71,7 +70,7 @@ inline PagedKVArgs kv_args(const PagedKVDevice& kv) {
   return a;
 }
 inline RingArgs ring_args(const MacRingsDevice& r) {
-  return {r.qring, r.oring, r.lring, r.position, r.ready, static_cast<int>(r.ring_dtype), r.window, r.miss_hint};
+  return {r.qring, r.oring, r.lring, r.position, r.ready, static_cast<int>(r.ring_dtype), r.window};
 }
 
 /// Pipeline depth. Measured on the H200 (docs/benchmarks/h200.md): for D = 128 two stages,
@@ -158,13 +157,6 @@ int scan_form();
 /// kFinishBandMax by default; MACATTN_CUDA_FINISH_BAND=n (0..kFinishBandMax; 0 = every band
 /// through the attend kernel) overrides it (read on every call, so tests can force either path).
 int finish_band_limit();
-
-/// Speculation of predicted-miss groups (MacRingsDevice::miss_hint): kSpeculateOff (also when a
-/// ring has no miss_hint), kSpeculateHint (a group with a miss at its last step computes its
-/// exact prefix beside the scan; the default), kSpeculateAll (every group does: the cost of
-/// mispredicting every hit). MACATTN_CUDA_SPECULATE=off|hint|all (read on every call).
-constexpr int kSpeculateOff = 0, kSpeculateHint = 1, kSpeculateAll = 2;
-int speculate_mode();
 
 
 /// Streaming multiprocessors of the current device (132 when it cannot be read).

@@ -66,28 +66,12 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   stamp(prof, 1);
 }
 
-// What one launch of mac_attend_kernel computes. The decided pass (after the scan) attends each
-// head's amend span as its decision says; with speculation it leaves a predicted-miss group's
-// misses to the speculative pass, which runs beside the scan on the side stream (no decision:
-// a predicted group's whole prefix [min(F, E(t)), E(t)), and every complete part) and writes
-// its amend partials to spec_o / spec_lse. The finish kernel takes a speculated group's misses
-// from there and everything else from part_o / part_lse.
-struct AttendPass {
-  float* amend_o = nullptr;  // where this pass's amend partials go ([B * Hq, parts, D])
-  float* amend_lse = nullptr;
-  const std::uint8_t* miss_hint = nullptr;  // the ring's miss bits (speculate == kSpeculateHint)
-  std::uint8_t* spec_groups = nullptr;      // decided pass with speculation: per group, speculated or not
-  int speculate = kSpeculateOff;
-  bool speculative = false;    // the side pass above
-  bool side_complete = false;  // the complete parts are another kernel's
-};
-
 template <int D, int NS, typename T>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype,
                                                               MacArgs mac, int hq, int group, int splits, float scale,
                                                               const unsigned long long* best,
                                                               const std::uint8_t* stale_flags, float* part_o,
-                                                              float* part_lse, AttendPass pass, BlockStamps prof) {
+                                                              float* part_lse, bool side_complete, BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
@@ -101,7 +85,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   const int g = blockIdx.x, split = blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   const long long new_end = entry_end_dev(t, mac.rect);
-  const long long miss_start = new_end < mac.sinks ? new_end : mac.sinks;
+  const bool stale = stale_flags[b] != 0;
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
   const int parts = splits + kCompleteSplits;
   if (threadIdx.x < kRows) q_rows[threadIdx.x] = group_query_row(q, esize, D, b, hq, g, group, threadIdx.x);
@@ -109,49 +93,29 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   // The query (every run of this block uses it) is staged first: its loads travel with the
   // scan minimum's instead of waiting for the decision.
   stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
-  bool hinted = false, keep = false;  // a row's: its miss bit; a hit this pass attends anyway
   if (threadIdx.x < kRows) {
     const int r = threadIdx.x, h = g * group + r;
     const bool real = r < group;
-    const std::size_t hrow = static_cast<std::size_t>(b) * hq + h;
-    hinted = real && (pass.speculate == kSpeculateAll || (pass.speculate == kSpeculateHint && pass.miss_hint[hrow] != 0));
+    // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
+    // waiting for them; the decision needs no further load (pack_match carries whether the
+    // matched entry is usable), so the first K/V copy waits on one round trip.
+    const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
     long long start = new_end, amend_start = new_end;
-    if (pass.speculative) {
-      if (real) start = amend_start = miss_start;
-    } else {
-      // Loaded unconditionally, so it travels with the position and stale-flag loads instead
-      // of waiting for them; the decision needs no further load (pack_match carries whether
-      // the matched entry is usable), so the first K/V copy waits on one round trip.
-      const bool stale = stale_flags[b] != 0;
-      const unsigned long long best_raw = real ? best[hrow] : kNoMatch;
-      if (real) {
-        const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
-        // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
-        if (stale) {
-          start = amend_start = miss_start;
-        } else {
-          const Decision x = decide(m, t, mac);
-          start = x.start;
-          amend_start = band_in_finish(x, new_end, mac) ? new_end : x.start;
-          keep = x.hit && amend_start < new_end;
-        }
+    if (real) {
+      const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
+      // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
+      if (stale) {
+        start = amend_start = new_end < mac.sinks ? new_end : mac.sinks;
+      } else {
+        const Decision x = decide(m, t, mac);
+        start = x.start;
+        amend_start = band_in_finish(x, new_end, mac) ? new_end : x.start;
       }
     }
     starts[r] = start;
     amend_starts[r] = amend_start;
+    Tile::row_keys(smem)[r] = real ? RowKeys{amend_start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
   }
-  // A group is predicted to miss when any of its heads missed last step (per block: every
-  // block of the group, in both passes, reads the same bits, so they agree).
-  const bool predicted = __syncthreads_or(hinted) != 0;
-  if (threadIdx.x < kRows) {
-    const int r = threadIdx.x;
-    long long a = amend_starts[r];
-    if (pass.speculative ? !predicted : (predicted && !keep)) a = new_end;  // the other pass's
-    amend_starts[r] = a;
-    Tile::row_keys(smem)[r] = r < group ? RowKeys{a, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
-  }
-  if (pass.spec_groups && split == 0 && threadIdx.x == 0)
-    pass.spec_groups[static_cast<std::size_t>(b) * (hq / group) + g] = predicted ? 1 : 0;
   __syncthreads();
   stamp(prof, 1);
   long long lo = new_end, sink_end = 0;
@@ -162,9 +126,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   }
   // Writes the rows' state of the run just done (or an empty state) as partial `part`.
   auto write_partial = [&](int part, bool work) {
-    const bool amend = part < splits;
-    write_group_partial<D, NS, T>(smem, amend ? pass.amend_o : part_o, amend ? pass.amend_lse : part_lse, b, hq, g,
-                                  group, parts, part, work);
+    write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, part, work);
   };
   auto attend = [&](const KeySpans& spans) {
     __syncthreads();  // query tile and row keys written; the previous run's results read
@@ -175,12 +137,12 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
   const bool amend_work = spans.count() > 0;
   if (amend_work) attend(spans);
-  if (!pass.speculative || predicted) write_partial(split, amend_work);  // else nobody reads them
+  write_partial(split, amend_work);
   stamp(prof, 2);
   // Complete parts owned by this block: part j of the tail [E(t), t+1); part 0 also the sinks.
   // Consecutive parts owned by the block are one run over their union (its state is written
   // as the first part's partial, the others' as empty): the finish merges them all anyway.
-  for (int ja = pass.side_complete ? kCompleteSplits : 0; ja < kCompleteSplits;) {  // side: another kernel's
+  for (int ja = side_complete ? kCompleteSplits : 0; ja < kCompleteSplits;) {  // side: mac_complete_kernel's
     if (complete_owner(ja, splits, lo, new_end) != split) {
       ++ja;
       continue;
@@ -263,11 +225,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
 __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void* q_pre, void* out, int q_dtype,
                                   float* lse, RingArgs ring, MacArgs mac, int hq, int group, int head_dim, int splits,
                                   float scale, unsigned long long* best, const std::uint8_t* stale_flags,
-                                  const float* part_o, const float* part_lse, const float* spec_o,
-                                  const float* spec_lse, const std::uint8_t* spec_groups, HeadStats* head_stats,
-                                  BlockStamps prof) {
+                                  const float* part_o, const float* part_lse, HeadStats* head_stats, BlockStamps prof) {
   __shared__ float w[kMaxSplits + kCompleteSplits];  // partials' lse, then their weights
-  __shared__ float w_spec[kMaxSplits];               // a speculated group's amend partials' lse
   __shared__ float red[4];                           // max and sum: amend, complete
   __shared__ long long band_rows[kFinishBandMax];    // a short band's K/V rows (mac_band.cuh)
   __shared__ float band_dots[8 * kFinishBandMax];    // its warps' partial dot products
@@ -284,18 +243,15 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   const unsigned long long best_raw = best[qrow];
   const float q_i = load_float(q_pre, q_dtype, qrow * head_dim + i);
   const float qpost_i = mac.finish_band > 0 ? load_float(q_post, q_dtype, qrow * head_dim + i) : 0.f;
-  // Whether the attend passes speculated this head's group (its misses' amend partials are then
-  // the speculative pass's, in spec_o / spec_lse).
-  const bool speculated = spec_groups != nullptr && spec_groups[b * (hq / group) + h / group] != 0;
   for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
-  if (spec_groups)
-    for (int p = i; p < splits; p += blockDim.x) w_spec[p] = spec_lse[qrow * parts + p];
   // The partials' o travel with their lse (before the weights are known): the complete ones
   // and the first kPrefetch amend ones, which at a hit are all that hold work. An empty
   // partial's o was never written; its weight is 0 and a select (not a product) drops it.
   const float* po = part_o + qrow * parts * head_dim + i;
   constexpr int kPrefetch = 16;  // of 32 splits at batch 1, 8K and 49 at 128K: the rest in 16s
   float pre_a[kPrefetch], pre_c[kCompleteSplits];
+#pragma unroll
+  for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
 #pragma unroll
   for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
   const long long new_end = entry_end_dev(t, mac.rect);
@@ -315,12 +271,6 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
     x.matched = cand;
     x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
   }
-  // The amend partials' o: a speculated miss's from the speculative pass (known once the
-  // decision is: these loads travel with the ring entry's).
-  const bool from_spec = speculated && !x.hit;
-  const float* pa = (from_spec ? spec_o : part_o) + qrow * parts * head_dim + i;
-#pragma unroll
-  for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits ? pa[static_cast<std::size_t>(k) * head_dim] : 0.f;
   // A short band's K/V rows, looked up beside the ring entry's loads. (The rows of a candidate
   // that is not a hit are looked up too and ignored; since 1181b3a the decision is known here,
   // so this could use x.start and `banded` directly: not done, as that change could not be
@@ -339,16 +289,14 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   // Max and sum of exp for the amend partials [0, splits) (warp 0) and the complete partials
   // [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
   const int warp = i >> 5, lane = i & 31;
-  const float* wa = from_spec ? w_spec : w;  // the amend partials' lse
   for (int set = warp; set < 2; set += (blockDim.x >> 5)) {
     const int s0 = set == 0 ? 0 : splits, s1 = set == 0 ? splits : parts;
-    const float* ws = set == 0 ? wa : w;
     float mx = ninf;
-    for (int p = s0 + lane; p < s1; p += 32) mx = fmaxf(mx, ws[p]);
+    for (int p = s0 + lane; p < s1; p += 32) mx = fmaxf(mx, w[p]);
     for (int off = 16; off >= 1; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
     float sum = 0.f;
     if (mx != ninf)
-      for (int p = s0 + lane; p < s1; p += 32) sum += expf(ws[p] - mx);
+      for (int p = s0 + lane; p < s1; p += 32) sum += expf(w[p] - mx);
     for (int off = 16; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
     if (lane == 0) {
       red[2 * set] = mx;
@@ -359,8 +307,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   const float am = red[0], asum = red[1], cm = red[2], csum = red[3];
   for (int p = i; p < parts; p += blockDim.x) {
     const float mx = p < splits ? am : cm, sum = p < splits ? asum : csum;
-    const float l = p < splits ? wa[p] : w[p];
-    w[p] = mx == ninf ? 0.f : expf(l - mx) / sum;  // exp(-inf) = 0: an empty partial is skipped
+    w[p] = mx == ninf ? 0.f : expf(w[p] - mx) / sum;  // exp(-inf) = 0: an empty partial is skipped
   }
   __syncthreads();
   // The partials' o, weighted (in split order); amend partials past the prefetched ones load now.
@@ -373,7 +320,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
       if (k < splits) eo += w[k] != 0.f ? w[k] * pre_a[k] : 0.f;
 #pragma unroll 16
     for (int p = kPrefetch; p < splits; ++p)
-      if (w[p] != 0.f) eo += w[p] * pa[static_cast<std::size_t>(p) * head_dim];
+      if (w[p] != 0.f) eo += w[p] * po[static_cast<std::size_t>(p) * head_dim];
     el = am == ninf ? ninf : am + logf(asum);
     if (am == ninf) eo = 0.f;
   }
@@ -407,7 +354,6 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   if (i == 0) {
     if (lse) lse[qrow] = ow.lse;
     best[qrow] = kNoMatch;
-    if (ring.miss_hint) ring.miss_hint[qrow] = x.hit ? 0 : 1;  // the next step's prediction
     if (head_stats) {
       HeadStats hs;
       hs.hit = x.hit ? 1 : 0;
@@ -494,14 +440,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const float scale = shape.scale();
   // The complete kernel on the side stream (side_complete() says when), forked from `s` here and
   // joined before the finish kernel (a fork/join that stream capture records as graph edges).
-  // Speculation (MacRingsDevice::miss_hint): the speculative attend pass replaces the complete
-  // kernel on the side stream.
-  const int speculate_env = speculate_mode();
-  const int speculate = speculate_env == kSpeculateAll ? kSpeculateAll
-                        : (speculate_env == kSpeculateHint && rings.miss_hint) ? kSpeculateHint
-                                                                               : kSpeculateOff;
-  const bool spec = speculate != kSpeculateOff;
-  const bool side = spec || side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
+  const bool side = side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
   // Short bands in the finish kernel (mac_band.cuh) only with the side complete kernel: with
   // the complete state in the attend kernel's blocks (large grids) the attend kernel runs as
   // long either way, and the finish only gains the band's round trips (measured on the H200:
@@ -512,24 +451,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.fork_event), s), "cudaEventRecord (fork)");
     check_cuda(cudaStreamWaitEvent(side_stream, static_cast<cudaEvent_t>(ws.fork_event), 0), "cudaStreamWaitEvent (fork)");
     dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
-      constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
-      if (spec) {
-        auto kernel = mac_attend_kernel<D, NS, T>;
-        allow_smem(kernel, bytes);
-        const dim3 grid(hkv, splits, kv.batch_size);
-        AttendPass pass;
-        pass.amend_o = ws.spec_o;
-        pass.amend_lse = ws.spec_lse;
-        pass.miss_hint = rings.miss_hint;
-        pass.speculate = speculate;
-        pass.speculative = true;
-        launch_pdl("mac_attend_kernel (speculative)", kernel, grid, dim3(kThreads), bytes, side_stream, kva,
-                   q_post.data, qd, mac, hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, pass,
-                   prof.kernel("mac_attend_kernel (speculative)", grid,
-                               {"predict", "prefix", "to complete run", "complete run", "write complete"}));
-        return;
-      }
       auto kernel = mac_complete_kernel<D, NS, T>;
+      constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
       allow_smem(kernel, bytes);
       const dim3 grid(kCompleteSplits, hkv, kv.batch_size);
       launch_pdl("mac_complete_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd, mac,
@@ -545,23 +468,15 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
     const dim3 grid(hkv, splits, kv.batch_size);
-    AttendPass pass;
-    pass.amend_o = ws.part_o;
-    pass.amend_lse = ws.part_lse;
-    pass.miss_hint = rings.miss_hint;
-    pass.spec_groups = spec ? ws.spec_groups : nullptr;
-    pass.speculate = speculate;
-    pass.side_complete = side;
     launch_pdl("mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac, hq, group,
-               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, pass,
+               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
                prof.kernel("mac_attend_kernel", grid, {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
   if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
   const dim3 finish_grid(static_cast<unsigned>(heads));
   launch_pdl("mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data, q_pre.data, out.data,
-             qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse,
-             spec ? ws.spec_o : nullptr, spec ? ws.spec_lse : nullptr, spec ? ws.spec_groups : nullptr, head_stats,
+             qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats,
              prof.kernel("mac_finish_kernel", finish_grid, {"load + decide", "merge", "write"}));
   prof.finish();
 }

@@ -136,14 +136,6 @@ int scan_form() {
   return kScanDirect;
 }
 
-int speculate_mode() {
-  if (const char* env = std::getenv("MACATTN_CUDA_SPECULATE")) {
-    if (std::strcmp(env, "off") == 0) return kSpeculateOff;
-    if (std::strcmp(env, "all") == 0) return kSpeculateAll;
-  }
-  return kSpeculateHint;
-}
-
 int finish_band_limit() {
   if (const char* env = std::getenv("MACATTN_CUDA_FINISH_BAND")) return std::clamp(std::atoi(env), 0, kFinishBandMax);
   return kFinishBandMax;
@@ -234,8 +226,6 @@ __global__ void rings_reset_kernel(RingArgs ring, std::size_t elems, std::size_t
     ring.position[i] = 0;
     ring.ready[i] = 0;
   }
-  if (ring.miss_hint)
-    for (std::size_t i = i0; i < rows / ring.window; i += stride) ring.miss_hint[i] = 0;
 }
 
 }  // namespace
@@ -251,9 +241,6 @@ void Workspace::release() {
   cudaFree(buffers_.part_lse);
   cudaFree(buffers_.best);
   cudaFree(buffers_.seq_flags);
-  cudaFree(buffers_.spec_o);
-  cudaFree(buffers_.spec_lse);
-  cudaFree(buffers_.spec_groups);
   buffers_ = Buffers{};
   bytes_ = 0;
 }
@@ -298,12 +285,6 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   buffers_.best = n.best;
   alloc(reinterpret_cast<void**>(&n.seq_flags), static_cast<std::size_t>(n.capacity_batch));
   buffers_.seq_flags = n.seq_flags;
-  alloc(reinterpret_cast<void**>(&n.spec_o), partials * static_cast<std::size_t>(n.head_dim) * sizeof(float));
-  buffers_.spec_o = n.spec_o;
-  alloc(reinterpret_cast<void**>(&n.spec_lse), partials * sizeof(float));
-  buffers_.spec_lse = n.spec_lse;
-  alloc(reinterpret_cast<void**>(&n.spec_groups), static_cast<std::size_t>(n.capacity_heads));
-  buffers_.spec_groups = n.spec_groups;
   // A stream and two events for MAC's side kernel (fork/join: capturable in a CUDA graph).
   cudaStream_t side = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;

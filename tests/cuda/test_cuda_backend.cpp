@@ -105,22 +105,18 @@ struct DevPaged {
 
 /// Device rings for B sequences, and conversion to/from host MacStates.
 struct DevRings {
-  Dev q, o, l, pos, ready, hint;
+  Dev q, o, l, pos, ready;
   mc::MacRingsDevice view;
   int b = 0, w = 0, hq = 0, d = 0;
   DType dt = DType::bf16;
-  /// with_hint: the optional miss bits (MacRingsDevice::miss_hint) that speculation reads.
-  DevRings(int batch, int window, int heads, int dim, DType dtype, bool with_hint = true)
+  DevRings(int batch, int window, int heads, int dim, DType dtype)
       : q(std::size_t(batch) * window * heads * dim * macattn::dtype_size(dtype)),
         o(q.n),
         l(std::size_t(batch) * window * heads * 4),
         pos(std::size_t(batch) * 8),
         ready(std::size_t(batch)),
-        hint(with_hint ? std::size_t(batch) * heads : 0),
         b(batch), w(window), hq(heads), d(dim), dt(dtype) {
-    view = {q.p, o.p, l.as<float>(), pos.as<std::int64_t>(), ready.as<std::uint8_t>(), dtype, window, heads, dim, batch,
-            with_hint ? hint.as<std::uint8_t>() : nullptr};
-    if (with_hint) hint.poison();  // mac_rings_reset must clear it
+    view = {q.p, o.p, l.as<float>(), pos.as<std::int64_t>(), ready.as<std::uint8_t>(), dtype, window, heads, dim, batch};
     mc::mac_rings_reset(view);
   }
   /// Compares ring b with a host MacState: q bitwise, lse -inf pattern exact and values close,
@@ -264,14 +260,8 @@ class ScopedEnv {
 /// scan drops rows at or over the threshold after their first dims (mac_scan.cuh): the outputs
 /// and rings, which follow from the decisions, are compared; `scan_mode` sets MACATTN_CUDA_SCAN.
 /// `ring_dtype`: the rings' element type on both backends.
-/// How a session's rings carry the miss bits that speculation predicts from: none (no
-/// miss_hint), carried (the device writes them each step: the default), scrambled (random bytes
-/// uploaded before every step: any prediction must give the same results).
-enum class Hints { none, carried, scrambled };
-
 void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_graph, bool invalidate_midway,
-                     bool with_stats = true, const char* scan_mode = nullptr, DType ring_dtype = DType::bf16,
-                     Hints hints = Hints::carried) {
+                     bool with_stats = true, const char* scan_mode = nullptr, DType ring_dtype = DType::bf16) {
   const ScopedEnv scan_env("MACATTN_CUDA_SCAN", scan_mode);
   std::mt19937_64 rng(fresh_seed());
   const AttentionShape shape{c.hq, c.hkv, c.d, 0.0f};
@@ -288,11 +278,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
   // Prefill: the last W prompt rows (two chunks, to exercise the chunked path).
   std::vector<macattn::MacState> host;
   for (int b = 0; b < batch; ++b) host.emplace_back(shape, cfg, ring_dtype);
-  DevRings rings(batch, cfg.window, c.hq, c.d, ring_dtype, hints != Hints::none);
-  if (hints != Hints::none) {
-    const auto h = rings.hint.download();
-    for (std::size_t i = 0; i < h.size(); ++i) ASSERT_EQ(h[i], 0) << "mac_rings_reset left miss_hint[" << i << "] set";
-  }
+  DevRings rings(batch, cfg.window, c.hq, c.d, ring_dtype);
   mc::Workspace ws;
   ws.reserve(shape, batch, max_len, cfg.window);
   for (int chunk = 0; chunk < 2; ++chunk) {
@@ -357,11 +343,6 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
     dout.poison();
     dlse.poison();
     dstats.poison();
-    if (hints == Hints::scrambled) {
-      std::vector<std::uint8_t> h(std::size_t(batch) * c.hq);
-      for (auto& v : h) v = static_cast<std::uint8_t>(rng() % 3 == 0 ? rng() % 256 : 0);  // mostly 0: mixed groups
-      rings.hint.upload(h.data(), h.size());
-    }
     if (use_graph) {
       std::vector<std::int32_t> last;
       for (auto l : lens) last.push_back(static_cast<std::int32_t>(l));
@@ -409,11 +390,6 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
         for (int r = 0; r < c.hq / c.hkv; ++r) h += want_stats[std::size_t(b) * c.hq + g * (c.hq / c.hkv) + r].hit;
         mixed_groups += (h > 0 && h < c.hq / c.hkv) ? 1 : 0;
       }
-    if (hints != Hints::none) {  // the device's miss bits are the reference's decisions
-      const auto h = rings.hint.download();
-      for (std::size_t i = 0; i < want_stats.size(); ++i)
-        ASSERT_EQ(h[i], want_stats[i].hit ? 0 : 1) << "miss_hint, step " << step << " head row " << i;
-    }
     ASSERT_TRUE(close(dout.download(), want, std::size_t(batch) * c.hq, c.d, 1e-2)) << "step " << step;
     ASSERT_TRUE(lse_close(dlse.download(), want_lse)) << "step " << step;
     for (int b = 0; b < batch; ++b) ASSERT_TRUE(rings.matches(b, host[b])) << "step " << step << ", seq " << b;
@@ -541,34 +517,6 @@ TEST_P(CudaBackend, MacDecodeShortBandsInFinishInCudaGraph) {
 TEST_P(CudaBackend, MacDecodeInCudaGraph) {
   SKIP_WITHOUT_GPU();
   run_mac_session(GetParam(), small_config(0), 24, true, false);
-}
-
-// Speculation (MacRingsDevice::miss_hint): the other tests carry the device's own miss bits
-// from step to step. Here: no miss bits (no speculation); random bits before every step (every
-// mix of right and wrong predictions, with sinks and a stale ring); every group speculated
-// (MACATTN_CUDA_SPECULATE=all: each hit mispredicted), also in a graph and with long bands
-// through the decided pass (MACATTN_CUDA_FINISH_BAND=0).
-TEST_P(CudaBackend, MacDecodeWithoutMissHints) {
-  SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(3), 16, false, true, true, nullptr, DType::bf16, Hints::none);
-}
-
-TEST_P(CudaBackend, MacDecodeScrambledMissHints) {
-  SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(5), 24, false, true, true, nullptr, DType::bf16, Hints::scrambled);
-}
-
-TEST_P(CudaBackend, MacDecodeSpeculateEveryGroupInCudaGraph) {
-  SKIP_WITHOUT_GPU();
-  const ScopedEnv spec_env("MACATTN_CUDA_SPECULATE", "all");
-  run_mac_session(GetParam(), small_config(3), 16, true, false);
-}
-
-TEST_P(CudaBackend, MacDecodeSpeculateEveryGroupLongBands) {
-  SKIP_WITHOUT_GPU();
-  const ScopedEnv spec_env("MACATTN_CUDA_SPECULATE", "all");
-  const ScopedEnv band_env("MACATTN_CUDA_FINISH_BAND", "0");
-  run_mac_session(GetParam(), small_config(5), 16, false, true, true, nullptr, DType::bf16, Hints::scrambled);
 }
 
 INSTANTIATE_TEST_SUITE_P(

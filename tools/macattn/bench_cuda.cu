@@ -394,11 +394,7 @@ int run_cuda_bench(const BenchOptions& o) {
           // MAC rings, one set per copy.
           const std::size_t ring_rows = std::size_t(batch) * o.config.window * hq;
           const std::size_t rs = macattn::dtype_size(o.ring_dtype);
-          // The miss bits (speculation's prediction) are not restored between replays: each
-          // replay predicts from the previous replay of the same step, as a decode whose hit
-          // pattern holds from step to step does (MACATTN_CUDA_SPECULATE=off|all: none / every
-          // group speculated).
-          std::vector<DevBuf> rq, ro, rl, rp, rr, rh;
+          std::vector<DevBuf> rq, ro, rl, rp, rr;
           std::vector<mc::MacRingsDevice> rings;
           for (int c = 0; c < copies; ++c) {
             rq.emplace_back(ring_rows * d * rs);
@@ -406,11 +402,8 @@ int run_cuda_bench(const BenchOptions& o) {
             rl.emplace_back(ring_rows * 4);
             rp.emplace_back(std::size_t(batch) * 8);
             rr.emplace_back(std::size_t(batch));
-            rh.emplace_back(std::size_t(batch) * hq);
-            ck(cudaMemset(rh.back().p, 0, std::size_t(batch) * hq), "memset");
             rings.push_back({rq.back().p, ro.back().p, rl.back().as<float>(), rp.back().as<std::int64_t>(),
-                             rr.back().as<std::uint8_t>(), o.ring_dtype, o.config.window, hq, d, batch,
-                             rh.back().as<std::uint8_t>()});
+                             rr.back().as<std::uint8_t>(), o.ring_dtype, o.config.window, hq, d, batch});
           }
           DevBuf dhit(std::size_t(batch) * hq), dstats(std::size_t(batch) * hq * sizeof(macattn::HeadStats));
           const long long t = ctx - 1;
@@ -470,12 +463,6 @@ int run_cuda_bench(const BenchOptions& o) {
                                                       o.far_miss_rows ? 1 : 0);
               };
               for (int c = 0; c < copies; ++c) {
-                restore(c);
-                // One untimed step per copy first, so that every copy's miss bits hold this
-                // configuration's decisions (rings[0]'s came from the step with stats above).
-                if (c > 0)
-                  mc::mac_decode(sh, o.config, kvs[c], {qpost.p, macattn::DType::bf16}, {qpre.p, macattn::DType::bf16},
-                                 rings[c], {out.p, macattn::DType::bf16}, nullptr, nullptr, ws, s);
                 restore(c);
                 mac_graphs.push_back(capture(s, [&] {
                   restore(c);

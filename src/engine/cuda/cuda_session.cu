@@ -346,7 +346,6 @@ void CudaSession::Impl::allocate() {
     lring = device_array<float>(cells);
     ring_position = device_array<std::int64_t>(static_cast<std::size_t>(L) * B);
     ring_ready = device_array<std::uint8_t>(static_cast<std::size_t>(L) * B);
-    ring_miss = device_array<std::uint8_t>(static_cast<std::size_t>(L) * B * Hq);  // zeroed by the reset
     for (std::int32_t l = 0; l < L; ++l)
       if (mac_layer[l]) macattn::cuda::mac_rings_reset(rings(l), stream);
   }
@@ -443,7 +442,6 @@ macattn::cuda::MacRingsDevice CudaSession::Impl::rings(std::int32_t l, std::int3
   r.lring = lring.as<float>() + cells;
   r.position = ring_position.as<std::int64_t>() + first;
   r.ready = ring_ready.as<std::uint8_t>() + first;
-  r.miss_hint = ring_miss.as<std::uint8_t>() + first * Hq;
   r.ring_dtype = ring_dtype;
   r.window = window;
   r.num_q_heads = Hq;

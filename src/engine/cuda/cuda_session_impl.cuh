@@ -113,8 +113,8 @@ struct CudaSession::Impl {
   DeviceBuffer s_indptr, s_last_page_len, iota;  // one sequence's table (prefill)
   DeviceBuffer pos;                              // int64 [B]: the decode position of each sequence
   std::vector<std::int64_t> pos_host;
-  // MAC rings of every layer, contiguous: q/o [L, B, W, Hq, D], l [L, B, W, Hq], position [L, B], ready [L, B], miss [L, B, Hq].
-  DeviceBuffer qring, oring, lring, ring_position, ring_ready, ring_miss;  // ring_miss: MacRingsDevice::miss_hint
+  // MAC rings of every layer, contiguous: q/o [L, B, W, Hq, D], l [L, B, W, Hq], position [L, B], ready [L, B].
+  DeviceBuffer qring, oring, lring, ring_position, ring_ready;
   DType ring_dtype = DType::bf16;
   DeviceBuffer head_stats;  // HeadStats [L, B, Hq]
   DeviceBuffer mac_flags;   // uint8 [L]
