@@ -116,8 +116,8 @@ bool pdl_enabled();
 /// earlier kernel wrote (see device_common.cuh). Works under stream capture (a programmatic
 /// edge in the graph).
 template <typename... Params, typename... Args>
-void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem,
-                cudaStream_t stream, Args... args) {
+void launch_pdl_if(bool pdl, const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem,
+                   cudaStream_t stream, Args... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -125,11 +125,22 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = pdl_enabled() ? 1 : 0;
+  attr[0].val.programmaticStreamSerializationAllowed = pdl ? 1 : 0;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
   check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...), name);
 }
+template <typename... Params, typename... Args>
+void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem,
+                cudaStream_t stream, Args... args) {
+  launch_pdl_if(pdl_enabled(), name, kernel, grid, block, smem, stream, args...);
+}
+
+/// Whether MAC's finish kernel alone is launched with programmatic dependent launch (its work
+/// that does not read the attend kernel's partials then overlaps that kernel): on sm_90+ unless
+/// MACATTN_CUDA_PDL_FINISH=0 (read on every call, so tests can force either); always with
+/// MACATTN_CUDA_PDL=1.
+bool finish_pdl();
 
 /// Whether MAC's complete state (sinks + tail, which no decision changes) is computed by its own
 /// kernel of `complete_blocks` blocks on the workspace's side stream, beside the scan and the

@@ -1,6 +1,6 @@
 // src/cuda/mac_decode.cu: MAC decode (MAC_ATTENTION.md §5) in three or four kernels, every decision
-// on the device (no host synchronisation; capturable in a CUDA graph; launch_pdl can launch
-// them with programmatic dependent launch, off by default):
+// on the device (no host synchronisation; capturable in a CUDA graph; the finish kernel is
+// launched with programmatic dependent launch on Hopper, the others only with MACATTN_CUDA_PDL=1):
 //   1. scan   (grid slot-tiles x Hq x B): distances of q_pre to the ring's rows in the fixed
 //      fp32 order of core/distance.hpp, packed minimum per head by atomicMin. Also records
 //      whether each sequence's ring is stale (not ready / at another position).
@@ -218,10 +218,13 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
 }
 
 // One block per query head, blockDim = head_dim (thread i owns element i). The work is laid
-// out so that the chain of dependent memory round trips is three (the step's floor at hit rate
-// 1 is a chain of such trips): (1) the position, stale flag, scan minimum, q_pre and every
-// partial's lse; (2) the matched ring entry (lse and o, loaded before the hit is known) and the
-// partials' o; (3) the writes.
+// out so that the chain of dependent memory round trips is short (the step's floor at hit rate
+// 1 is a chain of such trips), and so that what does not read the attend kernel's partials runs
+// before grid_dependency_wait(): launched with programmatic dependent launch (finish_pdl()),
+// that part overlaps the attend kernel. (1) the position, stale flag, scan minimum (the scan
+// finished before the attend kernel started, which let this kernel launch), q_pre, q_post;
+// (2) the matched ring entry's o and lse and a short band's page-table entries, then its K/V;
+// then the wait; (3) the partials' lse and o; (4) the writes.
 __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void* q_pre, void* out, int q_dtype,
                                   float* lse, RingArgs ring, MacArgs mac, int hq, int group, int head_dim, int splits,
                                   float scale, unsigned long long* best, const std::uint8_t* stale_flags,
@@ -230,7 +233,6 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   __shared__ float red[4];                           // max and sum: amend, complete
   __shared__ long long band_rows[kFinishBandMax];    // a short band's K/V rows (mac_band.cuh)
   __shared__ float band_dots[8 * kFinishBandMax];    // its warps' partial dot products
-  grid_dependency_wait();  // the attend kernel's partials
   allow_dependents();
   stamp(prof, 0);
   const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
@@ -243,22 +245,11 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   const unsigned long long best_raw = best[qrow];
   const float q_i = load_float(q_pre, q_dtype, qrow * head_dim + i);
   const float qpost_i = mac.finish_band > 0 ? load_float(q_post, q_dtype, qrow * head_dim + i) : 0.f;
-  for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
-  // The partials' o travel with their lse (before the weights are known): the complete ones
-  // and the first kPrefetch amend ones, which at a hit are all that hold work. An empty
-  // partial's o was never written; its weight is 0 and a select (not a product) drops it.
-  const float* po = part_o + qrow * parts * head_dim + i;
-  constexpr int kPrefetch = 16;  // of 32 splits at batch 1, 8K and 49 at 128K: the rest in 16s
-  float pre_a[kPrefetch], pre_c[kCompleteSplits];
-#pragma unroll
-  for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
-#pragma unroll
-  for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
   const long long new_end = entry_end_dev(t, mac.rect);
   const unsigned long long m = t < mac.min_context ? kNoMatch : best_raw;
-  // Round trip 2, issued before the barrier: the candidate ring entry's o and lse (for the
-  // merge; the decision itself needs no load: the scan's minimum says whether the lse is
-  // finite, pack_match).
+  // Round trip 2: the candidate ring entry's o and lse (for the merge; the decision itself
+  // needs no load: the scan's minimum says whether the lse is finite, pack_match), and a hit's
+  // short band's page-table entries.
   const long long cand = first_candidate(t, mac.window) + match_offset(m);  // if m found one
   float ro = 0.f, rl = ninf;
   if (!stale && m != kNoMatch) {
@@ -271,21 +262,29 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
     x.matched = cand;
     x.distance = __uint_as_float(static_cast<unsigned>(m >> 32));
   }
-  // A short band's K/V rows, looked up beside the ring entry's loads. (The rows of a candidate
-  // that is not a hit are looked up too and ignored; since 1181b3a the decision is known here,
-  // so this could use x.start and `banded` directly: not done, as that change could not be
-  // rerun on the device in the session that noticed it.)
+  const bool banded = band_in_finish(x, new_end, mac);
   FinishBand band;
-  if (!stale && m != kNoMatch) {
-    band.first = entry_end_dev(cand, mac.rect);
-    const long long n = new_end - band.first;
-    band.n = n >= 0 && n <= mac.finish_band ? static_cast<int>(n) : 0;
+  if (banded) {
+    band.first = x.start;
+    band.n = static_cast<int>(new_end - x.start);
   }
   band.rows(kv, b, h / group, band_rows);
-  const bool banded = band_in_finish(x, new_end, mac);
-  __syncthreads();
-  stamp(prof, 1);
+  __syncthreads();  // the band's rows
   if (banded) band.dots(kv, band_rows, qpost_i, head_dim, band_dots);
+  stamp(prof, 1);
+  grid_dependency_wait();  // the attend kernel's partials (and the complete kernel's, joined)
+  // Round trip 3: the partials. A banded hit's amend partials are empty (the attend kernel gave
+  // it no keys): not loaded. An empty partial's o was never written; its weight is 0 and a
+  // select (not a product) drops it.
+  for (int p = i; p < parts; p += blockDim.x) w[p] = banded && p < splits ? ninf : part_lse[qrow * parts + p];
+  const float* po = part_o + qrow * parts * head_dim + i;
+  constexpr int kPrefetch = 16;  // of 32 splits at batch 1, 8K and 49 at 128K: the rest in 16s
+  float pre_a[kPrefetch], pre_c[kCompleteSplits];
+#pragma unroll
+  for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits && !banded ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
+#pragma unroll
+  for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
+  __syncthreads();  // the partials' lse
   // Max and sum of exp for the amend partials [0, splits) (warp 0) and the complete partials
   // [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
   const int warp = i >> 5, lane = i & 31;
@@ -475,9 +474,9 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
   const dim3 finish_grid(static_cast<unsigned>(heads));
-  launch_pdl("mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data, q_pre.data, out.data,
+  launch_pdl_if(finish_pdl(), "mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data, q_pre.data, out.data,
              qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats,
-             prof.kernel("mac_finish_kernel", finish_grid, {"load + decide", "merge", "write"}));
+             prof.kernel("mac_finish_kernel", finish_grid, {"before the wait", "partials + merge", "write"}));
   prof.finish();
 }
 

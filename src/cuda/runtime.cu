@@ -111,6 +111,16 @@ bool pdl_enabled() {
   return v;
 }
 
+bool finish_pdl() {
+  if (pdl_enabled()) return true;
+  static const bool hopper = [] {
+    const DeviceInfo* d = device_info();
+    return d != nullptr && d->major >= 9;
+  }();
+  const char* env = std::getenv("MACATTN_CUDA_PDL_FINISH");
+  return hopper && !(env && std::strcmp(env, "0") == 0);
+}
+
 int stages_override() {
   static const int v = [] {
     const char* env = std::getenv("MACATTN_CUDA_STAGES");

@@ -519,6 +519,16 @@ TEST_P(CudaBackend, MacDecodeInCudaGraph) {
   run_mac_session(GetParam(), small_config(0), 24, true, false);
 }
 
+// The finish kernel launched without programmatic dependent launch (MACATTN_CUDA_PDL_FINISH=0;
+// on Hopper it is launched with it by default, its first part overlapping the attend kernel):
+// with sinks and a stale ring, and in a graph.
+TEST_P(CudaBackend, MacDecodeFinishWithoutPdl) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv pdl_env("MACATTN_CUDA_PDL_FINISH", "0");
+  run_mac_session(GetParam(), small_config(5), 16, false, true);
+  run_mac_session(GetParam(), small_config(3), 12, true, false);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaBackend,
     ::testing::Values(Case{32, 8, 128, DType::bf16, 16, KVLayout::NHD}, Case{32, 8, 128, DType::f16, 7, KVLayout::HND},
