@@ -142,6 +142,11 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
 /// MACATTN_CUDA_PDL=1.
 bool finish_pdl();
 
+/// Whether MAC's attend kernel is launched with programmatic dependent launch (its query
+/// staging then overlaps the scan): only with MACATTN_CUDA_PDL_ATTEND=1 or MACATTN_CUDA_PDL=1
+/// on sm_90+ (read on every call).
+bool attend_pdl();
+
 /// Whether MAC's complete state (sinks + tail, which no decision changes) is computed by its own
 /// kernel of `complete_blocks` blocks on the workspace's side stream, beside the scan and the
 /// amend kernel, instead of by the amend kernel's blocks with the least amend work: when that

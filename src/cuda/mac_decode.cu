@@ -77,8 +77,6 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   __shared__ const void* q_rows[kRows];
   __shared__ long long starts[kRows];       // first key of entry(t) (E(m) on a hit): sinks end there
   __shared__ long long amend_starts[kRows];  // first amend key here: E(t) when the finish attends the band
-  grid_dependency_wait();  // the scan's minima and stale flags
-  allow_dependents();
   stamp(prof, 0);
   // Group-major grid (Hkv x splits x B): every group's split 0, which holds a hit's band, is
   // among the first blocks dispatched (measured: all-hit 0.1-0.4 us shorter at batch 1-16).
@@ -93,6 +91,11 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   // The query (every run of this block uses it) is staged first: its loads travel with the
   // scan minimum's instead of waiting for the decision.
   stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
+  // The scan's minima and stale flags. With PDL (attend_pdl()) what is above overlaps the scan;
+  // dependents may launch only after this wait (the finish kernel reads the scan's minima
+  // before its own wait).
+  grid_dependency_wait();
+  allow_dependents();
   if (threadIdx.x < kRows) {
     const int r = threadIdx.x, h = g * group + r;
     const bool real = r < group;
@@ -467,7 +470,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
     const dim3 grid(hkv, splits, kv.batch_size);
-    launch_pdl("mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac, hq, group,
+    launch_pdl_if(attend_pdl(), "mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac, hq, group,
                splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
                prof.kernel("mac_attend_kernel", grid, {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });

@@ -121,6 +121,14 @@ bool finish_pdl() {
   return hopper && !(env && std::strcmp(env, "0") == 0);
 }
 
+bool attend_pdl() {
+  if (pdl_enabled()) return true;
+  const char* env = std::getenv("MACATTN_CUDA_PDL_ATTEND");
+  if (!env || std::strcmp(env, "1") != 0) return false;
+  const DeviceInfo* d = device_info();
+  return d != nullptr && d->major >= 9;
+}
+
 int stages_override() {
   static const int v = [] {
     const char* env = std::getenv("MACATTN_CUDA_STAGES");
