@@ -284,7 +284,8 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   constexpr int kPrefetch = 16;  // of 32 splits at batch 1, 8K and 49 at 128K: the rest in 16s
   float pre_a[kPrefetch], pre_c[kCompleteSplits];
 #pragma unroll
-  for (int k = 0; k < kPrefetch; ++k) pre_a[k] = k < splits && !banded ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
+  for (int k = 0; k < kPrefetch; ++k)
+    pre_a[k] = k < splits && !banded ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
 #pragma unroll
   for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
   __syncthreads();  // the partials' lse
@@ -470,16 +471,18 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
     const dim3 grid(hkv, splits, kv.batch_size);
-    launch_pdl_if(attend_pdl(), "mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac, hq, group,
-               splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
-               prof.kernel("mac_attend_kernel", grid, {"decide", "amend", "to complete run", "complete run", "write complete"}));
+    launch_pdl_if(attend_pdl(), "mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac,
+                  hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
+                  prof.kernel("mac_attend_kernel", grid,
+                              {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
   if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
   const dim3 finish_grid(static_cast<unsigned>(heads));
-  launch_pdl_if(finish_pdl(), "mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data, q_pre.data, out.data,
-             qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, head_stats,
-             prof.kernel("mac_finish_kernel", finish_grid, {"before the wait", "partials + merge", "write"}));
+  launch_pdl_if(finish_pdl(), "mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data,
+                q_pre.data, out.data, qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o,
+                ws.part_lse, head_stats,
+                prof.kernel("mac_finish_kernel", finish_grid, {"before the wait", "partials + merge", "write"}));
   prof.finish();
 }
 

@@ -519,11 +519,8 @@ TEST_P(CudaBackend, MacDecodeInCudaGraph) {
   run_mac_session(GetParam(), small_config(0), 24, true, false);
 }
 
-// The finish kernel launched without programmatic dependent launch (MACATTN_CUDA_PDL_FINISH=0;
-// on Hopper it is launched with it by default, its first part overlapping the attend kernel):
-// with sinks and a stale ring, and in a graph.
 // The attend kernel launched with programmatic dependent launch too (MACATTN_CUDA_PDL_ATTEND=1:
-// its query staging overlaps the scan).
+// its query staging overlaps the scan): with sinks and a stale ring, and in a graph.
 TEST_P(CudaBackend, MacDecodeAttendWithPdl) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv pdl_env("MACATTN_CUDA_PDL_ATTEND", "1");
@@ -531,6 +528,8 @@ TEST_P(CudaBackend, MacDecodeAttendWithPdl) {
   run_mac_session(GetParam(), small_config(3), 12, true, false);
 }
 
+// The finish kernel launched without programmatic dependent launch (MACATTN_CUDA_PDL_FINISH=0;
+// on Hopper it is launched with it by default, its first part overlapping the attend kernel).
 TEST_P(CudaBackend, MacDecodeFinishWithoutPdl) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv pdl_env("MACATTN_CUDA_PDL_FINISH", "0");
