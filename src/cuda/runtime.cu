@@ -101,32 +101,35 @@ std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int
   return splits;
 }
 
+namespace {
+// Programmatic dependent launch needs sm_90+ (the device's at first use, as the launches assume).
+bool pdl_supported() {
+  static const bool v = [] {
+    const DeviceInfo* d = device_info();
+    return d != nullptr && d->major >= 9;
+  }();
+  return v;
+}
+}  // namespace
+
 bool pdl_enabled() {
   static const bool v = [] {
     const char* env = std::getenv("MACATTN_CUDA_PDL");
-    if (!env || std::atoi(env) != 1) return false;
-    const DeviceInfo* d = device_info();
-    return d != nullptr && d->major >= 9;
+    return env && std::atoi(env) == 1 && pdl_supported();
   }();
   return v;
 }
 
 bool finish_pdl() {
   if (pdl_enabled()) return true;
-  static const bool hopper = [] {
-    const DeviceInfo* d = device_info();
-    return d != nullptr && d->major >= 9;
-  }();
   const char* env = std::getenv("MACATTN_CUDA_PDL_FINISH");
-  return hopper && !(env && std::strcmp(env, "0") == 0);
+  return pdl_supported() && !(env && std::strcmp(env, "0") == 0);
 }
 
 bool attend_pdl() {
   if (pdl_enabled()) return true;
   const char* env = std::getenv("MACATTN_CUDA_PDL_ATTEND");
-  if (!env || std::strcmp(env, "1") != 0) return false;
-  const DeviceInfo* d = device_info();
-  return d != nullptr && d->major >= 9;
+  return env && std::strcmp(env, "1") == 0 && pdl_supported();
 }
 
 int stages_override() {
