@@ -55,21 +55,35 @@ __device__ __forceinline__ int swz(int row, int chunk) {
 /// load is issued before the first store, so no element's load can wait behind an earlier
 /// element's store (the interleaved loop's PTX had each generic load after the previous shared
 /// store; the change measured within noise on the H200, h200.md).
+template <int D>
+struct StagedQuery {
+  static constexpr int kPer = kRows * D / kThreads;
+  float v[kPer];  // this thread's elements, in registers until store()
+
+  /// Issues the loads (nothing waits for them until store()).
+  __device__ __forceinline__ void load(const void* const* q_rows, int dtype) {
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = threadIdx.x + k * kThreads, r = i / D, c = i % D;
+      const void* row = q_rows[r];
+      v[k] = row ? load_float(row, dtype, c) : 0.f;
+    }
+  }
+  template <typename T>
+  __device__ __forceinline__ void store(T* s_q) const {
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = threadIdx.x + k * kThreads, r = i / D, c = i % D;
+      s_q[swz<D>(r, c >> 3) + (c & 7)] = Elem<T>::from(v[k]);
+    }
+  }
+};
+
 template <int D, typename T>
 __device__ __forceinline__ void stage_query_rows(T* s_q, const void* const* q_rows, int dtype) {
-  constexpr int kPer = kRows * D / kThreads;
-  float v[kPer];
-#pragma unroll
-  for (int k = 0; k < kPer; ++k) {
-    const int i = threadIdx.x + k * kThreads, r = i / D, c = i % D;
-    const void* row = q_rows[r];
-    v[k] = row ? load_float(row, dtype, c) : 0.f;
-  }
-#pragma unroll
-  for (int k = 0; k < kPer; ++k) {
-    const int i = threadIdx.x + k * kThreads, r = i / D, c = i % D;
-    s_q[swz<D>(r, c >> 3) + (c & 7)] = Elem<T>::from(v[k]);
-  }
+  StagedQuery<D> sq;
+  sq.load(q_rows, dtype);
+  sq.store(s_q);
 }
 
 /// Runs the core. s_raw: dynamic shared memory of TileSmem<D,NS>::kBytes; the query tile and

@@ -142,10 +142,30 @@ void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 blo
 /// MACATTN_CUDA_PDL=1.
 bool finish_pdl();
 
-/// Whether MAC's attend kernel is launched with programmatic dependent launch (its query
-/// staging then overlaps the scan): only with MACATTN_CUDA_PDL_ATTEND=1 or MACATTN_CUDA_PDL=1
-/// on sm_90+ (read on every call).
-bool attend_pdl();
+/// Whether MAC's attend kernel runs two blocks per SM instead of three for `groups` = batch x
+/// KV heads (head_dim <= 128): the kernel then asks for enough shared memory that at most two
+/// fit, and its split count is capped to fill two per SM (mac_splits), which leaves a third
+/// of every SM to the scan, complete and finish kernels. By default for grids of few groups
+/// (groups x 16 <= SMs: batch 1 of Llama-3.1-8B on the H200); MACATTN_CUDA_ATTEND_PER_SM=2 or
+/// =3 forces either (read on every call).
+bool attend_two_per_sm(std::int32_t groups, std::int32_t head_dim);
+
+/// Whether MAC's attend kernel is launched with programmatic dependent launch (its query loads,
+/// the page table's lookups and its blocks' placement then overlap the scan): by default with
+/// two blocks per SM (above; with three, its early blocks fill the SMs that the finish kernel's
+/// first part needs); MACATTN_CUDA_PDL_ATTEND=1 or =0 forces either, MACATTN_CUDA_PDL=1 turns it
+/// on; sm_90+ only (read on every call).
+bool attend_pdl(bool two_per_sm);
+
+/// Whether MAC's scan kernel is launched with programmatic dependent launch: only with
+/// MACATTN_CUDA_PDL_SCAN=1 or MACATTN_CUDA_PDL=1 on sm_90+ (read on every call; measured
+/// slower on misses in the layer benchmark, h200.md).
+bool scan_pdl();
+
+/// MAC's split count for `groups` = batch x KV heads: `planned` (plan_splits), capped to two
+/// blocks per SM when `two_per_sm`; MACATTN_CUDA_MAC_SPLITS overrides it, clamped to
+/// [1, planned] (an experiment; exact decode keeps the plan). Read on every call.
+std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_sm);
 
 /// Whether MAC's complete state (sinks + tail, which no decision changes) is computed by its own
 /// kernel of `complete_blocks` blocks on the workspace's side stream, beside the scan and the

@@ -83,19 +83,21 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   const int g = blockIdx.x, split = blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   const long long new_end = entry_end_dev(t, mac.rect);
-  const bool stale = stale_flags[b] != 0;
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
   const int parts = splits + kCompleteSplits;
   if (threadIdx.x < kRows) q_rows[threadIdx.x] = group_query_row(q, esize, D, b, hq, g, group, threadIdx.x);
   __syncthreads();
-  // The query (every run of this block uses it) is staged first: its loads travel with the
-  // scan minimum's instead of waiting for the decision.
-  stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
-  // The scan's minima and stale flags. With PDL (attend_pdl()) what is above overlaps the scan;
+  // The query's loads are issued first and written to shared memory only when this block has
+  // keys to attend: they travel with the scan minimum's, and a block without work (a hit's
+  // group) never waits for them.
+  StagedQuery<D> staged;
+  staged.load(q_rows, q_dtype);
+  // The scan's minima and stale flags. With PDL (attend_pdl) what is above overlaps the scan;
   // dependents may launch only after this wait (the finish kernel reads the scan's minima
   // before its own wait).
   grid_dependency_wait();
   allow_dependents();
+  const bool stale = stale_flags[b] != 0;
   if (threadIdx.x < kRows) {
     const int r = threadIdx.x, h = g * group + r;
     const bool real = r < group;
@@ -139,6 +141,9 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   KeySpans spans{0, 0, 0, 0};
   split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
   const bool amend_work = spans.count() > 0;
+  // Blocks that attend: the amend split, or complete parts (only in this kernel without the
+  // side complete kernel; which blocks own them is decided below, so all of them stage).
+  if (amend_work || !side_complete) staged.store(Tile::q_tile(smem));
   if (amend_work) attend(spans);
   write_partial(split, amend_work);
   stamp(prof, 2);
@@ -393,7 +398,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
                            dtype_name(q_pre.dtype), ", ", dtype_name(out.dtype), ")");
   if (kv.batch_size == 0) return;
   const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim, group = shape.group_size();
-  const int splits = plan_splits(kv.batch_size, hkv, d, kv.max_seq_len);
+  const bool two_per_sm = attend_two_per_sm(kv.batch_size * hkv, d);
+  const int splits = mac_splits(plan_splits(kv.batch_size, hkv, d, kv.max_seq_len), kv.batch_size * hkv, two_per_sm);
   const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;
   require_workspace(fn, workspace, shape, heads, splits + kCompleteSplits, heads, kv.batch_size);
   const auto& ws = workspace.buffers();
@@ -428,7 +434,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     constexpr std::size_t bytes = Form == kScanDirect ? 0 : staged_smem_bytes<D, RT>();
     constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
     allow_smem(kernel, bytes);
-    launch_pdl("mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd, ring, mac, hq,
+    launch_pdl_if(scan_pdl(), "mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd, ring, mac, hq,
                per, bound, ws.best, ws.seq_flags, prof.kernel(name, scan_grid, {"scan"}));
   };
   auto launch_scan_pd = [&]<int D, typename RT>() {
@@ -466,12 +472,17 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   if (rings.ring_dtype == DType::bf16) launch_scan_d.template operator()<__nv_bfloat16>();
   else if (rings.ring_dtype == DType::f16) launch_scan_d.template operator()<__half>();
   else launch_scan_d.template operator()<float>();
+  const bool pdl_attend = attend_pdl(two_per_sm);
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = mac_attend_kernel<D, NS, T>;
-    constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
+    // Two blocks per SM: more shared memory than a third of the SM's 228 KiB (unused; it only
+    // keeps a third block off the SM).
+    constexpr std::size_t kThird = 76 * 1024;
+    const std::size_t bytes =
+        two_per_sm && TileSmem<D, NS>::kBytes < kThird ? kThird : TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
     const dim3 grid(hkv, splits, kv.batch_size);
-    launch_pdl_if(attend_pdl(), "mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac,
+    launch_pdl_if(pdl_attend, "mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac,
                   hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
                   prof.kernel("mac_attend_kernel", grid,
                               {"decide", "amend", "to complete run", "complete run", "write complete"}));

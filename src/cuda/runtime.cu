@@ -126,10 +126,36 @@ bool finish_pdl() {
   return pdl_supported() && !(env && std::strcmp(env, "0") == 0);
 }
 
-bool attend_pdl() {
+bool scan_pdl() {
+  if (pdl_enabled()) return true;
+  const char* env = std::getenv("MACATTN_CUDA_PDL_SCAN");
+  return env && std::strcmp(env, "1") == 0 && pdl_supported();
+}
+
+bool attend_two_per_sm(std::int32_t groups, std::int32_t head_dim) {
+  if (head_dim > 128) return false;  // one block per SM already (plan_splits)
+  const char* env = std::getenv("MACATTN_CUDA_ATTEND_PER_SM");
+  if (env && std::strcmp(env, "2") == 0) return true;
+  if (env && std::strcmp(env, "3") == 0) return false;
+  // Measured on the H200 (h200.md, fourteenth session): at 8 groups (batch 1 of Llama-3.1-8B)
+  // two blocks per SM with the attend kernel under PDL took 0.8-1.5 us off all-hit steps and
+  // left misses as they were or faster; at 32 and 128 groups (batch 4, 16) misses lost 2-5%.
+  return static_cast<std::int64_t>(groups) * 16 <= device_sm_count();
+}
+
+std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_sm) {
+  std::int32_t s = planned;
+  if (two_per_sm) s = std::clamp(2 * device_sm_count() / std::max(groups, 1), 1, planned);
+  const char* env = std::getenv("MACATTN_CUDA_MAC_SPLITS");
+  return env ? std::clamp(std::atoi(env), 1, planned) : s;
+}
+
+bool attend_pdl(bool two_per_sm) {
   if (pdl_enabled()) return true;
   const char* env = std::getenv("MACATTN_CUDA_PDL_ATTEND");
-  return env && std::strcmp(env, "1") == 0 && pdl_supported();
+  if (env && std::strcmp(env, "1") == 0) return pdl_supported();
+  if (env && std::strcmp(env, "0") == 0) return false;
+  return two_per_sm && pdl_supported();
 }
 
 int stages_override() {

@@ -519,8 +519,9 @@ TEST_P(CudaBackend, MacDecodeInCudaGraph) {
   run_mac_session(GetParam(), small_config(0), 24, true, false);
 }
 
-// The attend kernel launched with programmatic dependent launch too (MACATTN_CUDA_PDL_ATTEND=1:
-// its query staging overlaps the scan): with sinks and a stale ring, and in a graph.
+// The attend kernel launched with programmatic dependent launch (MACATTN_CUDA_PDL_ATTEND=1, also
+// where its default is off: its query loads overlap the scan): with sinks and a stale ring, and
+// in a graph.
 TEST_P(CudaBackend, MacDecodeAttendWithPdl) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv pdl_env("MACATTN_CUDA_PDL_ATTEND", "1");
@@ -533,6 +534,26 @@ TEST_P(CudaBackend, MacDecodeAttendWithPdl) {
 TEST_P(CudaBackend, MacDecodeFinishWithoutPdl) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv pdl_env("MACATTN_CUDA_PDL_FINISH", "0");
+  run_mac_session(GetParam(), small_config(5), 16, false, true);
+  run_mac_session(GetParam(), small_config(3), 12, true, false);
+}
+
+// The attend kernel's two forms, each forced (by default the form follows the grid: two blocks
+// per SM with PDL for few groups, attend_two_per_sm): two blocks per SM with fewer splits than
+// planned (MACATTN_CUDA_MAC_SPLITS, so that some splits hold more tiles and the complete
+// parts land elsewhere), and three per SM without PDL. With sinks and a stale ring, and in a graph.
+TEST_P(CudaBackend, MacDecodeTwoBlocksPerSmFewerSplits) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv per_sm_env("MACATTN_CUDA_ATTEND_PER_SM", "2");
+  const ScopedEnv splits_env("MACATTN_CUDA_MAC_SPLITS", "2");
+  run_mac_session(GetParam(), small_config(5), 16, false, true);
+  run_mac_session(GetParam(), small_config(3), 12, true, false);
+}
+
+TEST_P(CudaBackend, MacDecodeThreeBlocksPerSmWithoutAttendPdl) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv per_sm_env("MACATTN_CUDA_ATTEND_PER_SM", "3");
+  const ScopedEnv pdl_env("MACATTN_CUDA_PDL_ATTEND", "0");
   run_mac_session(GetParam(), small_config(5), 16, false, true);
   run_mac_session(GetParam(), small_config(3), 12, true, false);
 }
