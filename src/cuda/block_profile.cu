@@ -24,6 +24,7 @@ struct Pending {
 struct Sums {
   std::vector<std::string> phases;
   double calls = 0, span = 0, gap = 0, gaps = 0, life = 0, lives = 0, life_max = 0;
+  double start = 0, end = 0;  // first and last stamp after the call's first stamp (any kernel)
   double phase[kMaxStamps - 1] = {}, phase_n[kMaxStamps - 1] = {}, phase_max[kMaxStamps - 1] = {};
 };
 
@@ -63,8 +64,10 @@ void print_sums() {
     const Sums& v = s->sums[key];
     if (v.calls == 0) continue;  // no block of this kernel ever stamped
     std::fprintf(stderr,
-                 "  %s: %.0f calls, span %.2f, gap after the previous kernel %.2f, block lifetime %.2f (max %.2f)",
-                 key.c_str(), v.calls, v.span / v.calls / 1e3, v.gaps > 0 ? v.gap / v.gaps / 1e3 : 0.0,
+                 "  %s: %.0f calls, from %.2f to %.2f of the call, span %.2f, gap after the previous kernel %.2f, "
+                 "block lifetime %.2f (max %.2f)",
+                 key.c_str(), v.calls, v.start / v.calls / 1e3, v.end / v.calls / 1e3, v.span / v.calls / 1e3,
+                 v.gaps > 0 ? v.gap / v.gaps / 1e3 : 0.0,
                  v.lives > 0 ? v.life / v.lives / 1e3 : 0.0, v.life_max / 1e3);
     for (std::size_t k = 0; k < v.phases.size(); ++k)
       if (v.phase_n[k] > 0)
@@ -115,7 +118,12 @@ void ProfileScope::finish() {
   s->host.resize(s->used * kMaxStamps);
   MACATTN_CUDA_CHECK(
       cudaMemcpy(s->host.data(), s->dev, s->host.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
-  unsigned long long prev_end = 0;
+  unsigned long long prev_end = 0, call_first = ~0ull;
+  for (const Pending& p : s->pending)
+    for (std::size_t b = 0; b < p.blocks; ++b) {
+      const unsigned long long t0 = s->host[p.offset + b * kMaxStamps];
+      if (t0 != 0) call_first = std::min(call_first, t0);
+    }
   for (const Pending& p : s->pending) {
     auto [it, fresh] = s->sums.try_emplace(p.key);
     Sums& v = it->second;
@@ -146,6 +154,8 @@ void ProfileScope::finish() {
     if (last == 0) continue;
     v.calls += 1;
     v.span += static_cast<double>(last - first);
+    v.start += static_cast<double>(first - call_first);
+    v.end += static_cast<double>(last - call_first);
     if (prev_end != 0) {
       v.gap += static_cast<double>(first) - static_cast<double>(prev_end);
       v.gaps += 1;
