@@ -1,6 +1,8 @@
 // The engine's element-wise and per-row kernels (see kernels.cuh for shapes).
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "engine/cuda/cuda_check.cuh"
 #include "engine/cuda/kernels.cuh"
@@ -92,11 +94,18 @@ __global__ void rms_norm_kernel(const float* x, std::int64_t H, const float* w, 
   const float* xr = x + r * H;
   if constexpr (PER > 0) {
     float xv[PER], wv[PER];
+    // The weights are the model's (no kernel writes them): loaded before the wait, so that under
+    // programmatic dependent launch they arrive while the kernel before this one finishes.
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+      const std::int64_t i = threadIdx.x + static_cast<std::int64_t>(j) * kNormThreads;
+      wv[j] = i < H ? w[i] : 0.f;
+    }
+    engine_grid_wait();  // x comes from the kernel before
 #pragma unroll
     for (int j = 0; j < PER; ++j) {
       const std::int64_t i = threadIdx.x + static_cast<std::int64_t>(j) * kNormThreads;
       xv[j] = i < H ? xr[i] : 0.f;
-      wv[j] = i < H ? w[i] : 0.f;
     }
     float ss = 0.f;
 #pragma unroll
@@ -109,6 +118,7 @@ __global__ void rms_norm_kernel(const float* x, std::int64_t H, const float* w, 
       if (i < H) y[r * H + i] = __float2bfloat16_rn(wv[j] * (xv[j] * inv));
     }
   } else {
+    engine_grid_wait();
     float ss = 0.f;
     for (std::int64_t i = threadIdx.x; i < H; i += kNormThreads) ss += xr[i] * xr[i];
     ss = block_sum(ss, red);
@@ -130,6 +140,7 @@ __global__ void qkv_kernel(const float* qkv, const std::int64_t* row_pos, const 
   const int i = threadIdx.x;
   const std::int64_t width = static_cast<std::int64_t>(Hq + 2 * Hkv) * D;
   const bool is_q = hh < Hq, is_k = !is_q && hh < Hq + Hkv;
+  engine_grid_wait();  // qkv comes from the kernel before (launched with PDL: small_kernel_pdl())
   // Every load that depends on nothing is issued first, together (position, sequence, the RoPE
   // frequency), instead of each after the block reduction that precedes its use.
   const std::int64_t pos = row_pos[r];
@@ -339,6 +350,37 @@ __global__ void fill_f32_kernel(float* p, std::int64_t n, float value) {
     p[k] = value;
 }
 
+// Whether the per-row kernels that precede a matmul or the attention (RMSNorm, q|k|v + RoPE) are
+// launched with programmatic dependent launch: MACATTN_ENGINE_PDL_SMALL=1 on sm_90+ (an
+// experiment; off by default). They wait (griddepcontrol.wait) before reading what the kernel
+// before them wrote, so either launch gives the same results.
+// MACATTN_ENGINE_PDL_SMALL: "1" both, "norm" the RMSNorms only, "qkv" the q|k|v kernel only.
+bool small_kernel_pdl(bool norm) {
+  static const int v = [] {
+    const char* e = std::getenv("MACATTN_ENGINE_PDL_SMALL");
+    if (e == nullptr || !skinny_gemm_pdl_supported()) return 0;
+    if (std::strcmp(e, "1") == 0) return 3;
+    if (std::strcmp(e, "norm") == 0) return 1;
+    if (std::strcmp(e, "qkv") == 0) return 2;
+    return 0;
+  }();
+  return (v & (norm ? 1 : 2)) != 0;
+}
+
+template <typename... KArgs, typename... Args>
+void launch_small(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = small_kernel_pdl(std::strcmp(name, "qkv_kernel") != 0) ? 1 : 0;
+  check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), name, __FILE__, __LINE__);
+}
+
 }  // namespace
 
 void embed_rows(const std::int32_t* tokens, std::int64_t n, const bf16* embed, std::int64_t vocab, std::int64_t H,
@@ -348,13 +390,13 @@ void embed_rows(const std::int32_t* tokens, std::int64_t n, const bf16* embed, s
 }
 
 void rms_norm_bf16(const float* x, std::int64_t n, std::int64_t H, const float* w, float eps, bf16* y, cudaStream_t s) {
-  const auto grid = static_cast<unsigned>(n);
-  if (H <= kNormThreads * 2) rms_norm_kernel<2><<<grid, kNormThreads, 0, s>>>(x, H, w, eps, y);
-  else if (H <= kNormThreads * 4) rms_norm_kernel<4><<<grid, kNormThreads, 0, s>>>(x, H, w, eps, y);
-  else if (H <= kNormThreads * 8) rms_norm_kernel<8><<<grid, kNormThreads, 0, s>>>(x, H, w, eps, y);
-  else if (H <= kNormThreads * 16) rms_norm_kernel<16><<<grid, kNormThreads, 0, s>>>(x, H, w, eps, y);
-  else rms_norm_kernel<0><<<grid, kNormThreads, 0, s>>>(x, H, w, eps, y);
-  ENGINE_LAUNCHED("rms_norm_kernel");
+  const dim3 grid(static_cast<unsigned>(n)), block(kNormThreads);
+  const char* name = "rms_norm_kernel";
+  if (H <= kNormThreads * 2) launch_small(name, rms_norm_kernel<2>, grid, block, s, x, H, w, eps, y);
+  else if (H <= kNormThreads * 4) launch_small(name, rms_norm_kernel<4>, grid, block, s, x, H, w, eps, y);
+  else if (H <= kNormThreads * 8) launch_small(name, rms_norm_kernel<8>, grid, block, s, x, H, w, eps, y);
+  else if (H <= kNormThreads * 16) launch_small(name, rms_norm_kernel<16>, grid, block, s, x, H, w, eps, y);
+  else launch_small(name, rms_norm_kernel<0>, grid, block, s, x, H, w, eps, y);
 }
 
 void qkv_rope_append(const float* qkv, std::int64_t n, const std::int64_t* row_pos, const std::int32_t* row_seq,
@@ -363,8 +405,8 @@ void qkv_rope_append(const float* qkv, std::int64_t n, const std::int64_t* row_p
     throw Error("CUDA engine: head_dim " + std::to_string(p.head_dim) + " is not an even number in [2, 256]");
   const int threads = (p.head_dim + 31) / 32 * 32;
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(p.num_q_heads + 2 * p.num_kv_heads));
-  qkv_kernel<<<grid, threads, 0, s>>>(qkv, row_pos, row_seq, p, q, q_pre);
-  ENGINE_LAUNCHED("qkv_kernel");
+  launch_small("qkv_kernel", qkv_kernel, grid, dim3(static_cast<unsigned>(threads)), s, qkv, row_pos, row_seq, p, q,
+               q_pre);
 }
 
 void silu_mul_bf16(const float* gu, std::int64_t n, std::int64_t I, bf16* act, cudaStream_t s) {
