@@ -28,19 +28,6 @@ __device__ __forceinline__ void allow_dependents() {
 #endif
 }
 
-// A flag between blocks of different kernels that run at the same time (CUTLASS's semaphore
-// pattern): the writer's block finishes its data writes, __syncthreads(), then one thread
-// publishes with a release store; the reader spins with acquire loads, then __syncthreads()
-// before its threads read the data. Both are gpu-scoped (sm_70+).
-__device__ __forceinline__ void flag_release(unsigned* flag, unsigned v) {
-  asm volatile("st.global.release.gpu.b32 [%0], %1;" ::"l"(flag), "r"(v) : "memory");
-}
-__device__ __forceinline__ unsigned flag_acquire(const unsigned* flag) {
-  unsigned v;
-  asm volatile("ld.global.acquire.gpu.b32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
-  return v;
-}
-
 // DType values of macattn/dtype.hpp, usable on the device.
 enum : int { kF32 = 0, kF16 = 1, kBF16 = 2 };
 

@@ -178,14 +178,6 @@ std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_
 /// forces either (read on every call).
 bool side_complete(std::int64_t complete_blocks);
 
-/// With the side complete kernel: whether MAC's finish kernel waits for the complete kernel's
-/// partials itself, through per-row flags (Workspace::Buffers::complete_ready, written by the
-/// complete kernel's blocks and reset by the finish kernel), so that the finish kernel's first
-/// part need not wait for the whole complete kernel; the caller's stream joins the side stream
-/// after the finish kernel. By default; MACATTN_CUDA_COMPLETE_JOIN=stream joins it before the
-/// finish kernel instead, without flags (read on every call).
-bool finish_waits_complete();
-
 /// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct; the scan kernel's
 /// template argument).
 constexpr int kScanStaged = 0, kScanDirect = 1;

@@ -193,7 +193,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
                                                                                    int q_dtype, MacArgs mac, int hq,
                                                                                    int group, int splits, float scale,
                                                                                    float* part_o, float* part_lse,
-                                                                                   unsigned* ready, BlockStamps prof) {
+                                                                                   BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
@@ -222,11 +222,6 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
     Tile::run(smem, kv, b, g, cs, scale, group);
   }
   write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, splits + j, work);
-  if (ready != nullptr) {  // finish_waits_complete(): tell the finish kernel part j is written
-    __syncthreads();        // every thread's partial writes come before the release
-    if (threadIdx.x < group)
-      flag_release(ready + (static_cast<std::size_t>(b) * hq + g * group + threadIdx.x) * kCompleteSplits + j, 1u);
-  }
   stamp(prof, 1);
 }
 
@@ -241,8 +236,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
 __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void* q_pre, void* out, int q_dtype,
                                   float* lse, RingArgs ring, MacArgs mac, int hq, int group, int head_dim, int splits,
                                   float scale, unsigned long long* best, const std::uint8_t* stale_flags,
-                                  const float* part_o, const float* part_lse, unsigned* complete_ready,
-                                  HeadStats* head_stats, BlockStamps prof) {
+                                  const float* part_o, const float* part_lse, HeadStats* head_stats, BlockStamps prof) {
   __shared__ float w[kMaxSplits + kCompleteSplits];  // partials' lse, then their weights
   __shared__ float red[4];                           // max and sum: amend, complete
   __shared__ long long band_rows[kFinishBandMax];    // a short band's K/V rows (mac_band.cuh)
@@ -286,16 +280,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   __syncthreads();  // the band's rows
   if (banded) band.dots(kv, band_rows, qpost_i, head_dim, band_dots);
   stamp(prof, 1);
-  grid_dependency_wait();  // the attend kernel's partials (and the complete kernel's, when joined)
-  if (complete_ready != nullptr) {  // the complete kernel's partials: its flags (finish_waits_complete)
-    if (i < kCompleteSplits) {
-      unsigned* f = complete_ready + qrow * kCompleteSplits + i;
-      while (flag_acquire(f) == 0) {
-      }
-      *f = 0;  // for the next call: its complete kernel starts after this kernel has finished
-    }
-    __syncthreads();  // the partials are visible to every thread
-  }
+  grid_dependency_wait();  // the attend kernel's partials (and the complete kernel's, joined)
   // Round trip 3: the partials. A banded hit's amend partials are empty (the attend kernel gave
   // it no keys): not loaded. An empty partial's o was never written; its weight is 0 and a
   // select (not a product) drops it.
@@ -471,14 +456,6 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   // batch 16, 128K all-hit 32.7 -> 35.5-35.9 us with short bands in the finish; h200.md).
   mac.finish_band = side ? finish_band_limit() : 0;
   auto side_stream = static_cast<cudaStream_t>(ws.side_stream);
-  // The finish kernel waits for the complete kernel's partials through flags (and the caller's
-  // stream joins the side stream after it), so its first part need not wait for that kernel.
-  // Only for complete grids of at most one block per SM (the default side_complete()): those
-  // blocks are all resident before the finish kernel starts, so its spinning blocks can never
-  // keep one of them off the SMs.
-  const std::int64_t complete_blocks = static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size;
-  unsigned* ready =
-      side && complete_blocks <= device_sm_count() && finish_waits_complete() ? ws.complete_ready : nullptr;
   if (side) {
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.fork_event), s), "cudaEventRecord (fork)");
     check_cuda(cudaStreamWaitEvent(side_stream, static_cast<cudaEvent_t>(ws.fork_event), 0), "cudaStreamWaitEvent (fork)");
@@ -488,8 +465,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
       allow_smem(kernel, bytes);
       const dim3 grid(kCompleteSplits, hkv, kv.batch_size);
       launch_pdl("mac_complete_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd, mac,
-                 hq, group, splits, scale, ws.part_o, ws.part_lse, ready,
-                 prof.kernel("mac_complete_kernel", grid, {"complete"}));
+                 hq, group, splits, scale, ws.part_o, ws.part_lse, prof.kernel("mac_complete_kernel", grid, {"complete"}));
     });
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.join_event), side_stream), "cudaEventRecord (join)");
   }
@@ -511,16 +487,13 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
                   prof.kernel("mac_attend_kernel", grid,
                               {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
-  auto join = [&] {
+  if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
-  };
-  if (side && ready == nullptr) join();
   const dim3 finish_grid(static_cast<unsigned>(heads));
   launch_pdl_if(finish_pdl(), "mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data,
                 q_pre.data, out.data, qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o,
-                ws.part_lse, ready, head_stats,
+                ws.part_lse, head_stats,
                 prof.kernel("mac_finish_kernel", finish_grid, {"before the wait", "partials + merge", "write"}));
-  if (ready != nullptr) join();  // later work on `s` (and the next call's fork) waits for the side kernel too
   prof.finish();
 }
 

@@ -175,11 +175,6 @@ bool side_complete(std::int64_t complete_blocks) {
   return complete_blocks <= device_sm_count();
 }
 
-bool finish_waits_complete() {
-  const char* env = std::getenv("MACATTN_CUDA_COMPLETE_JOIN");
-  return !(env && std::strcmp(env, "stream") == 0);
-}
-
 int scan_form() {
   if (const char* env = std::getenv("MACATTN_CUDA_SCAN")) {
     if (std::strcmp(env, "staged") == 0) return kScanStaged;
@@ -293,7 +288,6 @@ void Workspace::release() {
   cudaFree(buffers_.part_lse);
   cudaFree(buffers_.best);
   cudaFree(buffers_.seq_flags);
-  cudaFree(buffers_.complete_ready);
   buffers_ = Buffers{};
   bytes_ = 0;
 }
@@ -338,9 +332,6 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   buffers_.best = n.best;
   alloc(reinterpret_cast<void**>(&n.seq_flags), static_cast<std::size_t>(n.capacity_batch));
   buffers_.seq_flags = n.seq_flags;
-  const std::size_t ready_bytes = static_cast<std::size_t>(n.capacity_heads) * kCompleteSplits * sizeof(std::uint32_t);
-  alloc(reinterpret_cast<void**>(&n.complete_ready), ready_bytes);
-  buffers_.complete_ready = n.complete_ready;
   // A stream and two events for MAC's side kernel (fork/join: capturable in a CUDA graph).
   cudaStream_t side = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;
@@ -357,7 +348,6 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   }
   fill_u64_kernel<<<64, 256>>>(n.best, static_cast<std::size_t>(n.capacity_heads), ~0ull);
   MACATTN_CUDA_CHECK_LAUNCH("fill_u64_kernel");
-  MACATTN_CUDA_CHECK(cudaMemset(n.complete_ready, 0, ready_bytes));
   MACATTN_CUDA_CHECK(cudaDeviceSynchronize());
 }
 

@@ -558,16 +558,6 @@ TEST_P(CudaBackend, MacDecodeThreeBlocksPerSmWithoutAttendPdl) {
   run_mac_session(GetParam(), small_config(3), 12, true, false);
 }
 
-// The complete kernel's partials joined by the stream before the finish kernel
-// (MACATTN_CUDA_COMPLETE_JOIN=stream) instead of through the per-row flags the finish kernel
-// waits on by default: with sinks and a stale ring, and in a graph.
-TEST_P(CudaBackend, MacDecodeCompleteJoinedByStream) {
-  SKIP_WITHOUT_GPU();
-  const ScopedEnv join_env("MACATTN_CUDA_COMPLETE_JOIN", "stream");
-  run_mac_session(GetParam(), small_config(5), 16, false, true);
-  run_mac_session(GetParam(), small_config(3), 12, true, false);
-}
-
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaBackend,
     ::testing::Values(Case{32, 8, 128, DType::bf16, 16, KVLayout::NHD}, Case{32, 8, 128, DType::f16, 7, KVLayout::HND},
