@@ -150,6 +150,10 @@ bool finish_pdl();
 /// =3 forces either (read on every call).
 bool attend_two_per_sm(std::int32_t groups, std::int32_t head_dim);
 
+/// Shared memory the attend kernel asks for when attend_two_per_sm(): more than a third of the
+/// H100/H200's 228 KiB per SM, so at most two of its blocks share an SM.
+constexpr std::size_t kAttendThirdBytes = 76 * 1024;
+
 /// Whether MAC's attend kernel is launched with programmatic dependent launch (its query loads,
 /// the page table's lookups and its blocks' placement then overlap the scan): by default with
 /// two blocks per SM (above; with three, its early blocks fill the SMs that the finish kernel's

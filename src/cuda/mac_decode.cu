@@ -475,11 +475,10 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const bool pdl_attend = attend_pdl(two_per_sm);
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = mac_attend_kernel<D, NS, T>;
-    // Two blocks per SM: more shared memory than a third of the SM's 228 KiB (unused; it only
+    // Two blocks per SM: more shared memory than a third of the SM's (the rest unused; it only
     // keeps a third block off the SM).
-    constexpr std::size_t kThird = 76 * 1024;
     const std::size_t bytes =
-        two_per_sm && TileSmem<D, NS>::kBytes < kThird ? kThird : TileSmem<D, NS>::kBytes;
+        two_per_sm && TileSmem<D, NS>::kBytes < kAttendThirdBytes ? kAttendThirdBytes : TileSmem<D, NS>::kBytes;
     allow_smem(kernel, bytes);
     const dim3 grid(hkv, splits, kv.batch_size);
     launch_pdl_if(pdl_attend, "mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac,

@@ -21,6 +21,7 @@ struct DeviceInfo {
   int major = 0, minor = 0;
   std::string name;
   std::size_t memory = 0;
+  std::size_t smem_per_sm = 0;
 };
 
 // A function-local static: initialised once, thread-safe.
@@ -40,6 +41,7 @@ const DeviceInfo* device_info() {
     d.minor = p.minor;
     d.name = p.name;
     d.memory = p.totalGlobalMem;
+    d.smem_per_sm = p.sharedMemPerMultiprocessor;
     return d;
   }();
   return info.major >= 8 ? &info : nullptr;  // the kernels use sm_80 instructions (cp.async, ldmatrix, bf16 mma)
@@ -134,6 +136,10 @@ bool scan_pdl() {
 
 bool attend_two_per_sm(std::int32_t groups, std::int32_t head_dim) {
   if (head_dim > 128) return false;  // one block per SM already (plan_splits)
+  // Two padded blocks (kAttendThirdBytes each, plus the 1 KiB the runtime reserves per block)
+  // must fit an SM: not on parts with less shared memory per SM than the A100's 164 KiB.
+  const DeviceInfo* info = device_info();
+  if (info == nullptr || info->smem_per_sm < 2 * (kAttendThirdBytes + 1024)) return false;
   const char* env = std::getenv("MACATTN_CUDA_ATTEND_PER_SM");
   if (env && std::strcmp(env, "2") == 0) return true;
   if (env && std::strcmp(env, "3") == 0) return false;
