@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds macattn_torch in place (against the installed torch) and runs its pytest suite.
-# Without torch it builds nothing, says so, and exits 0: CI installs no torch (several GB).
+# Without torch it builds nothing, says so, and exits 0 (CI installs torch: .ci/run).
 #   MACATTN_BUILD_DIR=build  reuse an existing CMake build of the library (see setup.py)
 #   MAX_JOBS=2               compile jobs
 set -euo pipefail
