@@ -140,7 +140,7 @@ __global__ void qkv_kernel(const float* qkv, const std::int64_t* row_pos, const 
   const int i = threadIdx.x;
   const std::int64_t width = static_cast<std::int64_t>(Hq + 2 * Hkv) * D;
   const bool is_q = hh < Hq, is_k = !is_q && hh < Hq + Hkv;
-  engine_grid_wait();  // qkv comes from the kernel before (launched with PDL: small_kernel_pdl())
+  engine_grid_wait();  // qkv comes from the kernel before (launched with PDL: small_kernel_pdl)
   // Every load that depends on nothing is issued first, together (position, sequence, the RoPE
   // frequency), instead of each after the block reduction that precedes its use.
   const std::int64_t pos = row_pos[r];
@@ -351,11 +351,12 @@ __global__ void fill_f32_kernel(float* p, std::int64_t n, float value) {
 }
 
 // Whether the per-row kernels that precede a matmul or the attention (RMSNorm, q|k|v + RoPE) are
-// launched with programmatic dependent launch: MACATTN_ENGINE_PDL_SMALL=1 on sm_90+ (an
-// experiment; off by default). They wait (griddepcontrol.wait) before reading what the kernel
-// before them wrote, so either launch gives the same results.
-// MACATTN_ENGINE_PDL_SMALL: "1" both, "norm" the RMSNorms only, "qkv" the q|k|v kernel only.
-bool small_kernel_pdl(bool norm) {
+// launched with programmatic dependent launch: MACATTN_ENGINE_PDL_SMALL on sm_90+ (an
+// experiment; off by default): "1" both, "norm" the RMSNorms only, "qkv" the q|k|v kernel only.
+// They wait (griddepcontrol.wait) before reading what the kernel before them wrote, so either
+// launch gives the same results.
+enum class SmallKernel { norm = 1, qkv = 2 };
+bool small_kernel_pdl(SmallKernel k) {
   static const int v = [] {
     const char* e = std::getenv("MACATTN_ENGINE_PDL_SMALL");
     if (e == nullptr || !skinny_gemm_pdl_supported()) return 0;
@@ -364,21 +365,7 @@ bool small_kernel_pdl(bool norm) {
     if (std::strcmp(e, "qkv") == 0) return 2;
     return 0;
   }();
-  return (v & (norm ? 1 : 2)) != 0;
-}
-
-template <typename... KArgs, typename... Args>
-void launch_small(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, Args... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = small_kernel_pdl(std::strcmp(name, "qkv_kernel") != 0) ? 1 : 0;
-  check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), name, __FILE__, __LINE__);
+  return (v & static_cast<int>(k)) != 0;
 }
 
 }  // namespace
@@ -392,11 +379,12 @@ void embed_rows(const std::int32_t* tokens, std::int64_t n, const bf16* embed, s
 void rms_norm_bf16(const float* x, std::int64_t n, std::int64_t H, const float* w, float eps, bf16* y, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(n)), block(kNormThreads);
   const char* name = "rms_norm_kernel";
-  if (H <= kNormThreads * 2) launch_small(name, rms_norm_kernel<2>, grid, block, s, x, H, w, eps, y);
-  else if (H <= kNormThreads * 4) launch_small(name, rms_norm_kernel<4>, grid, block, s, x, H, w, eps, y);
-  else if (H <= kNormThreads * 8) launch_small(name, rms_norm_kernel<8>, grid, block, s, x, H, w, eps, y);
-  else if (H <= kNormThreads * 16) launch_small(name, rms_norm_kernel<16>, grid, block, s, x, H, w, eps, y);
-  else launch_small(name, rms_norm_kernel<0>, grid, block, s, x, H, w, eps, y);
+  const bool pdl = small_kernel_pdl(SmallKernel::norm);
+  if (H <= kNormThreads * 2) launch_kernel(name, rms_norm_kernel<2>, grid, block, s, pdl, x, H, w, eps, y);
+  else if (H <= kNormThreads * 4) launch_kernel(name, rms_norm_kernel<4>, grid, block, s, pdl, x, H, w, eps, y);
+  else if (H <= kNormThreads * 8) launch_kernel(name, rms_norm_kernel<8>, grid, block, s, pdl, x, H, w, eps, y);
+  else if (H <= kNormThreads * 16) launch_kernel(name, rms_norm_kernel<16>, grid, block, s, pdl, x, H, w, eps, y);
+  else launch_kernel(name, rms_norm_kernel<0>, grid, block, s, pdl, x, H, w, eps, y);
 }
 
 void qkv_rope_append(const float* qkv, std::int64_t n, const std::int64_t* row_pos, const std::int32_t* row_seq,
@@ -405,8 +393,8 @@ void qkv_rope_append(const float* qkv, std::int64_t n, const std::int64_t* row_p
     throw Error("CUDA engine: head_dim " + std::to_string(p.head_dim) + " is not an even number in [2, 256]");
   const int threads = (p.head_dim + 31) / 32 * 32;
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(p.num_q_heads + 2 * p.num_kv_heads));
-  launch_small("qkv_kernel", qkv_kernel, grid, dim3(static_cast<unsigned>(threads)), s, qkv, row_pos, row_seq, p, q,
-               q_pre);
+  launch_kernel("qkv_kernel", qkv_kernel, grid, dim3(static_cast<unsigned>(threads)), s,
+                small_kernel_pdl(SmallKernel::qkv), qkv, row_pos, row_seq, p, q, q_pre);
 }
 
 void silu_mul_bf16(const float* gu, std::int64_t n, std::int64_t I, bf16* act, cudaStream_t s) {

@@ -453,24 +453,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(const XT* x, c
   }
 }
 
-// Launches `kernel`, with programmatic stream serialization when `pdl` (the kernels wait for the
-// previous kernel after their first weight loads).
-template <typename... KArgs, typename... Args>
-void gemv_launch_kernel(void (*kernel)(KArgs...), unsigned grid, int threads, cudaStream_t s, bool pdl,
-                        const char* name, Args... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(static_cast<unsigned>(threads));
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  check_cuda(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...), name, __FILE__, __LINE__);
-}
-
 template <int N, typename XT, bool SWIGLU>
 void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
                    const GemvOut& o, cudaStream_t s) {
@@ -478,15 +460,17 @@ void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, c
   const std::int64_t per_block = kernel == GemvKernel::mma ? (SWIGLU ? 8 : 16) : (SWIGLU ? rows / 2 : rows);
   const std::int64_t blocks = (out + per_block - 1) / per_block;
   if (blocks > 0x7fffffffLL) throw Error("CUDA engine: skinny_gemm with too many outputs: " + std::to_string(out));
-  const auto grid = static_cast<unsigned>(blocks);
+  // With PDL the kernels wait for the previous kernel after their first weight loads.
+  const dim3 grid(static_cast<unsigned>(blocks));
   if (kernel == GemvKernel::mma)
-    gemv_launch_kernel(gemv_mma_kernel<N, XT, SWIGLU>, grid, kMmaWarps * 32, s, pdl, "gemv_mma_kernel", x, w, out, in, o);
+    launch_kernel("gemv_mma_kernel", gemv_mma_kernel<N, XT, SWIGLU>, grid, dim3(kMmaWarps * 32), s, pdl, x, w, out, in,
+                  o);
   else if (kernel == GemvKernel::fma)
-    gemv_launch_kernel(gemv_vec_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, pdl, "gemv_vec_kernel", x, w, out,
-                       in, o);
+    launch_kernel("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, x, w, out,
+                  in, o);
   else
-    gemv_launch_kernel(gemv_scalar_kernel<N, XT, SWIGLU>, grid, gemv_threads<N>(), s, pdl, "gemv_scalar_kernel", x, w,
-                       out, in, o);
+    launch_kernel("gemv_scalar_kernel", gemv_scalar_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, x, w,
+                  out, in, o);
 }
 
 template <typename XT, bool SWIGLU>
