@@ -104,6 +104,12 @@ std::int32_t plan_splits(std::int32_t batch, std::int32_t num_kv_heads, std::int
 }
 
 namespace {
+// Whether environment variable `name` is set to exactly `value` (the switches below).
+bool env_is(const char* name, const char* value) {
+  const char* env = std::getenv(name);
+  return env != nullptr && std::strcmp(env, value) == 0;
+}
+
 // Programmatic dependent launch needs sm_90+ (the device's at first use, as the launches assume).
 bool pdl_supported() {
   static const bool v = [] {
@@ -124,14 +130,12 @@ bool pdl_enabled() {
 
 bool finish_pdl() {
   if (pdl_enabled()) return true;
-  const char* env = std::getenv("MACATTN_CUDA_PDL_FINISH");
-  return pdl_supported() && !(env && std::strcmp(env, "0") == 0);
+  return pdl_supported() && !env_is("MACATTN_CUDA_PDL_FINISH", "0");
 }
 
 bool scan_pdl() {
   if (pdl_enabled()) return true;
-  const char* env = std::getenv("MACATTN_CUDA_PDL_SCAN");
-  return env && std::strcmp(env, "1") == 0 && pdl_supported();
+  return env_is("MACATTN_CUDA_PDL_SCAN", "1") && pdl_supported();
 }
 
 bool attend_two_per_sm(std::int32_t groups, std::int32_t head_dim) {
@@ -140,9 +144,8 @@ bool attend_two_per_sm(std::int32_t groups, std::int32_t head_dim) {
   // must fit an SM: not on parts with less shared memory per SM than the A100's 164 KiB.
   const DeviceInfo* info = device_info();
   if (info == nullptr || info->smem_per_sm < 2 * (kAttendThirdBytes + 1024)) return false;
-  const char* env = std::getenv("MACATTN_CUDA_ATTEND_PER_SM");
-  if (env && std::strcmp(env, "2") == 0) return true;
-  if (env && std::strcmp(env, "3") == 0) return false;
+  if (env_is("MACATTN_CUDA_ATTEND_PER_SM", "2")) return true;
+  if (env_is("MACATTN_CUDA_ATTEND_PER_SM", "3")) return false;
   // Measured on the H200 (h200.md, fourteenth session): at 8 groups (batch 1 of Llama-3.1-8B)
   // two blocks per SM with the attend kernel under PDL took 0.8-1.5 us off all-hit steps and
   // left misses as they were or faster; at 32 and 128 groups (batch 4, 16) misses lost 2-5%.
@@ -158,9 +161,8 @@ std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_
 
 bool attend_pdl(bool two_per_sm) {
   if (pdl_enabled()) return true;
-  const char* env = std::getenv("MACATTN_CUDA_PDL_ATTEND");
-  if (env && std::strcmp(env, "1") == 0) return pdl_supported();
-  if (env && std::strcmp(env, "0") == 0) return false;
+  if (env_is("MACATTN_CUDA_PDL_ATTEND", "1")) return pdl_supported();
+  if (env_is("MACATTN_CUDA_PDL_ATTEND", "0")) return false;
   return two_per_sm && pdl_supported();
 }
 
@@ -174,19 +176,13 @@ int stages_override() {
 }
 
 bool side_complete(std::int64_t complete_blocks) {
-  if (const char* env = std::getenv("MACATTN_CUDA_COMPLETE")) {
-    if (std::strcmp(env, "side") == 0) return true;
-    if (std::strcmp(env, "attend") == 0) return false;
-  }
+  if (env_is("MACATTN_CUDA_COMPLETE", "side")) return true;
+  if (env_is("MACATTN_CUDA_COMPLETE", "attend")) return false;
   return complete_blocks <= device_sm_count();
 }
 
 int scan_form() {
-  if (const char* env = std::getenv("MACATTN_CUDA_SCAN")) {
-    if (std::strcmp(env, "staged") == 0) return kScanStaged;
-    if (std::strcmp(env, "direct") == 0) return kScanDirect;
-  }
-  return kScanDirect;
+  return env_is("MACATTN_CUDA_SCAN", "staged") ? kScanStaged : kScanDirect;
 }
 
 int finish_band_limit() {
