@@ -1,6 +1,7 @@
 // src/cuda/mac_decode.cu: MAC decode (MAC_ATTENTION.md §5) in three or four kernels, every decision
-// on the device (no host synchronisation; capturable in a CUDA graph; the finish kernel is
-// launched with programmatic dependent launch on Hopper, the others only with MACATTN_CUDA_PDL=1):
+// on the device (no host synchronisation; capturable in a CUDA graph; on Hopper the finish kernel
+// is launched with programmatic dependent launch, and so is the attend kernel for grids of few
+// groups (attend_pdl); the others only with MACATTN_CUDA_PDL=1):
 //   1. scan   (grid slot-tiles x Hq x B): distances of q_pre to the ring's rows in the fixed
 //      fp32 order of core/distance.hpp, packed minimum per head by atomicMin. Also records
 //      whether each sequence's ring is stale (not ready / at another position).
@@ -398,8 +399,9 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
                            dtype_name(q_pre.dtype), ", ", dtype_name(out.dtype), ")");
   if (kv.batch_size == 0) return;
   const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim, group = shape.group_size();
-  const bool two_per_sm = attend_two_per_sm(kv.batch_size * hkv, d);
-  const int splits = mac_splits(plan_splits(kv.batch_size, hkv, d, kv.max_seq_len), kv.batch_size * hkv, two_per_sm);
+  const int groups = kv.batch_size * hkv;
+  const bool two_per_sm = attend_two_per_sm(groups, d);
+  const int splits = mac_splits(plan_splits(kv.batch_size, hkv, d, kv.max_seq_len), groups, two_per_sm);
   const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;
   require_workspace(fn, workspace, shape, heads, splits + kCompleteSplits, heads, kv.batch_size);
   const auto& ws = workspace.buffers();
@@ -449,7 +451,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const float scale = shape.scale();
   // The complete kernel on the side stream (side_complete() says when), forked from `s` here and
   // joined before the finish kernel (a fork/join that stream capture records as graph edges).
-  const bool side = side_complete(static_cast<std::int64_t>(kCompleteSplits) * hkv * kv.batch_size);
+  const bool side = side_complete(static_cast<std::int64_t>(kCompleteSplits) * groups);
   // Short bands in the finish kernel (mac_band.cuh) only with the side complete kernel: with
   // the complete state in the attend kernel's blocks (large grids) the attend kernel runs as
   // long either way, and the finish only gains the band's round trips (measured on the H200:
