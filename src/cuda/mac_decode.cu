@@ -49,17 +49,15 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   const int h = blockIdx.y, b = blockIdx.z;
   // The query's loads, and the direct form's ring rows (by slot), are issued before the position
   // is read: none of their addresses depend on it, so they travel with its loads.
-  const std::size_t q_row = (static_cast<std::size_t>(b) * hq + h) * D;
-  float q[D / 16];  // the staged form's: lane l of a half-warp holds dims l + 16k
+  float q[D / 16];
+  const std::size_t qbase = (static_cast<std::size_t>(b) * hq + h) * D + (threadIdx.x & 15);
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
   constexpr int kPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
   DirectScan<D, RT, kScanThreads, kDirectPerThread> direct;
-  if constexpr (Form == kScanDirect) {
+  if constexpr (Form == kScanDirect)
     direct.issue(ring_rows_base<RT>(ring, mac.window, hq, D, b, h), static_cast<std::size_t>(hq) * D, mac.window,
-                 q_pre, q_dtype, q_row, blockIdx.x * kPer);
-  } else {
-#pragma unroll
-    for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, q_row + (threadIdx.x & 15) + k * 16);
-  }
+                 q_pre, q_dtype, qbase - (threadIdx.x & 15), blockIdx.x * kPer);
   const long long t = seq_len(kv, b) - 1;
   const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
   if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
@@ -67,7 +65,7 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
   unsigned long long m;
   if constexpr (Form == kScanDirect)
-    m = direct.finish(rows, bound);
+    m = direct.finish(q, rows, bound);
   else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);

@@ -274,14 +274,11 @@ __device__ __forceinline__ uint4 load_once16(const void* p) {
 /// Sums the candidates a warp marks in `ballot` (bit k: the candidate in ring slot s_bit0 + k /
 /// Lanes; the same value in every lane) in core/distance.hpp's order over all D dims, from global
 /// memory, two at a time (half-warp 0 takes the first remaining one, half-warp 1 the second), and
-/// folds them into the thread's packed minimum `mine` (keep_min). The query's dims (lane l of a
-/// half takes dims l + 16k of the q_pre row at element q_row, dtype q_dtype) are loaded here,
-/// beside the first survivor's row: not held in registers through the scan, where they would
-/// cost the scan kernel blocks per SM. Every lane of the warp calls it.
+/// folds them into the thread's packed minimum `mine` (keep_min). q: lane l of a half holds dims
+/// l + 16k. Every lane of the warp calls it.
 template <int D, typename RT, int Lanes>
-__device__ __forceinline__ void exact_survivors(unsigned ballot, int s_bit0, const void* q_pre, int q_dtype,
-                                                std::size_t q_row, const ScanRows<RT>& rows, float bound,
-                                                unsigned long long& mine) {
+__device__ __forceinline__ void exact_survivors(unsigned ballot, int s_bit0, const float (&q)[D / 16],
+                                                const ScanRows<RT>& rows, float bound, unsigned long long& mine) {
   const int half = (threadIdx.x & 31) >> 4, hl = threadIdx.x & 15;
   unsigned m = ballot;
   while (m != 0) {  // the same in every lane
@@ -301,7 +298,7 @@ __device__ __forceinline__ void exact_survivors(unsigned ballot, int s_bit0, con
 #pragma unroll
     for (int k = 0; k < D / 16; ++k) {
       const float r = rows.stale ? 0.f : ring_float(row[hl + k * 16]);
-      const float diff = __fsub_rn(load_float(q_pre, q_dtype, q_row + hl + k * 16), r);
+      const float diff = __fsub_rn(q[k], r);
       acc = __fmaf_rn(diff, diff, acc);
     }
     keep_min(mine, acc, valid, rows.candidate(slot), bound, unusable);
@@ -321,8 +318,8 @@ __device__ __forceinline__ void exact_survivors(unsigned ballot, int s_bit0, con
 ///     core/distance.hpp's order over all D dims is then at least the bound: rounding both sums
 ///     moves them by less than the slack, and the terms past the first 64 dims are
 ///     non-negative). Rows under it are summed again by a half-warp each in core/distance.hpp's
-///     order over all D dims (exact_survivors), loaded from global memory, so decisions and
-///     distances are bit-identical to the CPU's. Returns the packed
+///     order over all D dims (q: lane l of the half holds dims l + 16k), loaded from global
+///     memory, so decisions and distances are bit-identical to the CPU's. Returns the packed
 ///     minimum in every thread; every thread of the block calls it (it synchronises).
 /// Threads: a multiple of 32.
 template <int D, typename RT, int Threads, int U>
@@ -332,17 +329,12 @@ struct DirectScan {
   static_assert(kLanes >= 1 && 32 % kLanes == 0 && Threads % 32 == 0, "whole candidate groups per warp");
   uint4 x[U];
   float qd[kPerWord];  // this lane's query dims [sub * kPerWord, +kPerWord)
-  const void* q_pre;
-  std::size_t q_row;
-  int q_dtype, s0;
+  int s0;
 
   /// base / stride / window: the head's rows (ring_rows_base); q_row: this head's q_pre row
   /// (dtype q_dtype) in q_pre.
-  __device__ __forceinline__ void issue(const RT* base, std::size_t stride, int window, const void* q,
-                                        int q_type, std::size_t row, int first_slot) {
-    q_pre = q;
-    q_dtype = q_type;
-    q_row = row;
+  __device__ __forceinline__ void issue(const RT* base, std::size_t stride, int window, const void* q_pre,
+                                        int q_dtype, std::size_t q_row, int first_slot) {
     s0 = first_slot;
     const int sub = threadIdx.x % kLanes, grp = threadIdx.x / kLanes;
 #pragma unroll
@@ -355,7 +347,7 @@ struct DirectScan {
     for (int e = 0; e < kPerWord; ++e) qd[e] = load_float(q_pre, q_dtype, q_row + sub * kPerWord + e);
   }
 
-  __device__ unsigned long long finish(const ScanRows<RT>& rows, float bound) {
+  __device__ unsigned long long finish(const float (&q)[D / 16], const ScanRows<RT>& rows, float bound) {
     const int sub = threadIdx.x % kLanes, grp = threadIdx.x / kLanes;
     const float quick_bound = bound * (1.f + kQuickBoundSlack);
     bool under[U];
@@ -386,7 +378,7 @@ struct DirectScan {
 #pragma unroll
     for (int u = 0; u < U; ++u)
       exact_survivors<D, RT, kLanes>(__ballot_sync(0xffffffffu, under[u] && sub == 0), s0 + u * kGroups + warp_group0,
-                                     q_pre, q_dtype, q_row, rows, bound, mine);
+                                     q, rows, bound, mine);
     return block_min<Threads>(mine);
   }
 };
