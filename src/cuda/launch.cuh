@@ -182,7 +182,7 @@ std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_
 /// forces either (read on every call).
 bool side_complete(std::int64_t complete_blocks);
 
-/// Forms of MAC's match scan (mac_scan.cuh: scan_staged, DirectScan; the scan kernel's
+/// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct; the scan kernel's
 /// template argument).
 constexpr int kScanStaged = 0, kScanDirect = 1;
 

@@ -28,13 +28,13 @@ namespace detail {
 namespace {
 
 constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a time
-// DirectScan: candidates whose loads one thread has in flight (4 measured faster than 8 at
+// scan_direct: candidates whose loads one thread has in flight (4 measured faster than 8 at
 // batch 1, 4 and 16 on the H200; h200.md).
 constexpr int kDirectPerThread = 4;
 
 // Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block. Form (kScan*):
-// kScanDirect, the candidates in ring slots [blockIdx.x * n, +n) by DirectScan (n =
-// direct_block_candidates; no shared memory); kScanStaged, tiles [blockIdx.x * tiles_per_block, +tiles_per_block) of 64 by
+// kScanDirect, candidates [blockIdx.x * n, +n) by scan_direct (n = direct_block_candidates; no
+// shared memory); kScanStaged, tiles [blockIdx.x * tiles_per_block, +tiles_per_block) of 64 by
 // scan_staged (staged_smem_bytes). Also records whether each sequence's ring is stale (not ready
 // / at another position). Rows at distance >= bound are dropped (mac_scan.cuh).
 template <int D, typename RT, int Form>
@@ -47,26 +47,21 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   allow_dependents();
   stamp(prof, 0);
   const int h = blockIdx.y, b = blockIdx.z;
-  // The query's loads, and the direct form's ring rows (by slot), are issued before the position
-  // is read: none of their addresses depend on it, so they travel with its loads.
-  float q[D / 16];
-  const std::size_t qbase = (static_cast<std::size_t>(b) * hq + h) * D + (threadIdx.x & 15);
-#pragma unroll
-  for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
-  constexpr int kPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
-  DirectScan<D, RT, kScanThreads, kDirectPerThread> direct;
-  if constexpr (Form == kScanDirect)
-    direct.issue(ring_rows_base<RT>(ring, mac.window, hq, D, b, h), static_cast<std::size_t>(hq) * D, mac.window,
-                 q_pre, q_dtype, qbase - (threadIdx.x & 15), blockIdx.x * kPer);
   const long long t = seq_len(kv, b) - 1;
   const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
   if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
   if (t < mac.min_context) return;
   const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
+  float q[D / 16];
+  const std::size_t qbase = (static_cast<std::size_t>(b) * hq + h) * D + (threadIdx.x & 15);
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
   unsigned long long m;
-  if constexpr (Form == kScanDirect)
-    m = direct.finish(q, rows, bound);
-  else
+  if constexpr (Form == kScanDirect) {
+    constexpr int kPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
+    m = scan_direct<D, RT, kScanThreads, kDirectPerThread>(q_pre, q_dtype, qbase - (threadIdx.x & 15), q, rows,
+                                                            blockIdx.x * kPer, bound);
+  } else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
   stamp(prof, 1);
@@ -207,21 +202,18 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
   allow_dependents();
   stamp(prof, 0);
   const int j = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
-  const std::size_t esize = q_dtype == kF32 ? 4 : 2;
-  const int parts = splits + kCompleteSplits;
-  if (threadIdx.x < kRows) q_rows[threadIdx.x] = group_query_row(q, esize, D, b, hq, g, group, threadIdx.x);
-  __syncthreads();
-  // The query's loads are issued before the position's (their addresses do not depend on it), so
-  // the chain before the tile's math is position -> page table -> K/V, not query first.
-  StagedQuery<D> staged;
-  staged.load(q_rows, q_dtype);
   const long long t = seq_len(kv, b) - 1;
   const long long new_end = entry_end_dev(t, mac.rect);
   const long long sink_end = new_end < mac.sinks ? new_end : mac.sinks;
-  if (threadIdx.x < kRows)
-    Tile::row_keys(smem)[threadIdx.x] = static_cast<int>(threadIdx.x) < group ? RowKeys{0, sink_end, new_end, t + 1}
-                                                                              : RowKeys{0, 0, 0, 0};
-  staged.store(Tile::q_tile(smem));
+  const std::size_t esize = q_dtype == kF32 ? 4 : 2;
+  const int parts = splits + kCompleteSplits;
+  if (threadIdx.x < kRows) {
+    const int r = threadIdx.x;
+    q_rows[r] = group_query_row(q, esize, D, b, hq, g, group, r);
+    Tile::row_keys(smem)[r] = r < group ? RowKeys{0, sink_end, new_end, t + 1} : RowKeys{0, 0, 0, 0};
+  }
+  __syncthreads();
+  stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
   long long a, z;
   split_range(new_end, t + 1, kCompleteSplits, j, &a, &z);
   const KeySpans cs{0, j == 0 ? sink_end : 0, a, z};
@@ -420,7 +412,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const int qd = static_cast<int>(q_post.dtype);
   ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
-  // Rows that cannot be hits are dropped after their first 64 dims (DirectScan) unless the
+  // Rows that cannot be hits are dropped after their first 64 dims (scan_direct) unless the
   // caller reads the best row of a miss (per-head stats with config.report_miss_matches), as on
   // the CPU; without a bound every row is read whole (scan_staged).
   const float bound = head_stats && config.report_miss_matches ? __builtin_huge_valf() : mac.threshold;

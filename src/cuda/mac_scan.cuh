@@ -1,7 +1,7 @@
 // src/cuda/mac_scan.cuh: MAC's match scan of one head over a run of its ring's candidates
 // (mac_decode.cu's scan kernel), in two forms:
 //   - scan_staged: whole rows stream into shared memory by cp.async, two 64-row tiles in flight;
-//   - DirectScan (scans with a finite bound): no shared memory; eight lanes per candidate load
+//   - scan_direct (scans with a finite bound): no shared memory; eight lanes per candidate load
 //     its first 64 dims (one 128-byte line for 2-byte rings) into registers, several candidates
 //     per thread in flight, and only the rows still under the bound are summed again, whole, in
 //     the exact order. A row that cannot be a hit costs half its bytes (D = 128), and the blocks
@@ -25,14 +25,14 @@ namespace macattn::cuda::detail {
 constexpr int kScanSlots = 64;        // candidates per tile (the scan grid's unit)
 constexpr int kScanStages = 2;        // tiles in flight per block in scan_staged
 constexpr int kPruneDims = 32;        // dims summed before the lower bound is checked
-constexpr int kDirectDims = 64;         // dims of DirectScan's quick bound
+constexpr int kDirectDims = 64;         // dims of scan_direct's quick bound
 
-/// Lanes per candidate in DirectScan: one 16-byte load each over the first kDirectDims dims.
+/// Lanes per candidate in scan_direct: one 16-byte load each over the first kDirectDims dims.
 template <int D, typename RT> __host__ __device__ constexpr int direct_lanes() {
   return (kDirectDims < D ? kDirectDims : D) * static_cast<int>(sizeof(RT)) / 16;
 }
 
-/// Candidates one block of DirectScan covers with Threads threads, U candidates per thread.
+/// Candidates one block of scan_direct covers with Threads threads, U candidates per thread.
 template <int D, typename RT, int Threads, int U> __host__ __device__ constexpr int direct_block_candidates() {
   return Threads / direct_lanes<D, RT>() * U;
 }
@@ -65,28 +65,12 @@ struct ScanRows {
     const int s = slot0 + c;  // c < n <= W and slot0 < W
     return s >= window ? s - window : s;
   }
-  __device__ __forceinline__ const RT* row(int c) const { return row_at(slot(c)); }
+  __device__ __forceinline__ const RT* row(int c) const { return base + static_cast<std::size_t>(slot(c)) * stride; }
   /// Whether candidate c's ring entry cannot be reused (pack_match's bit 0).
-  __device__ __forceinline__ bool unusable(int c) const { return unusable_at(slot(c)); }
-  // By slot (DirectScan loads slots before the position, which maps them to candidates, is read).
-  __device__ __forceinline__ const RT* row_at(int s) const { return base + static_cast<std::size_t>(s) * stride; }
-  __device__ __forceinline__ bool unusable_at(int s) const {
-    return stale || !lse_finite(lse_base[static_cast<std::size_t>(s) * lse_stride]);
-  }
-  /// The candidate in slot s (< window): its age order from slot0; >= n when it is none.
-  __device__ __forceinline__ int candidate(int s) const {
-    const int c = s - slot0;
-    return c < 0 ? c + window : c;
+  __device__ __forceinline__ bool unusable(int c) const {
+    return stale || !lse_finite(lse_base[static_cast<std::size_t>(slot(c)) * lse_stride]);
   }
 };
-
-/// Head h of sequence b's ring rows: slot s at the result + s * hq * head_dim elements (what
-/// scan_rows puts in ScanRows::base and ::stride; needs no decode position).
-template <typename RT>
-__device__ __forceinline__ const RT* ring_rows_base(const RingArgs& ring, int window, int hq, int head_dim, int b,
-                                                   int h) {
-  return static_cast<const RT*>(ring.qring) + (static_cast<std::size_t>(b) * window * hq + h) * head_dim;
-}
 
 /// The rows of head h of sequence b at decode position t. A stale ring (not ready, or at
 /// another position) is wiped before it is scanned (CPU semantics): every row is zero, so the
@@ -97,7 +81,7 @@ __device__ __forceinline__ ScanRows<RT> scan_rows(const RingArgs& ring, const Ma
   const long long first = first_candidate(t, mac.window);
   ScanRows<RT> r;
   r.stride = static_cast<std::size_t>(hq) * head_dim;
-  r.base = ring_rows_base<RT>(ring, mac.window, hq, head_dim, b, h);
+  r.base = static_cast<const RT*>(ring.qring) + (static_cast<std::size_t>(b) * mac.window * hq + h) * head_dim;
   r.lse_base = ring.lring + static_cast<std::size_t>(b) * mac.window * hq + h;
   r.lse_stride = hq;
   r.slot0 = static_cast<int>(first % mac.window);
@@ -225,7 +209,7 @@ __device__ unsigned long long scan_staged(char* smem, const float (&q)[D / 16], 
   }
   cp_async_wait<0>();
   const unsigned long long m = block_min<Threads>(mine);
-  // The minimum's entry, one load (this form's rows are not loaded one by one, as DirectScan's
+  // The minimum's entry, one load (this form's rows are not loaded one by one, as scan_direct's
   // survivors are); every thread returns the same value.
   return m == kNoMatch ? m : m | (rows.unusable(static_cast<int>(match_offset(m))) ? 1ull : 0ull);
 }
@@ -256,7 +240,7 @@ template <> __device__ __forceinline__ void unpack16<float>(const uint4& x, floa
   f[3] = __uint_as_float(x.w);
 }
 
-/// Relative slack of DirectScan's quick bound (see there). Summing n non-negative terms in fp32
+/// Relative slack of scan_direct's quick bound (see there). Summing n non-negative terms in fp32
 /// in any order is within a factor (1 +/- gamma_n), gamma_n ~ n * 2^-24, of the exact sum (the
 /// terms themselves, fused (q - r)^2 from the same rounded differences, are the same in both
 /// orders); for n <= 256, 2 * gamma_n < 3.1e-5, so 1e-4 covers both sums' rounding.
@@ -271,13 +255,13 @@ __device__ __forceinline__ uint4 load_once16(const void* p) {
   return r;
 }
 
-/// Sums the candidates a warp marks in `ballot` (bit k: the candidate in ring slot s_bit0 + k /
-/// Lanes; the same value in every lane) in core/distance.hpp's order over all D dims, from global
-/// memory, two at a time (half-warp 0 takes the first remaining one, half-warp 1 the second), and
-/// folds them into the thread's packed minimum `mine` (keep_min). q: lane l of a half holds dims
-/// l + 16k. Every lane of the warp calls it.
+/// Sums the candidates a warp marks in `ballot` (bit k: candidate c_bit0 + k / Lanes; the same
+/// value in every lane) in core/distance.hpp's order over all D dims, from global memory, two at
+/// a time (half-warp 0 takes the first remaining one, half-warp 1 the second), and folds them
+/// into the thread's packed minimum `mine` (keep_min). q: lane l of a half holds dims l + 16k.
+/// Every lane of the warp calls it.
 template <int D, typename RT, int Lanes>
-__device__ __forceinline__ void exact_survivors(unsigned ballot, int s_bit0, const float (&q)[D / 16],
+__device__ __forceinline__ void exact_survivors(unsigned ballot, int c_bit0, const float (&q)[D / 16],
                                                 const ScanRows<RT>& rows, float bound, unsigned long long& mine) {
   const int half = (threadIdx.x & 31) >> 4, hl = threadIdx.x & 15;
   unsigned m = ballot;
@@ -291,9 +275,9 @@ __device__ __forceinline__ void exact_survivors(unsigned ballot, int s_bit0, con
     }
     const int bit = half == 0 ? b0 : b1;
     const bool valid = bit >= 0;
-    const int slot = s_bit0 + (valid ? bit : b0) / Lanes;
-    const RT* row = rows.row_at(slot);
-    const bool unusable = rows.unusable_at(slot);  // its entry's lse, loaded beside the row
+    const int c = c_bit0 + (valid ? bit : b0) / Lanes;
+    const RT* row = rows.row(c);
+    const bool unusable = rows.unusable(c);  // its entry's lse, loaded beside the row
     float acc = 0.f;
 #pragma unroll
     for (int k = 0; k < D / 16; ++k) {
@@ -301,86 +285,68 @@ __device__ __forceinline__ void exact_survivors(unsigned ballot, int s_bit0, con
       const float diff = __fsub_rn(q[k], r);
       acc = __fmaf_rn(diff, diff, acc);
     }
-    keep_min(mine, acc, valid, rows.candidate(slot), bound, unusable);
+    keep_min(mine, acc, valid, c, bound, unusable);
   }
 }
 
-/// DirectScan: a block scans the candidates in ring slots [s0, s0 + direct_block_candidates<D,
-/// RT, Threads, U>()) with a finite bound, without shared memory, in two calls:
-///   - issue(): every thread loads 16 bytes of the first kDirectDims dims of each of its U slots'
-///     rows (a slot belongs to direct_lanes() consecutive lanes, 8 for 2-byte rings) and its
-///     query dims. A slot's address does not depend on the decode position, so the kernel calls
-///     this before it reads the position: the rows' loads travel with the position's instead of
-///     after them (one dependent round trip less on every step's critical path).
-///   - finish(): with the position known (ScanRows maps slots to candidates; a stale ring's rows
-///     read as zeros), the lanes' sums, in any order and reduced by shuffles, are the quick
-///     bound: a row whose sum reaches bound * (1 + kQuickBoundSlack) cannot be a hit (the sum in
-///     core/distance.hpp's order over all D dims is then at least the bound: rounding both sums
-///     moves them by less than the slack, and the terms past the first 64 dims are
-///     non-negative). Rows under it are summed again by a half-warp each in core/distance.hpp's
-///     order over all D dims (q: lane l of the half holds dims l + 16k), loaded from global
-///     memory, so decisions and distances are bit-identical to the CPU's. Returns the packed
-///     minimum in every thread; every thread of the block calls it (it synchronises).
-/// Threads: a multiple of 32.
+/// Scans candidates [c0, c0 + direct_block_candidates<D, RT, Threads, U>()) with a finite bound,
+/// without shared memory: a candidate belongs to direct_lanes() consecutive lanes (8 for 2-byte
+/// rings), each loading 16 bytes of its first kDirectDims dims into registers, and every thread
+/// issues the loads of its U candidates before it uses any (U x 16 bytes in flight per thread).
+/// The lanes' sums, in any order and reduced by shuffles, are the quick bound: a row whose sum
+/// reaches bound * (1 + kQuickBoundSlack) cannot be a hit (the sum in core/distance.hpp's order
+/// over all D dims is then at least the bound: rounding both sums moves them by less than the
+/// slack, and the terms past the first 64 dims are non-negative). Rows under it are summed again by a half-warp each in
+/// core/distance.hpp's order over all D dims (q: lane l of the half holds dims l + 16k), loaded
+/// from global memory, so decisions and distances are bit-identical to the CPU's. `q_row`
+/// points at this head's q_pre row (dtype q_dtype). Returns the packed minimum in every thread;
+/// every thread of the block calls it (it synchronises). Threads: a multiple of 32.
 template <int D, typename RT, int Threads, int U>
-struct DirectScan {
-  static constexpr int kLanes = direct_lanes<D, RT>(), kPerWord = 16 / static_cast<int>(sizeof(RT));
-  static constexpr int kGroups = Threads / kLanes;
+__device__ unsigned long long scan_direct(const void* q_pre, int q_dtype, std::size_t q_row, const float (&q)[D / 16],
+                                          const ScanRows<RT>& rows, int c0, float bound) {
+  constexpr int kLanes = direct_lanes<D, RT>(), kPerWord = 16 / static_cast<int>(sizeof(RT));
+  constexpr int kGroups = Threads / kLanes;
   static_assert(kLanes >= 1 && 32 % kLanes == 0 && Threads % 32 == 0, "whole candidate groups per warp");
+  const int sub = threadIdx.x % kLanes, grp = threadIdx.x / kLanes;
   uint4 x[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int c = c0 + u * kGroups + grp;
+    const bool load = c < rows.n && !rows.stale;  // a stale ring reads as zeros
+    x[u] = load ? load_once16(reinterpret_cast<const char*>(rows.row(c)) + sub * 16) : make_uint4(0, 0, 0, 0);
+  }
   float qd[kPerWord];  // this lane's query dims [sub * kPerWord, +kPerWord)
-  int s0;
-
-  /// base / stride / window: the head's rows (ring_rows_base); q_row: this head's q_pre row
-  /// (dtype q_dtype) in q_pre.
-  __device__ __forceinline__ void issue(const RT* base, std::size_t stride, int window, const void* q_pre,
-                                        int q_dtype, std::size_t q_row, int first_slot) {
-    s0 = first_slot;
-    const int sub = threadIdx.x % kLanes, grp = threadIdx.x / kLanes;
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int s = s0 + u * kGroups + grp;
-      x[u] = s < window ? load_once16(reinterpret_cast<const char*>(base + static_cast<std::size_t>(s) * stride) + sub * 16)
-                        : make_uint4(0, 0, 0, 0);
-    }
+  for (int e = 0; e < kPerWord; ++e) qd[e] = load_float(q_pre, q_dtype, q_row + sub * kPerWord + e);
+  const float quick_bound = bound * (1.f + kQuickBoundSlack);
+  bool under[U];
 #pragma unroll
-    for (int e = 0; e < kPerWord; ++e) qd[e] = load_float(q_pre, q_dtype, q_row + sub * kPerWord + e);
-  }
-
-  __device__ unsigned long long finish(const float (&q)[D / 16], const ScanRows<RT>& rows, float bound) {
-    const int sub = threadIdx.x % kLanes, grp = threadIdx.x / kLanes;
-    const float quick_bound = bound * (1.f + kQuickBoundSlack);
-    bool under[U];
+  for (int u = 0; u < U; ++u) {
+    float f[kPerWord];
+    unpack16<RT>(x[u], f);
+    float a0 = 0.f, a1 = 0.f;
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int s = s0 + u * kGroups + grp;
-      const bool valid = s < rows.window && rows.candidate(s) < rows.n;
-      float f[kPerWord];
-      unpack16<RT>(rows.stale ? make_uint4(0, 0, 0, 0) : x[u], f);  // a stale ring reads as zeros
-      float a0 = 0.f, a1 = 0.f;
-#pragma unroll
-      for (int e = 0; e < kPerWord; e += 2) {
-        const float d0 = __fsub_rn(qd[e], f[e]);
-        a0 = __fmaf_rn(d0, d0, a0);
-        if (e + 1 < kPerWord) {
-          const float d1 = __fsub_rn(qd[e + 1], f[e + 1]);
-          a1 = __fmaf_rn(d1, d1, a1);
-        }
+    for (int e = 0; e < kPerWord; e += 2) {
+      const float d0 = __fsub_rn(qd[e], f[e]);
+      a0 = __fmaf_rn(d0, d0, a0);
+      if (e + 1 < kPerWord) {
+        const float d1 = __fsub_rn(qd[e + 1], f[e + 1]);
+        a1 = __fmaf_rn(d1, d1, a1);
       }
-      float sum = a0 + a1;
-#pragma unroll
-      for (int off = kLanes / 2; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-      under[u] = !(sum >= quick_bound) && valid;  // NaN stays (the exact sum decides)
     }
-    // Survivors (a hit is one row per head), two at a time per warp.
-    const int warp_group0 = (threadIdx.x >> 5) * (32 / kLanes);
-    unsigned long long mine = kNoMatch;
+    float sum = a0 + a1;
 #pragma unroll
-    for (int u = 0; u < U; ++u)
-      exact_survivors<D, RT, kLanes>(__ballot_sync(0xffffffffu, under[u] && sub == 0), s0 + u * kGroups + warp_group0,
-                                     q, rows, bound, mine);
-    return block_min<Threads>(mine);
+    for (int off = kLanes / 2; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    under[u] = !(sum >= quick_bound) && c0 + u * kGroups + grp < rows.n;  // NaN stays (the exact sum decides)
   }
-};
+  // Survivors (a hit is one row per head), two at a time per warp.
+  const int warp_group0 = (threadIdx.x >> 5) * (32 / kLanes);
+  unsigned long long mine = kNoMatch;
+#pragma unroll
+  for (int u = 0; u < U; ++u)
+    exact_survivors<D, RT, kLanes>(__ballot_sync(0xffffffffu, under[u] && sub == 0), c0 + u * kGroups + warp_group0, q,
+                                   rows, bound, mine);
+  return block_min<Threads>(mine);
+}
 
 }  // namespace macattn::cuda::detail
