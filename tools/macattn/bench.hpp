@@ -47,6 +47,8 @@ struct BenchOptions {
   std::int32_t page_size = 16;     // --backend cuda: tokens per K/V page
   bool hnd = false;                // --backend cuda: HND pages ([page][kv head][token][dim]) instead of NHD
   bool shuffled_pages = false;     // --backend cuda: page table in a random order (a long-running pool)
+  macattn::DType query_dtype = macattn::DType::bf16;  // --backend cuda: q_post, q_pre and out (the engine: f32)
+  bool head_stats = false;         // --backend cuda: timed MAC steps write per-head stats (as the engine's)
   std::uint64_t seed = 1;
   std::string json_path, csv_path;
   bool progress = true;

@@ -80,6 +80,20 @@ __device__ float to_f(const void* p, int dtype, std::size_t i) {
   return static_cast<const float*>(p)[i];
 }
 
+/// n elements of a device buffer of dtype t, as floats on the host.
+std::vector<float> host_floats(const DevBuf& buf, std::size_t n, macattn::DType t) {
+  std::vector<float> v(n);
+  if (t == macattn::DType::f32) {
+    ck(cudaMemcpy(v.data(), buf.p, n * 4, cudaMemcpyDeviceToHost), "copy");
+    return v;
+  }
+  std::vector<std::uint16_t> raw(n);
+  ck(cudaMemcpy(raw.data(), buf.p, n * 2, cudaMemcpyDeviceToHost), "copy");
+  for (std::size_t i = 0; i < n; ++i)
+    v[i] = t == macattn::DType::bf16 ? macattn::bf16_to_float(raw[i]) : macattn::f16_to_float(raw[i]);
+  return v;
+}
+
 /// Naive exact attention, one block of D threads per (b, h), fp32, through the page table
 /// (sequence b's pages are indices[b * pages_per_seq ...]; NHD or HND): an independent check of
 /// the timed kernel.
@@ -283,6 +297,8 @@ int run_cuda_bench(const BenchOptions& o) {
 
   std::vector<CudaRow> rows;
   std::mt19937_64 rng(o.seed);
+  const macattn::DType qdt = o.query_dtype;  // q_post, q_pre and out (--queries)
+  const int qcode = static_cast<int>(qdt);
   for (const BenchShape& bs : o.shapes)
     for (macattn::DType dt : o.dtypes)
       for (std::int32_t batch : o.batches)
@@ -328,24 +344,22 @@ int run_cuda_bench(const BenchOptions& o) {
             kvs.push_back(kv);
           }
           const std::size_t qn = std::size_t(batch) * hq * d;
-          DevBuf qpost(qn * 2), qpre(qn * 2), out(qn * 2), out_exact(qn * 2), naive(qn * 4);
-          fill_kernel<<<256, 256, 0, s>>>(qpost.p, 2, qn, rng(), 2.f);
-          fill_kernel<<<256, 256, 0, s>>>(qpre.p, 2, qn, rng(), 2.f);
+          const std::size_t qes = macattn::dtype_size(qdt);
+          DevBuf qpost(qn * qes), qpre(qn * qes), out(qn * qes), out_exact(qn * qes), naive(qn * 4);
+          fill_kernel<<<256, 256, 0, s>>>(qpost.p, qcode, qn, rng(), 2.f);
+          fill_kernel<<<256, 256, 0, s>>>(qpre.p, qcode, qn, rng(), 2.f);
           mc::Workspace ws;
           ws.reserve(sh, batch, ctx, o.config.window);
           const int splits = mc::planned_splits(sh, batch, ctx);
 
           // Check exact decode against the naive kernel (copy 0), then time it.
-          mc::exact_decode(sh, kvs[0], {qpost.p, macattn::DType::bf16}, {out_exact.p, macattn::DType::bf16}, nullptr, ws, s);
-          naive_attention_kernel<<<batch * hq, d, 0, s>>>(ks[0].p, vs[0].p, static_cast<int>(dt), qpost.p, 2, hq, hkv, d,
+          mc::exact_decode(sh, kvs[0], {qpost.p, qdt}, {out_exact.p, qdt}, nullptr, ws, s);
+          naive_attention_kernel<<<batch * hq, d, 0, s>>>(ks[0].p, vs[0].p, static_cast<int>(dt), qpost.p, qcode, hq, hkv, d,
                                                           ctx, dindices.as<std::int32_t>(), pages_per_seq, page,
                                                           o.hnd ? 1 : 0, sh.scale(), naive.as<float>());
           ck(cudaStreamSynchronize(s), "check");
-          std::vector<std::uint16_t> got_raw(qn);
-          std::vector<float> got(qn), want(qn);
-          ck(cudaMemcpy(got_raw.data(), out_exact.p, qn * 2, cudaMemcpyDeviceToHost), "copy");
+          std::vector<float> got = host_floats(out_exact, qn, qdt), want(qn);
           ck(cudaMemcpy(want.data(), naive.p, qn * 4, cudaMemcpyDeviceToHost), "copy");
-          for (std::size_t i = 0; i < qn; ++i) got[i] = macattn::bf16_to_float(got_raw[i]);
           const double exact_err = rel_l2(got, want);
           if (!(exact_err < 2e-2)) {
             std::fprintf(stderr, "exact decode check FAILED: relative L2 %.3g vs the naive kernel\n", exact_err);
@@ -354,12 +368,12 @@ int run_cuda_bench(const BenchOptions& o) {
           std::vector<cudaGraphExec_t> exact_graphs;
           for (int c = 0; c < copies; ++c)
             exact_graphs.push_back(capture(s, [&] {
-              mc::exact_decode(sh, kvs[c], {qpost.p, macattn::DType::bf16}, {out.p, macattn::DType::bf16}, nullptr, ws, s);
+              mc::exact_decode(sh, kvs[c], {qpost.p, qdt}, {out.p, qdt}, nullptr, ws, s);
             }));
           const double exact_graph = time_us(s, o.min_reps, o.min_seconds,
                                              [&](int r) { ck(cudaGraphLaunch(exact_graphs[r % copies], s), "launch"); }, flush);
           const double exact_eager = time_us(s, o.min_reps, o.min_seconds, [&](int r) {
-            mc::exact_decode(sh, kvs[r % copies], {qpost.p, macattn::DType::bf16}, {out.p, macattn::DType::bf16}, nullptr,
+            mc::exact_decode(sh, kvs[r % copies], {qpost.p, qdt}, {out.p, qdt}, nullptr,
                              ws, s);
           }, flush);
           for (auto g : exact_graphs) cudaGraphExecDestroy(g);
@@ -372,8 +386,8 @@ int run_cuda_bench(const BenchOptions& o) {
             for (int c = 0; c < copies; ++c)
               gs.push_back(capture(s, [&] {
                 for (int k = 0; k < steps; ++k)
-                  mc::exact_decode(sh, kvs[(c + k) % copies], {qpost.p, macattn::DType::bf16},
-                                   {out.p, macattn::DType::bf16}, nullptr, ws, s);
+                  mc::exact_decode(sh, kvs[(c + k) % copies], {qpost.p, qdt},
+                                   {out.p, qdt}, nullptr, ws, s);
               }));
             exact_steps = time_us(s, o.min_reps, o.min_seconds,
                                   [&](int r) { ck(cudaGraphLaunch(gs[r % copies], s), "launch"); }, flush) / steps;
@@ -430,11 +444,11 @@ int run_cuda_bench(const BenchOptions& o) {
               }
               ck(cudaMemcpy(dhit.p, hit.data(), hit.size(), cudaMemcpyHostToDevice), "copy");
               for (int c = 0; c < copies; ++c)
-                build_rings_kernel<<<1024, 256, 0, s>>>(rings[c], qpre.p, 2, dhit.as<unsigned char>(), t, -1,
+                build_rings_kernel<<<1024, 256, 0, s>>>(rings[c], qpre.p, qcode, dhit.as<unsigned char>(), t, -1,
                                                         o.far_miss_rows ? 1 : 0);
               // One eager step with stats: the decisions the real scan made.
-              mc::mac_decode(sh, o.config, kvs[0], {qpost.p, macattn::DType::bf16}, {qpre.p, macattn::DType::bf16},
-                             rings[0], {out.p, macattn::DType::bf16}, nullptr, dstats.as<macattn::HeadStats>(), ws, s);
+              mc::mac_decode(sh, o.config, kvs[0], {qpost.p, qdt}, {qpre.p, qdt},
+                             rings[0], {out.p, qdt}, nullptr, dstats.as<macattn::HeadStats>(), ws, s);
               ck(cudaStreamSynchronize(s), "mac step");
               std::vector<macattn::HeadStats> st(heads);
               ck(cudaMemcpy(st.data(), dstats.p, st.size() * sizeof(macattn::HeadStats), cudaMemcpyDeviceToHost), "copy");
@@ -447,27 +461,29 @@ int run_cuda_bench(const BenchOptions& o) {
               }
               double check = -1;
               if (hr == 0.0) {  // all miss: MAC must equal exact decode
-                std::vector<std::uint16_t> m_raw(qn);
-                ck(cudaMemcpy(m_raw.data(), out.p, qn * 2, cudaMemcpyDeviceToHost), "copy");
-                std::vector<float> m(qn);
-                for (std::size_t i = 0; i < qn; ++i) m[i] = macattn::bf16_to_float(m_raw[i]);
+                const std::vector<float> m = host_floats(out, qn, qdt);
                 check = rel_l2(m, got);
                 if (!(check < 1e-2)) {
                   std::fprintf(stderr, "MAC at hit rate 0 differs from exact decode: relative L2 %.3g\n", check);
                   return 1;
                 }
               }
+              // Per-head stats in the timed steps only with --head-stats on, as the engine's decode steps
+              // write them: without the best row of a miss, so the scan still drops rows.
+              macattn::HeadStats* timed_stats = o.head_stats ? dstats.as<macattn::HeadStats>() : nullptr;
+              macattn::MacConfig timed_config = o.config;
+              if (o.head_stats) timed_config.report_miss_matches = false;
               std::vector<cudaGraphExec_t> mac_graphs, restore_graphs;
               auto restore = [&](int c) {
-                build_rings_kernel<<<64, 256, 0, s>>>(rings[c], qpre.p, 2, dhit.as<unsigned char>(), t, tslot,
+                build_rings_kernel<<<64, 256, 0, s>>>(rings[c], qpre.p, qcode, dhit.as<unsigned char>(), t, tslot,
                                                       o.far_miss_rows ? 1 : 0);
               };
               for (int c = 0; c < copies; ++c) {
                 restore(c);
                 mac_graphs.push_back(capture(s, [&] {
                   restore(c);
-                  mc::mac_decode(sh, o.config, kvs[c], {qpost.p, macattn::DType::bf16}, {qpre.p, macattn::DType::bf16},
-                                 rings[c], {out.p, macattn::DType::bf16}, nullptr, nullptr, ws, s);
+                  mc::mac_decode(sh, timed_config, kvs[c], {qpost.p, qdt}, {qpre.p, qdt},
+                                 rings[c], {out.p, qdt}, nullptr, timed_stats, ws, s);
                 }));
                 restore_graphs.push_back(capture(s, [&] { restore(c); }));
               }
@@ -477,9 +493,9 @@ int run_cuda_bench(const BenchOptions& o) {
                                           [&](int r) { ck(cudaGraphLaunch(restore_graphs[r % copies], s), "launch"); }, flush);
               const double mac_eager = time_us(s, o.min_reps, o.min_seconds, [&](int r) {
                 restore(r % copies);
-                mc::mac_decode(sh, o.config, kvs[r % copies], {qpost.p, macattn::DType::bf16},
-                               {qpre.p, macattn::DType::bf16}, rings[r % copies], {out.p, macattn::DType::bf16}, nullptr,
-                               nullptr, ws, s);
+                mc::mac_decode(sh, timed_config, kvs[r % copies], {qpost.p, qdt},
+                               {qpre.p, qdt}, rings[r % copies], {out.p, qdt}, nullptr,
+                               timed_stats, ws, s);
               }, flush);
               for (auto g : mac_graphs) cudaGraphExecDestroy(g);
               for (auto g : restore_graphs) cudaGraphExecDestroy(g);
@@ -491,9 +507,9 @@ int run_cuda_bench(const BenchOptions& o) {
                     for (int k = 0; k < steps; ++k) {
                       const int cc = (c + k) % copies;
                       restore(cc);
-                      mc::mac_decode(sh, o.config, kvs[cc], {qpost.p, macattn::DType::bf16},
-                                     {qpre.p, macattn::DType::bf16}, rings[cc], {out.p, macattn::DType::bf16}, nullptr,
-                                     nullptr, ws, s);
+                      mc::mac_decode(sh, timed_config, kvs[cc], {qpost.p, qdt},
+                                     {qpre.p, qdt}, rings[cc], {out.p, qdt}, nullptr,
+                                     timed_stats, ws, s);
                     }
                   }));
                   rs.push_back(capture(s, [&] {
@@ -529,10 +545,10 @@ int run_cuda_bench(const BenchOptions& o) {
 
   // Table.
   std::printf("\nmacattn bench --backend cuda: %s, streaming read %.0f GB/s, commit %s, miss rows %s, pages of %d "
-              "tokens, %s, %s\n",
+              "tokens, %s, %s, %s queries, head stats %s\n",
               macattn::cuda::device_description().c_str(), stream_gbps, MACATTN_GIT_COMMIT,
               o.far_miss_rows ? "far" : "near", o.page_size, o.hnd ? "HND" : "NHD",
-              o.shuffled_pages ? "shuffled" : "in order");
+              o.shuffled_pages ? "shuffled" : "in order", macattn::dtype_name(o.query_dtype), o.head_stats ? "on" : "off");
   // Columns: one layer-step per graph (exact_us, mac_us, speedup), and with --graph-steps N > 1
   // the per-step time of N steps in one graph (exact/N, mac/N, speedup/N).
   const bool multi = o.graph_steps > 1;
@@ -565,6 +581,8 @@ int run_cuda_bench(const BenchOptions& o) {
                    {"timing", "CUDA events per replay, median; MAC graph time minus the restore graph's median"},
                    {"graph_steps", o.graph_steps},
                    {"miss_rows", o.far_miss_rows ? "far" : "near"},
+                   {"queries", macattn::dtype_name(o.query_dtype)},
+                   {"head_stats", o.head_stats},
                    {"flush", o.flush ? "L2 flushed (a read of 4x L2) before every timed run, outside the events"
                                      : "off"}};
     for (const CudaRow& r : rows)

@@ -136,6 +136,16 @@ FlagSet bench_flags(BenchOptions& o) {
         "in", [&o](const std::string& v) {
           o.shuffled_pages = parse_choice("--page-order", v, {"in", "shuffled"}) == "shuffled";
         });
+  f.add("--queries", "bf16|f32",
+        "--backend cuda: dtype of the queries (q_post, q_pre) and the output; the engine passes f32", "bf16",
+        [&o](const std::string& v) {
+          o.query_dtype = parse_choice("--queries", v, {"bf16", "f32"}) == "f32" ? macattn::DType::f32
+                                                                                  : macattn::DType::bf16;
+        });
+  f.add("--head-stats", "on|off",
+        "--backend cuda: the timed MAC steps write per-head stats, as the engine's decode steps do (without a "
+        "miss's best row, so the scan still drops rows)",
+        "off", [&o](const std::string& v) { o.head_stats = parse_choice("--head-stats", v, {"on", "off"}) == "on"; });
   f.add("--seed", "N", "random seed", "1",
         [&o](const std::string& v) { o.seed = static_cast<std::uint64_t>(parse_int("--seed", v, 0, INT64_MAX)); });
   f.add("--json", "FILE", "write results as JSON", "none", [&o](const std::string& v) { o.json_path = v; });
@@ -169,6 +179,8 @@ bool parse_bench_options(const std::vector<std::string>& args, BenchOptions& o) 
   if (!o.cuda && (o.page_size != 16 || o.hnd || o.shuffled_pages))
     throw UsageError("--page-size, --kv-layout and --page-order apply to --backend cuda only (the CPU benchmark "
                      "times a contiguous cache)");
+  if (!o.cuda && (o.query_dtype != macattn::DType::bf16 || o.head_stats))
+    throw UsageError("--queries and --head-stats apply to --backend cuda only");
   for (const auto n : o.contexts)
     if (n <= o.match_age) throw UsageError("--contexts " + std::to_string(n) + " must exceed --match-age");
   if (o.match_age > o.config.window)
