@@ -193,24 +193,6 @@ bool side_complete(std::int64_t complete_blocks);
 /// chain of dependent loads it may slow: an experiment for the engine.
 int finish_release();
 
-/// Whether MAC's finish kernel depends on the side complete kernel through a programmatic edge
-/// (it may then launch while the complete kernel runs, its work before grid_dependency_wait()
-/// overlapping it; the wait covers both primaries) instead of a full one: only while the stream
-/// is being captured into a graph, with MACATTN_CUDA_COMPLETE_EDGE=programmatic (an experiment;
-/// read on every call).
-bool complete_edge_programmatic();
-
-/// While `stream` is being captured: makes the edges from the kernel nodes that the next
-/// captured node will depend on programmatic (cudaGraphKernelNodePortProgrammatic), so that node,
-/// launched with PDL, may start once they have all let it (allow_dependents()). Returns how many
-/// edges it changed (0 outside capture). MACATTN_CUDA_DEBUG_EDGES=1 prints the set before and
-/// after to stderr, labelled `what`.
-int make_capture_deps_programmatic(cudaStream_t stream, const char* what);
-
-/// With MACATTN_CUDA_DEBUG_EDGES=1 while `stream` is being captured: prints the incoming edges
-/// (node type, port, edge type) of the node last captured in `stream`, labelled `what`.
-void debug_last_node_edges(cudaStream_t stream, const char* what);
-
 /// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct; the scan kernel's
 /// template argument).
 constexpr int kScanStaged = 0, kScanDirect = 1;

@@ -492,14 +492,11 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   });
   if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
-  const bool pdl_finish = finish_pdl();
-  if (side && pdl_finish && complete_edge_programmatic()) make_capture_deps_programmatic(s, "mac_finish_kernel");
   const dim3 finish_grid(static_cast<unsigned>(heads));
-  launch_pdl_if(pdl_finish, "mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data,
+  launch_pdl_if(finish_pdl(), "mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data,
                 q_pre.data, out.data, qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o,
                 ws.part_lse, head_stats,
                 prof.kernel("mac_finish_kernel", finish_grid, {"before the wait", "partials + merge", "write"}));
-  debug_last_node_edges(s, "mac_finish_kernel");
   prof.finish();
 }
 

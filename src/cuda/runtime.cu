@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <sstream>
 #include <cstring>
-#include <vector>
 
 #include "cuda/launch.cuh"
 
@@ -184,76 +183,6 @@ bool side_complete(std::int64_t complete_blocks) {
 
 int scan_form() {
   return env_is("MACATTN_CUDA_SCAN", "staged") ? kScanStaged : kScanDirect;
-}
-
-bool complete_edge_programmatic() { return env_is("MACATTN_CUDA_COMPLETE_EDGE", "programmatic") && pdl_supported(); }
-
-namespace {
-const char* node_type_name(cudaGraphNode_t node) {
-  cudaGraphNodeType t{};
-  if (cudaGraphNodeGetType(node, &t) != cudaSuccess) return "?";
-  switch (t) {
-    case cudaGraphNodeTypeKernel: return "kernel";
-    case cudaGraphNodeTypeEventRecord: return "event record";
-    case cudaGraphNodeTypeWaitEvent: return "event wait";
-    case cudaGraphNodeTypeEmpty: return "empty";
-    default: return "other";
-  }
-}
-
-void print_edges(const char* what, const char* which, const cudaGraphNode_t* nodes, const cudaGraphEdgeData* data,
-                 std::size_t n) {
-  std::fprintf(stderr, "[macattn edges] %s, %s: %zu\n", what, which, n);
-  for (std::size_t i = 0; i < n; ++i)
-    std::fprintf(stderr, "  %zu: %s node, from_port %d, type %d\n", i, node_type_name(nodes[i]),
-                 data ? data[i].from_port : 0, data ? data[i].type : 0);
-}
-}  // namespace
-
-int make_capture_deps_programmatic(cudaStream_t stream, const char* what) {
-  cudaStreamCaptureStatus st{};
-  const cudaGraphNode_t* deps = nullptr;
-  const cudaGraphEdgeData* data = nullptr;
-  std::size_t n = 0;
-  check_cuda(cudaStreamGetCaptureInfo(stream, &st, nullptr, nullptr, &deps, &data, &n), "cudaStreamGetCaptureInfo");
-  if (st != cudaStreamCaptureStatusActive || n == 0) return 0;
-  const bool debug = env_is("MACATTN_CUDA_DEBUG_EDGES", "1");
-  if (debug) print_edges(what, "dependencies before", deps, data, n);
-  std::vector<cudaGraphNode_t> nodes(deps, deps + n);
-  std::vector<cudaGraphEdgeData> edges(n);
-  int changed = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (data) edges[i] = data[i];
-    cudaGraphNodeType t{};
-    check_cuda(cudaGraphNodeGetType(nodes[i], &t), "cudaGraphNodeGetType");
-    if (t == cudaGraphNodeTypeKernel && edges[i].type != cudaGraphDependencyTypeProgrammatic) {
-      edges[i] = cudaGraphEdgeData{};
-      edges[i].from_port = cudaGraphKernelNodePortProgrammatic;
-      edges[i].type = cudaGraphDependencyTypeProgrammatic;
-      ++changed;
-    }
-  }
-  check_cuda(cudaStreamUpdateCaptureDependencies(stream, nodes.data(), edges.data(), n,
-                                                 cudaStreamSetCaptureDependencies),
-             "cudaStreamUpdateCaptureDependencies");
-  if (debug) print_edges(what, "dependencies after", nodes.data(), edges.data(), n);
-  return changed;
-}
-
-void debug_last_node_edges(cudaStream_t stream, const char* what) {
-  if (!env_is("MACATTN_CUDA_DEBUG_EDGES", "1")) return;
-  cudaStreamCaptureStatus st{};
-  const cudaGraphNode_t* deps = nullptr;
-  const cudaGraphEdgeData* data = nullptr;
-  std::size_t n = 0;
-  check_cuda(cudaStreamGetCaptureInfo(stream, &st, nullptr, nullptr, &deps, &data, &n), "cudaStreamGetCaptureInfo");
-  if (st != cudaStreamCaptureStatusActive || n != 1) return;
-  std::size_t m = 0;
-  check_cuda(cudaGraphNodeGetDependencies(deps[0], nullptr, nullptr, &m), "cudaGraphNodeGetDependencies");
-  std::vector<cudaGraphNode_t> in(m);
-  std::vector<cudaGraphEdgeData> edges(m);
-  if (m) check_cuda(cudaGraphNodeGetDependencies(deps[0], in.data(), edges.data(), &m), "cudaGraphNodeGetDependencies");
-  print_edges(what, "incoming edges of the last node", in.data(), edges.data(), m);
 }
 
 int finish_release() {
