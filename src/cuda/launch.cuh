@@ -39,16 +39,11 @@ struct RingArgs {
 constexpr int kFinishBandMax = 8;
 
 /// MAC parameters on the device.
-/// Where MAC's finish kernel lets the stream's next kernel (under PDL) launch: at its first line,
-/// after its wait for the attend kernel's partials, or not at all (at its completion).
-constexpr int kReleaseAtStart = 0, kReleaseAfterWait = 1, kReleaseAtEnd = 2;
-
 struct MacArgs {
   int window = 0, rect = 0, sinks = 0;
   long long min_context = 0;
   float threshold = 0.f;
   int finish_band = 0;  // longest hit band the finish kernel attends itself (mac_band.cuh; 0 = none)
-  int finish_release = kReleaseAtStart;  // where the finish kernel lets the next kernel launch (finish_release())
 };
 
 inline MacArgs mac_args(const MacConfig& config, int head_dim) {
@@ -186,12 +181,6 @@ std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_
 /// nothing on hits in the benchmark (128K: 35.7 vs 37.6 us). MACATTN_CUDA_COMPLETE=side|attend
 /// forces either (read on every call).
 bool side_complete(std::int64_t complete_blocks);
-
-/// Where MAC's finish kernel lets the next kernel of the stream launch (kRelease*): at its start
-/// by default; MACATTN_CUDA_FINISH_RELEASE=start|wait|end (read on every call). A next kernel
-/// under PDL (an engine's o_proj GEMM) then loads its weights beside the finish kernel, whose
-/// chain of dependent loads it may slow: an experiment for the engine.
-int finish_release();
 
 /// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct; the scan kernel's
 /// template argument).

@@ -242,7 +242,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   __shared__ float red[4];                           // max and sum: amend, complete
   __shared__ long long band_rows[kFinishBandMax];    // a short band's K/V rows (mac_band.cuh)
   __shared__ float band_dots[8 * kFinishBandMax];    // its warps' partial dot products
-  if (mac.finish_release == kReleaseAtStart) allow_dependents();
+  allow_dependents();
   stamp(prof, 0);
   const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
   const int parts = splits + kCompleteSplits;
@@ -282,7 +282,6 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   if (banded) band.dots(kv, band_rows, qpost_i, head_dim, band_dots);
   stamp(prof, 1);
   grid_dependency_wait();  // the attend kernel's partials (and the complete kernel's, joined)
-  if (mac.finish_release == kReleaseAfterWait) allow_dependents();
   // Round trip 3: the partials. A banded hit's amend partials are empty (the attend kernel gave
   // it no keys): not loaded. An empty partial's o was never written; its weight is 0 and a
   // select (not a product) drops it.
@@ -458,7 +457,6 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   // long either way, and the finish only gains the band's round trips (measured on the H200:
   // batch 16, 128K all-hit 32.7 -> 35.5-35.9 us with short bands in the finish; h200.md).
   mac.finish_band = side ? finish_band_limit() : 0;
-  mac.finish_release = finish_release();
   auto side_stream = static_cast<cudaStream_t>(ws.side_stream);
   if (side) {
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.fork_event), s), "cudaEventRecord (fork)");

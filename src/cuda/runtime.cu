@@ -185,12 +185,6 @@ int scan_form() {
   return env_is("MACATTN_CUDA_SCAN", "staged") ? kScanStaged : kScanDirect;
 }
 
-int finish_release() {
-  if (env_is("MACATTN_CUDA_FINISH_RELEASE", "wait")) return kReleaseAfterWait;
-  if (env_is("MACATTN_CUDA_FINISH_RELEASE", "end")) return kReleaseAtEnd;
-  return kReleaseAtStart;
-}
-
 int finish_band_limit() {
   if (const char* env = std::getenv("MACATTN_CUDA_FINISH_BAND")) return std::clamp(std::atoi(env), 0, kFinishBandMax);
   return kFinishBandMax;
