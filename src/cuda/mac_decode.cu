@@ -488,6 +488,10 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
                   prof.kernel("mac_attend_kernel", grid,
                               {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
+  // In a captured graph with the finish kernel under PDL, both of its incoming edges (from the
+  // attend kernel, and from the complete kernel through this join) are programmatic: it may
+  // launch once both kernels have let it, and its grid_dependency_wait() waits for both
+  // (printed from the captured graph on the H200; h200.md, fifteenth session).
   if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
   const dim3 finish_grid(static_cast<unsigned>(heads));
