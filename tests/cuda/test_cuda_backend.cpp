@@ -413,6 +413,13 @@ MacConfig small_config(int sinks) {
   return cfg;
 }
 
+/// The two sessions a test of a launch form runs under its switches: with sinks and a stale ring
+/// midway (eager), and in a graph.
+void run_eager_and_graph_sessions(const Case& c) {
+  run_mac_session(c, small_config(5), 16, false, true);
+  run_mac_session(c, small_config(3), 12, true, false);
+}
+
 TEST_P(CudaBackend, MacDecodeMatchesReference) {
   SKIP_WITHOUT_GPU();
   run_mac_session(GetParam(), small_config(0), 40, false, false);
@@ -525,8 +532,7 @@ TEST_P(CudaBackend, MacDecodeInCudaGraph) {
 TEST_P(CudaBackend, MacDecodeAttendWithPdl) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv pdl_env("MACATTN_CUDA_PDL_ATTEND", "1");
-  run_mac_session(GetParam(), small_config(5), 16, false, true);
-  run_mac_session(GetParam(), small_config(3), 12, true, false);
+  run_eager_and_graph_sessions(GetParam());
 }
 
 // The finish kernel launched without programmatic dependent launch (MACATTN_CUDA_PDL_FINISH=0;
@@ -534,8 +540,7 @@ TEST_P(CudaBackend, MacDecodeAttendWithPdl) {
 TEST_P(CudaBackend, MacDecodeFinishWithoutPdl) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv pdl_env("MACATTN_CUDA_PDL_FINISH", "0");
-  run_mac_session(GetParam(), small_config(5), 16, false, true);
-  run_mac_session(GetParam(), small_config(3), 12, true, false);
+  run_eager_and_graph_sessions(GetParam());
 }
 
 // The attend kernel's two forms, each forced (by default the form follows the grid: two blocks
@@ -546,16 +551,14 @@ TEST_P(CudaBackend, MacDecodeTwoBlocksPerSmFewerSplits) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv per_sm_env("MACATTN_CUDA_ATTEND_PER_SM", "2");
   const ScopedEnv splits_env("MACATTN_CUDA_MAC_SPLITS", "2");
-  run_mac_session(GetParam(), small_config(5), 16, false, true);
-  run_mac_session(GetParam(), small_config(3), 12, true, false);
+  run_eager_and_graph_sessions(GetParam());
 }
 
 TEST_P(CudaBackend, MacDecodeThreeBlocksPerSmWithoutAttendPdl) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv per_sm_env("MACATTN_CUDA_ATTEND_PER_SM", "3");
   const ScopedEnv pdl_env("MACATTN_CUDA_PDL_ATTEND", "0");
-  run_mac_session(GetParam(), small_config(5), 16, false, true);
-  run_mac_session(GetParam(), small_config(3), 12, true, false);
+  run_eager_and_graph_sessions(GetParam());
 }
 
 INSTANTIATE_TEST_SUITE_P(
