@@ -82,15 +82,10 @@ __device__ float to_f(const void* p, int dtype, std::size_t i) {
 
 /// n elements of a device buffer of dtype t, as floats on the host.
 std::vector<float> host_floats(const DevBuf& buf, std::size_t n, macattn::DType t) {
+  std::vector<unsigned char> raw(n * macattn::dtype_size(t));
+  ck(cudaMemcpy(raw.data(), buf.p, raw.size(), cudaMemcpyDeviceToHost), "copy");
   std::vector<float> v(n);
-  if (t == macattn::DType::f32) {
-    ck(cudaMemcpy(v.data(), buf.p, n * 4, cudaMemcpyDeviceToHost), "copy");
-    return v;
-  }
-  std::vector<std::uint16_t> raw(n);
-  ck(cudaMemcpy(raw.data(), buf.p, n * 2, cudaMemcpyDeviceToHost), "copy");
-  for (std::size_t i = 0; i < n; ++i)
-    v[i] = t == macattn::DType::bf16 ? macattn::bf16_to_float(raw[i]) : macattn::f16_to_float(raw[i]);
+  for (std::size_t i = 0; i < n; ++i) v[i] = macattn::load_as_float(raw.data(), t, i);
   return v;
 }
 
