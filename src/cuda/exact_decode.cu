@@ -90,6 +90,7 @@ void exact_decode(const AttentionShape& shape, const PagedKVDevice& kv, ConstTen
   });
   const int merge_threads = d * (d == 256 ? 4 : 1024 / d / 2);  // 4 (D=256) or 8/4 threads per element
   const dim3 merge_grid(static_cast<unsigned>(rows));
+  allow_smem(exact_merge_kernel, 0);
   launch_pdl("exact_merge_kernel", exact_merge_kernel, merge_grid, dim3(merge_threads), 0, s,
              static_cast<const float*>(ws.part_o), static_cast<const float*>(ws.part_lse), splits, d, out.data,
              static_cast<int>(out.dtype), lse, prof.kernel("exact_merge_kernel", merge_grid, {"merge"}));

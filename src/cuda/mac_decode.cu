@@ -495,6 +495,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
   const dim3 finish_grid(static_cast<unsigned>(heads));
+  allow_smem(mac_finish_kernel, 0);
   launch_pdl_if(finish_pdl(), "mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data,
                 q_pre.data, out.data, qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o,
                 ws.part_lse, head_stats,

@@ -185,6 +185,12 @@ int scan_form() {
   return env_is("MACATTN_CUDA_SCAN", "staged") ? kScanStaged : kScanDirect;
 }
 
+int smem_carveout() {
+  const char* env = std::getenv("MACATTN_CUDA_CARVEOUT");
+  if (env == nullptr || *env == '\0') return -1;
+  return std::clamp(std::atoi(env), 0, 100);
+}
+
 int finish_band_limit() {
   if (const char* env = std::getenv("MACATTN_CUDA_FINISH_BAND")) return std::clamp(std::atoi(env), 0, kFinishBandMax);
   return kFinishBandMax;
