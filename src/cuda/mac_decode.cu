@@ -16,7 +16,6 @@
 //   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
 //      (wiping a stale ring first), merges the complete state into out, writes stats, and
 //      resets the scan's minimum for the next step.
-#include <cstdlib>
 #include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/mac_band.cuh"
@@ -467,8 +466,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
       constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
       allow_smem(kernel, bytes);
       const dim3 grid(kCompleteSplits, hkv, kv.batch_size);
-      launch_pdl_if(pdl_enabled() || std::getenv("MACATTN_CUDA_PDL_COMPLETE") != nullptr, "mac_complete_kernel", kernel,
-                    grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd, mac,
+      launch_pdl("mac_complete_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd, mac,
                  hq, group, splits, scale, ws.part_o, ws.part_lse, prof.kernel("mac_complete_kernel", grid, {"complete"}));
     });
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.join_event), side_stream), "cudaEventRecord (join)");

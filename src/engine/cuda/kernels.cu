@@ -377,8 +377,6 @@ void embed_rows(const std::int32_t* tokens, std::int64_t n, const bf16* embed, s
 }
 
 void rms_norm_bf16(const float* x, std::int64_t n, std::int64_t H, const float* w, float eps, bf16* y, cudaStream_t s) {
-  static const bool skip = std::getenv("MACATTN_ENGINE_DIAG_SKIP_NORM") != nullptr;  // EXPERIMENT: timing only
-  if (skip) return;
   const dim3 grid(static_cast<unsigned>(n)), block(kNormThreads);
   const char* name = "rms_norm_kernel";
   const bool pdl = small_kernel_pdl(SmallKernel::norm);
