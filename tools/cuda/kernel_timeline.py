@@ -18,19 +18,42 @@ on the same stream: negative when it overlaps them (programmatic dependent launc
   python3 tools/cuda/kernel_timeline.py trace.csv [--layers] [--json out.json]
 """
 import argparse
-import csv
 import json
 import statistics
 import sys
 from collections import defaultdict
 
 
+def short_name(name):
+    """'void ns::(anonymous namespace)::kernel<128, bf16>(Args, int)' -> 'kernel' (as the tracer does)."""
+    name = name.replace("(anonymous namespace)", "")
+    out, depth = [], 0
+    for c in name:
+        if c == "<":
+            depth += 1
+        if depth == 0 and c == "(":
+            break
+        if depth == 0:
+            out.append(c)
+        if c == ">":
+            depth = max(0, depth - 1)
+    s = "".join(out)
+    if s.startswith("void "):
+        s = s[5:]
+    return s.rsplit("::", 1)[-1] or name
+
+
 def load(path):
+    """Rows of (start, end, stream, graph, node, name). The name is the last column and may hold
+    commas (full demangled names), so each line is split five times only."""
     rows = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            rows.append((int(r["start_ns"]), int(r["end_ns"]), int(r["stream"]), int(r["graph"]), int(r["node"]),
-                         r["name"]))
+    with open(path) as f:
+        header = f.readline().strip().split(",")
+        if header != ["start_ns", "end_ns", "stream", "graph", "node", "name"]:
+            raise ValueError(f"unexpected header {header}")
+        for line in f:
+            s, e, stream, graph, node, name = line.rstrip("\n").split(",", 5)
+            rows.append((int(s), int(e), int(stream), int(graph), int(node), short_name(name)))
     return rows
 
 
@@ -81,13 +104,14 @@ def print_rows(rows, t0=0.0):
               f"{gap:>7} {r['stream']}")
 
 
-def layer_view(replays, norm_name):
-    """Per-layer windows of each replay, cut at every other RMSNorm (the input norms)."""
+def layer_view(replays, norm_name, per_layer):
+    """Per-layer windows of each replay, cut at every per_layer-th marker kernel (by default every
+    other RMSNorm: the input norms)."""
     periods = defaultdict(list)
     per_label = defaultdict(lambda: ([], [], None))
     for rep in replays:
         norms = [r for r in rep if norm_name in r[5]]
-        starts = [r[0] for r in norms[0::2]]  # input norm of each layer (the last one is the final norm)
+        starts = [r[0] for r in norms[0::per_layer]]  # e.g. each layer's input norm (then the final norm)
         for li in range(len(starts) - 1):
             a, b = starts[li], starts[li + 1]
             periods[li].append((b - a) / 1e3)
@@ -111,7 +135,8 @@ def main():
     ap.add_argument("--min-kernels", type=int, default=3, help="graphs with fewer kernels per replay are skipped")
     ap.add_argument("--skip", type=int, default=3, help="first replays of each graph left out (warm-up)")
     ap.add_argument("--layers", action="store_true", help="cut replays into layers at the input RMSNorms")
-    ap.add_argument("--norm-name", default="rms_norm", help="kernel name that marks a layer's norms")
+    ap.add_argument("--norm-name", default="rms_norm", help="name (a substring) of the kernel that marks layers")
+    ap.add_argument("--marks-per-layer", type=int, default=2, help="marker kernels per layer (2 RMSNorms)")
     ap.add_argument("--json", help="also write the medians as JSON to this file")
     a = ap.parse_args()
     try:
@@ -136,7 +161,7 @@ def main():
         print(f"\ngraph {g}: {per} kernels per replay, {len(reps)} replays, span {entry['span_us']:.2f} us "
               f"(min {min(spans):.2f}, max {max(spans):.2f})")
         if a.layers:
-            periods, layer = layer_view(reps, a.norm_name)
+            periods, layer = layer_view(reps, a.norm_name, a.marks_per_layer)
             if not periods:
                 print(f"  no '{a.norm_name}' kernels: no layers")
             else:

@@ -56,6 +56,8 @@ std::string short_name(const char* mangled) {
   char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
   std::string s = status == 0 && d != nullptr ? d : mangled;
   std::free(d);
+  const std::string anon = "(anonymous namespace)";  // its '(' is not the parameter list's
+  for (std::size_t at = s.find(anon); at != std::string::npos; at = s.find(anon)) s.erase(at, anon.size());
   int depth = 0;
   std::string out;
   for (const char c : s) {
