@@ -98,21 +98,24 @@ void dispatch(int head_dim, DType kv_dtype, F&& f) {
   }
 }
 
-/// The shared-memory carveout (percent of the most an SM can have) the decode kernels ask for,
-/// or -1 to leave the driver's choice: MACATTN_CUDA_CARVEOUT=0..100 (read on every call; an
-/// experiment). Why it matters: an SM's split between L1 and shared memory changes only while
-/// the SM is idle, and the driver sizes it for the kernel whose block lands first, so a kernel
-/// that overlaps another (the side complete kernel, the attend kernel under PDL) may find SMs
-/// configured too small for its blocks and wait for them to drain.
-int smem_carveout();
+/// The shared-memory carveout (percent of the most an SM can have) that the decode kernel
+/// `kind` ("scan", "complete", "attend", "finish", "exact") asks for, or -1 to leave the driver's
+/// choice: MACATTN_CUDA_CARVEOUT=0..100 for the kernels MACATTN_CUDA_CARVEOUT_KERNELS lists
+/// (comma-separated; all when unset). Read on every call; an experiment. Why it matters: an SM's
+/// split between L1 and shared memory changes only while the SM is idle, and the driver sizes it
+/// for the kernel whose block lands first, so a kernel that overlaps another (the side complete
+/// kernel, the attend kernel under PDL) may find SMs configured too small for its blocks and
+/// wait for them to drain (a kernel trace showed the finish kernel launching only as the complete
+/// kernel ended; h200.md, sixteenth session).
+int smem_carveout(const char* kind);
 
 /// Raises a kernel's dynamic shared memory limit to `bytes` (when over the default 48 KiB) and
-/// sets its carveout preference (smem_carveout()).
+/// sets its carveout preference (smem_carveout(kind)).
 template <typename K>
-void allow_smem(K kernel, std::size_t bytes) {
+void allow_smem(K kernel, std::size_t bytes, const char* kind = "other") {
   if (bytes > 48 * 1024)
     MACATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  if (const int c = smem_carveout(); c >= 0)
+  if (const int c = smem_carveout(kind); c >= 0)
     MACATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, c));
 }
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <sstream>
 #include <cstring>
+#include <string>
 
 #include "cuda/launch.cuh"
 
@@ -185,9 +186,13 @@ int scan_form() {
   return env_is("MACATTN_CUDA_SCAN", "staged") ? kScanStaged : kScanDirect;
 }
 
-int smem_carveout() {
+int smem_carveout(const char* kind) {
   const char* env = std::getenv("MACATTN_CUDA_CARVEOUT");
   if (env == nullptr || *env == '\0') return -1;
+  if (const char* list = std::getenv("MACATTN_CUDA_CARVEOUT_KERNELS")) {
+    const std::string l = std::string(",") + list + ",";
+    if (l.find(std::string(",") + kind + ",") == std::string::npos) return -1;
+  }
   return std::clamp(std::atoi(env), 0, 100);
 }
 
