@@ -83,14 +83,13 @@ void exact_decode(const AttentionShape& shape, const PagedKVDevice& kv, ConstTen
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = exact_split_kernel<D, NS, T>;
     constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
-    allow_smem(kernel, bytes, "exact");
+    allow_smem(kernel, bytes);
     launch_pdl("exact_split_kernel", kernel, split_grid, dim3(kThreads), bytes, s, args, q_post.data,
                static_cast<int>(q_post.dtype), hq, group, splits, scale, ws.part_o, ws.part_lse,
                prof.kernel("exact_split_kernel", split_grid, {"stage query", "attend", "write partial"}));
   });
   const int merge_threads = d * (d == 256 ? 4 : 1024 / d / 2);  // 4 (D=256) or 8/4 threads per element
   const dim3 merge_grid(static_cast<unsigned>(rows));
-  allow_smem(exact_merge_kernel, 0, "exact");
   launch_pdl("exact_merge_kernel", exact_merge_kernel, merge_grid, dim3(merge_threads), 0, s,
              static_cast<const float*>(ws.part_o), static_cast<const float*>(ws.part_lse), splits, d, out.data,
              static_cast<int>(out.dtype), lse, prof.kernel("exact_merge_kernel", merge_grid, {"merge"}));

@@ -98,25 +98,34 @@ void dispatch(int head_dim, DType kv_dtype, F&& f) {
   }
 }
 
-/// The shared-memory carveout (percent of the most an SM can have) that the decode kernel
-/// `kind` ("scan", "complete", "attend", "finish", "exact") asks for, or -1 to leave the driver's
-/// choice: MACATTN_CUDA_CARVEOUT=0..100 for the kernels MACATTN_CUDA_CARVEOUT_KERNELS lists
-/// (comma-separated; all when unset). Read on every call; an experiment. Why it matters: an SM's
+/// The shared-memory carveout preference (percent of the most an SM can have, or -1 for the
+/// driver's choice, cudaSharedmemCarveoutDefault) of MAC's decode kernels, `kind` one of "scan",
+/// "complete", "attend", "finish". By default 100 when `two_per_sm` (attend_two_per_sm: the
+/// attend kernel under PDL beside the side complete kernel and the scan), else -1. Why: an SM's
 /// split between L1 and shared memory changes only while the SM is idle, and the driver sizes it
-/// for the kernel whose block lands first, so a kernel that overlaps another (the side complete
-/// kernel, the attend kernel under PDL) may find SMs configured too small for its blocks and
-/// wait for them to drain (a kernel trace showed the finish kernel launching only as the complete
-/// kernel ended; h200.md, sixteenth session).
-int smem_carveout(const char* kind);
+/// for the kernel whose block lands first; a kernel trace on the H200 showed the finish kernel
+/// launching only as the complete kernel ended, as if the SMs the complete kernel (or the scan)
+/// had configured could not take the overlapping attend kernel's blocks before draining. With
+/// every MAC kernel asking for the most shared memory, batch-1 all-hit steps took 0.2-0.7 us
+/// less (h200.md, sixteenth session); at batch 16 it cost 0.5 us, so only two_per_sm uses it.
+/// MACATTN_CUDA_CARVEOUT=0..100 (or -1) overrides it for the kernels listed in
+/// MACATTN_CUDA_CARVEOUT_KERNELS (comma-separated; all four when unset). Read on every call.
+int mac_carveout(const char* kind, bool two_per_sm);
 
-/// Raises a kernel's dynamic shared memory limit to `bytes` (when over the default 48 KiB) and
-/// sets its carveout preference (smem_carveout(kind)).
+/// Whether `kernel`'s carveout attribute must be (re)set to `value`: false when the last call for
+/// this kernel set the same value (the attribute persists per function), so each call does not
+/// pay for the host API call. Thread-safe.
+bool carveout_changed(const void* kernel, int value);
+
+/// Raises a kernel's dynamic shared memory limit to `bytes` (when over the default 48 KiB) and,
+/// when `carveout` is not kNoCarveout, sets its carveout preference (-1 = the driver's choice).
+constexpr int kNoCarveout = -2;
 template <typename K>
-void allow_smem(K kernel, std::size_t bytes, const char* kind = "other") {
+void allow_smem(K kernel, std::size_t bytes, int carveout = kNoCarveout) {
   if (bytes > 48 * 1024)
     MACATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-  if (const int c = smem_carveout(kind); c >= 0)
-    MACATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, c));
+  if (carveout != kNoCarveout && carveout_changed(reinterpret_cast<const void*>(kernel), carveout))
+    MACATTN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
 }
 
 /// Whether kernels are launched with programmatic dependent launch: only with the environment

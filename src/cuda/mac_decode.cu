@@ -435,7 +435,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     const dim3 scan_grid(blocks, hq, kv.batch_size);
     constexpr std::size_t bytes = Form == kScanDirect ? 0 : staged_smem_bytes<D, RT>();
     constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
-    allow_smem(kernel, bytes, "scan");
+    allow_smem(kernel, bytes, mac_carveout("scan", two_per_sm));
     launch_pdl_if(scan_pdl(), "mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd, ring, mac, hq,
                per, bound, ws.best, ws.seq_flags, prof.kernel(name, scan_grid, {"scan"}));
   };
@@ -464,7 +464,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
       auto kernel = mac_complete_kernel<D, NS, T>;
       constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
-      allow_smem(kernel, bytes, "complete");
+      allow_smem(kernel, bytes, mac_carveout("complete", two_per_sm));
       const dim3 grid(kCompleteSplits, hkv, kv.batch_size);
       launch_pdl("mac_complete_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd, mac,
                  hq, group, splits, scale, ws.part_o, ws.part_lse, prof.kernel("mac_complete_kernel", grid, {"complete"}));
@@ -481,7 +481,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     // keeps a third block off the SM).
     const std::size_t bytes =
         two_per_sm && TileSmem<D, NS>::kBytes < kAttendThirdBytes ? kAttendThirdBytes : TileSmem<D, NS>::kBytes;
-    allow_smem(kernel, bytes, "attend");
+    allow_smem(kernel, bytes, mac_carveout("attend", two_per_sm));
     const dim3 grid(hkv, splits, kv.batch_size);
     launch_pdl_if(pdl_attend, "mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac,
                   hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
@@ -495,7 +495,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   if (side)
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.join_event), 0), "cudaStreamWaitEvent (join)");
   const dim3 finish_grid(static_cast<unsigned>(heads));
-  allow_smem(mac_finish_kernel, 0, "finish");
+  allow_smem(mac_finish_kernel, 0, mac_carveout("finish", two_per_sm));
   launch_pdl_if(finish_pdl(), "mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data,
                 q_pre.data, out.data, qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o,
                 ws.part_lse, head_stats,

@@ -4,9 +4,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <sstream>
 #include <cstring>
+#include <mutex>
+#include <sstream>
 #include <string>
+#include <unordered_map>
 
 #include "cuda/launch.cuh"
 
@@ -186,14 +188,24 @@ int scan_form() {
   return env_is("MACATTN_CUDA_SCAN", "staged") ? kScanStaged : kScanDirect;
 }
 
-int smem_carveout(const char* kind) {
+int mac_carveout(const char* kind, bool two_per_sm) {
   const char* env = std::getenv("MACATTN_CUDA_CARVEOUT");
-  if (env == nullptr || *env == '\0') return -1;
+  if (env == nullptr || *env == '\0') return two_per_sm ? 100 : -1;
   if (const char* list = std::getenv("MACATTN_CUDA_CARVEOUT_KERNELS")) {
     const std::string l = std::string(",") + list + ",";
-    if (l.find(std::string(",") + kind + ",") == std::string::npos) return -1;
+    if (l.find(std::string(",") + kind + ",") == std::string::npos) return two_per_sm ? 100 : -1;
   }
-  return std::clamp(std::atoi(env), 0, 100);
+  return std::clamp(std::atoi(env), -1, 100);
+}
+
+bool carveout_changed(const void* kernel, int value) {
+  static std::mutex m;
+  static std::unordered_map<const void*, int> last;
+  const std::lock_guard<std::mutex> lock(m);
+  const auto [it, inserted] = last.try_emplace(kernel, value);
+  if (!inserted && it->second == value) return false;
+  it->second = value;
+  return true;
 }
 
 int finish_band_limit() {

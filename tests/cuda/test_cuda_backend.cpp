@@ -561,6 +561,19 @@ TEST_P(CudaBackend, MacDecodeThreeBlocksPerSmWithoutAttendPdl) {
   run_eager_and_graph_sessions(GetParam());
 }
 
+// The shared-memory carveout preference of MAC's kernels (mac_carveout: the most shared memory
+// by default for few groups, as these tests' batches are) forced to the driver's choice and to
+// the least shared memory (MACATTN_CUDA_CARVEOUT): a hint about where blocks fit, which must not
+// change a result. With sinks and a stale ring, and in a graph.
+TEST_P(CudaBackend, MacDecodeUnderOtherCarveouts) {
+  SKIP_WITHOUT_GPU();
+  for (const char* carveout : {"-1", "0"}) {
+    SCOPED_TRACE(std::string("MACATTN_CUDA_CARVEOUT=") + carveout);
+    const ScopedEnv env("MACATTN_CUDA_CARVEOUT", carveout);
+    run_eager_and_graph_sessions(GetParam());
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaBackend,
     ::testing::Values(Case{32, 8, 128, DType::bf16, 16, KVLayout::NHD}, Case{32, 8, 128, DType::f16, 7, KVLayout::HND},
