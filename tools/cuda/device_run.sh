@@ -19,7 +19,9 @@
 #   env:   STEPS="build test sanitize bench" (default; add "python" for the PyTorch extension's
 #          tests and the side-by-side benchmark after "build", "engine" for the engine's CUDA tests
 #          and bench-e2e --device cuda, "profile" for MACATTN_CUDA_PROFILE=1 block timestamps of
-#          the decode kernels at 128K, batch 1 and 16, hit rates 0 and 1), JOBS (default nproc), E2E_CONTEXTS (default 32768,65536,131072),
+#          the decode kernels at 128K, batch 1 and 16, hit rates 0 and 1; "trace" after "engine" for
+#          kernel timelines, through tools/cuda/kernel_trace.cpp, of the engine's decode step and the
+#          layer benchmark at 128K, batch 1: exact and MAC all-hit), JOBS (default nproc), E2E_CONTEXTS (default 32768,65536,131072),
 #          E2E_BATCHES (default 1,4), E2E_REF_CONTEXTS (default 8192,16000)
 set -uo pipefail
 out=${1:?usage: device_run.sh OUTDIR [bench flags...]}
@@ -123,7 +125,8 @@ if has engine; then
       -DMACATTN_PCRE2_INCLUDE_DIR="$sys/include" -DMACATTN_PCRE2_LIBRARY="$sys/lib/libpcre2-8.a" \
       -DMACATTN_UTF8PROC_INCLUDE_DIR="$sys/include" -DMACATTN_UTF8PROC_LIBRARY="$sys/lib/libutf8proc.a" \
       >> "$out/engine_build.log" 2>&1 &&
-    cmake --build build-device-engine -j "$jobs" --target macattn engine_cuda_tests macattn_static >> "$out/engine_build.log" 2>&1
+    cmake --build build-device-engine -j "$jobs" --target macattn engine_cuda_tests macattn_static \
+      $(has trace && echo macattn_kernel_trace) >> "$out/engine_build.log" 2>&1
   rc=$?
   log "engine build rc=$rc in $(( $(date +%s) - start )) s"
   if [ $rc -ne 0 ]; then grep -E "error|Error" "$out/engine_build.log" | head -40; cat "$out/summary.txt"; exit 1; fi
@@ -148,5 +151,29 @@ if has engine; then
       --steps 64 --warmup 4 --progress off --json "$out/e2e_cuda_ref.json" \
       2>&1 | tee "$out/e2e_cuda_ref.log" | tail -20
   log "bench-e2e models/macattn-ref rc=${PIPESTATUS[0]} in $(( $(date +%s) - start )) s"
+fi
+if has trace; then
+  # Kernel timelines (h200.md, "Kernel timelines"): the CUPTI library the driver loads, one traced
+  # process per configuration, a median timeline of each (tracing adds about 0.4 us per kernel).
+  tool=./build-device-engine/tools/macattn/macattn
+  lib=$PWD/build-device-engine/tools/libmacattn_kernel_trace.so
+  if [ ! -x "$tool" ]; then
+    log "trace: $tool is missing (the trace step needs the engine step); skipped"
+  elif [ ! -f "$lib" ]; then
+    log "trace: $lib was not built (CUPTI not found by CMake?); skipped"
+  else
+    for mode in exact mac; do
+      CUDA_INJECTION64_PATH=$lib MACATTN_TRACE_OUT="$out/trace_e2e_$mode.csv" $tool bench-e2e --device cuda \
+          --shape llama3-8b --contexts 131072 --batches 1 --attention $mode --hit-rates 1 --progress off \
+          > "$out/trace_e2e_$mode.log" 2>&1
+      log "traced bench-e2e --attention $mode rc=$?"
+      python3 tools/cuda/kernel_timeline.py "$out/trace_e2e_$mode.csv" --layers | tail -16 | tee -a "$out/summary.txt"
+    done
+    CUDA_INJECTION64_PATH=$lib MACATTN_TRACE_OUT="$out/trace_layer.csv" $tool bench --backend cuda --contexts 131072 \
+        --batches 1 --hit-rates 0,1 --miss-patterns packed --min-seconds 0.04 --min-reps 20 > "$out/trace_layer.log" 2>&1
+    log "traced layer bench rc=$?"
+    python3 tools/cuda/kernel_timeline.py "$out/trace_layer.csv" --min-kernels 2 | tee -a "$out/summary.txt"
+    gzip -f "$out"/trace_*.csv
+  fi
 fi
 cat "$out/summary.txt"
