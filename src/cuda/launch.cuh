@@ -112,9 +112,9 @@ void dispatch(int head_dim, DType kv_dtype, F&& f) {
 /// MACATTN_CUDA_CARVEOUT_KERNELS (comma-separated; all four when unset). Read on every call.
 int mac_carveout(const char* kind, bool two_per_sm);
 
-/// Whether `kernel`'s carveout attribute must be (re)set to `value`: false when the last call for
-/// this kernel set the same value (the attribute persists per function), so each call does not
-/// pay for the host API call. Thread-safe.
+/// Whether `kernel`'s carveout attribute must be (re)set to `value` on the current device: false
+/// when the last call for this kernel and device set the same value (the attribute persists per
+/// function), so each call does not pay for the host API call. Thread-safe.
 bool carveout_changed(const void* kernel, int value);
 
 /// Raises a kernel's dynamic shared memory limit to `bytes` (when over the default 48 KiB) and,

@@ -5,10 +5,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <string>
-#include <unordered_map>
+#include <utility>
 
 #include "cuda/launch.cuh"
 
@@ -199,10 +200,13 @@ int mac_carveout(const char* kind, bool two_per_sm) {
 }
 
 bool carveout_changed(const void* kernel, int value) {
+  // Per device: the attribute belongs to the function in the current device's context.
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return true;  // set it; the call reports any error
   static std::mutex m;
-  static std::unordered_map<const void*, int> last;
+  static std::map<std::pair<int, const void*>, int> last;
   const std::lock_guard<std::mutex> lock(m);
-  const auto [it, inserted] = last.try_emplace(kernel, value);
+  const auto [it, inserted] = last.try_emplace({device, kernel}, value);
   if (!inserted && it->second == value) return false;
   it->second = value;
   return true;
