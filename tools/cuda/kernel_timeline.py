@@ -25,7 +25,8 @@ from collections import defaultdict
 
 
 def short_name(name):
-    """'void ns::(anonymous namespace)::kernel<128, bf16>(Args, int)' -> 'kernel' (as the tracer does)."""
+    """'void ns::(anonymous namespace)::kernel<128, bf16>(Args, int)' -> 'kernel' (the tracer writes
+    demangled names whole)."""
     name = name.replace("(anonymous namespace)", "")
     out, depth = [], 0
     for c in name:
@@ -44,8 +45,8 @@ def short_name(name):
 
 
 def load(path):
-    """Rows of (start, end, stream, graph, node, name). The name is the last column and may hold
-    commas (full demangled names), so each line is split five times only."""
+    """Rows of (start, end, stream, graph, node, short name). The name is the last column and holds
+    commas (demangled template arguments and parameters), so each line is split five times only."""
     rows = []
     with open(path) as f:
         header = f.readline().strip().split(",")
@@ -96,11 +97,11 @@ def with_gaps(timeline):
     return rows
 
 
-def print_rows(rows, t0=0.0):
+def print_rows(rows):
     print(f"    {'kernel':<34} {'start':>8} {'end':>8} {'dur':>7} {'gap':>7} stream")
     for r in rows:
         gap = "" if r["gap_us"] is None else f"{r['gap_us']:7.2f}"
-        print(f"    {r['name'][:34]:<34} {r['start_us'] - t0:8.2f} {r['end_us'] - t0:8.2f} {r['dur_us']:7.2f} "
+        print(f"    {r['name'][:34]:<34} {r['start_us']:8.2f} {r['end_us']:8.2f} {r['dur_us']:7.2f} "
               f"{gap:>7} {r['stream']}")
 
 

@@ -10,8 +10,8 @@
 //   python3 tools/cuda/kernel_timeline.py trace.csv
 //
 // Columns: start_ns, end_ns (GPU timestamps less the first kernel's start), stream, graph,
-// node (CUPTI's graph and graph-node ids; 0 outside graphs), name (demangled, without its
-// template arguments and parameters). MACATTN_TRACE_MAX caps the records kept (default 4M);
+// node (CUPTI's graph and graph-node ids; 0 outside graphs), name (demangled; the last column,
+// and it may hold commas). MACATTN_TRACE_MAX caps the records kept (default 4M);
 // the ones past it are counted and dropped. Tracing adds a little to each kernel; compare the
 // program's own timings with and without it before reading absolute times.
 #include <cupti.h>
@@ -50,26 +50,14 @@ void check(CUptiResult r, const char* what) {
   g_ok = false;
 }
 
-// "void ns::kernel<128, bf16>(Params, int)" -> "kernel": short enough for a table column.
-std::string short_name(const char* mangled) {
+// The demangled name (the mangled one if it does not demangle). kernel_timeline.py shortens it
+// for its tables; the CSV keeps template arguments, which tell the forms of a kernel apart.
+std::string demangled(const char* mangled) {
   int status = 0;
   char* d = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
   std::string s = status == 0 && d != nullptr ? d : mangled;
   std::free(d);
-  const std::string anon = "(anonymous namespace)";  // its '(' is not the parameter list's
-  for (std::size_t at = s.find(anon); at != std::string::npos; at = s.find(anon)) s.erase(at, anon.size());
-  int depth = 0;
-  std::string out;
-  for (const char c : s) {
-    if (c == '<') ++depth;
-    if (depth == 0 && c == '(') break;
-    if (depth == 0) out += c;
-    if (c == '>') depth = std::max(0, depth - 1);
-  }
-  if (out.rfind("void ", 0) == 0) out.erase(0, 5);
-  const std::size_t colon = out.rfind("::");
-  if (colon != std::string::npos) out.erase(0, colon + 2);
-  return out.empty() ? s : out;
+  return s;
 }
 
 std::uint32_t name_id(const char* name) {
@@ -77,7 +65,7 @@ std::uint32_t name_id(const char* name) {
   const auto it = g_name_ids.find(name);
   if (it != g_name_ids.end()) return it->second;
   const auto id = static_cast<std::uint32_t>(g_names.size());
-  g_names.push_back(short_name(name));
+  g_names.push_back(demangled(name));
   g_name_ids.emplace(name, id);
   return id;
 }
