@@ -69,6 +69,24 @@ def test_replays_medians_and_overlaps(tmp_path):
     assert ks["attend_kernel"]["dur_us"] == pytest.approx(6.4)
 
 
+def test_replays_of_another_length_are_dropped(tmp_path):
+    # Three replays of three kernels, two of two and one of one: the median count (2.5) is no
+    # replay's length; the most common one (3) is.
+    rows = []
+    for k, n in enumerate([3, 1, 3, 2, 3, 2]):
+        t0 = 1_000 + k * 100_000
+        for j in range(n):
+            rows.append((t0 + j * 2_000, t0 + j * 2_000 + 1_000, 1, 4, j + 1, f"k{j}"))
+    trace = tmp_path / "t.csv"
+    write_trace(trace, rows)
+    out = tmp_path / "t.json"
+    r = run([str(trace), "--skip", "0", "--json", str(out)])
+    assert r.returncode == 0, r.stderr
+    g = json.loads(out.read_text())["graphs"][0]
+    assert g["kernels_per_replay"] == 3 and g["replays"] == 3
+    assert g["span_us"] == pytest.approx(5.0)
+
+
 def test_layers_cut_at_norms(tmp_path):
     # Three replays of a two-layer step: [norm, gemm, norm, gemm] per layer, then a final norm.
     # Layer 0 is 30 us long, layer 1 40 us; the second gemm of each layer is labelled gemm#1.

@@ -153,7 +153,7 @@ def main():
     for g in sorted(by_graph):
         recs = sorted(by_graph[g])
         reps = replays_of(recs)
-        per = statistics.median(len(r) for r in reps)
+        per = statistics.mode(len(r) for r in reps)  # replays of another length (cut short) are dropped
         if per < a.min_kernels or len(reps) <= a.skip:
             continue
         reps = [r for r in reps[a.skip:] if len(r) == per]
