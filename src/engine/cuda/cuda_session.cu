@@ -160,38 +160,6 @@ gpu::GemvLaunch gemv_launch_from_env() {
   return how;
 }
 
-// MACATTN_ENGINE_L2_PREFETCH (MAC layers) and MACATTN_ENGINE_L2_PREFETCH_EXACT (exact layers):
-// how many MiB of the layer's next weights (o_proj, then gate|up) a decode step asks the L2 to
-// fetch on a side stream while the layer's attention runs. MAC attention is latency-bound and
-// leaves the memory bus nearly idle for its 10-15 us, so o_proj then streams from L2.
-// "auto" (or unset/empty): `fallback`; "0" or "off": none; otherwise a whole number of MiB.
-std::size_t prefetch_bytes_from_env(const char* name, std::size_t fallback) {
-  const char* v = std::getenv(name);
-  const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "auto") return fallback;
-  if (s == "off") return 0;
-  std::size_t used = 0;
-  long long mib = -1;
-  try {
-    mib = std::stoll(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != s.size() || mib < 0 || mib > 4096)
-    throw Error(std::string("CudaSession: ") + name + " = '" + s + "' is not auto, off or a number of MiB in [0, 4096]");
-  return static_cast<std::size_t>(mib) << 20;
-}
-
-// MACATTN_ENGINE_L2_PREFETCH_KIND: "bulk" (default; the copy engine's bulk prefetch on compute
-// capability 9.0) or "lines" (one prefetch per 128-byte line).
-gpu::PrefetchKind prefetch_kind_from_env() {
-  const char* v = std::getenv("MACATTN_ENGINE_L2_PREFETCH_KIND");
-  const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "bulk") return gpu::PrefetchKind::bulk;
-  if (s == "lines") return gpu::PrefetchKind::lines;
-  throw Error("CudaSession: MACATTN_ENGINE_L2_PREFETCH_KIND = '" + s + "' is not one of bulk, lines");
-}
-
 bool library_supports(std::int32_t D, std::int32_t Hq, std::int32_t Hkv) {
   return (D == 64 || D == 128 || D == 256) && Hq / Hkv >= 1 && Hq / Hkv <= 16;
 }
@@ -236,15 +204,6 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   skinny_max_rows = skinny_rows_from_env();
   gemv = gemv_launch_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  ENGINE_CUDA(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-  ENGINE_CUDA(cudaEventCreateWithFlags(&prefetch_fork, cudaEventDisableTiming));
-  ENGINE_CUDA(cudaEventCreateWithFlags(&prefetch_join, cudaEventDisableTiming));
-  // Default: the whole o_proj during a MAC layer's attention, none during exact attention
-  // (which streams K/V at the bus's rate itself).
-  const std::size_t o_proj_bytes = static_cast<std::size_t>(H) * QD * sizeof(gpu::bf16);
-  prefetch_mac = prefetch_bytes_from_env("MACATTN_ENGINE_L2_PREFETCH", o_proj_bytes);
-  prefetch_exact = prefetch_bytes_from_env("MACATTN_ENGINE_L2_PREFETCH_EXACT", 0);
-  prefetch_kind = prefetch_kind_from_env();
   ENGINE_CUBLAS(cublasCreate(&cublas));
   ENGINE_CUBLAS(cublasSetStream(cublas, stream));
   // A fixed workspace: cuBLAS then allocates nothing during graph capture.
@@ -258,9 +217,6 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
 CudaSession::Impl::~Impl() {
   clear_graphs();
   if (cublas != nullptr) cublasDestroy(cublas);
-  if (prefetch_fork != nullptr) cudaEventDestroy(prefetch_fork);
-  if (prefetch_join != nullptr) cudaEventDestroy(prefetch_join);
-  if (side != nullptr) cudaStreamDestroy(side);
   if (stream != nullptr) cudaStreamDestroy(stream);
 }
 
@@ -538,9 +494,6 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   qp.pages_per_seq = pages_per_seq;
   // Decode keeps each layer's pre-RoPE queries (the benchmark reads them to force hits).
   float* qpre = decode ? q_pre_layers.as<float>() + static_cast<std::size_t>(l) * B * QD : q_pre.as<float>();
-  const bool mac_attention = decode && library_attention && kind == StepKind::decode && mac_layer[l];
-  const std::size_t prefetch = !decode || !library_attention ? 0 : mac_attention ? prefetch_mac : prefetch_exact;
-  if (prefetch > 0) prefetch_weights(d, prefetch);
   gpu::qkv_rope_append(qkv.as<float>(), n, rpos, rseq, qp, q.as<float>(), qpre, stream);
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
@@ -599,18 +552,6 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
     gpu::silu_mul_bf16(gu.as<float>(), n, I, act.as<bf16>(), stream);
     gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), 1.0f);  // x += down(act)
   }
-  // The prefetch's branch joins here, long after it ended: the next layer's first kernel (a
-  // plain launch) waits for it, and no matmul's programmatic edge gets a second dependency.
-  if (prefetch > 0) ENGINE_CUDA(cudaStreamWaitEvent(stream, prefetch_join));
-}
-
-void CudaSession::Impl::prefetch_weights(const gpu::DeviceLayer& d, std::size_t bytes) {
-  ENGINE_CUDA(cudaEventRecord(prefetch_fork, stream));
-  ENGINE_CUDA(cudaStreamWaitEvent(side, prefetch_fork));
-  const std::size_t o = std::min(bytes, d.w_o.bytes());
-  gpu::prefetch_l2(d.w_o.as<void>(), o, prefetch_kind, side);
-  if (bytes > o) gpu::prefetch_l2(d.w_gate_up.as<void>(), std::min(bytes - o, d.w_gate_up.bytes()), prefetch_kind, side);
-  ENGINE_CUDA(cudaEventRecord(prefetch_join, side));
 }
 
 void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greedy, bool audit) {

@@ -79,9 +79,6 @@ struct CudaSession::Impl {
   void layer(std::int32_t l, std::int64_t n, gpu::StepKind kind, bool init_rings, bool audit, std::int32_t seq);
   void gemm(const gpu::bf16* x, std::int64_t n, const gpu::bf16* w, std::int64_t out, std::int64_t in, float* y,
             float beta);
-  /// Forks `side` from `stream` and asks the L2 for the first `bytes` of the layer's o_proj then
-  /// gate|up weights there (gpu::prefetch_l2); layer() joins it back at the layer's end.
-  void prefetch_weights(const gpu::DeviceLayer& d, std::size_t bytes);
   /// The decode matmuls of n rows use the engine's skinny GEMM (gpu::skinny_gemm*) instead of
   /// cuBLAS when n <= skinny_max_rows (MACATTN_ENGINE_MATMUL: auto 4, gemv 8, cublas 0).
   /// Prefill keeps cuBLAS.
@@ -104,11 +101,6 @@ struct CudaSession::Impl {
   std::size_t decode_weight_bytes = 0;
 
   cudaStream_t stream = nullptr;
-  // The weight prefetch during decode attention (MACATTN_ENGINE_L2_PREFETCH*, read at construction).
-  cudaStream_t side = nullptr;
-  cudaEvent_t prefetch_fork = nullptr, prefetch_join = nullptr;
-  std::size_t prefetch_mac = 0, prefetch_exact = 0;  // bytes per decode layer
-  gpu::PrefetchKind prefetch_kind = gpu::PrefetchKind::bulk;
   cublasHandle_t cublas = nullptr;
   DeviceBuffer cublas_workspace;
   macattn::cuda::Workspace workspace;

@@ -338,25 +338,6 @@ __device__ float hash_unit(std::uint64_t i, std::uint64_t seed) {  // splitmix64
   return static_cast<float>(z >> 40) * (2.0f / 16777216.0f) - 1.0f;
 }
 
-// prefetch_l2: `bulk` hands each chunk to the SM's copy engine (nothing comes back to the SM,
-// so a few warps keep the whole range in flight); `lines` issues one L2 prefetch per line.
-constexpr std::uint64_t kPrefetchChunk = 32 * 1024;
-__global__ void prefetch_l2_kernel(const char* p, std::uint64_t bytes, bool bulk) {
-  const std::uint64_t t = blockIdx.x * std::uint64_t(blockDim.x) + threadIdx.x;
-  const std::uint64_t threads = std::uint64_t(gridDim.x) * blockDim.x;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (bulk) {
-    for (std::uint64_t off = t * kPrefetchChunk; off < bytes; off += threads * kPrefetchChunk) {
-      const auto n = static_cast<std::uint32_t>(bytes - off < kPrefetchChunk ? bytes - off : kPrefetchChunk);
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off), "r"(n) : "memory");
-    }
-    return;
-  }
-#endif
-  for (std::uint64_t off = t * 128; off < bytes; off += threads * 128)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
-}
-
 __global__ void fill_random_kernel(bf16* p, std::int64_t n, std::uint64_t seed, float scale) {
   for (std::int64_t k = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; k < n;
        k += std::int64_t(gridDim.x) * blockDim.x)
@@ -458,21 +439,6 @@ void accumulate_stats(const HeadStats* head_stats, const std::uint8_t* mac_layer
 void diff_norms(const float* a, const float* b, std::int64_t n, double* sums, cudaStream_t s) {
   diff_norms_kernel<<<1, 1024, 0, s>>>(a, b, n, sums);
   ENGINE_LAUNCHED("diff_norms_kernel");
-}
-
-void prefetch_l2(const void* p, std::size_t bytes, PrefetchKind kind, cudaStream_t s) {
-  if (bytes == 0) return;
-  if (p == nullptr) throw Error("CUDA engine: prefetch_l2 of " + std::to_string(bytes) + " bytes from a null pointer");
-  const bool bulk = kind == PrefetchKind::bulk && reinterpret_cast<std::uintptr_t>(p) % 16 == 0 &&
-                    skinny_gemm_pdl_supported() && bytes >= 16;
-  const std::uint64_t n = bulk ? bytes / 16 * 16 : bytes;
-  // Bulk: 16 blocks of one warp (at most 512 chunks in flight, 16 MiB); lines: 64 blocks of 256.
-  const std::uint64_t units = bulk ? (n + kPrefetchChunk - 1) / kPrefetchChunk : (n + 127) / 128;
-  const unsigned threads = bulk ? 32 : 256;
-  const std::uint64_t want = (units + threads - 1) / threads;
-  const unsigned blocks = static_cast<unsigned>(want < (bulk ? 16u : 64u) ? want : (bulk ? 16u : 64u));
-  prefetch_l2_kernel<<<blocks, threads, 0, s>>>(static_cast<const char*>(p), n, bulk);
-  ENGINE_LAUNCHED("prefetch_l2_kernel");
 }
 
 void fill_random_bf16(bf16* p, std::int64_t n, std::uint64_t seed, float scale, cudaStream_t s) {

@@ -116,18 +116,6 @@ void accumulate_stats(const HeadStats* head_stats, const std::uint8_t* mac_layer
 /// sums[0] += sum((a - b)^2), sums[1] += sum(b^2) over n values (the audit's relative L2).
 void diff_norms(const float* a, const float* b, std::int64_t n, double* sums, cudaStream_t s);
 
-/// How prefetch_l2 asks for the bytes: `bulk`, one cp.async.bulk.prefetch.L2 of up to 32 KiB per
-/// instruction (the SM's copy engine issues the lines; compute capability 9.0, 16-byte aligned);
-/// `lines`, one prefetch.global.L2 per 128-byte line (any device).
-enum class PrefetchKind : std::uint8_t { bulk, lines };
-
-/// Asks the L2 to fetch bytes [p, p + bytes) of device memory: a hint, nothing is written and
-/// nothing waits for it. The decode step runs it on a side stream during a latency-bound
-/// attention, so that the next matmul finds its weights in L2 (cuda_session.cu). `bulk` falls
-/// back to `lines` where p is not 16-byte aligned or the device is older than 9.0 (the bulk
-/// form's last partial 16 bytes are left out). A null p with bytes > 0 is an error.
-void prefetch_l2(const void* p, std::size_t bytes, PrefetchKind kind, cudaStream_t s);
-
 /// Fills n bf16 values with uniform(-scale, scale) from a hash of (seed, index).
 void fill_random_bf16(bf16* p, std::int64_t n, std::uint64_t seed, float scale, cudaStream_t s);
 /// Fills n fp32 values with `value`.
