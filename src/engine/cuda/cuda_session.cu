@@ -160,30 +160,6 @@ gpu::GemvLaunch gemv_launch_from_env() {
   return how;
 }
 
-// Diagnostics (timing experiments, off by default). MACATTN_ENGINE_DIAG_WARM: where a MAC
-// layer's decode step runs gpu::warm_l2 over the layer's rings, page table and K/V tail:
-// "side" (a side stream forked at the layer's start, beside the norm and the q|k|v matmul),
-// "late" (a side stream forked after the q|k|v matmul), "inline" (on the stream, before the
-// q|k|v kernel). MACATTN_ENGINE_DIAG_WARM_STRIDE: its stride in bytes (default 65536).
-// MACATTN_ENGINE_DIAG_OPROJ_PDL=0: o_proj after MAC attention launches without PDL.
-int warm_mode_from_env() {
-  const char* v = std::getenv("MACATTN_ENGINE_DIAG_WARM");
-  const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "off") return 0;
-  if (s == "side") return 1;
-  if (s == "late") return 2;
-  if (s == "inline") return 3;
-  throw Error("CudaSession: MACATTN_ENGINE_DIAG_WARM = '" + s + "' is not one of off, side, late, inline");
-}
-std::uint32_t warm_stride_from_env() {
-  const char* v = std::getenv("MACATTN_ENGINE_DIAG_WARM_STRIDE");
-  return v == nullptr || *v == 0 ? 65536u : static_cast<std::uint32_t>(std::strtoul(v, nullptr, 10));
-}
-bool oproj_pdl_from_env() {
-  const char* v = std::getenv("MACATTN_ENGINE_DIAG_OPROJ_PDL");
-  return !(v != nullptr && std::strcmp(v, "0") == 0);
-}
-
 bool library_supports(std::int32_t D, std::int32_t Hq, std::int32_t Hkv) {
   return (D == 64 || D == 128 || D == 256) && Hq / Hkv >= 1 && Hq / Hkv <= 16;
 }
@@ -228,12 +204,6 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   skinny_max_rows = skinny_rows_from_env();
   gemv = gemv_launch_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  ENGINE_CUDA(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-  ENGINE_CUDA(cudaEventCreateWithFlags(&side_fork, cudaEventDisableTiming));
-  ENGINE_CUDA(cudaEventCreateWithFlags(&side_join, cudaEventDisableTiming));
-  warm_mode = warm_mode_from_env();
-  warm_stride = warm_stride_from_env();
-  oproj_pdl = oproj_pdl_from_env();
   ENGINE_CUBLAS(cublasCreate(&cublas));
   ENGINE_CUBLAS(cublasSetStream(cublas, stream));
   // A fixed workspace: cuBLAS then allocates nothing during graph capture.
@@ -247,9 +217,6 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
 CudaSession::Impl::~Impl() {
   clear_graphs();
   if (cublas != nullptr) cublasDestroy(cublas);
-  if (side_fork != nullptr) cudaEventDestroy(side_fork);
-  if (side_join != nullptr) cudaEventDestroy(side_join);
-  if (side != nullptr) cudaStreamDestroy(side);
   if (stream != nullptr) cudaStreamDestroy(stream);
 }
 
@@ -506,16 +473,12 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   const std::int32_t* rseq = decode ? batch_seq.as<std::int32_t>() : row_seq.as<std::int32_t>();
 
   const bool sk = skinny(n, decode);
-  const bool mac_attention = decode && library_attention && kind == StepKind::decode && mac_layer[l];
-  const int warm = mac_attention ? warm_mode : 0;
 
-  if (warm == 1) warm_layer(l, true);
   gpu::rms_norm_bf16(x.as<float>(), n, H, d.input_norm.as<float>(), eps, hb.as<bf16>(), stream);
   if (sk)
     gpu::skinny_gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), false, stream, gemv);
   else
     gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), 0.0f);
-  if (warm >= 2) warm_layer(l, warm == 2);
   gpu::QkvParams qp;
   qp.num_q_heads = Hq;
   qp.num_kv_heads = Hkv;
@@ -573,9 +536,7 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   if (sk) {
     // x += o_proj(attn): the skinny GEMM rounds the fp32 attention output to bf16 as it loads
     // it (what to_bf16 did), so no separate conversion.
-    gpu::GemvLaunch g = gemv;
-    if (mac_attention && !oproj_pdl) g.pdl = false;
-    gpu::skinny_gemm(attn.as<float>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), true, stream, g);
+    gpu::skinny_gemm(attn.as<float>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), true, stream, gemv);
   } else {
     gpu::to_bf16(attn.as<float>(), n * QD, attn_b.as<bf16>(), stream);
     gemm(attn_b.as<bf16>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), 1.0f);  // x += o_proj(attn)
@@ -591,38 +552,6 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
     gpu::silu_mul_bf16(gu.as<float>(), n, I, act.as<bf16>(), stream);
     gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), 1.0f);  // x += down(act)
   }
-  if (warm == 1 || warm == 2) ENGINE_CUDA(cudaStreamWaitEvent(stream, side_join));
-}
-
-void CudaSession::Impl::warm_layer(std::int32_t l, bool on_side) {
-  const macattn::cuda::MacRingsDevice r = rings(l);
-  const std::size_t cells = static_cast<std::size_t>(B) * window * Hq, es = dtype_size(ring_dtype);
-  gpu::WarmSpec ws;
-  ws.region[0] = r.qring;
-  ws.bytes[0] = cells * D * es;
-  ws.region[1] = r.oring;
-  ws.bytes[1] = cells * D * es;
-  ws.region[2] = r.lring;
-  ws.bytes[2] = cells * sizeof(float);
-  ws.region[3] = indices.as<void>();
-  ws.bytes[3] = indices.bytes();
-  ws.pos = pos.as<std::int64_t>();
-  ws.batch = B;
-  ws.k_pages = k_pages[l].as<bf16>();
-  ws.v_pages = v_pages[l].as<bf16>();
-  ws.page_size = page_size;
-  ws.pages_per_seq = pages_per_seq;
-  ws.row_bytes = static_cast<std::int64_t>(Hkv) * D * sizeof(bf16);
-  ws.tail = options.session.attention.mac.rect_offset + 1;
-  ws.stride = warm_stride;
-  if (!on_side) {
-    gpu::warm_l2(ws, stream);
-    return;
-  }
-  ENGINE_CUDA(cudaEventRecord(side_fork, stream));
-  ENGINE_CUDA(cudaStreamWaitEvent(side, side_fork));
-  gpu::warm_l2(ws, side);
-  ENGINE_CUDA(cudaEventRecord(side_join, side));
 }
 
 void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greedy, bool audit) {

@@ -79,9 +79,6 @@ struct CudaSession::Impl {
   void layer(std::int32_t l, std::int64_t n, gpu::StepKind kind, bool init_rings, bool audit, std::int32_t seq);
   void gemm(const gpu::bf16* x, std::int64_t n, const gpu::bf16* w, std::int64_t out, std::int64_t in, float* y,
             float beta);
-  /// The MACATTN_ENGINE_DIAG_WARM diagnostic: gpu::warm_l2 over layer l's rings, page table and
-  /// K/V tail, on `side` (forked from `stream`; layer() joins it at the layer's end) or inline.
-  void warm_layer(std::int32_t l, bool on_side);
   /// The decode matmuls of n rows use the engine's skinny GEMM (gpu::skinny_gemm*) instead of
   /// cuBLAS when n <= skinny_max_rows (MACATTN_ENGINE_MATMUL: auto 4, gemv 8, cublas 0).
   /// Prefill keeps cuBLAS.
@@ -104,11 +101,6 @@ struct CudaSession::Impl {
   std::size_t decode_weight_bytes = 0;
 
   cudaStream_t stream = nullptr;
-  cudaStream_t side = nullptr;  // the diagnostics' side branch (MACATTN_ENGINE_DIAG_*, read at construction)
-  cudaEvent_t side_fork = nullptr, side_join = nullptr;
-  int warm_mode = 0;
-  std::uint32_t warm_stride = 65536;
-  bool oproj_pdl = true;
   cublasHandle_t cublas = nullptr;
   DeviceBuffer cublas_workspace;
   macattn::cuda::Workspace workspace;

@@ -338,25 +338,6 @@ __device__ float hash_unit(std::uint64_t i, std::uint64_t seed) {  // splitmix64
   return static_cast<float>(z >> 40) * (2.0f / 16777216.0f) - 1.0f;
 }
 
-// warm_l2: block i < 4 walks region i; blocks 4 + 2b and 5 + 2b sequence b's K and V tail.
-__global__ void warm_l2_kernel(WarmSpec w) {
-  const char* p = nullptr;
-  std::uint64_t bytes = 0;
-  if (blockIdx.x < 4) {
-    p = static_cast<const char*>(w.region[blockIdx.x]);
-    bytes = w.bytes[blockIdx.x];
-  } else {
-    const std::int32_t b = (blockIdx.x - 4) / 2;
-    const std::int64_t end = w.pos[b] + 1, first = end > w.tail ? end - w.tail : 0;
-    const bf16* pages = (blockIdx.x - 4) % 2 == 0 ? w.k_pages : w.v_pages;
-    p = reinterpret_cast<const char*>(pages) + (b * w.pages_per_seq * w.page_size + first) * w.row_bytes;
-    bytes = static_cast<std::uint64_t>(end - first) * w.row_bytes;
-  }
-  if (p == nullptr) return;
-  for (std::uint64_t off = threadIdx.x * std::uint64_t(w.stride); off < bytes; off += blockDim.x * std::uint64_t(w.stride))
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
-}
-
 __global__ void fill_random_kernel(bf16* p, std::int64_t n, std::uint64_t seed, float scale) {
   for (std::int64_t k = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; k < n;
        k += std::int64_t(gridDim.x) * blockDim.x)
@@ -458,15 +439,6 @@ void accumulate_stats(const HeadStats* head_stats, const std::uint8_t* mac_layer
 void diff_norms(const float* a, const float* b, std::int64_t n, double* sums, cudaStream_t s) {
   diff_norms_kernel<<<1, 1024, 0, s>>>(a, b, n, sums);
   ENGINE_LAUNCHED("diff_norms_kernel");
-}
-
-void warm_l2(const WarmSpec& w, cudaStream_t s) {
-  if (w.stride < 128 || (w.stride & (w.stride - 1)) != 0)
-    throw Error("CUDA engine: warm_l2 stride " + std::to_string(w.stride) + " is not a power of 2 >= 128");
-  if (w.batch < 0 || (w.batch > 0 && (w.pos == nullptr || w.k_pages == nullptr || w.v_pages == nullptr)))
-    throw Error("CUDA engine: warm_l2 batch " + std::to_string(w.batch) + " without positions or pages");
-  warm_l2_kernel<<<4 + 2 * w.batch, 256, 0, s>>>(w);
-  ENGINE_LAUNCHED("warm_l2_kernel");
 }
 
 void fill_random_bf16(bf16* p, std::int64_t n, std::uint64_t seed, float scale, cudaStream_t s) {

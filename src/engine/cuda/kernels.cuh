@@ -116,28 +116,6 @@ void accumulate_stats(const HeadStats* head_stats, const std::uint8_t* mac_layer
 /// sums[0] += sum((a - b)^2), sums[1] += sum(b^2) over n values (the audit's relative L2).
 void diff_norms(const float* a, const float* b, std::int64_t n, double* sums, cudaStream_t s);
 
-/// What warm_l2 touches: up to 4 flat regions, and each sequence's last `tail` K/V rows
-/// (NHD pages, sequence b owns pages [b * pages_per_seq, ...) in position order, so its rows
-/// are contiguous; pos[b] is its decode position).
-struct WarmSpec {
-  const void* region[4] = {};
-  std::size_t bytes[4] = {};
-  const std::int64_t* pos = nullptr;
-  std::int32_t batch = 0;
-  const bf16* k_pages = nullptr;
-  const bf16* v_pages = nullptr;
-  std::int32_t page_size = 16;
-  std::int64_t pages_per_seq = 0;
-  std::int64_t row_bytes = 0;  ///< one position's K (or V) bytes: Hkv * D * 2
-  std::int32_t tail = 0;
-  std::uint32_t stride = 65536;  ///< one prefetch.global.L2 every `stride` bytes (a power of 2, >= 128)
-};
-
-/// A diagnostic (MACATTN_ENGINE_DIAG_WARM): asks the L2 for one line every `stride` bytes of
-/// what a MAC layer's decode kernels read first, so that their address translations (and, at
-/// stride 128, their data) are warm when they start. Nothing is written.
-void warm_l2(const WarmSpec& w, cudaStream_t s);
-
 /// Fills n bf16 values with uniform(-scale, scale) from a hash of (seed, index).
 void fill_random_bf16(bf16* p, std::int64_t n, std::uint64_t seed, float scale, cudaStream_t s);
 /// Fills n fp32 values with `value`.
