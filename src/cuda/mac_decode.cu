@@ -120,68 +120,82 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     Tile::run(smem, kv, b, g, spans, scale, group);
   };
   long long lo = new_end, sink_end = 0;
-  bool amend_work = false, staged_q = false;
-  // Pass 0 (only when speculating) before the wait, pass 1 after it: one call of the tile run
-  // in the code (a second copy would double the kernel's instructions; h200.md, code size).
-  for (int pass = spec.count() > 0 ? 0 : 1; pass < 2; ++pass) {
-    KeySpans spans{0, 0, 0, 0};
-    if (pass == 0) {
-      spans = spec;
-      if (threadIdx.x < kRows)
-        Tile::row_keys(smem)[threadIdx.x] = threadIdx.x < group ? RowKeys{miss_start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
-    } else {
-      // The scan's minima and stale flags. With PDL (attend_pdl) what is above overlaps the scan;
-      // dependents may launch only after this wait (the finish kernel reads the scan's minima
-      // before its own wait).
-      grid_dependency_wait();
-      allow_dependents();
-      const bool stale = stale_flags[b] != 0;
-      if (threadIdx.x < kRows) {
-        const int r = threadIdx.x, h = g * group + r;
-        const bool real = r < group;
-        // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
-        // waiting for them; the decision needs no further load (pack_match carries whether the
-        // matched entry is usable), so the first K/V copy waits on one round trip.
-        const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
-        long long start = new_end, amend_start = new_end;
-        if (real) {
-          const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
-          // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
-          if (stale) {
-            start = amend_start = miss_start;
-          } else {
-            const Decision x = decide(m, t, mac);
-            start = x.start;
-            amend_start = band_in_finish(x, new_end, mac) ? new_end : x.start;
-          }
+  KeySpans spans{0, 0, 0, 0};
+  bool amend_work = false, as_speculated = false;
+  // After the wait: the rows' decisions, the group's span and this split of it.
+  auto decide_rows = [&]() {
+    // The scan's minima and stale flags. With PDL (attend_pdl) what is above overlaps the scan;
+    // dependents may launch only after this wait (the finish kernel reads the scan's minima
+    // before its own wait).
+    grid_dependency_wait();
+    allow_dependents();
+    const bool stale = stale_flags[b] != 0;
+    if (threadIdx.x < kRows) {
+      const int r = threadIdx.x, h = g * group + r;
+      const bool real = r < group;
+      // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
+      // waiting for them; the decision needs no further load (pack_match carries whether the
+      // matched entry is usable), so the first K/V copy waits on one round trip.
+      const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
+      long long start = new_end, amend_start = new_end;
+      if (real) {
+        const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
+        // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
+        if (stale) {
+          start = amend_start = miss_start;
+        } else {
+          const Decision x = decide(m, t, mac);
+          start = x.start;
+          amend_start = band_in_finish(x, new_end, mac) ? new_end : x.start;
         }
-        starts[r] = start;
-        amend_starts[r] = amend_start;
       }
-      __syncthreads();
-      stamp(prof, 1);
-      bool as_speculated = spec.count() > 0;
-      for (int r = 0; r < group; ++r) {
-        lo = amend_starts[r] < lo ? amend_starts[r] : lo;
-        const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
-        sink_end = e > sink_end ? e : sink_end;
-        as_speculated = as_speculated && amend_starts[r] == miss_start;
-      }
-      // Amend: this split of the group's span [min start, E(t)).
-      split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
-      amend_work = spans.count() > 0;
-      if (as_speculated || !amend_work) break;  // the speculative run is the amend, or nothing to do
-      if (threadIdx.x < kRows)
-        Tile::row_keys(smem)[threadIdx.x] =
-            threadIdx.x < group ? RowKeys{amend_starts[threadIdx.x], new_end, 0, 0} : RowKeys{0, 0, 0, 0};
+      starts[r] = start;
+      amend_starts[r] = amend_start;
     }
-    if (!staged_q) staged.store(Tile::q_tile(smem));
-    staged_q = true;
-    attend(spans);
+    __syncthreads();
+    stamp(prof, 1);
+    as_speculated = spec.count() > 0;
+    for (int r = 0; r < group; ++r) {
+      lo = amend_starts[r] < lo ? amend_starts[r] : lo;
+      const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
+      sink_end = e > sink_end ? e : sink_end;
+      as_speculated = as_speculated && amend_starts[r] == miss_start;
+    }
+    // Amend: this split of the group's span [min start, E(t)).
+    split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
+    amend_work = spans.count() > 0;
+  };
+  auto set_row_keys = [&](bool decided) {
+    if (threadIdx.x < kRows)
+      Tile::row_keys(smem)[threadIdx.x] =
+          threadIdx.x >= group ? RowKeys{0, 0, 0, 0}
+                               : RowKeys{decided ? amend_starts[threadIdx.x] : miss_start, new_end, 0, 0};
+  };
+  if (spec.count() > 0) {
+    // The query tile first (under PDL its loads have landed during the scan), so that nothing
+    // of it stays in registers through the runs.
+    staged.store(Tile::q_tile(smem));
+    // Pass 0 before the wait, pass 1 (only where the decision differs) after it: one call of
+    // the tile run in this branch (each call is a copy of the core's code).
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass == 0) {
+        spans = spec;
+        set_row_keys(false);
+      } else {
+        decide_rows();
+        if (as_speculated || !amend_work) break;  // the speculative run is the amend, or nothing to do
+        set_row_keys(true);
+      }
+      attend(spans);
+    }
+  } else {
+    decide_rows();
+    set_row_keys(true);
+    // Blocks that attend: the amend split, or complete parts (only in this kernel without the
+    // side complete kernel; which blocks own them is decided below, so all of them stage).
+    if (amend_work || !side_complete) staged.store(Tile::q_tile(smem));
+    if (amend_work) attend(spans);
   }
-  // Blocks that attend complete parts (only in this kernel without the side complete kernel;
-  // which blocks own them is decided below) need the query tile too.
-  if (!staged_q && !side_complete) staged.store(Tile::q_tile(smem));
   write_partial(split, amend_work);
   stamp(prof, 2);
   // Complete parts owned by this block: part j of the tail [E(t), t+1); part 0 also the sinks.
