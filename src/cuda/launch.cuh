@@ -184,18 +184,6 @@ constexpr std::size_t kAttendThirdBytes = 76 * 1024;
 /// on; sm_90+ only (read on every call).
 bool attend_pdl(bool two_per_sm);
 
-/// Whether MAC's attend kernel speculates (mac_decode.cu): when it runs under PDL beside the scan
-/// with the side complete kernel and the caller passes per-head stats (read at the step's start
-/// as the previous step's decisions), a block whose group had a miss attends a miss's split before
-/// the scan's result is known, and keeps that run where the decision agrees. On by default;
-/// MACATTN_CUDA_SPECULATE=0 turns it off (read on every call).
-bool speculate_misses();
-
-/// The longest split (keys) a block attends speculatively: a wrong prediction costs that block
-/// this many keys' time before the decided run. MACATTN_CUDA_SPECULATE_KEYS=n overrides the
-/// default 2048 (read on every call).
-long long speculate_max_keys();
-
 /// Whether MAC's scan kernel is launched with programmatic dependent launch: only with
 /// MACATTN_CUDA_PDL_SCAN=1 or MACATTN_CUDA_PDL=1 on sm_90+ (read on every call; measured
 /// slower on misses in the layer benchmark, h200.md).

@@ -72,9 +72,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
                                                               MacArgs mac, int hq, int group, int splits, float scale,
                                                               const unsigned long long* best,
                                                               const std::uint8_t* stale_flags, float* part_o,
-                                                              float* part_lse, bool side_complete,
-                                                              const HeadStats* predict, long long spec_max_keys,
-                                                              BlockStamps prof) {
+                                                              float* part_lse, bool side_complete, BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
@@ -95,21 +93,42 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   // group) never waits for them.
   StagedQuery<D> staged;
   staged.load(q_rows, q_dtype);
-  // Speculation (speculate_misses(); the kernel under PDL beside the scan, with the previous
-  // step's per-head stats as the prediction): when a row of this group missed at the previous
-  // step, the block attends its split of a miss's span [min(F, E(t)), E(t)) before the wait, as
-  // if every row missed again, while the scan runs. After the wait the decided key sets are
-  // compared: where every row's equals a miss's, that run is the amend and the K/V stream
-  // overlapped the scan; otherwise it is dropped and the decided keys are attended as without
-  // speculation. The prediction only decides what is tried first: the result is the same.
-  const long long miss_start = new_end < mac.sinks ? new_end : mac.sinks;  // a miss's first amend key
-  int predicted_miss = 0;
-  if (predict != nullptr && threadIdx.x < group)
-    predicted_miss = predict[static_cast<std::size_t>(b) * hq + g * group + threadIdx.x].hit == 0;
-  KeySpans spec{0, 0, 0, 0};
-  if (predict != nullptr && __syncthreads_or(predicted_miss)) {
-    split_range(miss_start, new_end, splits, split, &spec.lo0, &spec.hi0);
-    if (spec.count() > spec_max_keys) spec = KeySpans{0, 0, 0, 0};
+  // The scan's minima and stale flags. With PDL (attend_pdl) what is above overlaps the scan;
+  // dependents may launch only after this wait (the finish kernel reads the scan's minima
+  // before its own wait).
+  grid_dependency_wait();
+  allow_dependents();
+  const bool stale = stale_flags[b] != 0;
+  if (threadIdx.x < kRows) {
+    const int r = threadIdx.x, h = g * group + r;
+    const bool real = r < group;
+    // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
+    // waiting for them; the decision needs no further load (pack_match carries whether the
+    // matched entry is usable), so the first K/V copy waits on one round trip.
+    const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
+    long long start = new_end, amend_start = new_end;
+    if (real) {
+      const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
+      // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
+      if (stale) {
+        start = amend_start = new_end < mac.sinks ? new_end : mac.sinks;
+      } else {
+        const Decision x = decide(m, t, mac);
+        start = x.start;
+        amend_start = band_in_finish(x, new_end, mac) ? new_end : x.start;
+      }
+    }
+    starts[r] = start;
+    amend_starts[r] = amend_start;
+    Tile::row_keys(smem)[r] = real ? RowKeys{amend_start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
+  }
+  __syncthreads();
+  stamp(prof, 1);
+  long long lo = new_end, sink_end = 0;
+  for (int r = 0; r < group; ++r) {
+    lo = amend_starts[r] < lo ? amend_starts[r] : lo;
+    const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
+    sink_end = e > sink_end ? e : sink_end;
   }
   // Writes the rows' state of the run just done (or an empty state) as partial `part`.
   auto write_partial = [&](int part, bool work) {
@@ -119,83 +138,14 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     __syncthreads();  // query tile and row keys written; the previous run's results read
     Tile::run(smem, kv, b, g, spans, scale, group);
   };
-  long long lo = new_end, sink_end = 0;
+  // Amend: this split of the group's span [min start, E(t)).
   KeySpans spans{0, 0, 0, 0};
-  bool amend_work = false, as_speculated = false;
-  // After the wait: the rows' decisions, the group's span and this split of it.
-  auto decide_rows = [&]() {
-    // The scan's minima and stale flags. With PDL (attend_pdl) what is above overlaps the scan;
-    // dependents may launch only after this wait (the finish kernel reads the scan's minima
-    // before its own wait).
-    grid_dependency_wait();
-    allow_dependents();
-    const bool stale = stale_flags[b] != 0;
-    if (threadIdx.x < kRows) {
-      const int r = threadIdx.x, h = g * group + r;
-      const bool real = r < group;
-      // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
-      // waiting for them; the decision needs no further load (pack_match carries whether the
-      // matched entry is usable), so the first K/V copy waits on one round trip.
-      const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
-      long long start = new_end, amend_start = new_end;
-      if (real) {
-        const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
-        // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
-        if (stale) {
-          start = amend_start = miss_start;
-        } else {
-          const Decision x = decide(m, t, mac);
-          start = x.start;
-          amend_start = band_in_finish(x, new_end, mac) ? new_end : x.start;
-        }
-      }
-      starts[r] = start;
-      amend_starts[r] = amend_start;
-    }
-    __syncthreads();
-    stamp(prof, 1);
-    as_speculated = spec.count() > 0;
-    for (int r = 0; r < group; ++r) {
-      lo = amend_starts[r] < lo ? amend_starts[r] : lo;
-      const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
-      sink_end = e > sink_end ? e : sink_end;
-      as_speculated = as_speculated && amend_starts[r] == miss_start;
-    }
-    // Amend: this split of the group's span [min start, E(t)).
-    split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
-    amend_work = spans.count() > 0;
-  };
-  auto set_row_keys = [&](bool decided) {
-    if (threadIdx.x < kRows)
-      Tile::row_keys(smem)[threadIdx.x] =
-          threadIdx.x >= group ? RowKeys{0, 0, 0, 0}
-                               : RowKeys{decided ? amend_starts[threadIdx.x] : miss_start, new_end, 0, 0};
-  };
-  if (spec.count() > 0) {
-    // The query tile first (under PDL its loads have landed during the scan), so that nothing
-    // of it stays in registers through the runs.
-    staged.store(Tile::q_tile(smem));
-    // Pass 0 before the wait, pass 1 (only where the decision differs) after it: one call of
-    // the tile run in this branch (each call is a copy of the core's code).
-    for (int pass = 0; pass < 2; ++pass) {
-      if (pass == 0) {
-        spans = spec;
-        set_row_keys(false);
-      } else {
-        decide_rows();
-        if (as_speculated || !amend_work) break;  // the speculative run is the amend, or nothing to do
-        set_row_keys(true);
-      }
-      attend(spans);
-    }
-  } else {
-    decide_rows();
-    set_row_keys(true);
-    // Blocks that attend: the amend split, or complete parts (only in this kernel without the
-    // side complete kernel; which blocks own them is decided below, so all of them stage).
-    if (amend_work || !side_complete) staged.store(Tile::q_tile(smem));
-    if (amend_work) attend(spans);
-  }
+  split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
+  const bool amend_work = spans.count() > 0;
+  // Blocks that attend: the amend split, or complete parts (only in this kernel without the
+  // side complete kernel; which blocks own them is decided below, so all of them stage).
+  if (amend_work || !side_complete) staged.store(Tile::q_tile(smem));
+  if (amend_work) attend(spans);
   write_partial(split, amend_work);
   stamp(prof, 2);
   // Complete parts owned by this block: part j of the tail [E(t), t+1); part 0 also the sinks.
@@ -525,9 +475,6 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   else if (rings.ring_dtype == DType::f16) launch_scan_d.template operator()<__half>();
   else launch_scan_d.template operator()<float>();
   const bool pdl_attend = attend_pdl(two_per_sm);
-  // Speculation needs the kernel beside the scan (PDL), no complete parts in its blocks, and a
-  // prediction: the per-head stats the previous step wrote (mac_attend_kernel).
-  const HeadStats* predict = pdl_attend && side && head_stats != nullptr && speculate_misses() ? head_stats : nullptr;
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = mac_attend_kernel<D, NS, T>;
     // Two blocks per SM: more shared memory than a third of the SM's (the rest unused; it only
@@ -537,8 +484,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     allow_smem(kernel, bytes, mac_carveout("attend", two_per_sm));
     const dim3 grid(hkv, splits, kv.batch_size);
     launch_pdl_if(pdl_attend, "mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac,
-                  hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side, predict,
-                  speculate_max_keys(), prof.kernel("mac_attend_kernel", grid,
+                  hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
+                  prof.kernel("mac_attend_kernel", grid,
                               {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
   // In a captured graph with the finish kernel under PDL, both of its incoming edges (from the

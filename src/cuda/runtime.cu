@@ -179,13 +179,6 @@ int stages_override() {
   return v;
 }
 
-bool speculate_misses() { return !env_is("MACATTN_CUDA_SPECULATE", "0"); }
-
-long long speculate_max_keys() {
-  if (const char* env = std::getenv("MACATTN_CUDA_SPECULATE_KEYS")) return std::max(0LL, std::atoll(env));
-  return 2048;
-}
-
 bool side_complete(std::int64_t complete_blocks) {
   if (env_is("MACATTN_CUDA_COMPLETE", "side")) return true;
   if (env_is("MACATTN_CUDA_COMPLETE", "attend")) return false;

@@ -259,14 +259,9 @@ class ScopedEnv {
 /// groups all occur; the ring wraps (lengths >> W). Without stats (with_stats false) the device
 /// scan drops rows at or over the threshold after their first dims (mac_scan.cuh): the outputs
 /// and rings, which follow from the decisions, are compared; `scan_mode` sets MACATTN_CUDA_SCAN.
-/// `ring_dtype`: the rings' element type on both backends. `stats`: what the per-head stats hold
-/// when a step starts, which the attend kernel reads as its prediction (speculate_misses):
-/// poisoned (every head "hit": no speculation), zero (every group predicted to miss), or the
-/// previous step's (as the engine keeps them; zero before the first step).
-enum class StatsBefore { poisoned, zero, previous };
+/// `ring_dtype`: the rings' element type on both backends.
 void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_graph, bool invalidate_midway,
-                     bool with_stats = true, const char* scan_mode = nullptr, DType ring_dtype = DType::bf16,
-                     StatsBefore stats_before = StatsBefore::poisoned) {
+                     bool with_stats = true, const char* scan_mode = nullptr, DType ring_dtype = DType::bf16) {
   const ScopedEnv scan_env("MACATTN_CUDA_SCAN", scan_mode);
   std::mt19937_64 rng(fresh_seed());
   const AttentionShape shape{c.hq, c.hkv, c.d, 0.0f};
@@ -347,9 +342,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
     dqpre.upload(qpre.data(), qpre.raw.size());
     dout.poison();
     dlse.poison();
-    if (stats_before == StatsBefore::poisoned) dstats.poison();
-    if (stats_before == StatsBefore::zero || (stats_before == StatsBefore::previous && step == 0))
-      ck(cudaMemset(dstats.p, 0, dstats.n), "zero stats");
+    dstats.poison();
     if (use_graph) {
       std::vector<std::int32_t> last;
       for (auto l : lens) last.push_back(static_cast<std::int32_t>(l));
@@ -572,30 +565,6 @@ TEST_P(CudaBackend, MacDecodeThreeBlocksPerSmWithoutAttendPdl) {
 // by default for few groups, as these tests' batches are) forced to the driver's choice and to
 // the least shared memory (MACATTN_CUDA_CARVEOUT): a hint about where blocks fit, which must not
 // change a result. With sinks and a stale ring, and in a graph.
-// Speculated misses (mac_attend_kernel): the attend kernel under PDL with the side complete
-// kernel (forced here, so that every shape speculates), predictions from per-head stats that
-// say every group missed (so blocks of groups that hit, or partly hit, must drop the speculative
-// run) or that carry the previous step's decisions. The prediction must not change a result.
-TEST_P(CudaBackend, MacDecodeSpeculatedMisses) {
-  SKIP_WITHOUT_GPU();
-  const ScopedEnv pdl("MACATTN_CUDA_PDL_ATTEND", "1"), side("MACATTN_CUDA_COMPLETE", "side"),
-      keys("MACATTN_CUDA_SPECULATE_KEYS", "100000");
-  {
-    SCOPED_TRACE("every group predicted to miss, eager, sinks and a stale ring midway");
-    run_mac_session(GetParam(), small_config(5), 16, false, true, true, nullptr, DType::bf16, StatsBefore::zero);
-  }
-  {
-    SCOPED_TRACE("the previous step's decisions, in a graph");
-    run_mac_session(GetParam(), small_config(3), 16, true, false, true, nullptr, DType::bf16, StatsBefore::previous);
-  }
-  {
-    SCOPED_TRACE("every group predicted to miss, terse stats, direct scan");
-    MacConfig cfg = small_config(0);
-    cfg.report_miss_matches = false;
-    run_mac_session(GetParam(), cfg, 12, false, false, true, "direct", DType::bf16, StatsBefore::zero);
-  }
-}
-
 TEST_P(CudaBackend, MacDecodeUnderOtherCarveouts) {
   SKIP_WITHOUT_GPU();
   for (const char* carveout : {"-1", "0"}) {
