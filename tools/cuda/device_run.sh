@@ -22,7 +22,8 @@
 #          the decode kernels at 128K, batch 1 and 16, hit rates 0 and 1; "trace" after "engine" for
 #          kernel timelines, through tools/cuda/kernel_trace.cpp, of the engine's decode step and the
 #          layer benchmark at 128K, batch 1: exact and MAC all-hit), JOBS (default nproc), E2E_CONTEXTS (default 32768,65536,131072),
-#          E2E_BATCHES (default 1,4), E2E_REF_CONTEXTS (default 8192,16000)
+#          E2E_BATCHES (default 1,4), E2E_REF_CONTEXTS (default 8192,16000), TEST_SHARDS (default 4: the
+#          CUDA tests as that many gtest shards side by side)
 set -uo pipefail
 out=${1:?usage: device_run.sh OUTDIR [bench flags...]}
 shift
@@ -51,10 +52,21 @@ if has build; then
 fi
 
 if has test; then
+  # The suite in TEST_SHARDS gtest shards side by side (one GPU; the tests are independent): run
+  # one after another it no longer fits a device call's 600 s, four shards took 210 s (h200.md,
+  # seventeenth session).
   start=$(date +%s)
-  ./build-device/tests/cuda/macattn_cuda_tests > "$out/tests.log" 2>&1
-  rc=$?
-  log "tests rc=$rc in $(( $(date +%s) - start )) s: $(grep -E '^\[  (PASSED|FAILED) ' "$out/tests.log" | tr '\n' ' ')"
+  shards=${TEST_SHARDS:-4}
+  pids=()
+  for ((i = 0; i < shards; ++i)); do
+    GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i ./build-device/tests/cuda/macattn_cuda_tests \
+        > "$out/tests_$i.log" 2>&1 &
+    pids+=($!)
+  done
+  rc=0
+  for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+  cat "$out"/tests_*.log > "$out/tests.log"
+  log "tests rc=$rc in $(( $(date +%s) - start )) s, $shards shards: $(grep -cE '^\[       OK \]' "$out/tests.log") passed, $(grep -E '^\[  FAILED  \] [A-Z]' "$out/tests.log" | sort -u | wc -l) failed, $(grep -E '^\[  SKIPPED \] [A-Z]' "$out/tests.log" | sort -u | wc -l) skipped"
   grep -E "FAILED|Failure|error|hits," "$out/tests.log" | head -40
 fi
 
