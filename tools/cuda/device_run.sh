@@ -57,6 +57,8 @@ if has test; then
   # seventeenth session).
   start=$(date +%s)
   shards=${TEST_SHARDS:-4}
+  # gtest prints a failed or skipped test twice: when it ends, with its time, and in the summary.
+  count_tests() { grep -E "^\[  $1 *\] [A-Z]" "$out/tests.log" | sed 's/ (.*//' | sort -u | wc -l; }
   pids=()
   for ((i = 0; i < shards; ++i)); do
     GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i ./build-device/tests/cuda/macattn_cuda_tests \
@@ -66,7 +68,7 @@ if has test; then
   rc=0
   for p in "${pids[@]}"; do wait "$p" || rc=$?; done
   cat "$out"/tests_*.log > "$out/tests.log"
-  log "tests rc=$rc in $(( $(date +%s) - start )) s, $shards shards: $(grep -cE '^\[       OK \]' "$out/tests.log") passed, $(grep -E '^\[  FAILED  \] [A-Z]' "$out/tests.log" | sort -u | wc -l) failed, $(grep -E '^\[  SKIPPED \] [A-Z]' "$out/tests.log" | sort -u | wc -l) skipped"
+  log "tests rc=$rc in $(( $(date +%s) - start )) s, $shards shards: $(grep -cE '^\[       OK \]' "$out/tests.log") passed, $(count_tests FAILED) failed, $(count_tests SKIPPED) skipped"
   grep -E "FAILED|Failure|error|hits," "$out/tests.log" | head -40
 fi
 
