@@ -190,11 +190,12 @@ int scan_form() {
 }
 
 int mac_carveout(const char* kind, bool two_per_sm) {
+  const int preferred = two_per_sm ? 100 : -1;
   const char* env = std::getenv("MACATTN_CUDA_CARVEOUT");
-  if (env == nullptr || *env == '\0') return two_per_sm ? 100 : -1;
+  if (env == nullptr || *env == '\0') return preferred;
   if (const char* list = std::getenv("MACATTN_CUDA_CARVEOUT_KERNELS")) {
     const std::string l = std::string(",") + list + ",";
-    if (l.find(std::string(",") + kind + ",") == std::string::npos) return two_per_sm ? 100 : -1;
+    if (l.find(std::string(",") + kind + ",") == std::string::npos) return preferred;
   }
   return std::clamp(std::atoi(env), -1, 100);
 }
