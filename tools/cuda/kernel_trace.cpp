@@ -12,7 +12,9 @@
 // Columns: start_ns, end_ns (GPU timestamps less the first kernel's start), stream, graph,
 // node (CUPTI's graph and graph-node ids; 0 outside graphs), name (demangled; the last column,
 // and it may hold commas). MACATTN_TRACE_MAX caps the records kept (default 4M);
-// the ones past it are counted and dropped. Tracing adds a little to each kernel; compare the
+// the ones past it are counted and dropped. At exit each kernel's launch shape (grid, block,
+// registers, static + dynamic shared memory of its first launch, and its launch count) goes to
+// stderr, one "kernel_trace: shape" line per kernel. Tracing adds a little to each kernel; compare the
 // program's own timings with and without it before reading absolute times.
 #include <cupti.h>
 #include <cxxabi.h>
@@ -39,6 +41,13 @@ std::mutex g_mutex;
 std::vector<Record> g_records;
 std::vector<std::string> g_names;
 std::unordered_map<const char*, std::uint32_t> g_name_ids;  // CUPTI shares one name pointer per kernel
+// Launch shape of each kernel's first record (grid, block, registers, shared memory), printed at
+// exit: what tells another library's kernels apart (their grids and resources are not otherwise
+// visible).
+struct Shape {
+  std::uint32_t grid[3], block[3], regs, smem_static, smem_dynamic, launches;
+};
+std::vector<Shape> g_shapes;  // by name id
 std::size_t g_max = 4u << 20, g_dropped = 0;
 bool g_ok = true;
 
@@ -66,6 +75,7 @@ std::uint32_t name_id(const char* name) {
   if (it != g_name_ids.end()) return it->second;
   const auto id = static_cast<std::uint32_t>(g_names.size());
   g_names.push_back(demangled(name));
+  g_shapes.push_back(Shape{});
   g_name_ids.emplace(name, id);
   return id;
 }
@@ -90,7 +100,16 @@ void CUPTIAPI buffer_completed(CUcontext, std::uint32_t, std::uint8_t* buffer, s
     // The record layout of the CUPTI headers this file is compiled with (same toolkit as the
     // library it loads).
     const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
-    g_records.push_back(Record{k->start, k->end, k->graphNodeId, k->streamId, k->graphId, name_id(k->name)});
+    const std::uint32_t id = name_id(k->name);
+    Shape& sh = g_shapes[id];
+    if (sh.launches++ == 0)
+      sh = Shape{{static_cast<std::uint32_t>(k->gridX), static_cast<std::uint32_t>(k->gridY),
+                  static_cast<std::uint32_t>(k->gridZ)},
+                 {static_cast<std::uint32_t>(k->blockX), static_cast<std::uint32_t>(k->blockY),
+                  static_cast<std::uint32_t>(k->blockZ)},
+                 k->registersPerThread, static_cast<std::uint32_t>(k->staticSharedMemory),
+                 static_cast<std::uint32_t>(k->dynamicSharedMemory), 1};
+    g_records.push_back(Record{k->start, k->end, k->graphNodeId, k->streamId, k->graphId, id});
   }
   std::free(buffer);
 }
@@ -113,6 +132,12 @@ void write_trace() {
                  static_cast<unsigned long long>(r.end - t0), r.stream, r.graph,
                  static_cast<unsigned long long>(r.graph_node), g_names[r.name].c_str());
   std::fclose(f);
+  for (std::size_t i = 0; i < g_shapes.size(); ++i) {
+    const Shape& sh = g_shapes[i];
+    std::fprintf(stderr, "kernel_trace: shape x%u grid %u,%u,%u block %u,%u,%u regs %u smem %u+%u %s\n", sh.launches,
+                 sh.grid[0], sh.grid[1], sh.grid[2], sh.block[0], sh.block[1], sh.block[2], sh.regs, sh.smem_static,
+                 sh.smem_dynamic, g_names[i].substr(0, 160).c_str());
+  }
   std::fprintf(stderr, "kernel_trace: %zu kernels written to %s%s\n", g_records.size(), path,
                g_dropped != 0 ? (" (" + std::to_string(g_dropped) + " past MACATTN_TRACE_MAX dropped)").c_str() : "");
 }
