@@ -3,6 +3,8 @@
 //            sequence's keys through AttendTile; each writes a partial (o, lse).
 //   kernel 2 (grid B*Hq): merges the splits' partials into out and lse.
 // Both go through launch_pdl (programmatic dependent launch when MACATTN_CUDA_PDL=1).
+#include <algorithm>
+
 #include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/merge_splits.cuh"
@@ -45,13 +47,12 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) exact_split_kernel
 
 __global__ void exact_merge_kernel(const float* part_o, const float* part_lse, int splits, int head_dim, void* out,
                                    int out_dtype, float* lse, BlockStamps prof) {
-  __shared__ float w[kMaxSplits + 1];
   grid_dependency_wait();  // the split kernel's partials
   allow_dependents();
   stamp(prof, 0);
   const std::size_t row = blockIdx.x;
   float o, l;
-  merge_splits_block(part_o, part_lse, row, splits, 0, splits, head_dim, w, &o, &l);
+  merge_splits_block(part_o, part_lse, row, splits, 0, splits, head_dim, &o, &l);
   if (threadIdx.x < head_dim) store_float(out, out_dtype, row * head_dim + threadIdx.x, o);
   if (lse && threadIdx.x == 0) lse[row] = l;
   stamp(prof, 1);
@@ -88,7 +89,11 @@ void exact_decode(const AttentionShape& shape, const PagedKVDevice& kv, ConstTen
                static_cast<int>(q_post.dtype), hq, group, splits, scale, ws.part_o, ws.part_lse,
                prof.kernel("exact_split_kernel", split_grid, {"stage query", "attend", "write partial"}));
   });
-  const int merge_threads = d * (d == 256 ? 4 : 1024 / d / 2);  // 4 (D=256) or 8/4 threads per element
+  // Threads per element: enough that each holds at most 16 splits in registers (merge_splits_block's
+  // one round trip), at most 4 (D=256, 128) or 8 (D=64). Few splits (batch 16: 3) get one thread per
+  // element: a 512-thread block of 56 registers fits twice per SM, a 128-thread one many times.
+  const int max_parts = d == 256 ? 4 : 1024 / d / 2;
+  const int merge_threads = d * std::clamp((splits + 15) / 16, 1, max_parts);
   const dim3 merge_grid(static_cast<unsigned>(rows));
   launch_pdl("exact_merge_kernel", exact_merge_kernel, merge_grid, dim3(merge_threads), 0, s,
              static_cast<const float*>(ws.part_o), static_cast<const float*>(ws.part_lse), splits, d, out.data,
