@@ -279,51 +279,73 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   }
   band.rows(kv, b, h / group, band_rows);
   __syncthreads();  // the band's rows
-  if (banded) band.dots(kv, band_rows, qpost_i, head_dim, band_dots);
+  if (banded) {
+    band.dots(kv, band_rows, qpost_i, head_dim, band_dots);
+    __syncthreads();  // the dot products, read by band.state after the wait (banded: block-uniform)
+  }
   stamp(prof, 1);
   grid_dependency_wait();  // the attend kernel's partials (and the complete kernel's, joined)
-  // Round trip 3: the partials. A banded hit's amend partials are empty (the attend kernel gave
-  // it no keys): not loaded. An empty partial's o was never written; its weight is 0 and a
-  // select (not a product) drops it.
-  for (int p = i; p < parts; p += blockDim.x) w[p] = banded && p < splits ? ninf : part_lse[qrow * parts + p];
   const float* po = part_o + qrow * parts * head_dim + i;
-  constexpr int kPrefetch = 16;  // of 32 splits at batch 1, 8K and 49 at 128K: the rest in 16s
-  float pre_a[kPrefetch], pre_c[kCompleteSplits];
+  float eo = 0.f, co = 0.f, el = ninf, cl = ninf;
+  if (banded) {
+    // A banded hit: the band is attended here, and the amend partials are empty (the attend
+    // kernel gave this head no keys), so only the complete partials merge. Every warp computes
+    // their max and sum itself (warp_lse_stats, a shuffle per weight): one round trip and no
+    // barrier after the wait (0.2-0.4 us off the all-hit step at batch 1; the same form for
+    // the amend partials of a miss was 4 us slower, for reasons not traced: h200.md, eighteenth
+    // session).
+    float pre_c[kCompleteSplits];
 #pragma unroll
-  for (int k = 0; k < kPrefetch; ++k)
-    pre_a[k] = k < splits && !banded ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
-#pragma unroll
-  for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
-  __syncthreads();  // the partials' lse
-  // Max and sum of exp for the amend partials [0, splits) (warp 0) and the complete partials
-  // [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
-  const int warp = i >> 5, lane = i & 31;
-  for (int set = warp; set < 2; set += (blockDim.x >> 5)) {
-    const int s0 = set == 0 ? 0 : splits, s1 = set == 0 ? splits : parts;
-    float mx = ninf;
-    for (int p = s0 + lane; p < s1; p += 32) mx = fmaxf(mx, w[p]);
-    for (int off = 16; off >= 1; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    float sum = 0.f;
-    if (mx != ninf)
-      for (int p = s0 + lane; p < s1; p += 32) sum += expf(w[p] - mx);
-    for (int off = 16; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    if (lane == 0) {
-      red[2 * set] = mx;
-      red[2 * set + 1] = sum;
-    }
-  }
-  __syncthreads();  // also publishes the band's dot products
-  const float am = red[0], asum = red[1], cm = red[2], csum = red[3];
-  for (int p = i; p < parts; p += blockDim.x) {
-    const float mx = p < splits ? am : cm, sum = p < splits ? asum : csum;
-    w[p] = mx == ninf ? 0.f : expf(w[p] - mx) / sum;  // exp(-inf) = 0: an empty partial is skipped
-  }
-  __syncthreads();
-  // The partials' o, weighted (in split order); amend partials past the prefetched ones load now.
-  float eo = 0.f, co = 0.f, el = ninf;
-  if (banded) {  // the band, attended here (the attend kernel gave this head no keys)
+    for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
+    float cm, csum, c0;
+    warp_lse_stats(part_lse + qrow * parts + splits, kCompleteSplits, &cm, &csum, &c0);
     band.state(band_dots, head_dim, scale, &eo, &el);
+    if (cm != ninf) {
+      const float inv = 1.f / csum;
+#pragma unroll
+      for (int k = 0; k < kCompleteSplits; ++k) {
+        const float w = expf(__shfl_sync(0xffffffffu, c0, k) - cm) * inv;
+        co += w != 0.f ? w * pre_c[k] : 0.f;
+      }
+      cl = cm + logf(csum);
+    }
   } else {
+    // Round trip 3: the partials. An empty partial's o was never written; its weight is 0 and a
+    // select (not a product) drops it.
+    for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
+    constexpr int kPrefetch = 16;  // of 32 splits at batch 1, 8K and 49 at 128K: the rest in 16s
+    float pre_a[kPrefetch], pre_c[kCompleteSplits];
+#pragma unroll
+    for (int k = 0; k < kPrefetch; ++k)
+      pre_a[k] = k < splits ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
+#pragma unroll
+    for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
+    __syncthreads();  // the partials' lse
+    // Max and sum of exp for the amend partials [0, splits) (warp 0) and the complete partials
+    // [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
+    const int warp = i >> 5, lane = i & 31;
+    for (int set = warp; set < 2; set += (blockDim.x >> 5)) {
+      const int s0 = set == 0 ? 0 : splits, s1 = set == 0 ? splits : parts;
+      float mx = ninf;
+      for (int p = s0 + lane; p < s1; p += 32) mx = fmaxf(mx, w[p]);
+      for (int off = 16; off >= 1; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      float sum = 0.f;
+      if (mx != ninf)
+        for (int p = s0 + lane; p < s1; p += 32) sum += expf(w[p] - mx);
+      for (int off = 16; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+      if (lane == 0) {
+        red[2 * set] = mx;
+        red[2 * set + 1] = sum;
+      }
+    }
+    __syncthreads();
+    const float am = red[0], asum = red[1], cm = red[2], csum = red[3];
+    for (int p = i; p < parts; p += blockDim.x) {
+      const float mx = p < splits ? am : cm, sum = p < splits ? asum : csum;
+      w[p] = mx == ninf ? 0.f : expf(w[p] - mx) / sum;  // exp(-inf) = 0: an empty partial is skipped
+    }
+    __syncthreads();
+    // The partials' o, weighted (in split order); amend partials past the prefetched ones load now.
 #pragma unroll
     for (int k = 0; k < kPrefetch; ++k)
       if (k < splits) eo += w[k] != 0.f ? w[k] * pre_a[k] : 0.f;
@@ -332,10 +354,10 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
       if (w[p] != 0.f) eo += w[p] * po[static_cast<std::size_t>(p) * head_dim];
     el = am == ninf ? ninf : am + logf(asum);
     if (am == ninf) eo = 0.f;
-  }
 #pragma unroll
-  for (int k = 0; k < kCompleteSplits; ++k) co += w[splits + k] != 0.f ? w[splits + k] * pre_c[k] : 0.f;
-  const float cl = cm == ninf ? ninf : cm + logf(csum);
+    for (int k = 0; k < kCompleteSplits; ++k) co += w[splits + k] != 0.f ? w[splits + k] * pre_c[k] : 0.f;
+    cl = cm == ninf ? ninf : cm + logf(csum);
+  }
   if (x.hit) {  // amend = the reused entry (+) the band (x.matched is cand)
     const MergeWeights mw = merge_weights(rl, el);
     eo = mw.w1 * ro + mw.w2 * eo;
