@@ -16,6 +16,9 @@
 #   cp /tmp/debx/usr/lib/x86_64-linux-gnu/{libpcre2-8.a,libutf8proc.a} .devdeps/sys/lib/
 # then run this script on the GPU machine with .devdeps carried along.
 #   usage: tools/cuda/device_run.sh OUTDIR [bench flags...]
+# Name the commit in MACATTN_GIT_COMMIT, spelled out where the repository lives: the GPU
+# machine's copy may carry stale git metadata (in the eighteenth session `git rev-parse` there
+# printed a commit three sessions old), and the JSON files record whatever it says.
 #   env:   STEPS="build test sanitize bench" (default; add "python" for the PyTorch extension's
 #          tests and the side-by-side benchmark after "build", "engine" for the engine's CUDA tests
 #          and bench-e2e --device cuda, "profile" for MACATTN_CUDA_PROFILE=1 block timestamps of
@@ -34,6 +37,7 @@ log() { echo "=== $*" | tee -a "$out/summary.txt"; }
 has() { [[ " $steps " == *" $1 "* ]]; }
 
 log "$(date -u) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
+[ -n "${MACATTN_GIT_COMMIT:-}" ] || log "warning: MACATTN_GIT_COMMIT is not set; the results will carry this copy's git metadata, which may be stale"
 log "$(nvcc --version | tail -1); $(g++ --version | head -1); $(cmake --version | head -1)"
 
 if has build; then
