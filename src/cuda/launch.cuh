@@ -190,9 +190,12 @@ bool attend_pdl(bool two_per_sm);
 bool scan_pdl();
 
 /// MAC's split count for `groups` = batch x KV heads: `planned` (plan_splits), capped to two
-/// blocks per SM when `two_per_sm`; MACATTN_CUDA_MAC_SPLITS overrides it, clamped to
-/// [1, planned] (an experiment; exact decode keeps the plan). Read on every call.
-std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_sm);
+/// blocks per SM when `two_per_sm`; MACATTN_CUDA_MAC_SPLIT_FACTOR=F (an experiment, off by
+/// default, only without two_per_sm) multiplies it by F, up to one 64-key tile of `max_seq_len`
+/// per split and 1024; MACATTN_CUDA_MAC_SPLITS overrides it, clamped to [1, planned] (an
+/// experiment; exact decode keeps the plan). Read on every call (Workspace::reserve sizes the
+/// partials with it: set the variables before reserving).
+std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_sm, std::int64_t max_seq_len);
 
 /// Whether MAC's complete state (sinks + tail, which no decision changes) is computed by its own
 /// kernel of `complete_blocks` blocks on the workspace's side stream, beside the scan and the

@@ -423,7 +423,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim, group = shape.group_size();
   const int groups = kv.batch_size * hkv;
   const bool two_per_sm = attend_two_per_sm(groups, d);
-  const int splits = mac_splits(plan_splits(kv.batch_size, hkv, d, kv.max_seq_len), groups, two_per_sm);
+  const int splits =
+      mac_splits(plan_splits(kv.batch_size, hkv, d, kv.max_seq_len), groups, two_per_sm, kv.max_seq_len);
   const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;
   require_workspace(fn, workspace, shape, heads, splits + kCompleteSplits, heads, kv.batch_size);
   const auto& ws = workspace.buffers();

@@ -156,9 +156,19 @@ bool attend_two_per_sm(std::int32_t groups, std::int32_t head_dim) {
   return static_cast<std::int64_t>(groups) * 16 <= device_sm_count();
 }
 
-std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_sm) {
+std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_sm, std::int64_t max_seq_len) {
   std::int32_t s = planned;
-  if (two_per_sm) s = std::clamp(2 * device_sm_count() / std::max(groups, 1), 1, planned);
+  if (two_per_sm) {
+    s = std::clamp(2 * device_sm_count() / std::max(groups, 1), 1, planned);
+  } else if (const char* f = std::getenv("MACATTN_CUDA_MAC_SPLIT_FACTOR")) {
+    // An experiment, off by default: F times the plan's splits (at least one 64-key tile each,
+    // at most 1024), so that when few groups miss, each missing group's span is read by F times
+    // as many blocks (h200.md, "What is left": partial hit rates).
+    const std::int64_t factor = std::clamp(std::atoi(f), 1, 16);
+    const std::int64_t by_tiles = std::max<std::int64_t>(1, (max_seq_len + 63) / 64);
+    s = static_cast<std::int32_t>(
+        std::min<std::int64_t>({planned * factor, std::max<std::int64_t>(planned, by_tiles), 1024}));
+  }
   const char* env = std::getenv("MACATTN_CUDA_MAC_SPLITS");
   return env ? std::clamp(std::atoi(env), 1, planned) : s;
 }
@@ -332,8 +342,13 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   require(window >= 1, fn, ": window = ", window, ", must be >= 1");
   require(available(), fn, ": ", device_description());
   const std::int64_t heads = static_cast<std::int64_t>(batch) * shape.num_q_heads;
-  // Partials per head: the exact kernel's splits and MAC's complete parts.
-  const std::int32_t splits = plan_splits(batch, shape.num_kv_heads, shape.head_dim, max_seq_len) + kCompleteSplits;
+  // Partials per head: the exact kernel's splits or MAC's (more with MACATTN_CUDA_MAC_SPLIT_FACTOR),
+  // and MAC's complete parts.
+  const std::int32_t planned = plan_splits(batch, shape.num_kv_heads, shape.head_dim, max_seq_len);
+  const std::int32_t groups = batch * shape.num_kv_heads;
+  const std::int32_t splits =
+      std::max(planned, mac_splits(planned, groups, attend_two_per_sm(groups, shape.head_dim), max_seq_len)) +
+      kCompleteSplits;
   const auto& b = buffers_;
   if (b.part_o && b.head_dim >= shape.head_dim && heads <= b.capacity_rows && splits <= b.capacity_splits &&
       heads <= b.capacity_heads && batch <= b.capacity_batch)

@@ -554,6 +554,16 @@ TEST_P(CudaBackend, MacDecodeTwoBlocksPerSmFewerSplits) {
   run_eager_and_graph_sessions(GetParam());
 }
 
+// More MAC splits than planned (MACATTN_CUDA_MAC_SPLIT_FACTOR=4, an experiment that applies
+// with three attend blocks per SM): each group's span over four times as many blocks, and more
+// partials per head than the finish kernel prefetches. With sinks and a stale ring, and in a graph.
+TEST_P(CudaBackend, MacDecodeMoreSplitsThanPlanned) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv per_sm_env("MACATTN_CUDA_ATTEND_PER_SM", "3");
+  const ScopedEnv factor_env("MACATTN_CUDA_MAC_SPLIT_FACTOR", "4");
+  run_eager_and_graph_sessions(GetParam());
+}
+
 TEST_P(CudaBackend, MacDecodeThreeBlocksPerSmWithoutAttendPdl) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv per_sm_env("MACATTN_CUDA_ATTEND_PER_SM", "3");
