@@ -1,4 +1,4 @@
-// tools/bench/probe_graph_timer.cuh: what the standalone GPU probes (probe_gpu_floor.cu,
+// tools/bench/probe_graph_timer.cuh: what the standalone GPU probes (probe_gpu_floor.cu, probe_read_paths.cu,
 // probe_icache.cu) share: a CUDA error check, and timing a captured graph the way `macattn bench
 // --backend cuda` times a step (graph replay, CUDA events per replay, the L2 flushed outside the
 // events, median of 200 after 20 warm-up replays).

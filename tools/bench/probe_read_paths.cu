@@ -17,22 +17,9 @@
 // Timed with events, median of 15, after 3 warm-up runs; 4 GiB is 70x the L2.
 // Not part of the build:
 //   nvcc -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a tools/bench/probe_read_paths.cu -o probe_read && ./probe_read
-#include <cuda_runtime.h>
-
-#include <algorithm>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <vector>
 
-#define CK(x)                                                                                    \
-  do {                                                                                           \
-    cudaError_t e_ = (x);                                                                        \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
+#include "probe_graph_timer.cuh"  // CHECK
 
 constexpr int kHeads = 8;
 constexpr int kRowBytes = 256;
@@ -187,32 +174,32 @@ __global__ void bulk_kernel(const char* k, const char* v, long long tokens, int 
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::atoi(argv[1]) : 15;
   cudaDeviceProp prop{};
-  CK(cudaGetDeviceProperties(&prop, 0));
+  CHECK(cudaGetDeviceProperties(&prop, 0));
   const int sms = prop.multiProcessorCount;
   const std::size_t half = std::size_t(2) << 30;  // K and V, 2 GiB each
   const long long tokens = static_cast<long long>(half / (kHeads * kRowBytes));
   char* buf = nullptr;
   unsigned* sink = nullptr;
-  CK(cudaMalloc(&buf, 2 * half));
-  CK(cudaMalloc(&sink, 4));
-  CK(cudaMemset(buf, 1, 2 * half));
+  CHECK(cudaMalloc(&buf, 2 * half));
+  CHECK(cudaMalloc(&sink, 4));
+  CHECK(cudaMemset(buf, 1, 2 * half));
   cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
+  CHECK(cudaEventCreate(&a));
+  CHECK(cudaEventCreate(&b));
   auto time_gbps = [&](auto&& launch) {
     for (int i = 0; i < 3; ++i) launch();
-    CK(cudaGetLastError());
+    CHECK(cudaGetLastError());
     std::vector<float> ms;
     for (int i = 0; i < reps; ++i) {
-      CK(cudaEventRecord(a));
+      CHECK(cudaEventRecord(a));
       launch();
-      CK(cudaEventRecord(b));
-      CK(cudaEventSynchronize(b));
+      CHECK(cudaEventRecord(b));
+      CHECK(cudaEventSynchronize(b));
       float t = 0;
-      CK(cudaEventElapsedTime(&t, a, b));
+      CHECK(cudaEventElapsedTime(&t, a, b));
       ms.push_back(t);
     }
-    CK(cudaGetLastError());
+    CHECK(cudaGetLastError());
     std::sort(ms.begin(), ms.end());
     return 2.0 * half / (ms[ms.size() / 2] * 1e-3) / 1e9;
   };
@@ -228,7 +215,7 @@ int main(int argc, char** argv) {
   constexpr int kStage = 2 * kTileKeys * kRowBytes;
   auto run_pipe = [&](const char* kind, auto kernel, int stages, int per_sm, bool hnd) {
     const int bytes = stages * kStage;
-    CK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     const int splits = std::max(1, sms * per_sm / kHeads);
     const double g = time_gbps([&] {
       kernel<<<splits * kHeads, kThreads, bytes>>>(buf, buf + half, tokens, splits, hnd, sink);
@@ -243,6 +230,6 @@ int main(int argc, char** argv) {
     run_pipe("bulk", bulk_kernel<3>, 3, 2, hnd);
     run_pipe("bulk", bulk_kernel<4>, 4, 1, hnd);
   }
-  CK(cudaFree(buf));
+  CHECK(cudaFree(buf));
   return 0;
 }
