@@ -291,7 +291,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
     // A banded hit: the band is attended here, and the amend partials are empty (the attend
     // kernel gave this head no keys), so only the complete partials merge. Every warp computes
     // their max and sum itself (warp_lse_stats, a shuffle per weight): one round trip and no
-    // barrier after the wait (0.2-0.4 us off the all-hit step at batch 1; the same form for
+    // barrier after the wait (0.4-0.8 us off the all-hit step at batch 1; the same form for
     // the amend partials of a miss was 4 us slower, for reasons not traced: h200.md, eighteenth
     // session).
     float pre_c[kCompleteSplits];
