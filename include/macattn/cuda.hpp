@@ -99,6 +99,7 @@ class Workspace {
     float* part_lse = nullptr;         ///< [capacity_rows * capacity_splits]
     unsigned long long* best = nullptr;  ///< [capacity_heads] packed (distance, age) minima
     std::uint8_t* seq_flags = nullptr;   ///< [capacity_batch] per-step flags (stale ring)
+    std::int32_t* group_parts = nullptr;  ///< [capacity_heads] MAC amend partials per group (spread plan)
     std::int64_t capacity_rows = 0;      ///< (query row, head) pairs of partials
     std::int32_t capacity_splits = 0;
     std::int64_t capacity_heads = 0;

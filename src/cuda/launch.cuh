@@ -197,6 +197,17 @@ bool scan_pdl();
 /// partials with it: set the variables before reserving).
 std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_sm, std::int64_t max_seq_len);
 
+/// Whether MAC's attend kernel shares its blocks among the groups that have amend keys (the
+/// spread plan, mac_spread.cuh), so that a step where few groups miss reads their spans with the
+/// whole grid: on by default; MACATTN_CUDA_MAC_SPREAD=0 keeps each group on its own splits (the
+/// static plan). Read on every call.
+bool mac_spread_enabled();
+
+/// Amend partial slots per head with the spread plan, for an attend grid of `blocks` blocks of
+/// `splits` per group: one per block (a group may get the whole grid), at most 1024 and at most
+/// what keeps the partials of `heads` heads of `head_dim` under 32 MiB, never fewer than `splits`.
+std::int32_t mac_spread_slots(std::int32_t splits, std::int64_t blocks, std::int64_t heads, std::int32_t head_dim);
+
 /// Whether MAC's complete state (sinks + tail, which no decision changes) is computed by its own
 /// kernel of `complete_blocks` blocks on the workspace's side stream, beside the scan and the
 /// amend kernel, instead of by the amend kernel's blocks with the least amend work: when that

@@ -21,6 +21,7 @@
 #include "cuda/mac_band.cuh"
 #include "cuda/mac_decide.cuh"
 #include "cuda/mac_scan.cuh"
+#include "cuda/mac_spread.cuh"
 #include "cuda/merge_splits.cuh"
 
 namespace macattn::cuda {
@@ -69,23 +70,29 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
 
 template <int D, int NS, typename T>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype,
-                                                              MacArgs mac, int hq, int group, int splits, float scale,
-                                                              const unsigned long long* best,
+                                                              MacArgs mac, int hq, int group, int splits, int slots,
+                                                              float scale, const unsigned long long* best,
                                                               const std::uint8_t* stale_flags, float* part_o,
-                                                              float* part_lse, bool side_complete, BlockStamps prof) {
+                                                              float* part_lse, int* group_parts, bool side_complete,
+                                                              BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
   __shared__ long long starts[kRows];       // first key of entry(t) (E(m) on a hit): sinks end there
   __shared__ long long amend_starts[kRows];  // first amend key here: E(t) when the finish attends the band
+  __shared__ SpreadScan::TempStorage scan_tmp;
+  __shared__ SpreadWork spread;
   stamp(prof, 0);
   // Group-major grid (Hkv x splits x B): every group's split 0, which holds a hit's band, is
   // among the first blocks dispatched (measured: all-hit 0.1-0.4 us shorter at batch 1-16).
+  // This block's own group (b, g) is the one whose complete parts it may compute; with the
+  // spread plan (group_parts non-null, mac_spread.cuh) it may amend another group.
   const int g = blockIdx.x, split = blockIdx.y, b = blockIdx.z;
+  const int hkv = gridDim.x, batch = gridDim.z;
   const long long t = seq_len(kv, b) - 1;
   const long long new_end = entry_end_dev(t, mac.rect);
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
-  const int parts = splits + kCompleteSplits;
+  const int parts = slots + kCompleteSplits;
   if (threadIdx.x < kRows) q_rows[threadIdx.x] = group_query_row(q, esize, D, b, hq, g, group, threadIdx.x);
   __syncthreads();
   // The query's loads are issued first and written to shared memory only when this block has
@@ -98,29 +105,42 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   // before its own wait).
   grid_dependency_wait();
   allow_dependents();
-  const bool stale = stale_flags[b] != 0;
-  if (threadIdx.x < kRows) {
-    const int r = threadIdx.x, h = g * group + r;
-    const bool real = r < group;
-    // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
-    // waiting for them; the decision needs no further load (pack_match carries whether the
-    // matched entry is usable), so the first K/V copy waits on one round trip.
-    const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
-    long long start = new_end, amend_start = new_end;
-    if (real) {
-      const unsigned long long m = (stale || t < mac.min_context) ? kNoMatch : best_raw;
-      // A stale step decides as a wiped ring does: no hit (its best row has lse = -inf).
-      if (stale) {
-        start = amend_start = new_end < mac.sinks ? new_end : mac.sinks;
-      } else {
-        const Decision x = decide(m, t, mac);
-        start = x.start;
-        amend_start = band_in_finish(x, new_end, mac) ? new_end : x.start;
-      }
+  // The group this block amends (ab, ag), the split of its span and the number of splits.
+  int ab = b, ag = g, apart = split, aparts = splits;
+  if (group_parts) {
+    const long long block = (static_cast<long long>(b) * hkv + g) * splits + split;
+    const long long blocks = static_cast<long long>(batch) * hkv * splits;
+    spread_plan(kv, mac, best, stale_flags, batch, hkv, hq, group, slots, block, blocks, smem, group_parts, scan_tmp,
+                &spread);
+    const SpreadWork w = spread;
+    ab = w.group < 0 ? b : w.group / hkv;
+    ag = w.group < 0 ? g : w.group - ab * hkv;
+    apart = w.group < 0 ? 0 : w.part;
+    aparts = w.group < 0 ? 0 : w.parts;
+    if (threadIdx.x < kRows) {
+      const int r = threadIdx.x;
+      const int* keys = spread_keys(smem);
+      const long long a_new_end = entry_end_dev(spread_positions(smem, batch * hq, batch * hkv)[ab], mac.rect);
+      const int own_h = b * hq + g * group + r, a_h = ab * hq + ag * group + r;
+      starts[r] = r < group ? keys[2 * own_h] : new_end;
+      amend_starts[r] = r < group ? keys[2 * own_h + 1] : new_end;
+      Tile::row_keys(smem)[r] = r < group ? RowKeys{keys[2 * a_h + 1], a_new_end, 0, 0} : RowKeys{0, 0, 0, 0};
+      if (ab != b || ag != g) q_rows[r] = group_query_row(q, esize, D, ab, hq, ag, group, r);
     }
-    starts[r] = start;
-    amend_starts[r] = amend_start;
-    Tile::row_keys(smem)[r] = real ? RowKeys{amend_start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
+  } else {
+    const bool stale = stale_flags[b] != 0;
+    if (threadIdx.x < kRows) {
+      const int r = threadIdx.x, h = g * group + r;
+      const bool real = r < group;
+      // Loaded unconditionally, so it travels with the position and stale-flag loads instead of
+      // waiting for them; the decision needs no further load (pack_match carries whether the
+      // matched entry is usable), so the first K/V copy waits on one round trip.
+      const unsigned long long best_raw = real ? best[static_cast<std::size_t>(b) * hq + h] : kNoMatch;
+      const HeadKeys k = real ? head_keys(best_raw, t, stale, mac) : HeadKeys{new_end, new_end};
+      starts[r] = k.start;
+      amend_starts[r] = k.amend_start;
+      Tile::row_keys(smem)[r] = real ? RowKeys{k.amend_start, new_end, 0, 0} : RowKeys{0, 0, 0, 0};
+    }
   }
   __syncthreads();
   stamp(prof, 1);
@@ -130,27 +150,51 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     const long long e = starts[r] < mac.sinks ? starts[r] : mac.sinks;
     sink_end = e > sink_end ? e : sink_end;
   }
-  // Writes the rows' state of the run just done (or an empty state) as partial `part`.
-  auto write_partial = [&](int part, bool work) {
-    write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, part, work);
-  };
-  auto attend = [&](const KeySpans& spans) {
+  auto attend = [&](int rb, int rg, const KeySpans& spans) {
     __syncthreads();  // query tile and row keys written; the previous run's results read
-    Tile::run(smem, kv, b, g, spans, scale, group);
+    Tile::run(smem, kv, rb, rg, spans, scale, group);
   };
-  // Amend: this split of the group's span [min start, E(t)).
+  // Amend: split apart of aparts of the amended group's span [min start, E(t)).
   KeySpans spans{0, 0, 0, 0};
-  split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
+  const bool own = ab == b && ag == g;
+  if (apart < aparts) {
+    long long alo, a_new_end;
+    if (own) {
+      alo = lo;
+      a_new_end = new_end;
+    } else {
+      a_new_end = Tile::row_keys(smem)[0].a1;
+      alo = a_new_end;
+      for (int r = 0; r < group; ++r) alo = Tile::row_keys(smem)[r].a0 < alo ? Tile::row_keys(smem)[r].a0 : alo;
+    }
+    split_range(alo, a_new_end, aparts, apart, &spans.lo0, &spans.hi0);
+  }
   const bool amend_work = spans.count() > 0;
   // Blocks that attend: the amend split, or complete parts (only in this kernel without the
   // side complete kernel; which blocks own them is decided below, so all of them stage).
-  if (amend_work || !side_complete) staged.store(Tile::q_tile(smem));
-  if (amend_work) attend(spans);
-  write_partial(split, amend_work);
+  if (amend_work && !own) {
+    StagedQuery<D> other;  // another group's queries (the spread plan): one more round trip
+    other.load(q_rows, q_dtype);
+    other.store(Tile::q_tile(smem));
+  } else if (amend_work || !side_complete) {
+    staged.store(Tile::q_tile(smem));
+  }
+  if (amend_work) attend(ab, ag, spans);
+  // The amend partial: with the static plan every split writes one (an empty one without keys);
+  // with the spread plan the finish reads group_parts[group] of them, and only those are written.
+  if (!group_parts) write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, split, amend_work);
+  else if (apart < aparts) write_group_partial<D, NS, T>(smem, part_o, part_lse, ab, hq, ag, group, parts, apart, amend_work);
   stamp(prof, 2);
-  // Complete parts owned by this block: part j of the tail [E(t), t+1); part 0 also the sinks.
-  // Consecutive parts owned by the block are one run over their union (its state is written
-  // as the first part's partial, the others' as empty): the finish merges them all anyway.
+  if (amend_work && !own && !side_complete) {
+    __syncthreads();  // the other group's query tile is no longer read
+    staged.store(Tile::q_tile(smem));
+  }
+  // Complete parts of this block's own group: part j of the tail [E(t), t+1); part 0 also the
+  // sinks. Consecutive parts owned by the block are one run over their union (its state is
+  // written as the first part's partial, the others' as empty): the finish merges them all.
+  auto write_complete = [&](int part, bool work) {
+    write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, slots + part, work);
+  };
   for (int ja = side_complete ? kCompleteSplits : 0; ja < kCompleteSplits;) {  // side: mac_complete_kernel's
     if (complete_owner(ja, splits, lo, new_end) != split) {
       ++ja;
@@ -170,11 +214,11 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
         Tile::row_keys(smem)[threadIdx.x] = RowKeys{0, start < mac.sinks ? start : mac.sinks, new_end, t + 1};
       }
       stamp(prof, 3);  // the last run's start (blocks that run a complete part)
-      attend(cs);
+      attend(b, g, cs);
       stamp(prof, 4);
     }
-    write_partial(splits + ja, work);
-    for (int j = ja + 1; j <= jb; ++j) write_partial(splits + j, false);
+    write_complete(ja, work);
+    for (int j = ja + 1; j <= jb; ++j) write_complete(j, false);
     ja = jb + 1;
   }
   if (prof.p) {
@@ -185,14 +229,14 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
 
 // MAC's complete state on its own (when side_complete(); grid kCompleteSplits x Hkv x B,
 // launched on the workspace's side stream beside the scan and the attend kernel): part j of the
-// tail [E(t), t+1), part 0 also the sinks [0, min(F, E(t))), as partial splits + j of every
+// tail [E(t), t+1), part 0 also the sinks [0, min(F, E(t))), as partial slots + j of every
 // row of the group. No decision changes these keys: a hit needs E(m) >= F, so its sinks
 // [0, min(F, E(m))) are [0, F) = [0, min(F, E(t))), and a miss's (or a stale ring's) start is
 // min(F, E(t)) itself.
 template <int D, int NS, typename T>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kernel(PagedKVArgs kv, const void* q,
                                                                                    int q_dtype, MacArgs mac, int hq,
-                                                                                   int group, int splits, float scale,
+                                                                                   int group, int slots, float scale,
                                                                                    float* part_o, float* part_lse,
                                                                                    BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
@@ -206,7 +250,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
   const long long new_end = entry_end_dev(t, mac.rect);
   const long long sink_end = new_end < mac.sinks ? new_end : mac.sinks;
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
-  const int parts = splits + kCompleteSplits;
+  const int parts = slots + kCompleteSplits;
   if (threadIdx.x < kRows) {
     const int r = threadIdx.x;
     q_rows[r] = group_query_row(q, esize, D, b, hq, g, group, r);
@@ -222,7 +266,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
     __syncthreads();  // query tile written
     Tile::run(smem, kv, b, g, cs, scale, group);
   }
-  write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, splits + j, work);
+  write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, slots + j, work);
   stamp(prof, 1);
 }
 
@@ -235,9 +279,10 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
 // (2) the matched ring entry's o and lse and a short band's page-table entries, then its K/V;
 // then the wait; (3) the partials' lse and o; (4) the writes.
 __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void* q_pre, void* out, int q_dtype,
-                                  float* lse, RingArgs ring, MacArgs mac, int hq, int group, int head_dim, int splits,
+                                  float* lse, RingArgs ring, MacArgs mac, int hq, int group, int head_dim, int slots,
                                   float scale, unsigned long long* best, const std::uint8_t* stale_flags,
-                                  const float* part_o, const float* part_lse, HeadStats* head_stats, BlockStamps prof) {
+                                  const float* part_o, const float* part_lse, const int* group_parts,
+                                  HeadStats* head_stats, BlockStamps prof) {
   __shared__ float w[kMaxSplits + kCompleteSplits];  // partials' lse, then their weights
   __shared__ float red[4];                           // max and sum: amend, complete
   __shared__ long long band_rows[kFinishBandMax];    // a short band's K/V rows (mac_band.cuh)
@@ -245,7 +290,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
   allow_dependents();
   stamp(prof, 0);
   const int h = blockIdx.x % hq, b = blockIdx.x / hq, i = threadIdx.x;
-  const int parts = splits + kCompleteSplits;
+  const int parts = slots + kCompleteSplits;
   const std::size_t qrow = static_cast<std::size_t>(b) * hq + h;
   const float ninf = -__int_as_float(0x7f800000);
   // Round trip 1: everything that depends on nothing.
@@ -296,9 +341,9 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
     // session).
     float pre_c[kCompleteSplits];
 #pragma unroll
-    for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
+    for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(slots + k) * head_dim];
     float cm, csum, c0;
-    warp_lse_stats(part_lse + qrow * parts + splits, kCompleteSplits, &cm, &csum, &c0);
+    warp_lse_stats(part_lse + qrow * parts + slots, kCompleteSplits, &cm, &csum, &c0);
     band.state(band_dots, head_dim, scale, &eo, &el);
     if (cm != ninf) {
       const float inv = 1.f / csum;
@@ -311,21 +356,24 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
     }
   } else {
     // Round trip 3: the partials. An empty partial's o was never written; its weight is 0 and a
-    // select (not a product) drops it.
+    // select (not a product) drops it. The amend partials are the first `splits` of the `slots`
+    // (the spread plan's count for this group, mac_spread.cuh; all of them with the static
+    // plan); the slots' lse are loaded with the count, and those past it are never read.
+    const int splits = group_parts ? group_parts[static_cast<std::size_t>(b) * (hq / group) + h / group] : slots;
     for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
     constexpr int kPrefetch = 16;  // of 32 splits at batch 1, 8K and 49 at 128K: the rest in 16s
     float pre_a[kPrefetch], pre_c[kCompleteSplits];
 #pragma unroll
     for (int k = 0; k < kPrefetch; ++k)
-      pre_a[k] = k < splits ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
+      pre_a[k] = k < slots ? po[static_cast<std::size_t>(k) * head_dim] : 0.f;
 #pragma unroll
-    for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(splits + k) * head_dim];
+    for (int k = 0; k < kCompleteSplits; ++k) pre_c[k] = po[static_cast<std::size_t>(slots + k) * head_dim];
     __syncthreads();  // the partials' lse
     // Max and sum of exp for the amend partials [0, splits) (warp 0) and the complete partials
-    // [splits, parts) (warp 1, or warp 0 again when head_dim is 32).
+    // [slots, parts) (warp 1, or warp 0 again when head_dim is 32).
     const int warp = i >> 5, lane = i & 31;
     for (int set = warp; set < 2; set += (blockDim.x >> 5)) {
-      const int s0 = set == 0 ? 0 : splits, s1 = set == 0 ? splits : parts;
+      const int s0 = set == 0 ? 0 : slots, s1 = set == 0 ? splits : parts;
       float mx = ninf;
       for (int p = s0 + lane; p < s1; p += 32) mx = fmaxf(mx, w[p]);
       for (int off = 16; off >= 1; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
@@ -341,7 +389,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
     __syncthreads();
     const float am = red[0], asum = red[1], cm = red[2], csum = red[3];
     for (int p = i; p < parts; p += blockDim.x) {
-      const float mx = p < splits ? am : cm, sum = p < splits ? asum : csum;
+      const float mx = p < slots ? am : cm, sum = p < slots ? asum : csum;
       w[p] = mx == ninf ? 0.f : expf(w[p] - mx) / sum;  // exp(-inf) = 0: an empty partial is skipped
     }
     __syncthreads();
@@ -355,7 +403,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
     el = am == ninf ? ninf : am + logf(asum);
     if (am == ninf) eo = 0.f;
 #pragma unroll
-    for (int k = 0; k < kCompleteSplits; ++k) co += w[splits + k] != 0.f ? w[splits + k] * pre_c[k] : 0.f;
+    for (int k = 0; k < kCompleteSplits; ++k) co += w[slots + k] != 0.f ? w[slots + k] * pre_c[k] : 0.f;
     cl = cm == ninf ? ninf : cm + logf(csum);
   }
   if (x.hit) {  // amend = the reused entry (+) the band (x.matched is cand)
@@ -428,6 +476,22 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;
   require_workspace(fn, workspace, shape, heads, splits + kCompleteSplits, heads, kv.batch_size);
   const auto& ws = workspace.buffers();
+  // The spread plan (mac_spread.cuh) when its per-head arrays fit the attention core's K/V stages
+  // and its group count the scan's 16 bits: `slots` amend partials per head, as many as the
+  // workspace holds (reserve() sizes it for mac_spread_slots), never fewer than `splits`.
+  bool spread = mac_spread_enabled() && groups <= 0xffff;
+  dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
+    using Smem = TileSmem<D, NS>;
+    spread = spread && spread_smem_bytes(heads, groups, kv.batch_size) <= (Smem::kKV > Smem::kMerge ? Smem::kKV : Smem::kMerge);
+  });
+  int slots = splits;
+  if (spread) {
+    const std::int64_t room = ws.capacity_rows * ws.capacity_splits / heads - kCompleteSplits;
+    const std::int64_t want = mac_spread_slots(splits, static_cast<std::int64_t>(groups) * splits, heads, d);
+    slots = static_cast<int>(std::max<std::int64_t>(splits, std::min(want, room)));
+  }
+  static_assert(kMaxSplits >= 1024, "the finish kernel's weights hold mac_spread_slots' most");
+  int* group_parts = spread ? ws.group_parts : nullptr;
   auto s = static_cast<cudaStream_t>(stream);
   const PagedKVArgs kva = kv_args(kv);
   const RingArgs ring = ring_args(rings);
@@ -490,7 +554,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
       allow_smem(kernel, bytes, mac_carveout("complete", two_per_sm));
       const dim3 grid(kCompleteSplits, hkv, kv.batch_size);
       launch_pdl("mac_complete_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd, mac,
-                 hq, group, splits, scale, ws.part_o, ws.part_lse, prof.kernel("mac_complete_kernel", grid, {"complete"}));
+                 hq, group, slots, scale, ws.part_o, ws.part_lse, prof.kernel("mac_complete_kernel", grid, {"complete"}));
     });
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.join_event), side_stream), "cudaEventRecord (join)");
   }
@@ -507,7 +571,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     allow_smem(kernel, bytes, mac_carveout("attend", two_per_sm));
     const dim3 grid(hkv, splits, kv.batch_size);
     launch_pdl_if(pdl_attend, "mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac,
-                  hq, group, splits, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, side,
+                  hq, group, splits, slots, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, group_parts, side,
                   prof.kernel("mac_attend_kernel", grid,
                               {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });
@@ -520,8 +584,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const dim3 finish_grid(static_cast<unsigned>(heads));
   allow_smem(mac_finish_kernel, 0, mac_carveout("finish", two_per_sm));
   launch_pdl_if(finish_pdl(), "mac_finish_kernel", mac_finish_kernel, finish_grid, dim3(d), 0, s, kva, q_post.data,
-                q_pre.data, out.data, qd, lse, ring, mac, hq, group, d, splits, scale, ws.best, ws.seq_flags, ws.part_o,
-                ws.part_lse, head_stats,
+                q_pre.data, out.data, qd, lse, ring, mac, hq, group, d, slots, scale, ws.best, ws.seq_flags, ws.part_o,
+                ws.part_lse, group_parts, head_stats,
                 prof.kernel("mac_finish_kernel", finish_grid, {"before the wait", "partials + merge", "write"}));
   prof.finish();
 }

@@ -173,6 +173,16 @@ std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_
   return env ? std::clamp(std::atoi(env), 1, planned) : s;
 }
 
+bool mac_spread_enabled() { return !env_is("MACATTN_CUDA_MAC_SPREAD", "0"); }
+
+std::int32_t mac_spread_slots(std::int32_t splits, std::int64_t blocks, std::int64_t heads, std::int32_t head_dim) {
+  constexpr std::int64_t kBudget = 32ll << 20;  // bytes of amend partials (o in fp32)
+  const std::int64_t by_budget =
+      kBudget / (std::max<std::int64_t>(heads, 1) * std::max(head_dim, 1) * 4) - kCompleteSplits;
+  const std::int64_t slots = std::min<std::int64_t>({blocks, by_budget, 1024});
+  return static_cast<std::int32_t>(std::max<std::int64_t>(splits, slots));
+}
+
 bool attend_pdl(bool two_per_sm) {
   if (pdl_enabled()) return true;
   if (env_is("MACATTN_CUDA_PDL_ATTEND", "1")) return pdl_supported();
@@ -328,6 +338,7 @@ void Workspace::release() {
   cudaFree(buffers_.part_lse);
   cudaFree(buffers_.best);
   cudaFree(buffers_.seq_flags);
+  cudaFree(buffers_.group_parts);
   buffers_ = Buffers{};
   bytes_ = 0;
 }
@@ -342,12 +353,13 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   require(window >= 1, fn, ": window = ", window, ", must be >= 1");
   require(available(), fn, ": ", device_description());
   const std::int64_t heads = static_cast<std::int64_t>(batch) * shape.num_q_heads;
-  // Partials per head: the exact kernel's splits or MAC's (more with MACATTN_CUDA_MAC_SPLIT_FACTOR),
-  // and MAC's complete parts.
+  // Partials per head: the exact kernel's splits or MAC's amend slots (its splits, more with
+  // MACATTN_CUDA_MAC_SPLIT_FACTOR, or the spread plan's slots), and MAC's complete parts.
   const std::int32_t planned = plan_splits(batch, shape.num_kv_heads, shape.head_dim, max_seq_len);
   const std::int32_t groups = batch * shape.num_kv_heads;
+  const std::int32_t mac = mac_splits(planned, groups, attend_two_per_sm(groups, shape.head_dim), max_seq_len);
   const std::int32_t splits =
-      std::max(planned, mac_splits(planned, groups, attend_two_per_sm(groups, shape.head_dim), max_seq_len)) +
+      std::max(planned, mac_spread_slots(mac, static_cast<std::int64_t>(groups) * mac, heads, shape.head_dim)) +
       kCompleteSplits;
   const auto& b = buffers_;
   if (b.part_o && b.head_dim >= shape.head_dim && heads <= b.capacity_rows && splits <= b.capacity_splits &&
@@ -377,6 +389,8 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   buffers_.best = n.best;
   alloc(reinterpret_cast<void**>(&n.seq_flags), static_cast<std::size_t>(n.capacity_batch));
   buffers_.seq_flags = n.seq_flags;
+  alloc(reinterpret_cast<void**>(&n.group_parts), static_cast<std::size_t>(n.capacity_heads) * sizeof(std::int32_t));
+  buffers_.group_parts = n.group_parts;
   // A stream and two events for MAC's side kernel (fork/join: capturable in a CUDA graph).
   cudaStream_t side = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;

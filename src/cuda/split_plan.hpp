@@ -1,5 +1,6 @@
 // src/cuda/split_plan.hpp: how the CUDA decode kernels divide a span of keys: the split-KV
-// ranges (exact and MAC amend) and which split block computes each of MAC's complete parts.
+// ranges (exact and MAC amend), which split block computes each of MAC's complete parts, and
+// how MAC's spread plan shares the attend kernel's blocks among the groups that miss.
 // Plain C++ with host/device qualifiers under nvcc, so the CPU tests check it
 // (tests/test_split_plan.cpp) against a literal walk over the splits. Internal.
 #pragma once
@@ -68,6 +69,27 @@ MACATTN_HOST_DEVICE inline int complete_owner(int j, int splits, long long lo, l
     if (slack > 0) return splits - 1 - j * (empty + (last_slack > 0 ? 1 : 0)) / kCompleteSplits;
   }
   return splits - 1 - j % splits;
+}
+
+/// Spread amend work (MAC, mac_spread.cuh): the attend kernel's `blocks` blocks are shared by
+/// the groups that have amend keys in proportion to their tiles, each working group getting at
+/// least one. A working group that has `rank` working groups and `before_tiles` of their tiles
+/// before it takes blocks [spread_first_block(rank, before_tiles), spread_first_block(rank + 1,
+/// before_tiles + its tiles)) of `total_tiles` over `working` groups (blocks >= working). With
+/// every group working on equal tiles and blocks = groups x splits, group i gets blocks
+/// [i * splits, (i + 1) * splits): the static plan.
+MACATTN_HOST_DEVICE inline long long spread_first_block(long long rank, unsigned long long before_tiles,
+                                                        unsigned long long total_tiles, long long working,
+                                                        long long blocks) {
+  return rank + static_cast<long long>(static_cast<unsigned long long>(blocks - working) * before_tiles / total_tiles);
+}
+
+/// Blocks a working group's span is split over: its share of the grid, at most `slots` (the
+/// partial slots per head) and at most one per tile. Blocks of its share past these are idle.
+MACATTN_HOST_DEVICE inline int spread_parts(long long share, unsigned long long tiles, int slots) {
+  long long n = share < slots ? share : slots;
+  if (static_cast<unsigned long long>(n) > tiles) n = static_cast<long long>(tiles);
+  return static_cast<int>(n);
 }
 
 }  // namespace macattn::cuda::detail

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -260,8 +261,11 @@ class ScopedEnv {
 /// scan drops rows at or over the threshold after their first dims (mac_scan.cuh): the outputs
 /// and rings, which follow from the decisions, are compared; `scan_mode` sets MACATTN_CUDA_SCAN.
 /// `ring_dtype`: the rings' element type on both backends.
+/// `max_group_parts`, when given, receives the most amend partials the spread plan gave one group
+/// in any step (read back from the workspace; only with the spread plan on).
 void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_graph, bool invalidate_midway,
-                     bool with_stats = true, const char* scan_mode = nullptr, DType ring_dtype = DType::bf16) {
+                     bool with_stats = true, const char* scan_mode = nullptr, DType ring_dtype = DType::bf16,
+                     int* max_group_parts = nullptr) {
   const ScopedEnv scan_env("MACATTN_CUDA_SCAN", scan_mode);
   std::mt19937_64 rng(fresh_seed());
   const AttentionShape shape{c.hq, c.hkv, c.d, 0.0f};
@@ -393,6 +397,11 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
     ASSERT_TRUE(close(dout.download(), want, std::size_t(batch) * c.hq, c.d, 1e-2)) << "step " << step;
     ASSERT_TRUE(lse_close(dlse.download(), want_lse)) << "step " << step;
     for (int b = 0; b < batch; ++b) ASSERT_TRUE(rings.matches(b, host[b])) << "step " << step << ", seq " << b;
+    if (max_group_parts) {
+      std::vector<std::int32_t> parts(std::size_t(batch) * c.hkv);
+      ck(cudaMemcpy(parts.data(), ws.buffers().group_parts, parts.size() * 4, cudaMemcpyDeviceToHost), "group_parts");
+      for (auto n : parts) *max_group_parts = std::max(*max_group_parts, static_cast<int>(n));
+    }
   }
   if (exec) cudaGraphExecDestroy(exec);
   cudaStreamDestroy(stream);
@@ -562,6 +571,28 @@ TEST_P(CudaBackend, MacDecodeMoreSplitsThanPlanned) {
   const ScopedEnv per_sm_env("MACATTN_CUDA_ATTEND_PER_SM", "3");
   const ScopedEnv factor_env("MACATTN_CUDA_MAC_SPLIT_FACTOR", "4");
   run_eager_and_graph_sessions(GetParam());
+}
+
+// The spread plan (mac_spread.cuh, on by default) against the static one: with the spread plan
+// off every group keeps its own splits. With sinks and a stale ring, and in a graph.
+TEST_P(CudaBackend, MacDecodeStaticPlan) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv spread_env("MACATTN_CUDA_MAC_SPREAD", "0");
+  run_eager_and_graph_sessions(GetParam());
+}
+
+// The spread plan must give a group more blocks than its own splits when few groups have amend
+// keys (the point of it), and the results must still match the reference: with three attend
+// blocks per SM MAC's splits are the plan's, and some steps of this session miss in few groups.
+TEST_P(CudaBackend, MacDecodeSpreadGivesFewMissesMoreBlocks) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv per_sm_env("MACATTN_CUDA_ATTEND_PER_SM", "3");
+  const Case& c = GetParam();
+  int max_parts = 0;
+  run_mac_session(c, small_config(0), 40, false, false, true, nullptr, DType::bf16, &max_parts);
+  const int planned = mc::planned_splits(AttentionShape{c.hq, c.hkv, c.d, 0.0f}, 3, 4096);
+  std::printf("[ info     ] the spread plan gave one group up to %d partials; MAC's splits: %d\n", max_parts, planned);
+  EXPECT_GT(max_parts, planned);
 }
 
 TEST_P(CudaBackend, MacDecodeThreeBlocksPerSmWithoutAttendPdl) {
