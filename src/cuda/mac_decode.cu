@@ -68,7 +68,12 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   stamp(prof, 1);
 }
 
-template <int D, int NS, typename T>
+// Spread (mac_spread.cuh): the spread plan decides which group's split this block amends; the
+// static form (Spread false) amends split blockIdx.y of its own group. Two instantiations, not a
+// runtime switch: the attention core's address math stays on blockIdx-derived (uniform) values
+// wherever a block attends its own group (with both forms behind one runtime branch, every miss
+// step at batch 1, 128K ran 13 us slower on the H200, h200.md, nineteenth session).
+template <int D, int NS, typename T, bool Spread>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype,
                                                               MacArgs mac, int hq, int group, int splits, int slots,
                                                               float scale, const unsigned long long* best,
@@ -85,10 +90,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   stamp(prof, 0);
   // Group-major grid (Hkv x splits x B): every group's split 0, which holds a hit's band, is
   // among the first blocks dispatched (measured: all-hit 0.1-0.4 us shorter at batch 1-16).
-  // This block's own group (b, g) is the one whose complete parts it may compute; with the
-  // spread plan (group_parts non-null, mac_spread.cuh) it may amend another group.
+  // (b, g) is this block's own group: the one whose complete parts it may compute.
   const int g = blockIdx.x, split = blockIdx.y, b = blockIdx.z;
-  const int hkv = gridDim.x, batch = gridDim.z;
   const long long t = seq_len(kv, b) - 1;
   const long long new_end = entry_end_dev(t, mac.rect);
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
@@ -105,27 +108,25 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   // before its own wait).
   grid_dependency_wait();
   allow_dependents();
-  // The group this block amends (ab, ag), the split of its span and the number of splits.
-  int ab = b, ag = g, apart = split, aparts = splits;
-  if (group_parts) {
+  SpreadWork w{-1, 0, 0};  // Spread: the group this block amends, its split and their number
+  if constexpr (Spread) {
+    const int hkv = gridDim.x, batch = gridDim.z;
     const long long block = (static_cast<long long>(b) * hkv + g) * splits + split;
-    const long long blocks = static_cast<long long>(batch) * hkv * splits;
-    spread_plan(kv, mac, best, stale_flags, batch, hkv, hq, group, slots, block, blocks, smem, group_parts, scan_tmp,
-                &spread);
-    const SpreadWork w = spread;
-    ab = w.group < 0 ? b : w.group / hkv;
-    ag = w.group < 0 ? g : w.group - ab * hkv;
-    apart = w.group < 0 ? 0 : w.part;
-    aparts = w.group < 0 ? 0 : w.parts;
+    spread_plan(kv, mac, best, stale_flags, batch, hkv, hq, group, slots, block,
+                static_cast<long long>(batch) * hkv * splits, smem, group_parts, scan_tmp, &spread);
+    w = spread;
     if (threadIdx.x < kRows) {
       const int r = threadIdx.x;
       const int* keys = spread_keys(smem);
-      const long long a_new_end = entry_end_dev(spread_positions(smem, batch * hq, batch * hkv)[ab], mac.rect);
-      const int own_h = b * hq + g * group + r, a_h = ab * hq + ag * group + r;
+      const int own_h = b * hq + g * group + r;
       starts[r] = r < group ? keys[2 * own_h] : new_end;
       amend_starts[r] = r < group ? keys[2 * own_h + 1] : new_end;
-      Tile::row_keys(smem)[r] = r < group ? RowKeys{keys[2 * a_h + 1], a_new_end, 0, 0} : RowKeys{0, 0, 0, 0};
-      if (ab != b || ag != g) q_rows[r] = group_query_row(q, esize, D, ab, hq, ag, group, r);
+      if (w.group >= 0) {
+        const int ab = w.group / hkv, ag = w.group - ab * hkv, a_h = ab * hq + ag * group + r;
+        const long long a_new_end = entry_end_dev(spread_positions(smem, batch * hq, batch * hkv)[ab], mac.rect);
+        Tile::row_keys(smem)[r] = r < group ? RowKeys{keys[2 * a_h + 1], a_new_end, 0, 0} : RowKeys{0, 0, 0, 0};
+        q_rows[r] = group_query_row(q, esize, D, ab, hq, ag, group, r);
+      }
     }
   } else {
     const bool stale = stale_flags[b] != 0;
@@ -154,47 +155,50 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
     __syncthreads();  // query tile and row keys written; the previous run's results read
     Tile::run(smem, kv, rb, rg, spans, scale, group);
   };
-  // Amend: split apart of aparts of the amended group's span [min start, E(t)).
-  KeySpans spans{0, 0, 0, 0};
-  const bool own = ab == b && ag == g;
-  if (apart < aparts) {
-    long long alo, a_new_end;
-    if (own) {
-      alo = lo;
-      a_new_end = new_end;
-    } else {
-      a_new_end = Tile::row_keys(smem)[0].a1;
-      alo = a_new_end;
+  if constexpr (Spread) {
+    // Amend: split w.part of w.parts of group w.group's span [min amend start, E(t)).
+    if (w.group >= 0 && w.part < w.parts) {
+      const int hkv = gridDim.x, ab = w.group / hkv, ag = w.group - ab * hkv;
+      const bool own = ab == b && ag == g;
+      long long alo = Tile::row_keys(smem)[0].a1, a_new_end = alo;
       for (int r = 0; r < group; ++r) alo = Tile::row_keys(smem)[r].a0 < alo ? Tile::row_keys(smem)[r].a0 : alo;
+      KeySpans spans{0, 0, 0, 0};
+      split_range(alo, a_new_end, w.parts, w.part, &spans.lo0, &spans.hi0);
+      const bool work = spans.count() > 0;
+      if (work) {
+        if (own) {
+          staged.store(Tile::q_tile(smem));
+          attend(b, g, spans);  // blockIdx-derived: the static form's code
+        } else {
+          StagedQuery<D> other;  // another group's queries: one more round trip
+          other.load(q_rows, q_dtype);
+          other.store(Tile::q_tile(smem));
+          attend(ab, ag, spans);
+        }
+      }
+      write_group_partial<D, NS, T>(smem, part_o, part_lse, ab, hq, ag, group, parts, w.part, work);
+      if (!side_complete) {
+        __syncthreads();  // the amended group's query tile is no longer read
+        staged.store(Tile::q_tile(smem));
+      }
+    } else if (!side_complete) {
+      staged.store(Tile::q_tile(smem));
     }
-    split_range(alo, a_new_end, aparts, apart, &spans.lo0, &spans.hi0);
+  } else {
+    // Amend: this split of the group's span [min start, E(t)).
+    KeySpans spans{0, 0, 0, 0};
+    split_range(lo, new_end, splits, split, &spans.lo0, &spans.hi0);
+    const bool amend_work = spans.count() > 0;
+    // Blocks that attend: the amend split, or complete parts (only in this kernel without the
+    // side complete kernel; which blocks own them is decided below, so all of them stage).
+    if (amend_work || !side_complete) staged.store(Tile::q_tile(smem));
+    if (amend_work) attend(b, g, spans);
+    write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, split, amend_work);
   }
-  const bool amend_work = spans.count() > 0;
-  // Blocks that attend: the amend split, or complete parts (only in this kernel without the
-  // side complete kernel; which blocks own them is decided below, so all of them stage).
-  if (amend_work && !own) {
-    StagedQuery<D> other;  // another group's queries (the spread plan): one more round trip
-    other.load(q_rows, q_dtype);
-    other.store(Tile::q_tile(smem));
-  } else if (amend_work || !side_complete) {
-    staged.store(Tile::q_tile(smem));
-  }
-  if (amend_work) attend(ab, ag, spans);
-  // The amend partial: with the static plan every split writes one (an empty one without keys);
-  // with the spread plan the finish reads group_parts[group] of them, and only those are written.
-  if (!group_parts) write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, split, amend_work);
-  else if (apart < aparts) write_group_partial<D, NS, T>(smem, part_o, part_lse, ab, hq, ag, group, parts, apart, amend_work);
   stamp(prof, 2);
-  if (amend_work && !own && !side_complete) {
-    __syncthreads();  // the other group's query tile is no longer read
-    staged.store(Tile::q_tile(smem));
-  }
   // Complete parts of this block's own group: part j of the tail [E(t), t+1); part 0 also the
   // sinks. Consecutive parts owned by the block are one run over their union (its state is
   // written as the first part's partial, the others' as empty): the finish merges them all.
-  auto write_complete = [&](int part, bool work) {
-    write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, slots + part, work);
-  };
   for (int ja = side_complete ? kCompleteSplits : 0; ja < kCompleteSplits;) {  // side: mac_complete_kernel's
     if (complete_owner(ja, splits, lo, new_end) != split) {
       ++ja;
@@ -217,8 +221,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
       attend(b, g, cs);
       stamp(prof, 4);
     }
-    write_complete(ja, work);
-    for (int j = ja + 1; j <= jb; ++j) write_complete(j, false);
+    write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, slots + ja, work);
+    for (int j = ja + 1; j <= jb; ++j) write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, slots + j, false);
     ja = jb + 1;
   }
   if (prof.p) {
@@ -563,7 +567,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   else launch_scan_d.template operator()<float>();
   const bool pdl_attend = attend_pdl(two_per_sm);
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
-    auto kernel = mac_attend_kernel<D, NS, T>;
+    auto kernel = spread ? mac_attend_kernel<D, NS, T, true> : mac_attend_kernel<D, NS, T, false>;
     // Two blocks per SM: more shared memory than a third of the SM's (the rest unused; it only
     // keeps a third block off the SM).
     const std::size_t bytes =

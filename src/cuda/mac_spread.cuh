@@ -79,7 +79,8 @@ __device__ inline long long* spread_positions(char* scratch, int heads, int grou
 /// `group_parts` (0 for a group without amend keys). The scan's temporary storage and `work`
 /// are the caller's __shared__.
 /// The code is laid out for few instructions (a short block's time grows with the code it
-/// fetches cold, h200.md): one load loop, one decision per head in a loop that is not unrolled.
+/// fetches cold, h200.md): one load loop, one decision per head in a loop that is not unrolled,
+/// and an all-hit step leaves after two barriers.
 __device__ inline void spread_plan(const PagedKVArgs& kv, const MacArgs& mac, const unsigned long long* best,
                                    const std::uint8_t* stale_flags, int batch, int hkv, int hq, int group, int slots,
                                    long long block, long long blocks, char* scratch, int* group_parts,
@@ -112,30 +113,35 @@ __device__ inline void spread_plan(const PagedKVArgs& kv, const MacArgs& mac, co
 #pragma unroll 1
   for (int h = threadIdx.x + kLoads * kThreads; h < heads; h += kThreads) raw[h] = best[h];
   __syncthreads();
-  // 2. Each head's keys, in place of its minimum (each thread the heads it stored).
-#pragma unroll 1
-  for (int h = threadIdx.x; h < heads; h += kThreads) {
-    const int b = h / hq;
-    const HeadKeys k = head_keys(raw[h], seq_t[b], seq_stale[b] != 0, mac);
-    keys[2 * h] = static_cast<int>(k.start);
-    keys[2 * h + 1] = static_cast<int>(k.amend_start);
-  }
-  __syncthreads();
-  // 3. Each group's tiles: a contiguous run of groups per thread, so that one exclusive scan
-  // gives each its prefix.
+  // 2. Each group's heads' keys (in place of their minima) and its tiles: a contiguous run of
+  // groups per thread, so that one exclusive scan gives each its prefix.
   const int per = (groups + kThreads - 1) / kThreads;
   const int g0 = threadIdx.x * per, g1 = g0 + per < groups ? g0 + per : groups;
   unsigned long long mine = 0;  // (tiles << 16) | working groups, over this thread's groups
 #pragma unroll 1
   for (int gi = g0; gi < g1; ++gi) {
     const int b = gi / hkv, h0 = b * hq + (gi - b * hkv) * group;
-    const long long new_end = entry_end_dev(seq_t[b], mac.rect);
+    const long long t = seq_t[b];
+    const bool stale = seq_stale[b] != 0;
+    const long long new_end = entry_end_dev(t, mac.rect);
     long long lo = new_end;
 #pragma unroll 1
-    for (int r = 0; r < group; ++r) lo = keys[2 * (h0 + r) + 1] < lo ? keys[2 * (h0 + r) + 1] : lo;
+    for (int h = h0; h < h0 + group; ++h) {
+      const HeadKeys k = head_keys(raw[h], t, stale, mac);
+      keys[2 * h] = static_cast<int>(k.start);
+      keys[2 * h + 1] = static_cast<int>(k.amend_start);
+      lo = k.amend_start < lo ? k.amend_start : lo;
+    }
     const unsigned tiles = static_cast<unsigned>((new_end - lo + kSplitTileKeys - 1) / kSplitTileKeys);
     group_tiles[gi] = tiles;
     mine += (static_cast<unsigned long long>(tiles) << 16) | (tiles > 0 ? 1u : 0u);
+  }
+  // 3. No amend keys anywhere (every head a hit whose band the finish kernel attends): one
+  // barrier, and the all-hit step skips the scan below.
+  if (!__syncthreads_or(mine != 0)) {
+    if (block == 0)
+      for (int gi = g0; gi < g1; ++gi) group_parts[gi] = 0;
+    return;
   }
   // 4. Shares of the grid (split_plan.hpp); the scan's barriers publish the tiles.
   unsigned long long before, total;
