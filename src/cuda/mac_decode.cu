@@ -9,7 +9,9 @@
 //      computes the heads' amend state (band [E(m), E(t)) on a hit, the prefix
 //      [min(F,E(t)), E(t)) on a miss) over one split of the group's span, through the same
 //      AttendTile as exact decode, so a miss group costs what exact costs and an all-hit group
-//      touches only its bands; the last blocks also compute the complete state (sinks + tail)
+//      touches only its bands (with the spread plan, mac_spread.cuh, large steps share all the
+//      blocks among the groups with amend keys instead, each group's span split over its share);
+//      the last blocks also compute the complete state (sinks + tail)
 //      in kCompleteSplits parts, unless
 //   2b. complete (grid kCompleteSplits x Hkv x B, small grids: side_complete()) computes them
 //      on a side stream beside 1 and 2: no decision changes the complete state's keys.
@@ -480,10 +482,12 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;
   require_workspace(fn, workspace, shape, heads, splits + kCompleteSplits, heads, kv.batch_size);
   const auto& ws = workspace.buffers();
-  // The spread plan (mac_spread.cuh) when its per-head arrays fit the attention core's K/V stages
+  // The spread plan (mac_spread.cuh) for large steps (mac_spread_enabled), when its per-head
+  // arrays fit the attention core's K/V stages
   // and its group count the scan's 16 bits: `slots` amend partials per head, as many as the
   // workspace holds (reserve() sizes it for mac_spread_slots), never fewer than `splits`.
-  bool spread = mac_spread_enabled() && groups <= 0xffff;
+  const std::int64_t kv_bytes = static_cast<std::int64_t>(groups) * kv.max_seq_len * d * 2 * 2;  // K and V, 16-bit
+  bool spread = mac_spread_enabled(kv_bytes) && groups <= 0xffff;
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     using Smem = TileSmem<D, NS>;
     spread = spread && spread_smem_bytes(heads, groups, kv.batch_size) <= (Smem::kKV > Smem::kMerge ? Smem::kKV : Smem::kMerge);

@@ -13,8 +13,10 @@
 // `group_parts` (each group's partial count, read by the finish kernel).
 //
 // With every group missing on equal spans, the plan is the static one
-// (SplitPlan.SpreadOfEqualMissesIsTheStaticPlan), so an all-miss step attends as before.
-// MACATTN_CUDA_MAC_SPREAD=0 turns it off (mac_spread_enabled). Internal.
+// (SplitPlan.SpreadOfEqualMissesIsTheStaticPlan): an all-miss step attends the same splits,
+// though the plan itself costs every block time before its first load (launch.cuh).
+// It runs for large steps only (mac_spread_enabled: its fixed cost per block); MACATTN_CUDA_MAC_SPREAD=1
+// or =0 forces either. Internal.
 #pragma once
 
 #include <cub/block/block_scan.cuh>

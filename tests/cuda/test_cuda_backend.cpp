@@ -573,11 +573,27 @@ TEST_P(CudaBackend, MacDecodeMoreSplitsThanPlanned) {
   run_eager_and_graph_sessions(GetParam());
 }
 
-// The spread plan (mac_spread.cuh, on by default) against the static one: with the spread plan
-// off every group keeps its own splits. With sinks and a stale ring, and in a graph.
+// Both plans of the attend kernel forced (by default the spread plan, mac_spread.cuh, runs only
+// for steps that read at least 1.5 GiB of K/V, far larger than these tests'): the static plan
+// (every group on its own splits), and the spread plan with the complete parts in the side
+// kernel and in the attend kernel's blocks (which then stage their own group's queries again
+// after amending another group's). With sinks and a stale ring, and in a graph.
 TEST_P(CudaBackend, MacDecodeStaticPlan) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv spread_env("MACATTN_CUDA_MAC_SPREAD", "0");
+  run_eager_and_graph_sessions(GetParam());
+}
+
+TEST_P(CudaBackend, MacDecodeSpreadPlan) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv spread_env("MACATTN_CUDA_MAC_SPREAD", "1");
+  run_eager_and_graph_sessions(GetParam());
+}
+
+TEST_P(CudaBackend, MacDecodeSpreadPlanWithCompleteInAttend) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv spread_env("MACATTN_CUDA_MAC_SPREAD", "1");
+  const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", "attend");
   run_eager_and_graph_sessions(GetParam());
 }
 
@@ -586,6 +602,7 @@ TEST_P(CudaBackend, MacDecodeStaticPlan) {
 // blocks per SM MAC's splits are the plan's, and some steps of this session miss in few groups.
 TEST_P(CudaBackend, MacDecodeSpreadGivesFewMissesMoreBlocks) {
   SKIP_WITHOUT_GPU();
+  const ScopedEnv spread_env("MACATTN_CUDA_MAC_SPREAD", "1");
   const ScopedEnv per_sm_env("MACATTN_CUDA_ATTEND_PER_SM", "3");
   const Case& c = GetParam();
   int max_parts = 0;
