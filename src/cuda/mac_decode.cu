@@ -179,17 +179,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
         }
       }
       write_group_partial<D, NS, T>(smem, part_o, part_lse, ab, hq, ag, group, parts, w.part, work);
-      if (!side_complete && !own) {
-        // The own group's queries again for its complete parts, loaded afresh: keeping `staged`
-        // in registers across the run above cost the attention core registers (in a first form
-        // every amend and complete run of this kernel was 30-50% slower, h200.md).
-        __syncthreads();  // the amended group's query tile and rows are no longer read
-        if (threadIdx.x < kRows) q_rows[threadIdx.x] = group_query_row(q, esize, D, b, hq, g, group, threadIdx.x);
-        __syncthreads();
-        StagedQuery<D> mine;
-        mine.load(q_rows, q_dtype);
-        mine.store(Tile::q_tile(smem));
-      } else if (!side_complete && !work) {
+      if (!side_complete) {
+        __syncthreads();  // the amended group's query tile is no longer read
         staged.store(Tile::q_tile(smem));
       }
     } else if (!side_complete) {
