@@ -198,16 +198,19 @@ bool scan_pdl();
 std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_sm, std::int64_t max_seq_len);
 
 /// Whether MAC's attend kernel shares its blocks among the groups that have amend keys (the
-/// spread plan, mac_spread.cuh) for a step whose full K/V read is `kv_bytes`: by default when
-/// that read is at least kSpreadMinBytes. Measured on the H200 (h200.md, nineteenth session):
-/// the plan took steps where few groups miss from 1086 to 268 us (batch 16, 128K, 10% of groups
-/// missing) and from 98 to 62 us (batch 1, 128K), but it costs every block a fixed ~10 us before
-/// its first K/V load that was not traced: an all-miss step at batch 1 lost 8% at 128K and
-/// 30% at 8K, at batch 4, 128K 2%, at batch 16, 128K 0.2%. So it is on where that cost is small
-/// against a miss step (batch 4 at 128K, batch 16 from 32K for Llama-3.1-8B).
-/// MACATTN_CUDA_MAC_SPREAD=1 or =0 forces either (read on every call).
+/// spread plan, mac_spread.cuh) for a step whose full K/V read is `kv_bytes` over sequences of up
+/// to `max_seq_len` keys: by default when that read is at least kSpreadMinBytes and the spans at
+/// least kSpreadMinKeys. Measured on the H200 (h200.md, nineteenth session): the plan took steps
+/// where few groups miss from 1086 to 268 us (batch 16, 128K, 10% of groups missing) and from 98
+/// to 62 us (batch 1, 128K), but its blocks run about 10 us longer, for reasons not found (their
+/// amend runs are slower; the plan itself costs 1.5 us). All-miss steps lost 8% at batch 1, 128K,
+/// 30% at 8K, 2% at batch 4, 128K, 2% at batch 16, 32K (0.97x -> 0.95x of exact decode) and 0.2%
+/// at batch 16, 128K. So it is on where that cost is small against a miss step: batch 4 from
+/// 96K keys, batch 16 from 64K for Llama-3.1-8B. MACATTN_CUDA_MAC_SPREAD=1 or =0 forces either
+/// (read on every call).
 constexpr std::int64_t kSpreadMinBytes = 3ll << 29;  // 1.5 GiB
-bool mac_spread_enabled(std::int64_t kv_bytes);
+constexpr std::int64_t kSpreadMinKeys = 65536;
+bool mac_spread_enabled(std::int64_t kv_bytes, std::int64_t max_seq_len);
 
 /// Amend partial slots per head with the spread plan, for an attend grid of `blocks` blocks of
 /// `splits` per group: one per block (a group may get the whole grid), at most 1024 and at most

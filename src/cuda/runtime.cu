@@ -173,10 +173,10 @@ std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_
   return env ? std::clamp(std::atoi(env), 1, planned) : s;
 }
 
-bool mac_spread_enabled(std::int64_t kv_bytes) {
+bool mac_spread_enabled(std::int64_t kv_bytes, std::int64_t max_seq_len) {
   if (env_is("MACATTN_CUDA_MAC_SPREAD", "1")) return true;
   if (env_is("MACATTN_CUDA_MAC_SPREAD", "0")) return false;
-  return kv_bytes >= kSpreadMinBytes;
+  return kv_bytes >= kSpreadMinBytes && max_seq_len >= kSpreadMinKeys;
 }
 
 std::int32_t mac_spread_slots(std::int32_t splits, std::int64_t blocks, std::int64_t heads, std::int32_t head_dim) {

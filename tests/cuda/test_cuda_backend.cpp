@@ -574,8 +574,9 @@ TEST_P(CudaBackend, MacDecodeMoreSplitsThanPlanned) {
 }
 
 // Both plans of the attend kernel forced (by default the spread plan, mac_spread.cuh, runs only
-// for steps that read at least 1.5 GiB of K/V, far larger than these tests'): the static plan
-// (every group on its own splits), and the spread plan with the complete parts in the side
+// for steps that read at least 1.5 GiB of K/V over spans of at least 64K keys, far larger than
+// these tests'): the static plan (every group on its own splits), and the spread plan with the
+// complete parts in the side
 // kernel and in the attend kernel's blocks (which then stage their own group's queries again
 // after amending another group's). With sinks and a stale ring, and in a graph.
 TEST_P(CudaBackend, MacDecodeStaticPlan) {
