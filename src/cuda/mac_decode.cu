@@ -71,11 +71,15 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
 }
 
 // Spread (mac_spread.cuh): the spread plan decides which group's split this block amends; the
-// static form (Spread false) amends split blockIdx.y of its own group. Two instantiations, not a
-// runtime switch: the attention core's address math stays on blockIdx-derived (uniform) values
-// wherever a block attends its own group (with both forms behind one runtime branch, every miss
-// step at batch 1, 128K ran 13 us slower on the H200, h200.md, nineteenth session).
-template <int D, int NS, typename T, bool Spread>
+// static form (Spread false) amends split blockIdx.y of its own group. Separate instantiations,
+// not a runtime switch: the attention core's address math stays on blockIdx-derived (uniform)
+// values wherever a block attends its own group, and each kernel carries only the attention
+// cores it runs. With both forms behind one runtime branch every miss step at batch 1, 128K ran
+// 13 us slower on the H200 (h200.md, nineteenth session); the spread kernel's runs were slower
+// than the static kernel's while it held three copies of the core (154 KB of code, against 91),
+// so with the side complete kernel (SideComplete, side_complete() true) its complete parts are
+// compiled out (two copies, 111 KB).
+template <int D, int NS, typename T, bool Spread, bool SideComplete = false>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype,
                                                               MacArgs mac, int hq, int group, int splits, int slots,
                                                               float scale, const unsigned long long* best,
@@ -201,7 +205,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   // Complete parts of this block's own group: part j of the tail [E(t), t+1); part 0 also the
   // sinks. Consecutive parts owned by the block are one run over their union (its state is
   // written as the first part's partial, the others' as empty): the finish merges them all.
-  for (int ja = side_complete ? kCompleteSplits : 0; ja < kCompleteSplits;) {  // side: mac_complete_kernel's
+  for (int ja = (SideComplete || side_complete) ? kCompleteSplits : 0; ja < kCompleteSplits;) {  // side: mac_complete_kernel's
     if (complete_owner(ja, splits, lo, new_end) != split) {
       ++ja;
       continue;
@@ -571,7 +575,9 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   else launch_scan_d.template operator()<float>();
   const bool pdl_attend = attend_pdl(two_per_sm);
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
-    auto kernel = spread ? mac_attend_kernel<D, NS, T, true> : mac_attend_kernel<D, NS, T, false>;
+    auto kernel = !spread ? mac_attend_kernel<D, NS, T, false>
+                  : side  ? mac_attend_kernel<D, NS, T, true, true>
+                          : mac_attend_kernel<D, NS, T, true, false>;
     // Two blocks per SM: more shared memory than a third of the SM's (the rest unused; it only
     // keeps a third block off the SM).
     const std::size_t bytes =
