@@ -75,10 +75,12 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
 // not a runtime switch: the attention core's address math stays on blockIdx-derived (uniform)
 // values wherever a block attends its own group, and each kernel carries only the attention
 // cores it runs. With both forms behind one runtime branch every miss step at batch 1, 128K ran
-// 13 us slower on the H200 (h200.md, nineteenth session); the spread kernel's runs were slower
-// than the static kernel's while it held three copies of the core (154 KB of code, against 91),
-// so with the side complete kernel (SideComplete, side_complete() true) its complete parts are
-// compiled out (two copies, 111 KB).
+// 13 us slower on the H200 (h200.md, nineteenth session). With the side complete kernel
+// (SideComplete, side_complete() true) the spread kernel's complete parts are compiled out: two
+// copies of the core (111 KB of code) instead of three (154 KB; the static kernel: 91 KB).
+// Measured at batch 1: steps with misses in few groups 70 instead of 84 us (128K, 10% of heads
+// missing), all-hit 11.4-11.6 instead of 11.6-11.9 us; all-miss steps unchanged (still 7-14 us
+// over the static kernel: code size is not why).
 template <int D, int NS, typename T, bool Spread, bool SideComplete = false>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype,
                                                               MacArgs mac, int hq, int group, int splits, int slots,
