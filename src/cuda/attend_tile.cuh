@@ -41,7 +41,10 @@ struct TileSmem {
   static constexpr std::size_t kQ = std::size_t(kRows) * D * 2;
   static constexpr std::size_t kMerge = std::size_t(4) * kRows * D * 4 + 4 * 4 * kRows * 4;  // o, m, l, weights, lse
   static constexpr std::size_t kOffsets = std::size_t(NS) * kBlockKeys * sizeof(long long);  // NS tiles' row offsets
-  static constexpr std::size_t kBytes = (kKV > kMerge ? kKV : kMerge) + kQ + kRows * sizeof(RowKeys) + kOffsets;
+  // The K/V stages, reused for the merge after the last tile (and by MAC's spread plan before the
+  // first): everything before the query tile.
+  static constexpr std::size_t kFront = kKV > kMerge ? kKV : kMerge;
+  static constexpr std::size_t kBytes = kFront + kQ + kRows * sizeof(RowKeys) + kOffsets;
 };
 
 /// Swizzled element offset of (row, chunk) in a [rows x D] tile of 16-bit elements.
@@ -96,7 +99,7 @@ struct AttendTile {
   static __device__ T* k_stage(char* s, int st) { return reinterpret_cast<T*>(s) + st * Smem::kStageElems; }
   static __device__ T* v_stage(char* s, int st) { return reinterpret_cast<T*>(s) + (NS + st) * Smem::kStageElems; }
   static __device__ T* q_tile(char* s) {
-    return reinterpret_cast<T*>(s + (Smem::kKV > Smem::kMerge ? Smem::kKV : Smem::kMerge));
+    return reinterpret_cast<T*>(s + Smem::kFront);
   }
   static __device__ RowKeys* row_keys(char* s) { return reinterpret_cast<RowKeys*>(reinterpret_cast<char*>(q_tile(s)) + Smem::kQ); }
   /// [NS][kBlockKeys] element offsets of the K/V rows of upcoming tiles (slot = tile % NS).

@@ -489,14 +489,13 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   require_workspace(fn, workspace, shape, heads, splits + kCompleteSplits, heads, kv.batch_size);
   const auto& ws = workspace.buffers();
   // The spread plan (mac_spread.cuh) for large steps (mac_spread_enabled), when its per-head
-  // arrays fit the attention core's K/V stages
-  // and its group count the scan's 16 bits: `slots` amend partials per head, as many as the
-  // workspace holds (reserve() sizes it for mac_spread_slots), never fewer than `splits`.
+  // arrays fit the attention core's K/V stages and its group count the scan's 16 bits: `slots`
+  // amend partials per head, as many as the workspace holds (reserve() sizes it for
+  // mac_spread_slots), never fewer than `splits`.
   const std::int64_t kv_bytes = static_cast<std::int64_t>(groups) * kv.max_seq_len * d * 2 * 2;  // K and V, 16-bit
   bool spread = mac_spread_enabled(kv_bytes, kv.max_seq_len) && groups <= 0xffff;
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
-    using Smem = TileSmem<D, NS>;
-    spread = spread && spread_smem_bytes(heads, groups, kv.batch_size) <= (Smem::kKV > Smem::kMerge ? Smem::kKV : Smem::kMerge);
+    spread = spread && spread_smem_bytes(heads, groups, kv.batch_size) <= TileSmem<D, NS>::kFront;
   });
   int slots = splits;
   if (spread) {
