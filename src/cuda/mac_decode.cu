@@ -72,15 +72,14 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
 
 // Spread (mac_spread.cuh): the spread plan decides which group's split this block amends; the
 // static form (Spread false) amends split blockIdx.y of its own group. Separate instantiations,
-// not a runtime switch: the attention core's address math stays on blockIdx-derived (uniform)
-// values wherever a block attends its own group, and each kernel carries only the attention
-// cores it runs. With both forms behind one runtime branch every miss step at batch 1, 128K ran
-// 13 us slower on the H200 (h200.md, nineteenth session). With the side complete kernel
-// (SideComplete, side_complete() true) the spread kernel's complete parts are compiled out: two
-// copies of the core (111 KB of code) instead of three (154 KB; the static kernel: 91 KB).
-// Measured at batch 1: steps with misses in few groups 70 instead of 84 us (128K, 10% of heads
-// missing), all-hit 11.4-11.6 instead of 11.6-11.9 us; all-miss steps unchanged (still 7-14 us
-// over the static kernel: code size is not why).
+// not a runtime switch: the static kernel's address math stays on blockIdx-derived (uniform)
+// values, and each kernel carries only the attention cores it runs. With both forms behind one
+// runtime branch every miss step at batch 1, 128K ran 13 us slower on the H200 (h200.md,
+// nineteenth session). The spread kernel's amend is one call site of the core for its own group
+// and for another's: with one call site for each (as until the twentieth session), ncu found 39%
+// of the kernel's issue cycles stalled on instruction fetch and, with the side complete kernel
+// (SideComplete, side_complete() true: the complete parts compiled out), 144 bytes of spills;
+// one call site took 2-6 us off its steps at batches 1 and 4 (87 KB of code instead of 112).
 template <int D, int NS, typename T, bool Spread, bool SideComplete = false>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(PagedKVArgs kv, const void* q, int q_dtype,
                                                               MacArgs mac, int hq, int group, int splits, int slots,
@@ -176,16 +175,15 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
       if (work) {
         if (own) {
           staged.store(Tile::q_tile(smem));
-          attend(b, g, spans);  // blockIdx-derived: the static form's code
         } else {
           StagedQuery<D> other;  // another group's queries: one more round trip
           other.load(q_rows, q_dtype);
           other.store(Tile::q_tile(smem));
-          attend(ab, ag, spans);
         }
+        attend(ab, ag, spans);
       }
       write_group_partial<D, NS, T>(smem, part_o, part_lse, ab, hq, ag, group, parts, w.part, work);
-      if (!side_complete) {
+      if (!side_complete && !(own && work)) {  // own && work: the tile holds this group's queries (a run leaves it)
         __syncthreads();  // the amended group's query tile is no longer read
         staged.store(Tile::q_tile(smem));
       }
@@ -372,7 +370,21 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
     // (the spread plan's count for this group, mac_spread.cuh; all of them with the static
     // plan); the slots' lse are loaded with the count, and those past it are never read.
     const int splits = group_parts ? group_parts[static_cast<std::size_t>(b) * (hq / group) + h / group] : slots;
-    for (int p = i; p < parts; p += blockDim.x) w[p] = part_lse[qrow * parts + p];
+    // The lse in batches of loads issued together (a loop that stores each load to shared memory
+    // before the next waits on every one: the spread plan's 260 slots at batch 1 are 3 per thread).
+    constexpr int kLseBatch = 4;
+#pragma unroll 1
+    for (int p0 = i; p0 < parts; p0 += kLseBatch * static_cast<int>(blockDim.x)) {
+      float v[kLseBatch];
+#pragma unroll
+      for (int k = 0; k < kLseBatch; ++k) {
+        const int p = p0 + k * static_cast<int>(blockDim.x);
+        v[k] = p < parts ? part_lse[qrow * parts + p] : 0.f;
+      }
+#pragma unroll
+      for (int k = 0; k < kLseBatch; ++k)
+        if (p0 + k * static_cast<int>(blockDim.x) < parts) w[p0 + k * blockDim.x] = v[k];
+    }
     constexpr int kPrefetch = 16;  // of 32 splits at batch 1, 8K and 49 at 128K: the rest in 16s
     float pre_a[kPrefetch], pre_c[kCompleteSplits];
 #pragma unroll
@@ -401,6 +413,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
     __syncthreads();
     const float am = red[0], asum = red[1], cm = red[2], csum = red[3];
     for (int p = i; p < parts; p += blockDim.x) {
+      if (p >= splits && p < slots) continue;  // the spread plan's slots this group did not use: never read
       const float mx = p < slots ? am : cm, sum = p < slots ? asum : csum;
       w[p] = mx == ninf ? 0.f : expf(w[p] - mx) / sum;  // exp(-inf) = 0: an empty partial is skipped
     }
