@@ -265,11 +265,13 @@ class ScopedEnv {
 /// in any step (read back from the workspace; only with the spread plan on).
 void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_graph, bool invalidate_midway,
                      bool with_stats = true, const char* scan_mode = nullptr, DType ring_dtype = DType::bf16,
-                     int* max_group_parts = nullptr) {
+                     int* max_group_parts = nullptr, const std::vector<std::int64_t>* prompt_lens = nullptr,
+                     bool expect_hits = true) {
   const ScopedEnv scan_env("MACATTN_CUDA_SCAN", scan_mode);
   std::mt19937_64 rng(fresh_seed());
   const AttentionShape shape{c.hq, c.hkv, c.d, 0.0f};
-  const std::vector<std::int64_t> prompt{333, 1201 + static_cast<std::int64_t>(rng() % 500), 700};
+  const std::vector<std::int64_t> prompt =
+      prompt_lens ? *prompt_lens : std::vector<std::int64_t>{333, 1201 + static_cast<std::int64_t>(rng() % 500), 700};
   const int batch = static_cast<int>(prompt.size());
   std::vector<std::int64_t> final_lens;
   for (auto p : prompt) final_lens.push_back(p + steps);
@@ -408,7 +410,8 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
   std::printf("[ info     ] %lld of %lld head decisions were hits (%lld with bands of at most 8 keys), %lld mixed groups\n",
               static_cast<long long>(hits), static_cast<long long>(heads), static_cast<long long>(short_bands),
               static_cast<long long>(mixed_groups));
-  EXPECT_GT(hits, 0) << "the test must exercise hits";
+  if (expect_hits) EXPECT_GT(hits, 0) << "the test must exercise hits";
+  else EXPECT_EQ(hits, 0) << "the test's threshold must let no query hit";
   EXPECT_LT(hits, heads) << "the test must exercise misses";
 }
 
@@ -589,6 +592,22 @@ TEST_P(CudaBackend, MacDecodeSpreadPlan) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv spread_env("MACATTN_CUDA_MAC_SPREAD", "1");
   run_eager_and_graph_sessions(GetParam());
+}
+
+// The spread plan's shortcut for every group missing on equal spans (sequences of one length, a
+// threshold no query meets): the static plan without the plan's scan (mac_spread.cuh, step 4).
+// Both complete forms, eager and in a graph.
+TEST_P(CudaBackend, MacDecodeSpreadPlanAllMissOnEqualSpans) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv spread_env("MACATTN_CUDA_MAC_SPREAD", "1");
+  MacConfig cfg = small_config(5);
+  cfg.tau = 0.999f;  // threshold 2D(1-tau)^2: far under any two drifting queries' distance
+  const std::vector<std::int64_t> lens{900, 900};
+  for (const char* complete : {"side", "attend"}) {
+    const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", complete);
+    run_mac_session(GetParam(), cfg, 6, false, false, true, nullptr, DType::bf16, nullptr, &lens, false);
+    run_mac_session(GetParam(), cfg, 6, true, false, true, nullptr, DType::bf16, nullptr, &lens, false);
+  }
 }
 
 TEST_P(CudaBackend, MacDecodeSpreadPlanWithCompleteInAttend) {
