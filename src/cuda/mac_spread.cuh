@@ -145,24 +145,7 @@ __device__ inline void spread_plan(const PagedKVArgs& kv, const MacArgs& mac, co
       for (int gi = g0; gi < g1; ++gi) group_parts[gi] = 0;
     return;
   }
-  // 4. Every group on the same tiles (every head missing on equal spans, the common all-miss
-  // step): the plan is the static one (spread_first_block gives group i blocks [i * splits,
-  // (i + 1) * splits)), so one barrier replaces the scan's and the loop below.
-  const long long splits = blocks / groups;
-  const unsigned tiles0 = group_tiles[0];
-  bool unequal = false;
-#pragma unroll 1
-  for (int gi = g0; gi < g1; ++gi) unequal |= group_tiles[gi] != tiles0;
-  if (!__syncthreads_or(unequal)) {
-    const int parts = spread_parts(splits, tiles0, slots);
-    const long long own = block / splits, part = block - own * splits;
-    if (threadIdx.x == 0 && part < parts) *work = SpreadWork{static_cast<int>(own), static_cast<int>(part), parts};
-    if (block == 0)
-      for (int gi = g0; gi < g1; ++gi) group_parts[gi] = parts;
-    __syncthreads();  // *work
-    return;
-  }
-  // 5. Shares of the grid (split_plan.hpp); the scan's barriers publish the tiles.
+  // 4. Shares of the grid (split_plan.hpp); the scan's barriers publish the tiles.
   unsigned long long before, total;
   SpreadScan(scan_tmp).ExclusiveSum(mine, before, total);
   const unsigned long long all_tiles = total >> 16;

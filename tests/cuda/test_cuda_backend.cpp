@@ -594,9 +594,11 @@ TEST_P(CudaBackend, MacDecodeSpreadPlan) {
   run_eager_and_graph_sessions(GetParam());
 }
 
-// The spread plan's shortcut for every group missing on equal spans (sequences of one length, a
-// threshold no query meets): the static plan without the plan's scan (mac_spread.cuh, step 4).
-// Both complete forms, eager and in a graph.
+// The spread plan with every group missing on equal spans (sequences of one length, a threshold
+// no query meets): the plan must then be the static one (SplitPlan.SpreadOfEqualMissesIsTheStaticPlan
+// checks the arithmetic on the CPU). Both complete forms, eager and in a graph. (A shortcut that
+// took the static plan after one barrier instead of the block scan, c258113, passed this test and
+// was 0.5-1 us slower on the H200: reverted.)
 TEST_P(CudaBackend, MacDecodeSpreadPlanAllMissOnEqualSpans) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv spread_env("MACATTN_CUDA_MAC_SPREAD", "1");
