@@ -202,9 +202,10 @@ std::int32_t mac_splits(std::int32_t planned, std::int32_t groups, bool two_per_
 /// to `max_seq_len` keys: by default when that read is at least kSpreadMinBytes and the spans at
 /// least kSpreadMinKeys. Measured on the H200 (h200.md, nineteenth session): the plan took steps
 /// where few groups miss from 1086 to 268 us (batch 16, 128K, 10% of groups missing) and from 98
-/// to 62 us (batch 1, 128K), but its blocks run about 10 us longer, for reasons not found (their
-/// amend runs are slower, 16.2 against 10.7 us at batch 1, 8K; the plan itself costs 1.5 us; the
-/// kernel's code size is not why). All-miss steps lost 8-10% at batch 1, 128K,
+/// to 62 us (batch 1, 128K), but all-miss steps, whose splits are the static plan's, cost more:
+/// 7-14 us until the amend had one call site of the attention core (ncu: instruction fetch, 37-39%
+/// of the cycles), 4-6 us after at batches 1 and 4 (5ae76ca: 1.5 us of plan in every block, the
+/// rest in the runs; twentieth session). At 8caebbd all-miss steps lost 8-10% at batch 1, 128K,
 /// 30% at 8K, 2% at batch 4, 128K, 2% at batch 16, 32K (0.97x -> 0.95x of exact decode) and 0.2%
 /// at batch 16, 128K. So it is on where that cost is small against a miss step: batch 4 from
 /// 96K keys, batch 16 from 64K for Llama-3.1-8B. MACATTN_CUDA_MAC_SPREAD=1 or =0 forces either
