@@ -382,8 +382,10 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
         v[k] = p < parts ? part_lse[qrow * parts + p] : 0.f;
       }
 #pragma unroll
-      for (int k = 0; k < kLseBatch; ++k)
-        if (p0 + k * static_cast<int>(blockDim.x) < parts) w[p0 + k * blockDim.x] = v[k];
+      for (int k = 0; k < kLseBatch; ++k) {
+        const int p = p0 + k * static_cast<int>(blockDim.x);
+        if (p < parts) w[p] = v[k];
+      }
     }
     constexpr int kPrefetch = 16;  // of 32 splits at batch 1, 8K and 49 at 128K: the rest in 16s
     float pre_a[kPrefetch], pre_c[kCompleteSplits];
