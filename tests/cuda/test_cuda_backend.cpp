@@ -579,9 +579,9 @@ TEST_P(CudaBackend, MacDecodeMoreSplitsThanPlanned) {
 // Both plans of the attend kernel forced (by default the spread plan, mac_spread.cuh, runs only
 // for steps that read at least 1.5 GiB of K/V over spans of at least 64K keys, far larger than
 // these tests'): the static plan (every group on its own splits), and the spread plan with the
-// complete parts in the side
-// kernel and in the attend kernel's blocks (which then stage their own group's queries again
-// after amending another group's). With sinks and a stale ring, and in a graph.
+// complete parts in the side kernel and in the attend kernel's blocks (which then stage their own
+// group's queries again after amending another group's). With sinks and a stale ring, and in a
+// graph.
 TEST_P(CudaBackend, MacDecodeStaticPlan) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv spread_env("MACATTN_CUDA_MAC_SPREAD", "0");
@@ -598,7 +598,7 @@ TEST_P(CudaBackend, MacDecodeSpreadPlan) {
 // no query meets): the plan must then be the static one (SplitPlan.SpreadOfEqualMissesIsTheStaticPlan
 // checks the arithmetic on the CPU). Both complete forms, eager and in a graph. (A shortcut that
 // took the static plan after one barrier instead of the block scan, c258113, passed this test and
-// was 0.5-1 us slower on the H200: reverted.)
+// made spread steps 0.4-1.4 us slower on the H200: reverted.)
 TEST_P(CudaBackend, MacDecodeSpreadPlanAllMissOnEqualSpans) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv spread_env("MACATTN_CUDA_MAC_SPREAD", "1");
