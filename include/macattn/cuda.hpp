@@ -108,12 +108,23 @@ class Workspace {
     void* side_stream = nullptr;  ///< cudaStream_t: MAC's complete kernel beside the scan (MACATTN_CUDA_COMPLETE=side)
     void* fork_event = nullptr;   ///< cudaEvent_t: the side stream waits for the caller's stream
     void* join_event = nullptr;   ///< cudaEvent_t: the caller's stream waits for the side stream
+    void* scan_event = nullptr;   ///< cudaEvent_t: recorded after mac_scan's kernel; mac_decode waits for it
   };
   const Buffers& buffers() const { return buffers_; }
+
+  // Internal: what the scan launched by mac_scan was launched for, so that the mac_decode that
+  // consumes it can refuse a call it does not fit.
+  struct PendingScan {
+    bool pending = false;
+    std::int32_t batch_size = 0, num_q_heads = 0, head_dim = 0, window = 0;
+    bool bounded = false;  ///< rows that cannot be hits were dropped after their first dims
+  };
+  PendingScan& pending_scan() { return pending_; }
 
  private:
   void release();
   Buffers buffers_;
+  PendingScan pending_;
   std::size_t bytes_ = 0;
 };
 
@@ -131,9 +142,29 @@ void exact_decode(const AttentionShape& shape, const PagedKVDevice& kv, ConstTen
 ///   q_post, q_pre: [B, Hq, D] device, same dtype;  out: [B, Hq, D] device;  lse: [B, Hq] or
 ///   null;  head_stats: [B, Hq] DEVICE array or null (per-head decisions as in attention.hpp).
 /// Every sequence must have seq_len >= 1 (undefined otherwise: the device cannot throw).
+/// After mac_scan on this workspace, the call uses that scan (see mac_scan) and throws if its
+/// arguments do not fit it.
 void mac_decode(const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv, ConstTensor q_post,
                 ConstTensor q_pre, const MacRingsDevice& rings, Tensor out, float* lse, HeadStats* head_stats,
                 Workspace& workspace, void* stream = nullptr);
+
+/// mac_decode's first kernel, the ring scan, launched on its own, for callers that have q_pre
+/// before q_post: an engine whose projection writes the pre-RoPE queries one kernel before its
+/// RoPE kernel writes q_post can run the scan beside that kernel. The next mac_decode on this
+/// workspace then launches everything but the scan, and its stream waits for the scan through
+/// an event (a captured graph records that edge; the stream given here must belong to the same
+/// capture). That call must pass the same shape, config, kv, rings and q_pre values (its q_pre
+/// is read again, contiguous, to write the ring row), and head_stats that are non-null with
+/// config.report_miss_matches exactly when `report_miss_matches` is true here (otherwise the
+/// scan drops rows that cannot be hits after their first dims, and a miss's best row is not
+/// the true best). Results are bit-identical to mac_decode alone.
+///   q_pre: sequence b's head h at element b * q_pre_row_stride + h * D of q_pre.data, device;
+///   q_pre_row_stride >= Hq * D elements (0: Hq * D, contiguous), e.g. the q columns of a
+///   fused q|k|v projection's output rows.
+/// Throws macattn::Error on bad arguments, or when a scan is already pending on the workspace.
+void mac_scan(const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv, ConstTensor q_pre,
+              std::int64_t q_pre_row_stride, const MacRingsDevice& rings, bool report_miss_matches,
+              Workspace& workspace, void* stream = nullptr);
 
 /// MAC prefill ring initialisation (MAC_ATTENTION.md §6; the semantics of the CPU
 /// mac_prefill_init): sequence b passes n_b = row_indptr[b+1] - row_indptr[b] query rows for

@@ -18,6 +18,8 @@
 //   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
 //      (wiping a stale ring first), merges the complete state into out, writes stats, and
 //      resets the scan's minimum for the next step.
+#include <utility>
+
 #include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/mac_band.cuh"
@@ -42,9 +44,10 @@ constexpr int kDirectPerThread = 4;
 // / at another position). Rows at distance >= bound are dropped (mac_scan.cuh).
 template <int D, typename RT, int Form>
 __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
-                                                                RingArgs ring, MacArgs mac, int hq, int tiles_per_block,
-                                                                float bound, unsigned long long* best,
-                                                                std::uint8_t* stale_flags, BlockStamps prof) {
+                                                                long long q_row_stride, RingArgs ring, MacArgs mac,
+                                                                int hq, int tiles_per_block, float bound,
+                                                                unsigned long long* best, std::uint8_t* stale_flags,
+                                                                BlockStamps prof) {
   extern __shared__ __align__(16) char scan_smem[];
   grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
   allow_dependents();
@@ -56,7 +59,8 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   if (t < mac.min_context) return;
   const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
   float q[D / 16];
-  const std::size_t qbase = (static_cast<std::size_t>(b) * hq + h) * D + (threadIdx.x & 15);
+  // Row b starts q_row_stride elements after row b - 1 (Hq * D when contiguous; mac_scan).
+  const std::size_t qbase = static_cast<std::size_t>(b) * q_row_stride + static_cast<std::size_t>(h) * D + (threadIdx.x & 15);
 #pragma unroll
   for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
   unsigned long long m;
@@ -479,6 +483,51 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
 }
 
 }  // namespace
+
+// Launches mac_decode's scan kernel (kernel 1) on `s`: for mac_decode, or alone for mac_scan.
+void launch_scan(const MacConfig& config, const PagedKVArgs& kva, ConstTensor q_pre, long long q_row_stride,
+                 DType ring_dtype, const RingArgs& ring, const MacArgs& mac, int hq, int d, int batch, bool bounded,
+                 bool two_per_sm, const Workspace::Buffers& ws, cudaStream_t s, ProfileScope& prof) {
+  const float bound = bounded ? mac.threshold : __builtin_huge_valf();
+  const int form = bounded ? scan_form() : kScanStaged;
+  const int qd = static_cast<int>(q_pre.dtype);
+  const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
+  int per = 1;
+  if (form == kScanStaged) {
+    // A block takes `per` consecutive tiles of a head (double-buffered in shared memory); `per`
+    // grows while the grid still fills the chip about four blocks deep, so large batches get
+    // fewer, longer blocks with more bytes in flight each.
+    const std::int64_t heads_total = static_cast<std::int64_t>(hq) * batch;
+    const std::int64_t target = 4 * static_cast<std::int64_t>(device_sm_count());
+    while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
+  }
+  auto launch_form = [&]<int D, typename RT, int Form>() {
+    auto kernel = mac_scan_kernel<D, RT, Form>;
+    constexpr int kDirectPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
+    const unsigned blocks = Form == kScanDirect ? static_cast<unsigned>((config.window + kDirectPer - 1) / kDirectPer)
+                                                : static_cast<unsigned>((scan_tiles + per - 1) / per);
+    const dim3 scan_grid(blocks, hq, batch);
+    constexpr std::size_t bytes = Form == kScanDirect ? 0 : staged_smem_bytes<D, RT>();
+    constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
+    allow_smem(kernel, bytes, mac_carveout("scan", two_per_sm));
+    launch_pdl_if(scan_pdl(), "mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd,
+                  q_row_stride, ring, mac, hq, per, bound, ws.best, ws.seq_flags,
+                  prof.kernel(name, scan_grid, {"scan"}));
+  };
+  auto launch_d = [&]<typename RT>() {
+    auto launch_pd = [&]<int D>() {
+      if (form == kScanDirect) launch_form.template operator()<D, RT, kScanDirect>();
+      else launch_form.template operator()<D, RT, kScanStaged>();
+    };
+    if (d == 64) launch_pd.template operator()<64>();
+    else if (d == 128) launch_pd.template operator()<128>();
+    else launch_pd.template operator()<256>();
+  };
+  if (ring_dtype == DType::bf16) launch_d.template operator()<__nv_bfloat16>();
+  else if (ring_dtype == DType::f16) launch_d.template operator()<__half>();
+  else launch_d.template operator()<float>();
+}
+
 }  // namespace detail
 
 void mac_decode(const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv, ConstTensor q_post,
@@ -494,8 +543,30 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   macattn::detail::require(q_pre.dtype == q_post.dtype && out.dtype == q_post.dtype, fn,
                            ": q_post, q_pre and out must share one dtype (got ", dtype_name(q_post.dtype), ", ",
                            dtype_name(q_pre.dtype), ", ", dtype_name(out.dtype), ")");
-  if (kv.batch_size == 0) return;
   const int hq = shape.num_q_heads, hkv = shape.num_kv_heads, d = shape.head_dim, group = shape.group_size();
+  // Rows that cannot be hits are dropped after their first 64 dims (scan_direct) unless the
+  // caller reads the best row of a miss (per-head stats with config.report_miss_matches), as on
+  // the CPU; without a bound every row is read whole (scan_staged).
+  const bool bounded = !(head_stats && config.report_miss_matches);
+  // A scan launched by mac_scan for this call replaces the scan kernel here. Once the arguments
+  // are valid it is consumed, whether this call fits it or throws.
+  const Workspace::PendingScan pending = std::exchange(workspace.pending_scan(), Workspace::PendingScan{});
+  const bool scanned = pending.pending;
+  if (scanned) {
+    macattn::detail::require(pending.batch_size == kv.batch_size && pending.num_q_heads == hq &&
+                                 pending.head_dim == d && pending.window == config.window,
+                             fn, ": the pending mac_scan was launched for batch ", pending.batch_size, ", ",
+                             pending.num_q_heads, " q heads, head_dim ", pending.head_dim, ", window ", pending.window,
+                             ", not this call's batch ", kv.batch_size, ", ", hq, " q heads, head_dim ", d,
+                             ", window ", config.window);
+    macattn::detail::require(pending.bounded == bounded, fn,
+                             ": the pending mac_scan was launched with report_miss_matches = ",
+                             pending.bounded ? "false" : "true", " but this call ",
+                             bounded ? "does not report" : "reports", " miss matches (head_stats ",
+                             head_stats ? "non-null" : "null", ", config.report_miss_matches = ",
+                             config.report_miss_matches ? "true" : "false", ")");
+  }
+  if (kv.batch_size == 0) return;
   const int groups = kv.batch_size * hkv;
   const bool two_per_sm = attend_two_per_sm(groups, d);
   const int splits =
@@ -527,42 +598,6 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   const int qd = static_cast<int>(q_post.dtype);
   ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
 
-  // Rows that cannot be hits are dropped after their first 64 dims (scan_direct) unless the
-  // caller reads the best row of a miss (per-head stats with config.report_miss_matches), as on
-  // the CPU; without a bound every row is read whole (scan_staged).
-  const float bound = head_stats && config.report_miss_matches ? __builtin_huge_valf() : mac.threshold;
-  const int form = bound < __builtin_huge_valf() ? scan_form() : kScanStaged;
-  const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
-  int per = 1;
-  if (form == kScanStaged) {
-    // A block takes `per` consecutive tiles of a head (double-buffered in shared memory); `per`
-    // grows while the grid still fills the chip about four blocks deep, so large batches get
-    // fewer, longer blocks with more bytes in flight each.
-    const std::int64_t heads_total = static_cast<std::int64_t>(hq) * kv.batch_size;
-    const std::int64_t target = 4 * static_cast<std::int64_t>(device_sm_count());
-    while (per * 2 <= scan_tiles && ((scan_tiles + per * 2 - 1) / (per * 2)) * heads_total >= target) per *= 2;
-  }
-  auto launch_scan = [&]<int D, typename RT, int Form>() {
-    auto kernel = mac_scan_kernel<D, RT, Form>;
-    constexpr int kDirectPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
-    const unsigned blocks = Form == kScanDirect ? static_cast<unsigned>((config.window + kDirectPer - 1) / kDirectPer)
-                                                : static_cast<unsigned>((scan_tiles + per - 1) / per);
-    const dim3 scan_grid(blocks, hq, kv.batch_size);
-    constexpr std::size_t bytes = Form == kScanDirect ? 0 : staged_smem_bytes<D, RT>();
-    constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
-    allow_smem(kernel, bytes, mac_carveout("scan", two_per_sm));
-    launch_pdl_if(scan_pdl(), "mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd, ring, mac, hq,
-               per, bound, ws.best, ws.seq_flags, prof.kernel(name, scan_grid, {"scan"}));
-  };
-  auto launch_scan_pd = [&]<int D, typename RT>() {
-    if (form == kScanDirect) launch_scan.template operator()<D, RT, kScanDirect>();
-    else launch_scan.template operator()<D, RT, kScanStaged>();
-  };
-  auto launch_scan_d = [&]<typename RT>() {
-    if (d == 64) launch_scan_pd.template operator()<64, RT>();
-    else if (d == 128) launch_scan_pd.template operator()<128, RT>();
-    else launch_scan_pd.template operator()<256, RT>();
-  };
   const float scale = shape.scale();
   // The complete kernel on the side stream (side_complete() says when), forked from `s` here and
   // joined before the finish kernel (a fork/join that stream capture records as graph edges).
@@ -586,9 +621,11 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     });
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.join_event), side_stream), "cudaEventRecord (join)");
   }
-  if (rings.ring_dtype == DType::bf16) launch_scan_d.template operator()<__nv_bfloat16>();
-  else if (rings.ring_dtype == DType::f16) launch_scan_d.template operator()<__half>();
-  else launch_scan_d.template operator()<float>();
+  if (scanned)  // the attend kernel reads the scan's minima: wait for mac_scan's stream
+    check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.scan_event), 0), "cudaStreamWaitEvent (scan)");
+  else
+    launch_scan(config, kva, q_pre, static_cast<long long>(hq) * d, rings.ring_dtype, ring, mac, hq, d, kv.batch_size,
+                bounded, two_per_sm, ws, s, prof);
   const bool pdl_attend = attend_pdl(two_per_sm);
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = !spread ? mac_attend_kernel<D, NS, T, false>
@@ -618,6 +655,38 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
                 ws.part_lse, group_parts, head_stats,
                 prof.kernel("mac_finish_kernel", finish_grid, {"before the wait", "partials + merge", "write"}));
   prof.finish();
+}
+
+void mac_scan(const AttentionShape& shape, const MacConfig& config, const PagedKVDevice& kv, ConstTensor q_pre,
+              std::int64_t q_pre_row_stride, const MacRingsDevice& rings, bool report_miss_matches,
+              Workspace& workspace, void* stream) {
+  using namespace detail;
+  constexpr const char* fn = "cuda::mac_scan";
+  validate_kv(fn, shape, kv);
+  validate_rings(fn, shape, config, kv, rings);
+  validate_query(fn, "q_pre", q_pre.data, q_pre.dtype);
+  const int hq = shape.num_q_heads, d = shape.head_dim;
+  const std::int64_t row = static_cast<std::int64_t>(hq) * d;
+  macattn::detail::require(q_pre_row_stride == 0 || q_pre_row_stride >= row, fn, ": q_pre_row_stride = ",
+                           q_pre_row_stride, ", must be 0 (contiguous) or >= num_q_heads * head_dim = ", row);
+  Workspace::PendingScan& pending = workspace.pending_scan();
+  macattn::detail::require(!pending.pending, fn,
+                           ": a scan is already pending on this workspace (mac_scan must be followed by mac_decode)");
+  const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;
+  require_workspace(fn, workspace, shape, heads, 1, heads, kv.batch_size);
+  const auto& ws = workspace.buffers();
+  macattn::detail::require(ws.scan_event != nullptr, fn, ": the workspace has no scan event; reserve() it again");
+  auto s = static_cast<cudaStream_t>(stream);
+  if (kv.batch_size > 0) {
+    ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
+    const int groups = kv.batch_size * shape.num_kv_heads;
+    launch_scan(config, kv_args(kv), q_pre, q_pre_row_stride == 0 ? row : q_pre_row_stride, rings.ring_dtype,
+                ring_args(rings), mac_args(config, d), hq, d, kv.batch_size, !report_miss_matches,
+                attend_two_per_sm(groups, d), ws, s, prof);
+    prof.finish();
+  }
+  check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.scan_event), s), "cudaEventRecord (scan)");
+  pending = Workspace::PendingScan{true, kv.batch_size, hq, d, config.window, !report_miss_matches};
 }
 
 }  // namespace macattn::cuda

@@ -338,12 +338,14 @@ void Workspace::release() {
   if (buffers_.side_stream) cudaStreamDestroy(static_cast<cudaStream_t>(buffers_.side_stream));
   if (buffers_.fork_event) cudaEventDestroy(static_cast<cudaEvent_t>(buffers_.fork_event));
   if (buffers_.join_event) cudaEventDestroy(static_cast<cudaEvent_t>(buffers_.join_event));
+  if (buffers_.scan_event) cudaEventDestroy(static_cast<cudaEvent_t>(buffers_.scan_event));
   cudaFree(buffers_.part_o);
   cudaFree(buffers_.part_lse);
   cudaFree(buffers_.best);
   cudaFree(buffers_.seq_flags);
   cudaFree(buffers_.group_parts);
   buffers_ = Buffers{};
+  pending_ = PendingScan{};
   bytes_ = 0;
 }
 
@@ -395,17 +397,20 @@ void Workspace::reserve(const AttentionShape& shape, std::int32_t batch, std::in
   buffers_.seq_flags = n.seq_flags;
   alloc(reinterpret_cast<void**>(&n.group_parts), static_cast<std::size_t>(n.capacity_heads) * sizeof(std::int32_t));
   buffers_.group_parts = n.group_parts;
-  // A stream and two events for MAC's side kernel (fork/join: capturable in a CUDA graph).
+  // A stream and two events for MAC's side kernel (fork/join: capturable in a CUDA graph), and
+  // the event mac_decode waits on after mac_scan.
   cudaStream_t side = nullptr;
-  cudaEvent_t fork = nullptr, join = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr, scan = nullptr;
   const cudaError_t se = cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking);
   const cudaError_t fe = se == cudaSuccess ? cudaEventCreateWithFlags(&fork, cudaEventDisableTiming) : se;
   const cudaError_t je = fe == cudaSuccess ? cudaEventCreateWithFlags(&join, cudaEventDisableTiming) : fe;
+  const cudaError_t ce = je == cudaSuccess ? cudaEventCreateWithFlags(&scan, cudaEventDisableTiming) : je;
   n.side_stream = side;
   n.fork_event = fork;
   n.join_event = join;
+  n.scan_event = scan;
   buffers_ = n;
-  if (je != cudaSuccess) {
+  if (ce != cudaSuccess) {
     release();
     fail(fn, ": creating the side stream and its events failed: ", cudaGetErrorString(je));
   }

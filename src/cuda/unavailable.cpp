@@ -25,6 +25,10 @@ void mac_decode(const AttentionShape&, const MacConfig&, const PagedKVDevice&, C
                 const MacRingsDevice&, Tensor, float*, HeadStats*, Workspace&, void*) {
   no_cuda("cuda::mac_decode");
 }
+void mac_scan(const AttentionShape&, const MacConfig&, const PagedKVDevice&, ConstTensor, std::int64_t,
+              const MacRingsDevice&, bool, Workspace&, void*) {
+  no_cuda("cuda::mac_scan");
+}
 void mac_prefill_init(const AttentionShape&, const MacConfig&, const PagedKVDevice&, ConstTensor, ConstTensor,
                       const std::int32_t*, std::int32_t, const MacRingsDevice&, Workspace&, void*) {
   no_cuda("cuda::mac_prefill_init");

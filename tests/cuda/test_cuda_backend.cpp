@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -255,18 +256,37 @@ class ScopedEnv {
   bool had_ = false;
 };
 
-/// Decodes `steps` tokens with MAC on both backends from a prefilled prompt and compares
+/// How run_mac_session runs a session (designated initializers at the call sites).
+struct SessionRun {
+  int steps = 16;
+  bool use_graph = false;          ///< capture one step in a CUDA graph and replay it every step
+  bool invalidate_midway = false;  ///< sequence 1's ring goes stale at step steps / 2
+  /// Without stats the device scan drops rows at or over the threshold after their first dims
+  /// (mac_scan.cuh): the outputs and rings, which follow from the decisions, are compared.
+  bool with_stats = true;
+  const char* scan_mode = nullptr;  ///< MACATTN_CUDA_SCAN
+  DType ring_dtype = DType::bf16;   ///< the rings' element type on both backends
+  /// When given, receives the most amend partials the spread plan gave one group in any step
+  /// (read back from the workspace; only with the spread plan on).
+  int* max_group_parts = nullptr;
+  const std::vector<std::int64_t>* prompt_lens = nullptr;  ///< default: three random lengths
+  bool expect_hits = true;  ///< false: the config must let no query hit
+  /// The scan through mac_scan on a second stream (q_pre read from rows with padding between
+  /// them, as in a fused q|k|v output), then mac_decode on the step's stream.
+  bool split_scan = false;
+};
+
+/// Decodes run.steps tokens with MAC on both backends from a prefilled prompt and compares
 /// decisions, outputs and rings at every step. Queries drift so that hits, misses and mixed
-/// groups all occur; the ring wraps (lengths >> W). Without stats (with_stats false) the device
-/// scan drops rows at or over the threshold after their first dims (mac_scan.cuh): the outputs
-/// and rings, which follow from the decisions, are compared; `scan_mode` sets MACATTN_CUDA_SCAN.
-/// `ring_dtype`: the rings' element type on both backends.
-/// `max_group_parts`, when given, receives the most amend partials the spread plan gave one group
-/// in any step (read back from the workspace; only with the spread plan on).
-void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_graph, bool invalidate_midway,
-                     bool with_stats = true, const char* scan_mode = nullptr, DType ring_dtype = DType::bf16,
-                     int* max_group_parts = nullptr, const std::vector<std::int64_t>* prompt_lens = nullptr,
-                     bool expect_hits = true) {
+/// groups all occur; the ring wraps (lengths >> W).
+void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run) {
+  const int steps = run.steps;
+  const bool use_graph = run.use_graph, invalidate_midway = run.invalidate_midway, with_stats = run.with_stats;
+  const DType ring_dtype = run.ring_dtype;
+  const char* scan_mode = run.scan_mode;
+  int* max_group_parts = run.max_group_parts;
+  const std::vector<std::int64_t>* prompt_lens = run.prompt_lens;
+  const bool expect_hits = run.expect_hits;
   const ScopedEnv scan_env("MACATTN_CUDA_SCAN", scan_mode);
   std::mt19937_64 rng(fresh_seed());
   const AttentionShape shape{c.hq, c.hkv, c.d, 0.0f};
@@ -318,13 +338,30 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
   // capacity) so only last_page_len changes between replays.
   std::int64_t hits = 0, heads = 0, mixed_groups = 0, short_bands = 0;
   cudaGraphExec_t exec = nullptr;
-  cudaStream_t stream;
+  cudaStream_t stream, scan_stream;
   ck(cudaStreamCreate(&stream), "stream");
+  ck(cudaStreamCreate(&scan_stream), "scan stream");
+  cudaEvent_t fork;
+  ck(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming), "fork event");
   std::vector<std::int64_t> lens = prompt;
   fx::PagedBuf full = fx::make_paged(kv, final_lens, use_graph ? 4096 : c.page_size, c.layout, rng);
   DevPaged dfull(full, max_len);
   Dev dqpost(std::size_t(batch) * c.hq * c.d * 2), dqpre(dqpost.n), dout(dqpost.n), dlse(std::size_t(batch) * c.hq * 4),
       dstats(std::size_t(batch) * c.hq * sizeof(HeadStats));
+  // split_scan: q_pre rows 3 heads' worth of padding apart (poisoned), as in a q|k|v output.
+  const std::int64_t row = std::int64_t{c.hq} * c.d, padded_row = row + 3 * c.d;
+  Dev dqpre_rows(std::size_t(batch) * padded_row * 2);
+  // One MAC step on `s`: with split_scan, the scan forked onto scan_stream first.
+  auto mac_step = [&](const mc::PagedKVDevice& view, cudaStream_t s) {
+    if (run.split_scan) {
+      ck(cudaEventRecord(fork, s), "fork");
+      ck(cudaStreamWaitEvent(scan_stream, fork, 0), "fork wait");
+      mc::mac_scan(shape, cfg, view, {dqpre_rows.p, DType::bf16}, padded_row, rings.view,
+                   with_stats && cfg.report_miss_matches, ws, scan_stream);
+    }
+    mc::mac_decode(shape, cfg, view, {dqpost.p, DType::bf16}, {dqpre.p, DType::bf16}, rings.view,
+                   {dout.p, DType::bf16}, dlse.as<float>(), with_stats ? dstats.as<HeadStats>() : nullptr, ws, s);
+  };
   for (int step = 0; step < steps; ++step) {
     for (auto& l : lens) ++l;
     std::vector<std::int64_t> pos;
@@ -346,6 +383,14 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
 
     dqpost.upload(qpost.data(), qpost.raw.size());
     dqpre.upload(qpre.data(), qpre.raw.size());
+    if (run.split_scan) {
+      dqpre_rows.poison();
+      for (int b = 0; b < batch; ++b)
+        ck(cudaMemcpy(static_cast<char*>(dqpre_rows.p) + std::size_t(b) * padded_row * 2,
+                      static_cast<const char*>(qpre.data()) + std::size_t(b) * row * 2, std::size_t(row) * 2,
+                      cudaMemcpyHostToDevice),
+           "q_pre rows");
+    }
     dout.poison();
     dlse.poison();
     dstats.poison();
@@ -356,9 +401,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
       if (!exec) {  // capture once, replay every step
         cudaGraph_t graph;
         ck(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "capture");
-        mc::mac_decode(shape, cfg, dfull.view, {dqpost.p, DType::bf16}, {dqpre.p, DType::bf16}, rings.view,
-                       {dout.p, DType::bf16}, dlse.as<float>(), with_stats ? dstats.as<HeadStats>() : nullptr, ws,
-                       stream);
+        mac_step(dfull.view, stream);
         ck(cudaStreamEndCapture(stream, &graph), "end capture");
         ck(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
         cudaGraphDestroy(graph);
@@ -366,9 +409,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
       ck(cudaGraphLaunch(exec, stream), "graph launch");
     } else {
       DevPaged dk(pb, max_len);
-      mc::mac_decode(shape, cfg, dk.view, {dqpost.p, DType::bf16}, {dqpre.p, DType::bf16}, rings.view,
-                     {dout.p, DType::bf16}, dlse.as<float>(), with_stats ? dstats.as<HeadStats>() : nullptr, ws,
-                     stream);
+      mac_step(dk.view, stream);
       ck(cudaStreamSynchronize(stream), "mac_decode");
     }
     trace("device step issued", step);
@@ -406,6 +447,8 @@ void run_mac_session(const Case& c, const MacConfig& cfg, int steps, bool use_gr
     }
   }
   if (exec) cudaGraphExecDestroy(exec);
+  cudaEventDestroy(fork);
+  cudaStreamDestroy(scan_stream);
   cudaStreamDestroy(stream);
   std::printf("[ info     ] %lld of %lld head decisions were hits (%lld with bands of at most 8 keys), %lld mixed groups\n",
               static_cast<long long>(hits), static_cast<long long>(heads), static_cast<long long>(short_bands),
@@ -428,18 +471,18 @@ MacConfig small_config(int sinks) {
 /// The two sessions a test of a launch form runs under its switches: with sinks and a stale ring
 /// midway (eager), and in a graph.
 void run_eager_and_graph_sessions(const Case& c) {
-  run_mac_session(c, small_config(5), 16, false, true);
-  run_mac_session(c, small_config(3), 12, true, false);
+  run_mac_session(c, small_config(5), {.steps = 16, .invalidate_midway = true});
+  run_mac_session(c, small_config(3), {.steps = 12, .use_graph = true});
 }
 
 TEST_P(CudaBackend, MacDecodeMatchesReference) {
   SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(0), 40, false, false);
+  run_mac_session(GetParam(), small_config(0), {.steps = 40});
 }
 
 TEST_P(CudaBackend, MacDecodeWithSinksAndStaleRing) {
   SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(5), 24, false, true);
+  run_mac_session(GetParam(), small_config(5), {.steps = 24, .invalidate_midway = true});
 }
 
 // A window of several 64-candidate tiles: the scan is split over blocks whose minima the
@@ -448,7 +491,7 @@ TEST_P(CudaBackend, MacDecodeWideWindow) {
   SKIP_WITHOUT_GPU();
   MacConfig cfg = small_config(3);
   cfg.window = 256;
-  run_mac_session(GetParam(), cfg, 16, false, false);
+  run_mac_session(GetParam(), cfg, {.steps = 16});
 }
 
 // Without per-head stats the scan drops rows that cannot be hits after their first dims: whole
@@ -456,7 +499,7 @@ TEST_P(CudaBackend, MacDecodeWideWindow) {
 // (scan_direct, the default; below). A stale ring midway; several blocks per head.
 TEST_P(CudaBackend, MacDecodePrunedScanWithoutStats) {
   SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(5), 24, false, true, false, "staged");
+  run_mac_session(GetParam(), small_config(5), {.steps = 24, .invalidate_midway = true, .with_stats = false, .scan_mode = "staged"});
 }
 
 // Head stats with report_miss_matches off: the same pruned scans, and the stats must equal
@@ -465,7 +508,7 @@ TEST_P(CudaBackend, MacDecodeTerseStatsStaged) {
   SKIP_WITHOUT_GPU();
   MacConfig cfg = small_config(2);
   cfg.report_miss_matches = false;
-  run_mac_session(GetParam(), cfg, 16, false, true, true, "staged");
+  run_mac_session(GetParam(), cfg, {.steps = 16, .invalidate_midway = true, .scan_mode = "staged"});
 }
 
 // The register-only form (scan_direct: eight lanes per candidate's first 64 dims, no shared
@@ -475,12 +518,12 @@ TEST_P(CudaBackend, MacDecodeDirectScanWithoutStats) {
   SKIP_WITHOUT_GPU();
   MacConfig cfg = small_config(3);
   cfg.window = 600;
-  run_mac_session(GetParam(), cfg, 8, false, true, false, "direct");
+  run_mac_session(GetParam(), cfg, {.steps = 8, .invalidate_midway = true, .with_stats = false, .scan_mode = "direct"});
 }
 
 TEST_P(CudaBackend, MacDecodeDirectScanInCudaGraph) {
   SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(0), 12, true, false, false, "direct");
+  run_mac_session(GetParam(), small_config(0), {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = "direct"});
 }
 
 // f32 rings: 16 lanes per candidate (256 bytes of 64 dims); f16 rings: 8, as bf16.
@@ -488,8 +531,8 @@ TEST_P(CudaBackend, MacDecodeDirectScanF32AndF16Rings) {
   SKIP_WITHOUT_GPU();
   MacConfig cfg = small_config(0);
   cfg.window = 300;
-  run_mac_session(GetParam(), cfg, 5, false, true, false, "direct", DType::f32);
-  run_mac_session(GetParam(), cfg, 5, false, false, false, "direct", DType::f16);
+  run_mac_session(GetParam(), cfg, {.steps = 5, .invalidate_midway = true, .with_stats = false, .scan_mode = "direct", .ring_dtype = DType::f32});
+  run_mac_session(GetParam(), cfg, {.steps = 5, .with_stats = false, .scan_mode = "direct", .ring_dtype = DType::f16});
 }
 
 TEST_P(CudaBackend, MacDecodeTerseStatsDirect) {
@@ -497,7 +540,7 @@ TEST_P(CudaBackend, MacDecodeTerseStatsDirect) {
   MacConfig cfg = small_config(2);
   cfg.window = 300;
   cfg.report_miss_matches = false;
-  run_mac_session(GetParam(), cfg, 10, false, true, true, "direct");
+  run_mac_session(GetParam(), cfg, {.steps = 10, .invalidate_midway = true, .scan_mode = "direct"});
 }
 
 // The complete state (sinks + tail) computed by the attend kernel's blocks with the least amend
@@ -507,7 +550,7 @@ TEST_P(CudaBackend, MacDecodeTerseStatsDirect) {
 TEST_P(CudaBackend, MacDecodeAttendCompleteWithSinks) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", "attend");
-  run_mac_session(GetParam(), small_config(5), 16, false, true);
+  run_mac_session(GetParam(), small_config(5), {.steps = 16, .invalidate_midway = true});
 }
 
 TEST_P(CudaBackend, MacDecodeAttendCompleteInCudaGraph) {
@@ -515,7 +558,7 @@ TEST_P(CudaBackend, MacDecodeAttendCompleteInCudaGraph) {
   const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", "attend");
   MacConfig cfg = small_config(3);
   cfg.window = 600;
-  run_mac_session(GetParam(), cfg, 12, true, false, false, "direct");
+  run_mac_session(GetParam(), cfg, {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = "direct"});
 }
 
 // Every hit's band through the attend kernel (MACATTN_CUDA_FINISH_BAND=0; by default the finish
@@ -524,18 +567,18 @@ TEST_P(CudaBackend, MacDecodeAttendCompleteInCudaGraph) {
 TEST_P(CudaBackend, MacDecodeBandsThroughAttendKernel) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv band_env("MACATTN_CUDA_FINISH_BAND", "0");
-  run_mac_session(GetParam(), small_config(5), 16, false, true);
+  run_mac_session(GetParam(), small_config(5), {.steps = 16, .invalidate_midway = true});
 }
 
 TEST_P(CudaBackend, MacDecodeShortBandsInFinishInCudaGraph) {
   SKIP_WITHOUT_GPU();
   const ScopedEnv band_env("MACATTN_CUDA_FINISH_BAND", "8");
-  run_mac_session(GetParam(), small_config(3), 16, true, false);
+  run_mac_session(GetParam(), small_config(3), {.steps = 16, .use_graph = true});
 }
 
 TEST_P(CudaBackend, MacDecodeInCudaGraph) {
   SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(0), 24, true, false);
+  run_mac_session(GetParam(), small_config(0), {.steps = 24, .use_graph = true});
 }
 
 // The attend kernel launched with programmatic dependent launch (MACATTN_CUDA_PDL_ATTEND=1, also
@@ -607,8 +650,8 @@ TEST_P(CudaBackend, MacDecodeSpreadPlanAllMissOnEqualSpans) {
   const std::vector<std::int64_t> lens{900, 900};
   for (const char* complete : {"side", "attend"}) {
     const ScopedEnv complete_env("MACATTN_CUDA_COMPLETE", complete);
-    run_mac_session(GetParam(), cfg, 6, false, false, true, nullptr, DType::bf16, nullptr, &lens, false);
-    run_mac_session(GetParam(), cfg, 6, true, false, true, nullptr, DType::bf16, nullptr, &lens, false);
+    run_mac_session(GetParam(), cfg, {.steps = 6, .prompt_lens = &lens, .expect_hits = false});
+    run_mac_session(GetParam(), cfg, {.steps = 6, .use_graph = true, .prompt_lens = &lens, .expect_hits = false});
   }
 }
 
@@ -628,10 +671,21 @@ TEST_P(CudaBackend, MacDecodeSpreadGivesFewMissesMoreBlocks) {
   const ScopedEnv per_sm_env("MACATTN_CUDA_ATTEND_PER_SM", "3");
   const Case& c = GetParam();
   int max_parts = 0;
-  run_mac_session(c, small_config(0), 40, false, false, true, nullptr, DType::bf16, &max_parts);
+  run_mac_session(c, small_config(0), {.steps = 40, .max_group_parts = &max_parts});
   const int planned = mc::planned_splits(AttentionShape{c.hq, c.hkv, c.d, 0.0f}, 3, 4096);
   std::printf("[ info     ] the spread plan gave one group up to %d partials; MAC's splits: %d\n", max_parts, planned);
   EXPECT_GT(max_parts, planned);
+}
+
+// mac_scan then mac_decode (the engine's early scan): the scan on a second stream, reading q_pre
+// from padded rows, decides as mac_decode's own scan does. With sinks and a stale ring, in a
+// graph (the second stream joins the capture), and with the pruned direct scan without stats.
+TEST_P(CudaBackend, MacDecodeAfterSplitScan) {
+  SKIP_WITHOUT_GPU();
+  run_mac_session(GetParam(), small_config(5), {.steps = 16, .invalidate_midway = true, .split_scan = true});
+  run_mac_session(GetParam(), small_config(3), {.steps = 12, .use_graph = true, .split_scan = true});
+  run_mac_session(GetParam(), small_config(0),
+                  {.steps = 8, .with_stats = false, .scan_mode = "direct", .split_scan = true});
 }
 
 TEST_P(CudaBackend, MacDecodeThreeBlocksPerSmWithoutAttendPdl) {
@@ -685,6 +739,46 @@ TEST(CudaBackendValidation, BadInputsNameTheValue) {
   } catch (const macattn::Error& e) {
     EXPECT_NE(std::string(e.what()).find("kv.dtype = f32"), std::string::npos) << e.what();
   }
+}
+
+// mac_scan's misuse fails with a message that names it: a row stride shorter than a row, a
+// second scan before mac_decode, and a mac_decode whose stats need the rows the scan dropped
+// (which consumes the scan: the next plain mac_decode runs).
+TEST(CudaBackendValidation, MacScanMisuseNamesTheProblem) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(fresh_seed());
+  const Case c{32, 8, 128, DType::bf16, 16, KVLayout::NHD};
+  const AttentionShape shape{c.hq, c.hkv, c.d, 0.0f};
+  const MacConfig cfg = small_config(0);  // report_miss_matches: true
+  const std::vector<std::int64_t> lens{500};
+  const fx::KVBatch kv = fx::random_kv(c.hkv, c.d, c.kv_dtype, lens, rng);
+  const fx::PagedBuf pb = fx::make_paged(kv, lens, c.page_size, c.layout, rng);
+  DevPaged dk(pb, 4096);
+  DevRings rings(1, cfg.window, c.hq, c.d, DType::bf16);
+  mc::Workspace ws;
+  ws.reserve(shape, 1, 4096, cfg.window);
+  Dev q(std::size_t(c.hq) * c.d * 2), out(q.n), stats(std::size_t(c.hq) * sizeof(HeadStats));
+  ck(cudaMemset(q.p, 0, q.n), "q");
+  auto expect_error = [](const std::function<void()>& call, const std::string& needle) {
+    try {
+      call();
+      ADD_FAILURE() << "no error; expected one naming '" << needle << "'";
+    } catch (const macattn::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  const macattn::ConstTensor qt{q.p, DType::bf16};
+  expect_error([&] { mc::mac_scan(shape, cfg, dk.view, qt, 100, rings.view, false, ws); }, "q_pre_row_stride = 100");
+  mc::mac_scan(shape, cfg, dk.view, qt, 0, rings.view, false, ws);
+  expect_error([&] { mc::mac_scan(shape, cfg, dk.view, qt, 0, rings.view, false, ws); }, "already pending");
+  expect_error(
+      [&] {
+        mc::mac_decode(shape, cfg, dk.view, qt, qt, rings.view, {out.p, DType::bf16}, nullptr,
+                       stats.as<HeadStats>(), ws);
+      },
+      "report_miss_matches = false");
+  mc::mac_decode(shape, cfg, dk.view, qt, qt, rings.view, {out.p, DType::bf16}, nullptr, stats.as<HeadStats>(), ws);
+  ck(cudaDeviceSynchronize(), "mac_decode after the refused call");
 }
 
 }  // namespace
