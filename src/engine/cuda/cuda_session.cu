@@ -160,6 +160,18 @@ gpu::GemvLaunch gemv_launch_from_env() {
   return how;
 }
 
+// MACATTN_ENGINE_EARLY_SCAN: unset, empty, "auto" or "1": a MAC layer's ring scan starts on a
+// second stream as soon as the q|k|v projection has written the pre-RoPE queries, beside the
+// RoPE kernel (macattn::cuda::mac_scan), where the model has no q bias and no q-norm (its q_pre
+// is then the projection's output); "0": mac_decode runs the scan itself after the RoPE kernel.
+bool early_scan_from_env() {
+  const char* v = std::getenv("MACATTN_ENGINE_EARLY_SCAN");
+  const std::string s = v == nullptr ? std::string() : std::string(v);
+  if (s.empty() || s == "auto" || s == "1") return true;
+  if (s == "0") return false;
+  throw Error("CudaSession: MACATTN_ENGINE_EARLY_SCAN = '" + s + "' is not one of auto, 0, 1");
+}
+
 bool library_supports(std::int32_t D, std::int32_t Hq, std::int32_t Hkv) {
   return (D == 64 || D == 128 || D == 256) && Hq / Hkv >= 1 && Hq / Hkv <= 16;
 }
@@ -203,7 +215,10 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   ring_dtype = a.ring_dtype;
   skinny_max_rows = skinny_rows_from_env();
   gemv = gemv_launch_from_env();
+  early_scan = early_scan_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  ENGINE_CUDA(cudaStreamCreateWithFlags(&scan_stream, cudaStreamNonBlocking));
+  ENGINE_CUDA(cudaEventCreateWithFlags(&scan_fork, cudaEventDisableTiming));
   ENGINE_CUBLAS(cublasCreate(&cublas));
   ENGINE_CUBLAS(cublasSetStream(cublas, stream));
   // A fixed workspace: cuBLAS then allocates nothing during graph capture.
@@ -217,6 +232,8 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
 CudaSession::Impl::~Impl() {
   clear_graphs();
   if (cublas != nullptr) cublasDestroy(cublas);
+  if (scan_fork != nullptr) cudaEventDestroy(scan_fork);
+  if (scan_stream != nullptr) cudaStreamDestroy(scan_stream);
   if (stream != nullptr) cudaStreamDestroy(stream);
 }
 
@@ -494,6 +511,20 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   qp.pages_per_seq = pages_per_seq;
   // Decode keeps each layer's pre-RoPE queries (the benchmark reads them to force hits).
   float* qpre = decode ? q_pre_layers.as<float>() + static_cast<std::size_t>(l) * B * QD : q_pre.as<float>();
+  const bool mac_step = decode && library_attention && kind != StepKind::decode_exact && mac_layer[l];
+  // MAC's scan needs only q_pre. Without a q bias or q-norm, q_pre is the projection's q columns,
+  // so the scan can start now on the scan stream, beside the RoPE kernel; mac_decode below waits
+  // for it (an event edge in the captured graph) before its attend kernel.
+  MacConfig mac = options.session.attention.mac;
+  // The step's stats read only hit and kv_tokens_read, so the scan may drop rows that cannot be
+  // hits after their first dims (MacConfig::report_miss_matches).
+  mac.report_miss_matches = false;
+  if (mac_step && early_scan && qp.bias == nullptr && qp.q_norm == nullptr) {
+    ENGINE_CUDA(cudaEventRecord(scan_fork, stream));
+    ENGINE_CUDA(cudaStreamWaitEvent(scan_stream, scan_fork, 0));
+    macattn::cuda::mac_scan(shape, mac, batch_kv(l), ConstTensor(qkv.as<float>(), DType::f32), QKV, rings(l), false,
+                            workspace, scan_stream);
+  }
   gpu::qkv_rope_append(qkv.as<float>(), n, rpos, rseq, qp, q.as<float>(), qpre, stream);
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
@@ -515,14 +546,10 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   } else if (!library_attention) {
     gpu::causal_attention(q.as<float>(), n, rpos, rseq, k_pages[l].as<bf16>(), v_pages[l].as<bf16>(), page_size,
                           pages_per_seq, Hq, Hkv, D, scale, false, attn.as<float>(), stream);
-  } else if (kind == StepKind::decode_exact || !mac_layer[l]) {
+  } else if (!mac_step) {
     macattn::cuda::exact_decode(shape, batch_kv(l), q_post_t, out_t, nullptr, workspace, stream);
   } else {
     HeadStats* hs = head_stats.as<HeadStats>() + static_cast<std::size_t>(l) * B * Hq;
-    // The step's stats read only hit and kv_tokens_read, so the scan may drop rows that cannot
-    // be hits after their first dims (MacConfig::report_miss_matches).
-    MacConfig mac = options.session.attention.mac;
-    mac.report_miss_matches = false;
     macattn::cuda::mac_decode(shape, mac, batch_kv(l), q_post_t,
                               ConstTensor(qpre, DType::f32), rings(l), out_t, nullptr, hs, workspace, stream);
     if (audit) {

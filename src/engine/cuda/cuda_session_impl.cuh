@@ -101,6 +101,11 @@ struct CudaSession::Impl {
   std::size_t decode_weight_bytes = 0;
 
   cudaStream_t stream = nullptr;
+  // MAC's early scan (MACATTN_ENGINE_EARLY_SCAN): the scan stream forks from `stream` after the
+  // q|k|v projection; mac_decode joins it.
+  bool early_scan = true;
+  cudaStream_t scan_stream = nullptr;
+  cudaEvent_t scan_fork = nullptr;
   cublasHandle_t cublas = nullptr;
   DeviceBuffer cublas_workspace;
   macattn::cuda::Workspace workspace;

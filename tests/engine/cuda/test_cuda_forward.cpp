@@ -560,4 +560,51 @@ TEST(CudaSkinnyGemm, BadMatmulVariableIsRefused) {
   EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
 }
 
+// MAC's scan started on the engine's scan stream right after the q|k|v projection (the default
+// for models without q bias or q-norm, MACATTN_ENGINE_EARLY_SCAN) against the scan inside
+// mac_decode after the RoPE kernel ("0"): the same tokens fed to both, logits and hit counts
+// bit-identical, at batch 1 (q_pre rows contiguous in the projection's output) and batch 2
+// (rows of q|k|v width apart, sequences of different lengths), in graphs and eagerly.
+TEST(CudaReferenceModel, EarlyScanEqualsScanInMacDecode) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(ref_model());
+  const auto prompt = passkey_prompt(2500);
+  for (const std::int32_t batch : {1, 2})
+  for (const bool graph : {true, false}) {
+    std::vector<std::vector<float>> runs;
+    std::vector<std::int64_t> hits;
+    std::vector<std::int32_t> fed;  // the first run's greedy tokens of sequence 0, fed to both runs
+    for (const char* early : {"0", "1"}) {
+      MatmulEnv env(early, "MACATTN_ENGINE_EARLY_SCAN");
+      CudaSessionOptions o = gpu_options(4096, AttentionMode::mac);
+      o.session.attention.mac.min_context = 1024;
+      o.use_graph = graph;
+      o.batch = batch;
+      CudaSession s(model, o);
+      const std::size_t V = static_cast<std::size_t>(model.config().vocab_size);
+      if (fed.empty()) fed.push_back(engine_test::argmax(s.prefill(0, prompt, 512)));
+      else s.prefill(0, prompt, 512);
+      if (batch == 2) s.prefill(1, std::span(prompt).first(prompt.size() - 150), 512);
+      std::vector<float> all;
+      for (int i = 0; i < 8; ++i) {
+        const std::vector<std::int32_t> toks(static_cast<std::size_t>(batch), fed[i]);
+        const auto logits = s.decode(toks);
+        all.insert(all.end(), logits.begin(), logits.end());
+        if (fed.size() == static_cast<std::size_t>(i) + 1) fed.push_back(engine_test::argmax(logits.first(V)));
+      }
+      runs.push_back(all);
+      hits.push_back(s.total_attention_stats().heads_hit);
+    }
+    SCOPED_TRACE("batch " + std::to_string(batch) + (graph ? ", graph" : ", eager"));
+    std::printf("[ info ] batch %d, %s: %lld head hits with the scan in mac_decode, %lld with the early scan\n", batch,
+                graph ? "graph" : "eager", static_cast<long long>(hits[0]), static_cast<long long>(hits[1]));
+    EXPECT_GT(hits[0], 0) << "the test must exercise hits";
+    EXPECT_EQ(hits[1], hits[0]);
+    ASSERT_EQ(runs[0].size(), runs[1].size());
+    EXPECT_TRUE(runs[0] == runs[1]) << "logits differ with the early scan";
+  }
+  MatmulEnv bad("yes", "MACATTN_ENGINE_EARLY_SCAN");
+  EXPECT_THROW(CudaSession(model, gpu_options(8, AttentionMode::mac)), macattn::Error);
+}
+
 }  // namespace
