@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
                                                               float scale, const unsigned long long* best,
                                                               const std::uint8_t* stale_flags, float* part_o,
                                                               float* part_lse, int* group_parts, bool side_complete,
-                                                              BlockStamps prof) {
+                                                              bool q_after_wait, BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
@@ -113,6 +113,10 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_attend_kernel(
   // keys to attend: they travel with the scan minimum's, and a block without work (a hit's
   // group) never waits for them.
   StagedQuery<D> staged;
+  // After mac_scan the kernel before this one on the stream is the caller's (an engine's RoPE
+  // kernel, which lets its dependents launch early), not the scan, whose launch waited for q:
+  // then q is read only after the wait.
+  if (q_after_wait) grid_dependency_wait();
   staged.load(q_rows, q_dtype);
   // The scan's minima and stale flags. With PDL (attend_pdl) what is above overlaps the scan;
   // dependents may launch only after this wait (the finish kernel reads the scan's minima
@@ -639,6 +643,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     const dim3 grid(hkv, splits, kv.batch_size);
     launch_pdl_if(pdl_attend, "mac_attend_kernel", kernel, grid, dim3(kThreads), bytes, s, kva, q_post.data, qd, mac,
                   hq, group, splits, slots, scale, ws.best, ws.seq_flags, ws.part_o, ws.part_lse, group_parts, side,
+                  scanned && pdl_attend,
                   prof.kernel("mac_attend_kernel", grid,
                               {"decide", "amend", "to complete run", "complete run", "write complete"}));
   });

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "fixture.hpp"
+#include "late_writer.hpp"
 #include "macattn/cuda.hpp"
 #include "macattn/macattn.hpp"
 
@@ -272,7 +273,9 @@ struct SessionRun {
   const std::vector<std::int64_t>* prompt_lens = nullptr;  ///< default: three random lengths
   bool expect_hits = true;  ///< false: the config must let no query hit
   /// The scan through mac_scan on a second stream (q_pre read from rows with padding between
-  /// them, as in a fused q|k|v output), then mac_decode on the step's stream.
+  /// them, as in a fused q|k|v output), then q_post written on the step's stream by a kernel that
+  /// lets its dependents launch at once and writes 50 us later (as an engine's RoPE kernel), then
+  /// mac_decode.
   bool split_scan = false;
 };
 
@@ -350,7 +353,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
       dstats(std::size_t(batch) * c.hq * sizeof(HeadStats));
   // split_scan: q_pre rows 3 heads' worth of padding apart (poisoned), as in a q|k|v output.
   const std::int64_t row = std::int64_t{c.hq} * c.d, padded_row = row + 3 * c.d;
-  Dev dqpre_rows(std::size_t(batch) * padded_row * 2);
+  Dev dqpre_rows(std::size_t(batch) * padded_row * 2), dqpost_src(dqpost.n);
   // One MAC step on `s`: with split_scan, the scan forked onto scan_stream first.
   auto mac_step = [&](const mc::PagedKVDevice& view, cudaStream_t s) {
     if (run.split_scan) {
@@ -358,6 +361,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
       ck(cudaStreamWaitEvent(scan_stream, fork, 0), "fork wait");
       mc::mac_scan(shape, cfg, view, {dqpre_rows.p, DType::bf16}, padded_row, rings.view,
                    with_stats && cfg.report_miss_matches, ws, scan_stream);
+      ck(launch_late_copy(dqpost_src.p, dqpost.p, dqpost.n, s), "late q_post copy");
     }
     mc::mac_decode(shape, cfg, view, {dqpost.p, DType::bf16}, {dqpre.p, DType::bf16}, rings.view,
                    {dout.p, DType::bf16}, dlse.as<float>(), with_stats ? dstats.as<HeadStats>() : nullptr, ws, s);
@@ -384,6 +388,8 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
     dqpost.upload(qpost.data(), qpost.raw.size());
     dqpre.upload(qpre.data(), qpre.raw.size());
     if (run.split_scan) {
+      dqpost_src.upload(qpost.data(), qpost.raw.size());
+      dqpost.poison();  // written by the late copy inside the step
       dqpre_rows.poison();
       for (int b = 0; b < batch; ++b)
         ck(cudaMemcpy(static_cast<char*>(dqpre_rows.p) + std::size_t(b) * padded_row * 2,
