@@ -174,8 +174,14 @@ bool finish_pdl();
 bool attend_two_per_sm(std::int32_t groups, std::int32_t head_dim);
 
 /// Shared memory the attend kernel asks for when attend_two_per_sm(): more than a third of the
-/// H100/H200's 228 KiB per SM, so at most two of its blocks share an SM.
-constexpr std::size_t kAttendThirdBytes = 76 * 1024;
+/// H100/H200's 228 KiB per SM, so at most two of its blocks share an SM, and little enough that
+/// a block of the side complete kernel fits beside two. Per block the runtime adds 1 KiB and
+/// the kernel's static shared memory (1.4-1.5 KiB, nvcc 13, sm_90a): three attend blocks need
+/// 3 x 77.5 = 232.5 KiB > 228, two plus a complete block (69.5 KiB of tile at D = 128, 1.1 of
+/// static, 1 reserved) 226.6 KiB. With 76 KiB the complete block was 0.5 KiB too large: it
+/// kept one of an SM's two attend blocks off for its whole run, so the attend kernel's single
+/// wave ended that much later whenever the two overlapped (h200.md, twenty-first session).
+constexpr std::size_t kAttendThirdBytes = 75 * 1024;
 
 /// Whether MAC's attend kernel is launched with programmatic dependent launch (its query loads,
 /// the page table's lookups and its blocks' placement then overlap the scan): by default with
@@ -188,6 +194,11 @@ bool attend_pdl(bool two_per_sm);
 /// MACATTN_CUDA_PDL_SCAN=1 or MACATTN_CUDA_PDL=1 on sm_90+ (read on every call; measured
 /// slower on misses in the layer benchmark, h200.md).
 bool scan_pdl();
+
+/// Whether mac_scan's scan kernel (launched apart, on the caller's scan stream) uses
+/// programmatic dependent launch: by default on sm_90+, so that it is resident when the kernel
+/// before it (an engine's q|k|v projection) ends; MACATTN_CUDA_PDL_SCAN=0 turns it off.
+bool split_scan_pdl();
 
 /// MAC's split count for `groups` = batch x KV heads: `planned` (plan_splits), capped to two
 /// blocks per SM when `two_per_sm`; MACATTN_CUDA_MAC_SPLIT_FACTOR=F (an experiment, off by

@@ -491,7 +491,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
 // Launches mac_decode's scan kernel (kernel 1) on `s`: for mac_decode, or alone for mac_scan.
 void launch_scan(const MacConfig& config, const PagedKVArgs& kva, ConstTensor q_pre, long long q_row_stride,
                  DType ring_dtype, const RingArgs& ring, const MacArgs& mac, int hq, int d, int batch, bool bounded,
-                 bool two_per_sm, const Workspace::Buffers& ws, cudaStream_t s, ProfileScope& prof) {
+                 bool two_per_sm, bool pdl, const Workspace::Buffers& ws, cudaStream_t s, ProfileScope& prof) {
   const float bound = bounded ? mac.threshold : __builtin_huge_valf();
   const int form = bounded ? scan_form() : kScanStaged;
   const int qd = static_cast<int>(q_pre.dtype);
@@ -514,7 +514,7 @@ void launch_scan(const MacConfig& config, const PagedKVArgs& kva, ConstTensor q_
     constexpr std::size_t bytes = Form == kScanDirect ? 0 : staged_smem_bytes<D, RT>();
     constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
     allow_smem(kernel, bytes, mac_carveout("scan", two_per_sm));
-    launch_pdl_if(scan_pdl(), "mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd,
+    launch_pdl_if(pdl, "mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd,
                   q_row_stride, ring, mac, hq, per, bound, ws.best, ws.seq_flags,
                   prof.kernel(name, scan_grid, {"scan"}));
   };
@@ -629,7 +629,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.scan_event), 0), "cudaStreamWaitEvent (scan)");
   else
     launch_scan(config, kva, q_pre, static_cast<long long>(hq) * d, rings.ring_dtype, ring, mac, hq, d, kv.batch_size,
-                bounded, two_per_sm, ws, s, prof);
+                bounded, two_per_sm, scan_pdl(), ws, s, prof);
   const bool pdl_attend = attend_pdl(two_per_sm);
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = !spread ? mac_attend_kernel<D, NS, T, false>
@@ -687,7 +687,7 @@ void mac_scan(const AttentionShape& shape, const MacConfig& config, const PagedK
     const int groups = kv.batch_size * shape.num_kv_heads;
     launch_scan(config, kv_args(kv), q_pre, q_pre_row_stride == 0 ? row : q_pre_row_stride, rings.ring_dtype,
                 ring_args(rings), mac_args(config, d), hq, d, kv.batch_size, !report_miss_matches,
-                attend_two_per_sm(groups, d), ws, s, prof);
+                attend_two_per_sm(groups, d), split_scan_pdl(), ws, s, prof);
     prof.finish();
   }
   check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.scan_event), s), "cudaEventRecord (scan)");

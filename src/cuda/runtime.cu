@@ -142,6 +142,11 @@ bool scan_pdl() {
   return env_is("MACATTN_CUDA_PDL_SCAN", "1") && pdl_supported();
 }
 
+bool split_scan_pdl() {
+  if (env_is("MACATTN_CUDA_PDL_SCAN", "0")) return false;
+  return pdl_supported();
+}
+
 bool attend_two_per_sm(std::int32_t groups, std::int32_t head_dim) {
   if (head_dim > 128) return false;  // one block per SM already (plan_splits)
   // Two padded blocks (kAttendThirdBytes each, plus the 1 KiB the runtime reserves per block)
