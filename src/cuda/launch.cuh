@@ -174,14 +174,11 @@ bool finish_pdl();
 bool attend_two_per_sm(std::int32_t groups, std::int32_t head_dim);
 
 /// Shared memory the attend kernel asks for when attend_two_per_sm(): more than a third of the
-/// H100/H200's 228 KiB per SM, so at most two of its blocks share an SM, and little enough that
-/// a block of the side complete kernel fits beside two. Per block the runtime adds 1 KiB and
-/// the kernel's static shared memory (1.4-1.5 KiB, nvcc 13, sm_90a): three attend blocks need
-/// 3 x 77.5 = 232.5 KiB > 228, two plus a complete block (69.5 KiB of tile at D = 128, 1.1 of
-/// static, 1 reserved) 226.6 KiB. With 76 KiB the complete block was 0.5 KiB too large: it
-/// kept one of an SM's two attend blocks off for its whole run, so the attend kernel's single
-/// wave ended that much later whenever the two overlapped (h200.md, twenty-first session).
-constexpr std::size_t kAttendThirdBytes = 75 * 1024;
+/// H100/H200's 228 KiB per SM, so at most two of its blocks share an SM. (With the 1 KiB the
+/// runtime reserves per block and the kernels' static shared memory, two attend blocks and one
+/// side complete block need about 228.5 KiB, 0.5 KiB too many; 75 KiB, which makes them fit,
+/// measured the same on the H200: h200.md, twenty-first session.)
+constexpr std::size_t kAttendThirdBytes = 76 * 1024;
 
 /// Whether MAC's attend kernel is launched with programmatic dependent launch (its query loads,
 /// the page table's lookups and its blocks' placement then overlap the scan): by default with

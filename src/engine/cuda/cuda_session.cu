@@ -160,15 +160,19 @@ gpu::GemvLaunch gemv_launch_from_env() {
   return how;
 }
 
-// MACATTN_ENGINE_EARLY_SCAN: unset, empty, "auto" or "1": a MAC layer's ring scan starts on a
-// second stream as soon as the q|k|v projection has written the pre-RoPE queries, beside the
-// RoPE kernel (macattn::cuda::mac_scan), where the model has no q bias and no q-norm (its q_pre
-// is then the projection's output); "0": mac_decode runs the scan itself after the RoPE kernel.
+// MACATTN_ENGINE_EARLY_SCAN: "1": a MAC layer's ring scan starts on a second stream as soon as
+// the q|k|v projection has written the pre-RoPE queries, beside the RoPE kernel
+// (macattn::cuda::mac_scan), where the model has no q bias and no q-norm (its q_pre is then the
+// projection's output). Unset, empty, "auto" or "0": mac_decode runs the scan itself after the
+// RoPE kernel. Off by default: on the H200 (llama3-8b, 128K, batch 1) it took all-hit steps 1.5%
+// shorter but all-miss steps 2.4% longer (0.94x of exact, under issue 7's 0.95x); with
+// MACATTN_CUDA_PDL_ATTEND=0 as well, hit-rate-0.9 steps 1% shorter, all-hit ones the same, and
+// all-miss ones 0.5% longer (docs/benchmarks/e2e_cuda.md, twenty-first session).
 bool early_scan_from_env() {
   const char* v = std::getenv("MACATTN_ENGINE_EARLY_SCAN");
   const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "auto" || s == "1") return true;
-  if (s == "0") return false;
+  if (s.empty() || s == "auto" || s == "0") return false;
+  if (s == "1") return true;
   throw Error("CudaSession: MACATTN_ENGINE_EARLY_SCAN = '" + s + "' is not one of auto, 0, 1");
 }
 

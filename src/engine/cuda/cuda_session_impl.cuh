@@ -103,7 +103,7 @@ struct CudaSession::Impl {
   cudaStream_t stream = nullptr;
   // MAC's early scan (MACATTN_ENGINE_EARLY_SCAN): the scan stream forks from `stream` after the
   // q|k|v projection; mac_decode joins it.
-  bool early_scan = true;
+  bool early_scan = false;
   cudaStream_t scan_stream = nullptr;
   cudaEvent_t scan_fork = nullptr;
   cublasHandle_t cublas = nullptr;

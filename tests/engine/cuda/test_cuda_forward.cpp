@@ -560,9 +560,9 @@ TEST(CudaSkinnyGemm, BadMatmulVariableIsRefused) {
   EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
 }
 
-// MAC's scan started on the engine's scan stream right after the q|k|v projection (the default
-// for models without q bias or q-norm, MACATTN_ENGINE_EARLY_SCAN) against the scan inside
-// mac_decode after the RoPE kernel ("0"): the same tokens fed to both, logits and hit counts
+// MAC's scan started on the engine's scan stream right after the q|k|v projection
+// (MACATTN_ENGINE_EARLY_SCAN=1, for models without q bias or q-norm; off by default) against the
+// scan inside mac_decode after the RoPE kernel ("0"): the same tokens fed to both, logits and hit counts
 // bit-identical, at batch 1 (q_pre rows contiguous in the projection's output) and batch 2
 // (rows of q|k|v width apart, sequences of different lengths), in graphs and eagerly.
 TEST(CudaReferenceModel, EarlyScanEqualsScanInMacDecode) {
