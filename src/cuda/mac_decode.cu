@@ -4,7 +4,9 @@
 // groups (attend_pdl); the others only with MACATTN_CUDA_PDL=1):
 //   1. scan   (grid slot-tiles x Hq x B): distances of q_pre to the ring's rows in the fixed
 //      fp32 order of core/distance.hpp, packed minimum per head by atomicMin. Also records
-//      whether each sequence's ring is stale (not ready / at another position).
+//      whether each sequence's ring is stale (not ready / at another position). mac_scan
+//      launches it apart (on the caller's stream, before q_post exists); mac_decode then
+//      waits for it before 2.
 //   2. attend (grid Hkv x splits x B: the exact kernel's blocks, group-major): each block
 //      computes the heads' amend state (band [E(m), E(t)) on a hit, the prefix
 //      [min(F,E(t)), E(t)) on a miss) over one split of the group's span, through the same

@@ -164,7 +164,7 @@ gpu::GemvLaunch gemv_launch_from_env() {
 // the q|k|v projection has written the pre-RoPE queries, beside the RoPE kernel
 // (macattn::cuda::mac_scan), where the model has no q bias and no q-norm (its q_pre is then the
 // projection's output). Unset, empty, "auto" or "0": mac_decode runs the scan itself after the
-// RoPE kernel. Off by default: on the H200 (llama3-8b, 128K, batch 1) it took all-hit steps 1.5%
+// RoPE kernel. Off by default: on the H200 (llama3-8b, 128K, batch 1) it took all-hit steps 1.3%
 // shorter but all-miss steps 2.4% longer (0.94x of exact, under issue 7's 0.95x); with
 // MACATTN_CUDA_PDL_ATTEND=0 as well, hit-rate-0.9 steps 1% shorter, all-hit ones the same, and
 // all-miss ones 0.5% longer (docs/benchmarks/e2e_cuda.md, twenty-first session).
