@@ -681,8 +681,7 @@ void mac_scan(const AttentionShape& shape, const MacConfig& config, const PagedK
                            ": a scan is already pending on this workspace (mac_scan must be followed by mac_decode)");
   const std::int64_t heads = static_cast<std::int64_t>(kv.batch_size) * hq;
   require_workspace(fn, workspace, shape, heads, 1, heads, kv.batch_size);
-  const auto& ws = workspace.buffers();
-  macattn::detail::require(ws.scan_event != nullptr, fn, ": the workspace has no scan event; reserve() it again");
+  const auto& ws = workspace.buffers();  // reserved: its scan event exists (reserve() makes it with the buffers)
   auto s = static_cast<cudaStream_t>(stream);
   if (kv.batch_size > 0) {
     ProfileScope prof(s);  // MACATTN_CUDA_PROFILE=1 (block_profile.cuh)
