@@ -62,7 +62,8 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
   float q[D / 16];
   // Row b starts q_row_stride elements after row b - 1 (Hq * D when contiguous; mac_scan).
-  const std::size_t qbase = static_cast<std::size_t>(b) * q_row_stride + static_cast<std::size_t>(h) * D + (threadIdx.x & 15);
+  const std::size_t qbase =
+      static_cast<std::size_t>(b) * q_row_stride + static_cast<std::size_t>(h) * D + (threadIdx.x & 15);
 #pragma unroll
   for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
   unsigned long long m;

@@ -10,7 +10,8 @@
 
 namespace {
 
-__global__ void late_copy_kernel(const unsigned char* src, unsigned char* dst, std::size_t n, unsigned long long delay_ns) {
+__global__ void late_copy_kernel(const unsigned char* src, unsigned char* dst, std::size_t n,
+                                 unsigned long long delay_ns) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif

@@ -283,21 +283,15 @@ struct SessionRun {
 /// decisions, outputs and rings at every step. Queries drift so that hits, misses and mixed
 /// groups all occur; the ring wraps (lengths >> W).
 void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run) {
-  const int steps = run.steps;
-  const bool use_graph = run.use_graph, invalidate_midway = run.invalidate_midway, with_stats = run.with_stats;
-  const DType ring_dtype = run.ring_dtype;
-  const char* scan_mode = run.scan_mode;
-  int* max_group_parts = run.max_group_parts;
-  const std::vector<std::int64_t>* prompt_lens = run.prompt_lens;
-  const bool expect_hits = run.expect_hits;
-  const ScopedEnv scan_env("MACATTN_CUDA_SCAN", scan_mode);
+  const ScopedEnv scan_env("MACATTN_CUDA_SCAN", run.scan_mode);
   std::mt19937_64 rng(fresh_seed());
   const AttentionShape shape{c.hq, c.hkv, c.d, 0.0f};
   const std::vector<std::int64_t> prompt =
-      prompt_lens ? *prompt_lens : std::vector<std::int64_t>{333, 1201 + static_cast<std::int64_t>(rng() % 500), 700};
+      run.prompt_lens ? *run.prompt_lens
+                      : std::vector<std::int64_t>{333, 1201 + static_cast<std::int64_t>(rng() % 500), 700};
   const int batch = static_cast<int>(prompt.size());
   std::vector<std::int64_t> final_lens;
-  for (auto p : prompt) final_lens.push_back(p + steps);
+  for (auto p : prompt) final_lens.push_back(p + run.steps);
   fx::KVBatch kv = fx::random_kv(c.hkv, c.d, c.kv_dtype, final_lens, rng);
   std::vector<fx::QStream> qs;
   for (int b = 0; b < batch; ++b)
@@ -306,8 +300,8 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
 
   // Prefill: the last W prompt rows (two chunks, to exercise the chunked path).
   std::vector<macattn::MacState> host;
-  for (int b = 0; b < batch; ++b) host.emplace_back(shape, cfg, ring_dtype);
-  DevRings rings(batch, cfg.window, c.hq, c.d, ring_dtype);
+  for (int b = 0; b < batch; ++b) host.emplace_back(shape, cfg, run.ring_dtype);
+  DevRings rings(batch, cfg.window, c.hq, c.d, run.ring_dtype);
   mc::Workspace ws;
   ws.reserve(shape, batch, max_len, cfg.window);
   for (int chunk = 0; chunk < 2; ++chunk) {
@@ -347,7 +341,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
   cudaEvent_t fork;
   ck(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming), "fork event");
   std::vector<std::int64_t> lens = prompt;
-  fx::PagedBuf full = fx::make_paged(kv, final_lens, use_graph ? 4096 : c.page_size, c.layout, rng);
+  fx::PagedBuf full = fx::make_paged(kv, final_lens, run.use_graph ? 4096 : c.page_size, c.layout, rng);
   DevPaged dfull(full, max_len);
   Dev dqpost(std::size_t(batch) * c.hq * c.d * 2), dqpre(dqpost.n), dout(dqpost.n), dlse(std::size_t(batch) * c.hq * 4),
       dstats(std::size_t(batch) * c.hq * sizeof(HeadStats));
@@ -360,17 +354,17 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
       ck(cudaEventRecord(fork, s), "fork");
       ck(cudaStreamWaitEvent(scan_stream, fork, 0), "fork wait");
       mc::mac_scan(shape, cfg, view, {dqpre_rows.p, DType::bf16}, padded_row, rings.view,
-                   with_stats && cfg.report_miss_matches, ws, scan_stream);
+                   run.with_stats && cfg.report_miss_matches, ws, scan_stream);
       ck(launch_late_copy(dqpost_src.p, dqpost.p, dqpost.n, s), "late q_post copy");
     }
     mc::mac_decode(shape, cfg, view, {dqpost.p, DType::bf16}, {dqpre.p, DType::bf16}, rings.view,
-                   {dout.p, DType::bf16}, dlse.as<float>(), with_stats ? dstats.as<HeadStats>() : nullptr, ws, s);
+                   {dout.p, DType::bf16}, dlse.as<float>(), run.with_stats ? dstats.as<HeadStats>() : nullptr, ws, s);
   };
-  for (int step = 0; step < steps; ++step) {
+  for (int step = 0; step < run.steps; ++step) {
     for (auto& l : lens) ++l;
     std::vector<std::int64_t> pos;
     for (auto l : lens) pos.push_back(l - 1);
-    if (invalidate_midway && step == steps / 2) {
+    if (run.invalidate_midway && step == run.steps / 2) {
       host[1].invalidate();
       const std::uint8_t zero = 0;
       ck(cudaMemcpy(rings.ready.as<std::uint8_t>() + 1, &zero, 1, cudaMemcpyHostToDevice), "invalidate");
@@ -400,7 +394,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
     dout.poison();
     dlse.poison();
     dstats.poison();
-    if (use_graph) {
+    if (run.use_graph) {
       std::vector<std::int32_t> last;
       for (auto l : lens) last.push_back(static_cast<std::int32_t>(l));
       dfull.last.upload(last.data(), last.size() * 4);
@@ -427,7 +421,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
       hits += w.hit;
       short_bands += w.hit && w.band_len <= 8 ? 1 : 0;  // attended by the finish kernel by default
       ++heads;
-      if (!with_stats) continue;
+      if (!run.with_stats) continue;
       HeadStats g;
       std::memcpy(&g, got_stats_raw.data() + i * sizeof(HeadStats), sizeof(HeadStats));
       ASSERT_EQ(g.hit, w.hit) << "step " << step << " head row " << i;
@@ -446,20 +440,21 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
     ASSERT_TRUE(close(dout.download(), want, std::size_t(batch) * c.hq, c.d, 1e-2)) << "step " << step;
     ASSERT_TRUE(lse_close(dlse.download(), want_lse)) << "step " << step;
     for (int b = 0; b < batch; ++b) ASSERT_TRUE(rings.matches(b, host[b])) << "step " << step << ", seq " << b;
-    if (max_group_parts) {
+    if (run.max_group_parts) {
       std::vector<std::int32_t> parts(std::size_t(batch) * c.hkv);
       ck(cudaMemcpy(parts.data(), ws.buffers().group_parts, parts.size() * 4, cudaMemcpyDeviceToHost), "group_parts");
-      for (auto n : parts) *max_group_parts = std::max(*max_group_parts, static_cast<int>(n));
+      for (auto n : parts) *run.max_group_parts = std::max(*run.max_group_parts, static_cast<int>(n));
     }
   }
   if (exec) cudaGraphExecDestroy(exec);
   cudaEventDestroy(fork);
   cudaStreamDestroy(scan_stream);
   cudaStreamDestroy(stream);
-  std::printf("[ info     ] %lld of %lld head decisions were hits (%lld with bands of at most 8 keys), %lld mixed groups\n",
-              static_cast<long long>(hits), static_cast<long long>(heads), static_cast<long long>(short_bands),
-              static_cast<long long>(mixed_groups));
-  if (expect_hits) EXPECT_GT(hits, 0) << "the test must exercise hits";
+  std::printf(
+      "[ info     ] %lld of %lld head decisions were hits (%lld with bands of at most 8 keys), %lld mixed groups\n",
+      static_cast<long long>(hits), static_cast<long long>(heads), static_cast<long long>(short_bands),
+      static_cast<long long>(mixed_groups));
+  if (run.expect_hits) EXPECT_GT(hits, 0) << "the test must exercise hits";
   else EXPECT_EQ(hits, 0) << "the test's threshold must let no query hit";
   EXPECT_LT(hits, heads) << "the test must exercise misses";
 }
@@ -505,7 +500,8 @@ TEST_P(CudaBackend, MacDecodeWideWindow) {
 // (scan_direct, the default; below). A stale ring midway; several blocks per head.
 TEST_P(CudaBackend, MacDecodePrunedScanWithoutStats) {
   SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(5), {.steps = 24, .invalidate_midway = true, .with_stats = false, .scan_mode = "staged"});
+  run_mac_session(GetParam(), small_config(5),
+                  {.steps = 24, .invalidate_midway = true, .with_stats = false, .scan_mode = "staged"});
 }
 
 // Head stats with report_miss_matches off: the same pruned scans, and the stats must equal
@@ -529,7 +525,8 @@ TEST_P(CudaBackend, MacDecodeDirectScanWithoutStats) {
 
 TEST_P(CudaBackend, MacDecodeDirectScanInCudaGraph) {
   SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(0), {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = "direct"});
+  run_mac_session(GetParam(), small_config(0),
+                  {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = "direct"});
 }
 
 // f32 rings: 16 lanes per candidate (256 bytes of 64 dims); f16 rings: 8, as bf16.
@@ -537,7 +534,9 @@ TEST_P(CudaBackend, MacDecodeDirectScanF32AndF16Rings) {
   SKIP_WITHOUT_GPU();
   MacConfig cfg = small_config(0);
   cfg.window = 300;
-  run_mac_session(GetParam(), cfg, {.steps = 5, .invalidate_midway = true, .with_stats = false, .scan_mode = "direct", .ring_dtype = DType::f32});
+  run_mac_session(
+      GetParam(), cfg,
+      {.steps = 5, .invalidate_midway = true, .with_stats = false, .scan_mode = "direct", .ring_dtype = DType::f32});
   run_mac_session(GetParam(), cfg, {.steps = 5, .with_stats = false, .scan_mode = "direct", .ring_dtype = DType::f16});
 }
 
