@@ -298,13 +298,17 @@ float host_bf16_value(std::uint16_t b) {
 }
 }  // namespace
 
-bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<const float> x, std::vector<float>& y) {
+bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<const float> x, std::vector<float>& y,
+                     std::span<const float> norm_weight) {
   const std::int64_t rows = (c.swiglu ? 2 : 1) * c.out;
   if (c.n < 1 || c.out < 1 || c.in < 1 || c.misalign < 0 || c.misalign > 64)
     throw Error("cuda_gemv_check: bad shape or misalign");
   if (static_cast<std::int64_t>(w.size()) != rows * c.in || static_cast<std::int64_t>(x.size()) != c.n * c.in)
     throw Error("cuda_gemv_check: w or x has the wrong size");
   if (c.swiglu && (c.f32_input || c.accumulate)) throw Error("cuda_gemv_check: SwiGLU takes bf16 input, no accumulate");
+  if (c.rms_norm && (c.accumulate || static_cast<std::int64_t>(norm_weight.size()) != c.in))
+    throw Error("cuda_gemv_check: the fused RMSNorm needs a norm weight of `in` values and no accumulate");
+  const bool f32_x = c.f32_input || c.rms_norm;
   const std::size_t ny = static_cast<std::size_t>(c.n * c.out);
   if (c.accumulate && y.size() != ny) throw Error("cuda_gemv_check: y has the wrong size");
   y.resize(ny);
@@ -316,8 +320,12 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
   ENGINE_CUDA(cudaMemcpy(dw.as<bf16>() + off, wh.data(), wh.size() * 2, cudaMemcpyHostToDevice));
   const bf16* wp = dw.as<bf16>() + off;
 
-  gpu::DeviceBuffer dx, dy, dact;
-  if (c.f32_input) {
+  gpu::DeviceBuffer dx, dy, dact, dg;
+  if (c.rms_norm) {
+    dg = gpu::DeviceBuffer((norm_weight.size() + off) * 4);
+    ENGINE_CUDA(cudaMemcpy(dg.as<float>() + off, norm_weight.data(), norm_weight.size() * 4, cudaMemcpyHostToDevice));
+  }
+  if (f32_x) {
     dx = gpu::DeviceBuffer((x.size() + off) * 4);
     ENGINE_CUDA(cudaMemcpy(dx.as<float>() + off, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
   } else {
@@ -334,17 +342,22 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
   if (c.swiglu) {
     dact = gpu::DeviceBuffer(ny * 2);
     ENGINE_CUDA(cudaMemset(dact.as<void>(), 0xff, ny * 2));  // NaN: an unwritten output shows
-    ran = gpu::skinny_gemm_swiglu(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dact.as<bf16>(), nullptr, how);
+    ran = c.rms_norm ? gpu::skinny_gemm_swiglu_rms_norm(dx.as<float>() + off, c.n, dg.as<float>() + off, c.eps, wp,
+                                                        c.out, c.in, dact.as<bf16>(), nullptr, how)
+                     : gpu::skinny_gemm_swiglu(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dact.as<bf16>(), nullptr, how);
   } else {
     dy = gpu::DeviceBuffer(ny * 4);
     if (c.accumulate)
       ENGINE_CUDA(cudaMemcpy(dy.as<float>(), y.data(), ny * 4, cudaMemcpyHostToDevice));
     else
       ENGINE_CUDA(cudaMemset(dy.as<void>(), 0xff, ny * 4));  // NaN: an unwritten output shows
-    ran = c.f32_input ? gpu::skinny_gemm(dx.as<float>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate,
-                                         nullptr, how)
-                      : gpu::skinny_gemm(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate,
-                                         nullptr, how);
+    if (c.rms_norm)
+      ran = gpu::skinny_gemm_rms_norm(dx.as<float>() + off, c.n, dg.as<float>() + off, c.eps, wp, c.out, c.in,
+                                      dy.as<float>(), nullptr, how);
+    else if (c.f32_input)
+      ran = gpu::skinny_gemm(dx.as<float>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate, nullptr, how);
+    else
+      ran = gpu::skinny_gemm(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate, nullptr, how);
   }
   ENGINE_CUDA(cudaDeviceSynchronize());
   if (c.swiglu) {

@@ -176,6 +176,18 @@ bool early_scan_from_env() {
   throw Error("CudaSession: MACATTN_ENGINE_EARLY_SCAN = '" + s + "' is not one of auto, 0, 1");
 }
 
+// MACATTN_ENGINE_FUSED_NORM: unset, empty, "auto" or "1": a decode step's RMSNorms are computed
+// inside the matmul that reads them (q|k|v, gate|up, lm_head) where that matmul is the skinny
+// GEMM's FMA kernel (<= 4 rows); "0": rms_norm_bf16 writes the bf16 normalised rows first, as
+// before (and as prefill and larger batches always do).
+bool fused_norm_from_env() {
+  const char* v = std::getenv("MACATTN_ENGINE_FUSED_NORM");
+  const std::string s = v == nullptr ? std::string() : std::string(v);
+  if (s.empty() || s == "auto" || s == "1") return true;
+  if (s == "0") return false;
+  throw Error("CudaSession: MACATTN_ENGINE_FUSED_NORM = '" + s + "' is not one of auto, 0, 1");
+}
+
 bool library_supports(std::int32_t D, std::int32_t Hq, std::int32_t Hkv) {
   return (D == 64 || D == 128 || D == 256) && Hq / Hkv >= 1 && Hq / Hkv <= 16;
 }
@@ -220,6 +232,7 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   skinny_max_rows = skinny_rows_from_env();
   gemv = gemv_launch_from_env();
   early_scan = early_scan_from_env();
+  fused_norm = fused_norm_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   ENGINE_CUDA(cudaStreamCreateWithFlags(&scan_stream, cudaStreamNonBlocking));
   ENGINE_CUDA(cudaEventCreateWithFlags(&scan_fork, cudaEventDisableTiming));
@@ -494,12 +507,18 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   const std::int32_t* rseq = decode ? batch_seq.as<std::int32_t>() : row_seq.as<std::int32_t>();
 
   const bool sk = skinny(n, decode);
+  const bool fuse = norm_fused(n, decode);
 
-  gpu::rms_norm_bf16(x.as<float>(), n, H, d.input_norm.as<float>(), eps, hb.as<bf16>(), stream);
-  if (sk)
-    gpu::skinny_gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), false, stream, gemv);
-  else
-    gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), 0.0f);
+  if (fuse) {
+    gpu::skinny_gemm_rms_norm(x.as<float>(), n, d.input_norm.as<float>(), eps, d.w_qkv.as<bf16>(), QKV, H,
+                              qkv.as<float>(), stream, gemv);
+  } else {
+    gpu::rms_norm_bf16(x.as<float>(), n, H, d.input_norm.as<float>(), eps, hb.as<bf16>(), stream);
+    if (sk)
+      gpu::skinny_gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), false, stream, gemv);
+    else
+      gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), 0.0f);
+  }
   gpu::QkvParams qp;
   qp.num_q_heads = Hq;
   qp.num_kv_heads = Hkv;
@@ -573,10 +592,14 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
     gemm(attn_b.as<bf16>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), 1.0f);  // x += o_proj(attn)
   }
   if (d.b_o.bytes()) gpu::add_bias_rows(x.as<float>(), n, H, d.b_o.as<float>(), stream);
-  gpu::rms_norm_bf16(x.as<float>(), n, H, d.post_norm.as<float>(), eps, hb.as<bf16>(), stream);
+  if (!fuse) gpu::rms_norm_bf16(x.as<float>(), n, H, d.post_norm.as<float>(), eps, hb.as<bf16>(), stream);
   if (sk) {
     // gate|up with SwiGLU in the epilogue: act = bf16(silu(gate) * up), no gu round trip.
-    gpu::skinny_gemm_swiglu(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), I, H, act.as<bf16>(), stream, gemv);
+    if (fuse)
+      gpu::skinny_gemm_swiglu_rms_norm(x.as<float>(), n, d.post_norm.as<float>(), eps, d.w_gate_up.as<bf16>(), I, H,
+                                       act.as<bf16>(), stream, gemv);
+    else
+      gpu::skinny_gemm_swiglu(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), I, H, act.as<bf16>(), stream, gemv);
     gpu::skinny_gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), true, stream, gemv);  // x += down(act)
   } else {
     gemm(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), 2 * std::int64_t{I}, H, gu.as<float>(), 0.0f);
@@ -590,11 +613,16 @@ void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greed
                         indices.as<std::int32_t>(), last_page_len.as<std::int32_t>(), stream);
   gpu::embed_rows(tokens.as<std::int32_t>(), B, w.embed.as<bf16>(), V, H, x.as<float>(), stream);
   for (std::int32_t l = 0; l < L; ++l) layer(l, B, kind, false, audit, -1);
-  gpu::rms_norm_bf16(x.as<float>(), B, H, w.final_norm.as<float>(), config.rms_norm_eps, hb.as<bf16>(), stream);
-  if (skinny(B, true))
-    gpu::skinny_gemm(hb.as<bf16>(), B, w.lm_head_ptr(), V, H, logits.as<float>(), false, stream, gemv);
-  else
-    gemm(hb.as<bf16>(), B, w.lm_head_ptr(), V, H, logits.as<float>(), 0.0f);
+  if (norm_fused(B, true)) {
+    gpu::skinny_gemm_rms_norm(x.as<float>(), B, w.final_norm.as<float>(), config.rms_norm_eps, w.lm_head_ptr(), V, H,
+                              logits.as<float>(), stream, gemv);
+  } else {
+    gpu::rms_norm_bf16(x.as<float>(), B, H, w.final_norm.as<float>(), config.rms_norm_eps, hb.as<bf16>(), stream);
+    if (skinny(B, true))
+      gpu::skinny_gemm(hb.as<bf16>(), B, w.lm_head_ptr(), V, H, logits.as<float>(), false, stream, gemv);
+    else
+      gemm(hb.as<bf16>(), B, w.lm_head_ptr(), V, H, logits.as<float>(), 0.0f);
+  }
   gpu::argmax_rows(logits.as<float>(), B, V, greedy.as<std::int32_t>(),
                    feed_greedy ? tokens.as<std::int32_t>() : nullptr, stream);
   if (kind == StepKind::decode)

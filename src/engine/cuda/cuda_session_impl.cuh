@@ -83,6 +83,12 @@ struct CudaSession::Impl {
   /// cuBLAS when n <= skinny_max_rows (MACATTN_ENGINE_MATMUL: auto 4, gemv 8, cublas 0).
   /// Prefill keeps cuBLAS.
   bool skinny(std::int64_t n, bool decode) const { return decode && n <= skinny_max_rows; }
+  /// A decode matmul of n rows that reads a norm's output computes the norm itself
+  /// (gpu::skinny_gemm_rms_norm) instead of after rms_norm_bf16: the skinny GEMM's FMA kernel
+  /// at <= 4 rows, unless MACATTN_ENGINE_FUSED_NORM=0.
+  bool norm_fused(std::int64_t n, bool decode) const {
+    return fused_norm && skinny(n, decode) && n <= gpu::kGemvFmaMaxRows && gemv.kernel != gpu::GemvKernel::mma;
+  }
   macattn::cuda::PagedKVDevice batch_kv(std::int32_t l) const;
   macattn::cuda::MacRingsDevice rings(std::int32_t l, std::int32_t seq = -1) const;  // seq -1: all
   void read_stats() const;
@@ -97,6 +103,7 @@ struct CudaSession::Impl {
   bool library_attention = true;
   std::int64_t skinny_max_rows = 4;  // from MACATTN_ENGINE_MATMUL (read at construction)
   gpu::GemvLaunch gemv;  // from MACATTN_ENGINE_GEMV and MACATTN_ENGINE_PDL (read at construction)
+  bool fused_norm = true;  // from MACATTN_ENGINE_FUSED_NORM (read at construction)
   std::vector<bool> mac_layer;
   std::size_t decode_weight_bytes = 0;
 

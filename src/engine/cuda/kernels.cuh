@@ -83,6 +83,19 @@ GemvKernel skinny_gemm(const float* x, std::int64_t n, const bf16* w, std::int64
 GemvKernel skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_up, std::int64_t I,
                               std::int64_t in, bf16* act, cudaStream_t s, GemvLaunch how);
 
+/// RMSNorm fused into the matmul after it (decode, n in [1, kGemvFmaMaxRows]): x fp32 [n, in]
+/// is the residual stream, norm_weight fp32 [in], and
+/// y[r, o] = inv_r * sum_k W[o, k] (norm_weight[k] x[r, k]), inv_r = 1 / sqrt(mean_k x[r, k]^2 + eps):
+/// W times rms_norm_bf16's output, except that the normalised row is not rounded to bf16 (it is
+/// never stored). The fp32-FMA or scalar kernel runs (how.kernel mma is refused). Saves the norm
+/// kernel between two matmuls of a decode step (docs/benchmarks/e2e_cuda.md).
+GemvKernel skinny_gemm_rms_norm(const float* x, std::int64_t n, const float* norm_weight, float eps, const bf16* w,
+                                std::int64_t out, std::int64_t in, float* y, cudaStream_t s, GemvLaunch how);
+/// The same for the gate|up matmul with SwiGLU (as skinny_gemm_swiglu): act [n, I].
+GemvKernel skinny_gemm_swiglu_rms_norm(const float* x, std::int64_t n, const float* norm_weight, float eps,
+                                       const bf16* w_gate_up, std::int64_t I, std::int64_t in, bf16* act,
+                                       cudaStream_t s, GemvLaunch how);
+
 /// act[r, i] = bf16(silu(gu[r, i]) * gu[r, I + i]): gu [n, 2I] is the fused gate|up product.
 void silu_mul_bf16(const float* gu, std::int64_t n, std::int64_t I, bf16* act, cudaStream_t s);
 

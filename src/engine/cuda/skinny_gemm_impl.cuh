@@ -23,6 +23,12 @@
 // Epilogues: y = acc, y += acc (cuBLAS beta = 1: the residual), or act = bf16(silu(g) * u) of the
 // fused gate|up weights (rows [0, I) gate, [I, 2I) up). x is bf16 or fp32; fp32 is rounded to
 // bf16 on load (what to_bf16 + the bf16 cuBLAS call did).
+// NORM (fused RMSNorm, up to kGemvFmaMaxRows rows): x is the fp32 residual stream, each element
+// is multiplied by the norm weight on load (not rounded), every thread also sums the squares of
+// the x values it loads, and the epilogue scales the block's totals by 1 / sqrt(mean x^2 + eps)
+// (the squares reduced beside the products, in a fixed order). Every block reads all of x
+// anyway, so the norm costs two FP operations per element instead of a kernel of its own, which
+// in a decode step sat alone between two matmuls (3.5 us of a 125 us llama3-8b layer, twice).
 
 #include <cstdint>
 
@@ -110,6 +116,32 @@ __device__ __forceinline__ float load_x1(const float* p) {
   return round_bf16(*static_cast<const volatile float*>(p));
 }
 
+// The fused RMSNorm's input (NORM): the norm weight g [in] fp32 and eps.
+struct GemvNorm {
+  const float* weight = nullptr;
+  float eps = 0.f;
+};
+// The 8 norm weights of chunk c. The model's weights: no kernel writes them, so the read-only
+// path is valid.
+__device__ __forceinline__ void load_g8(const float* g, std::int64_t c, float (&f)[8]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(g) + 2 * c);
+  const float4 b = __ldg(reinterpret_cast<const float4*>(g) + 2 * c + 1);
+  f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+// NORM: the 8 fp32 activations of chunk c times the norm weights, unrounded; ss += their squares
+// (in element order).
+__device__ __forceinline__ void load_x8_normed(const float* row, std::int64_t c, const float (&g)[8], float (&f)[8],
+                                               float& ss) {
+  const float4 a = load_coherent16f(reinterpret_cast<const float4*>(row) + 2 * c);
+  const float4 b = load_coherent16f(reinterpret_cast<const float4*>(row) + 2 * c + 1);
+  const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    ss = __fmaf_rn(v[e], v[e], ss);
+    f[e] = v[e] * g[e];
+  }
+}
+
 // Transposing butterfly over a warp: CNT (a power of two <= 32) values per lane in, and lane
 // l ends with the warp's total of value index l >> (5 - log2(CNT)) in v[0]. Each level adds
 // partial sums of two lane groups (a + b == b + a in floating point), so the summation tree of
@@ -158,20 +190,32 @@ __device__ __forceinline__ std::int64_t gemv_row(std::int64_t group, int j, std:
   }
 }
 
-// Block reduction of acc [R * N] (index j * N + r) and the epilogue.
-template <int N, bool SWIGLU, int R = kGemvRows>
+// Block reduction of acc [R * N] (index j * N + r) and the epilogue. NORM: ss [N] are the
+// thread's sums of squares of activation row r, reduced beside acc; each output is scaled by
+// its row's 1 / sqrt(sum / in + eps) (the formula of rms_norm_kernel).
+template <int N, bool SWIGLU, int R = kGemvRows, bool NORM = false>
 __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], std::int64_t group,
-                                            std::int64_t out, const GemvOut& o) {
+                                            std::int64_t out, const GemvOut& o, float (&ss)[N], std::int64_t in,
+                                            float eps) {
   constexpr int V = R * N;
   constexpr int VP = pow2_at_least(V);
   static_assert(VP <= 32, "at most 32 accumulators per thread");
   constexpr int kWarps = gemv_threads<N>() / 32;
   static_assert(kWarps <= kGemvMaxWarps);
   __shared__ float red[kWarps][32];
+  __shared__ float red_ss[NORM ? kWarps : 1][N];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   warp_reduce_transposed<VP, 16>(acc, lane);
   constexpr int shift = 5 - log2_exact(VP);
   if ((lane & ((1 << shift) - 1)) == 0) red[warp][lane >> shift] = acc[0];
+  if constexpr (NORM) {
+#pragma unroll
+    for (int r = 0; r < N; ++r) {
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) ss[r] += __shfl_xor_sync(0xffffffffu, ss[r], off);
+      if (lane == 0) red_ss[warp][r] = ss[r];
+    }
+  }
   __syncthreads();
   const int t = threadIdx.x;
   const auto total = [&](int idx) {
@@ -180,13 +224,24 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], 
     for (int w = 1; w < kWarps; ++w) s += red[w][idx];
     return s;
   };
+  const auto scale = [&](int r) {
+    if constexpr (NORM) {
+      float s = red_ss[0][r];
+#pragma unroll
+      for (int w = 1; w < kWarps; ++w) s += red_ss[w][r];
+      return rsqrtf(s / static_cast<float>(in) + eps);
+    } else {
+      return 1.0f;
+    }
+  };
   if constexpr (SWIGLU) {
     constexpr int P = R / 2;
     if (t < P * N) {
       const int p = t / N, r = t % N;
       const std::int64_t oi = group * P + p;
       if (oi < out) {
-        const float g = total(p * N + r), u = total((P + p) * N + r);
+        const float inv = scale(r);
+        const float g = total(p * N + r) * inv, u = total((P + p) * N + r) * inv;
         o.act[r * out + oi] = __float2bfloat16_rn(g / (1.0f + expf(-g)) * u);
       }
     }
@@ -195,7 +250,7 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], 
       const int j = t / N, r = t % N;
       const std::int64_t oi = group * R + j;
       if (oi < out) {
-        const float s = total(t);
+        const float s = total(t) * scale(r);
         float* dst = o.y + r * out + oi;
         *dst = o.accumulate ? s + *dst : s;
       }
@@ -210,12 +265,13 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], 
 // row unpacked at a time (measured at 4 rows on the H200, llama3-8b 4K exact steps, 4 rows per
 // block: 5.406 -> 5.301 ms; 256 threads x 2 chunks instead of 128 x 4 measured 6.11-6.53 ms;
 // docs/benchmarks/e2e_cuda.md). R: gemv_rows; N >= 5 keeps the activations per row (registers).
-template <int N, typename XT, bool SWIGLU>
+template <int N, typename XT, bool SWIGLU, bool NORM = false>
 __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / gemv_threads<N>())
     gemv_vec_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
-                    GemvOut o) {
+                    GemvOut o, GemvNorm norm) {
   constexpr int kThreads = gemv_threads<N>(), kUnroll = gemv_unroll<N>(), R = gemv_rows<N>();
   constexpr bool kHoistX = N <= 4;
+  static_assert(!NORM || (kHoistX && sizeof(XT) == 4), "the fused RMSNorm takes up to 4 fp32 rows");
   constexpr int VP = pow2_at_least(R * N);
   const std::int64_t group = blockIdx.x;
   const std::int64_t chunks = in / 8;
@@ -225,6 +281,9 @@ __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4)
   float acc[VP];
 #pragma unroll
   for (int i = 0; i < VP; ++i) acc[i] = 0.f;
+  float ss[N];  // NORM: this thread's sums of squares of each activation row
+#pragma unroll
+  for (int r = 0; r < N; ++r) ss[r] = 0.f;
 
   engine_allow_dependents();
   bool waited = false;
@@ -249,8 +308,15 @@ __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4)
           // time unpacked (8 floats live, not 8 rows' 64). Each accumulator sums e = 0..7 in order
           // as in the other branch.
           float xf[N][8];
+          if constexpr (NORM) {
+            float g8[8];
+            load_g8(norm.weight, c, g8);
 #pragma unroll
-          for (int r = 0; r < N; ++r) load_x8(x + r * in, c, xf[r]);
+            for (int r = 0; r < N; ++r) load_x8_normed(x + r * in, c, g8, xf[r], ss[r]);
+          } else {
+#pragma unroll
+            for (int r = 0; r < N; ++r) load_x8(x + r * in, c, xf[r]);
+          }
 #pragma unroll
           for (int j = 0; j < R; ++j) {
             float wj[8];
@@ -278,14 +344,14 @@ __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4)
     }
   }
   if (!waited) engine_grid_wait();
-  gemv_finish<N, SWIGLU, R>(acc, group, out, o);
+  gemv_finish<N, SWIGLU, R, NORM>(acc, group, out, o, ss, in, norm.eps);
 }
 
 // The scalar path: any in, any (element-aligned) pointers.
-template <int N, typename XT, bool SWIGLU>
+template <int N, typename XT, bool SWIGLU, bool NORM = false>
 __global__ void __launch_bounds__(gemv_threads<N>())
     gemv_scalar_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
-                       GemvOut o) {
+                       GemvOut o, GemvNorm norm) {
   constexpr int VP = pow2_at_least(kGemvRows * N);
   engine_allow_dependents();
   engine_grid_wait();
@@ -296,18 +362,28 @@ __global__ void __launch_bounds__(gemv_threads<N>())
   float acc[VP];
 #pragma unroll
   for (int i = 0; i < VP; ++i) acc[i] = 0.f;
+  float ss[N];
+#pragma unroll
+  for (int r = 0; r < N; ++r) ss[r] = 0.f;
   for (std::int64_t k = threadIdx.x; k < in; k += gemv_threads<N>()) {
     float wf[kGemvRows];
 #pragma unroll
     for (int j = 0; j < kGemvRows; ++j) wf[j] = __bfloat162float(wr[j][k]);
 #pragma unroll
     for (int r = 0; r < N; ++r) {
-      const float xv = load_x1(x + r * in + k);
+      float xv;
+      if constexpr (NORM) {
+        const float raw = *static_cast<const volatile float*>(x + r * in + k);
+        ss[r] = __fmaf_rn(raw, raw, ss[r]);
+        xv = raw * __ldg(norm.weight + k);
+      } else {
+        xv = load_x1(x + r * in + k);
+      }
 #pragma unroll
       for (int j = 0; j < kGemvRows; ++j) acc[j * N + r] = __fmaf_rn(wf[j], xv, acc[j * N + r]);
     }
   }
-  gemv_finish<N, SWIGLU>(acc, group, out, o);
+  gemv_finish<N, SWIGLU, kGemvRows, NORM>(acc, group, out, o, ss, in, norm.eps);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -453,32 +529,48 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(const XT* x, c
   }
 }
 
-template <int N, typename XT, bool SWIGLU>
+template <int N, typename XT, bool SWIGLU, bool NORM>
 void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
-                   const GemvOut& o, cudaStream_t s) {
+                   const GemvOut& o, const GemvNorm& norm, cudaStream_t s) {
   const int rows = kernel == GemvKernel::fma ? gemv_rows<N>() : kGemvRows;  // the scalar kernel: 4
   const std::int64_t per_block = kernel == GemvKernel::mma ? (SWIGLU ? 8 : 16) : (SWIGLU ? rows / 2 : rows);
   const std::int64_t blocks = (out + per_block - 1) / per_block;
   if (blocks > 0x7fffffffLL) throw Error("CUDA engine: skinny_gemm with too many outputs: " + std::to_string(out));
   // With PDL the kernels wait for the previous kernel after their first weight loads.
   const dim3 grid(static_cast<unsigned>(blocks));
-  if (kernel == GemvKernel::mma)
+  if constexpr (NORM) {  // no tensor-core form (the caller refuses mma)
+    if (kernel == GemvKernel::fma)
+      launch_kernel("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU, true>, grid, dim3(gemv_threads<N>()), s, pdl, x,
+                    w, out, in, o, norm);
+    else
+      launch_kernel("gemv_scalar_kernel", gemv_scalar_kernel<N, XT, SWIGLU, true>, grid, dim3(gemv_threads<N>()), s,
+                    pdl, x, w, out, in, o, norm);
+  } else if (kernel == GemvKernel::mma) {
     launch_kernel("gemv_mma_kernel", gemv_mma_kernel<N, XT, SWIGLU>, grid, dim3(kMmaWarps * 32), s, pdl, x, w, out, in,
                   o);
-  else if (kernel == GemvKernel::fma)
+  } else if (kernel == GemvKernel::fma) {
     launch_kernel("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, x, w, out,
-                  in, o);
-  else
+                  in, o, norm);
+  } else {
     launch_kernel("gemv_scalar_kernel", gemv_scalar_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, x, w,
-                  out, in, o);
+                  out, in, o, norm);
+  }
 }
 
-template <typename XT, bool SWIGLU>
+template <typename XT, bool SWIGLU, bool NORM = false>
 GemvKernel gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in,
-                       const GemvOut& o, cudaStream_t s, GemvLaunch how) {
+                       const GemvOut& o, cudaStream_t s, GemvLaunch how, const GemvNorm& norm = {}) {
   if (n < 1 || n > kSkinnyGemmMaxRows)
     throw Error("CUDA engine: skinny_gemm with " + std::to_string(n) + " rows (1.." +
                 std::to_string(kSkinnyGemmMaxRows) + ")");
+  if (NORM && n > kGemvFmaMaxRows)
+    throw Error("CUDA engine: skinny_gemm with a fused RMSNorm takes at most " + std::to_string(kGemvFmaMaxRows) +
+                " rows, not " + std::to_string(n));
+  if (NORM && norm.weight == nullptr) throw Error("CUDA engine: skinny_gemm with a fused RMSNorm and no norm weight");
+  if (NORM && !(norm.eps >= 0.0f))
+    throw Error("CUDA engine: skinny_gemm with a fused RMSNorm and eps " + std::to_string(norm.eps) + " (>= 0)");
+  if (NORM && how.kernel == GemvKernel::mma)
+    throw Error("CUDA engine: skinny_gemm's tensor-core kernel has no fused RMSNorm (use fma or automatic)");
   if (out < 0 || in < 1) throw Error("CUDA engine: skinny_gemm with out " + std::to_string(out) + ", in " +
                                      std::to_string(in) + " (out >= 0, in >= 1)");
   if (w == nullptr || x == nullptr || (SWIGLU ? o.act == nullptr : o.y == nullptr))
@@ -488,25 +580,33 @@ GemvKernel gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t 
       kernel != GemvKernel::scalar)
     throw Error("CUDA engine: skinny_gemm with an unknown kernel " + std::to_string(static_cast<int>(kernel)));
   if (kernel == GemvKernel::automatic)
-    kernel = n > kGemvFmaMaxRows && skinny_gemm_mma_supported() ? GemvKernel::mma : GemvKernel::fma;
+    kernel = !NORM && n > kGemvFmaMaxRows && skinny_gemm_mma_supported() ? GemvKernel::mma : GemvKernel::fma;
   if (kernel == GemvKernel::mma && !skinny_gemm_mma_supported())
     throw Error("CUDA engine: skinny_gemm's tensor-core kernel needs compute capability 8.0 or later");
   if (how.pdl && !skinny_gemm_pdl_supported())
     throw Error("CUDA engine: skinny_gemm with programmatic dependent launch needs compute capability 9.0 or later");
-  // Both 16-byte kernels need in % 8 == 0 and 16-byte aligned W and x; otherwise the scalar one.
+  // Both 16-byte kernels need in % 8 == 0 and 16-byte aligned W and x (and the norm weight);
+  // otherwise the scalar one.
   const bool vec = in % 8 == 0 && reinterpret_cast<std::uintptr_t>(w) % 16 == 0 &&
-                   reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
+                   reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
+                   (!NORM || reinterpret_cast<std::uintptr_t>(norm.weight) % 16 == 0);
   if (!vec) kernel = GemvKernel::scalar;
   if (out == 0) return kernel;
   switch (n) {
-    case 1: gemv_launch_n<1, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
-    case 2: gemv_launch_n<2, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
-    case 3: gemv_launch_n<3, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
-    case 4: gemv_launch_n<4, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
-    case 5: gemv_launch_n<5, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
-    case 6: gemv_launch_n<6, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
-    case 7: gemv_launch_n<7, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
-    default: gemv_launch_n<8, XT, SWIGLU>(kernel, how.pdl, out, x, w, in, o, s); break;
+    case 1: gemv_launch_n<1, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
+    case 2: gemv_launch_n<2, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
+    case 3: gemv_launch_n<3, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
+    case 4: gemv_launch_n<4, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
+    default:
+      if constexpr (!NORM) {
+        switch (n) {
+          case 5: gemv_launch_n<5, XT, SWIGLU, false>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
+          case 6: gemv_launch_n<6, XT, SWIGLU, false>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
+          case 7: gemv_launch_n<7, XT, SWIGLU, false>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
+          default: gemv_launch_n<8, XT, SWIGLU, false>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
+        }
+      }
+      break;
   }
   return kernel;
 }
@@ -546,6 +646,21 @@ GemvKernel skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_
   GemvOut o;
   o.act = act;
   return gemv_launch<bf16, true>(x, n, w_gate_up, I, in, o, s, how);
+}
+
+GemvKernel skinny_gemm_rms_norm(const float* x, std::int64_t n, const float* norm_weight, float eps, const bf16* w,
+                                std::int64_t out, std::int64_t in, float* y, cudaStream_t s, GemvLaunch how) {
+  GemvOut o;
+  o.y = y;
+  return gemv_launch<float, false, true>(x, n, w, out, in, o, s, how, GemvNorm{norm_weight, eps});
+}
+
+GemvKernel skinny_gemm_swiglu_rms_norm(const float* x, std::int64_t n, const float* norm_weight, float eps,
+                                       const bf16* w_gate_up, std::int64_t I, std::int64_t in, bf16* act,
+                                       cudaStream_t s, GemvLaunch how) {
+  GemvOut o;
+  o.act = act;
+  return gemv_launch<float, true, true>(x, n, w_gate_up, I, in, o, s, how, GemvNorm{norm_weight, eps});
 }
 
 }  // namespace macattn::engine::gpu

@@ -314,29 +314,49 @@ double check_gemv_case(const GemvCheck& c, std::uint64_t seed) {
   std::vector<float> w(static_cast<std::size_t>(rows * c.in)), x(static_cast<std::size_t>(c.n * c.in));
   for (float& v : w) v = round_bf16(rng.uniform(1.0f));
   for (float& v : x) v = c.f32_input ? rng.uniform(1.0f) : round_bf16(rng.uniform(1.0f));
+  // The fused RMSNorm: rows of different scales (a residual stream's), norm weights around 1.
+  std::vector<float> g;
+  std::vector<double> inv(static_cast<std::size_t>(c.n), 1.0);
+  if (c.rms_norm) {
+    for (std::int64_t r = 0; r < c.n; ++r) {
+      const float scale = 0.05f + 8.0f * std::fabs(rng.uniform(1.0f));
+      double ss = 0.0;
+      for (std::int64_t k = 0; k < c.in; ++k) {
+        float& v = x[static_cast<std::size_t>(r * c.in + k)];
+        v = scale * rng.uniform(1.0f);
+        ss += static_cast<double>(v) * v;
+      }
+      inv[static_cast<std::size_t>(r)] = 1.0 / std::sqrt(ss / static_cast<double>(c.in) + c.eps);
+    }
+    g.resize(static_cast<std::size_t>(c.in));
+    for (float& v : g) v = 1.0f + 0.5f * rng.uniform(1.0f);
+  }
   std::vector<float> y0(static_cast<std::size_t>(c.n * c.out), 0.0f);
   if (c.accumulate)
     for (float& v : y0) v = rng.uniform(4.0f);
   std::vector<float> y = y0;
-  const bool vec = cuda_gemv_check(c, w, x, y);
-  const std::size_t xs = c.f32_input ? 4 : 2;
+  const bool vec = cuda_gemv_check(c, w, x, y, g);
+  const std::size_t xs = c.f32_input || c.rms_norm ? 4 : 2;
   const bool want_vec = !c.force_scalar && c.in % 8 == 0 && (c.misalign * 2) % 16 == 0 &&
                         (c.misalign * static_cast<std::int64_t>(xs)) % 16 == 0;
   EXPECT_EQ(vec, want_vec) << "16-byte path chosen wrongly: n " << c.n << " out " << c.out << " in " << c.in;
   const std::string what = "n " + std::to_string(c.n) + " out " + std::to_string(c.out) + " in " +
                            std::to_string(c.in) + (c.f32_input ? " f32" : " bf16") + (c.accumulate ? " +=" : "") +
-                           (c.swiglu ? " swiglu" : "") + (c.force_scalar ? " scalar" : "") + " misalign " +
-                           std::to_string(c.misalign);
+                           (c.swiglu ? " swiglu" : "") + (c.force_scalar ? " scalar" : "") +
+                           (c.rms_norm ? " rms_norm" : "") + " misalign " + std::to_string(c.misalign);
+  // With the fused RMSNorm: inv_r * sum_k W x g (x not rounded), the sums scaled likewise.
   const auto dot = [&](std::int64_t r, std::int64_t row, double& abs_sum) {
     double s = 0.0;
     abs_sum = 0.0;
     for (std::int64_t k = 0; k < c.in; ++k) {
-      const double xv = round_bf16(x[static_cast<std::size_t>(r * c.in + k)]);
+      const float xr = x[static_cast<std::size_t>(r * c.in + k)];
+      const double xv = c.rms_norm ? static_cast<double>(xr) * g[static_cast<std::size_t>(k)] : round_bf16(xr);
       const double t = static_cast<double>(w[static_cast<std::size_t>(row * c.in + k)]) * xv;
       s += t;
       abs_sum += std::fabs(t);
     }
-    return s;
+    abs_sum *= inv[static_cast<std::size_t>(r)];
+    return s * inv[static_cast<std::size_t>(r)];
   };
   double worst = 0.0;
   int failures = 0;
@@ -445,6 +465,67 @@ TEST(CudaSkinnyGemm, ScalarFallbackMatchesFp64HostLoop) {
   std::printf("[ info ] skinny GEMM fallbacks: %d cases, worst error %.3f of the tolerance\n", cases, worst);
 }
 
+TEST(CudaSkinnyGemm, FusedRmsNormMatchesFp64HostLoop) {
+  SKIP_WITHOUT_GPU();
+  // skinny_gemm_rms_norm and skinny_gemm_swiglu_rms_norm against inv_r * W (g x) in fp64: the
+  // 16-byte FMA kernel and the scalar one (forced, odd `in`, misaligned pointers), 1-4 rows.
+  double worst = 0.0;
+  int cases = 0;
+  std::uint64_t seed = 200000;
+  for (const std::int64_t in : {4096, 11008, 896, 40, 8, 1, 37, 1001, 520}) {
+    for (const std::int64_t out : {1, 3, 4, 13, 67}) {
+      for (std::int64_t n = 1; n <= 4; ++n) {
+        for (const std::int64_t misalign : {0, 3, 8}) {
+          for (const bool force_scalar : {false, true}) {
+            if (force_scalar && misalign != 0) continue;
+            for (const bool swiglu : {false, true}) {
+              GemvCheck c;
+              c.fma = true;
+              c.rms_norm = true;
+              c.eps = (seed % 2) != 0 ? 1e-5f : 1e-6f;
+              c.n = n;
+              c.out = out;
+              c.in = in;
+              c.misalign = misalign;
+              c.force_scalar = force_scalar;
+              c.swiglu = swiglu;
+              worst = std::max(worst, check_gemv_case(c, seed++));
+              ++cases;
+              if (HasFailure()) return;
+            }
+          }
+        }
+      }
+    }
+  }
+  // lm_head-like: many outputs, not a multiple of the rows per block.
+  for (const std::int64_t n : {1, 4}) {
+    GemvCheck c;
+    c.fma = true;
+    c.rms_norm = true;
+    c.n = n;
+    c.out = 1031;
+    c.in = 4096;
+    worst = std::max(worst, check_gemv_case(c, seed++));
+    ++cases;
+  }
+  std::printf("[ info ] skinny GEMM with a fused RMSNorm: %d cases, worst error %.3f of the tolerance\n", cases,
+              worst);
+  // Refused: more than 4 rows, the tensor-core kernel, accumulate.
+  const std::vector<float> w(4096 * 8, 0.5f), g(4096, 1.0f);
+  std::vector<float> y;
+  GemvCheck c;
+  c.rms_norm = true;
+  c.fma = true;
+  c.out = 8;
+  c.in = 4096;
+  c.n = 5;
+  EXPECT_THROW(cuda_gemv_check(c, w, std::vector<float>(5 * 4096, 1.0f), y, g), macattn::Error);
+  c.n = 1;
+  c.fma = false;  // mma
+  EXPECT_THROW(cuda_gemv_check(c, w, std::vector<float>(4096, 1.0f), y, g), macattn::Error);
+}
+
 TEST(CudaSkinnyGemm, RowsAreIndependentOfBatch) {
   SKIP_WITHOUT_GPU();
   // The same activation row at every position of an n-row batch gives bit-identical outputs
@@ -543,6 +624,47 @@ TEST(CudaSkinnyGemm, DecodeMatchesCublasPath) {
     }
     std::printf("[ info ] %s batch %d decode: GEMV vs cuBLAS worst rel err %.2e\n", fixture, batch, worst);
   }
+}
+
+TEST(CudaSkinnyGemm, FusedNormDecodeMatchesSeparateNorm) {
+  SKIP_WITHOUT_GPU();
+  // Decode steps with the RMSNorms inside the matmuls (the default at <= 4 rows) against the
+  // same steps with rms_norm_bf16 first (MACATTN_ENGINE_FUSED_NORM=0): the fused form skips one
+  // bf16 rounding of the normalised rows, so logits agree within that rounding, not bit for bit.
+  // Batches 1 and 4; fixtures with biases, tied embeddings, head dim 32, a q/k-norm (qwen3).
+  for (const std::int32_t batch : {1, 4})
+  for (const char* fixture : {"llama3_bf16_sharded", "llama_tied_hd32_bias_f16", "qwen3_f32_tied"}) {
+    const Model model = Model::load(engine_test::fixtures() / fixture);
+    const Reference ref = engine_test::load_reference(engine_test::fixtures() / fixture);
+    const std::size_t V = static_cast<std::size_t>(model.config().vocab_size);
+    std::vector<std::vector<float>> runs;
+    for (const char* fused : {"0", "1"}) {
+      MatmulEnv env(fused, "MACATTN_ENGINE_FUSED_NORM");
+      CudaSessionOptions o = gpu_options(256);
+      o.batch = batch;
+      CudaSession s(model, o);
+      for (std::int32_t b = 0; b < batch; ++b) s.prefill(b, std::span(ref.prompt_ids).first(2 + b % 4), 4);
+      std::vector<float> all;
+      for (int i = 0; i < 6; ++i) {
+        std::vector<std::int32_t> toks;
+        for (std::int32_t b = 0; b < batch; ++b) toks.push_back(ref.prompt_ids[(2 + b + i) % ref.prompt_ids.size()]);
+        const auto logits = s.decode(toks);
+        all.insert(all.end(), logits.begin(), logits.end());
+      }
+      runs.push_back(all);
+    }
+    ASSERT_EQ(runs[0].size(), runs[1].size());
+    double worst = 0.0;
+    for (std::size_t r = 0; r < runs[0].size() / V; ++r) {
+      const double e = engine_test::rel_err(std::span(runs[1]).subspan(r * V, V), std::span(runs[0]).subspan(r * V, V));
+      worst = std::max(worst, e);
+      EXPECT_LT(e, 1e-2) << fixture << " batch " << batch << " logits row " << r;
+    }
+    EXPECT_GT(worst, 0.0) << fixture << ": the fused norm did not run (logits bit-identical)";
+    std::printf("[ info ] %s batch %d decode: fused vs separate RMSNorm worst rel err %.2e\n", fixture, batch, worst);
+  }
+  MatmulEnv bad("yes", "MACATTN_ENGINE_FUSED_NORM");
+  EXPECT_THROW(CudaSession(Model::load(engine_test::fixtures() / "llama_f32"), gpu_options(8)), macattn::Error);
 }
 
 TEST(CudaSkinnyGemm, BadMatmulVariableIsRefused) {
