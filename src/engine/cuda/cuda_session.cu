@@ -179,13 +179,16 @@ bool early_scan_from_env() {
 // MACATTN_ENGINE_FUSED_NORM: unset, empty, "auto" or "1": a decode step's RMSNorms are computed
 // inside the matmul that reads them (q|k|v, gate|up, lm_head) where that matmul is the skinny
 // GEMM's FMA kernel (<= 4 rows); "0": rms_norm_bf16 writes the bf16 normalised rows first, as
-// before (and as prefill and larger batches always do).
-bool fused_norm_from_env() {
+// before (and as prefill and larger batches always do); "input": only the input norms (before
+// q|k|v, and the final norm), "post": only the post-attention norms (before gate|up).
+unsigned fused_norm_from_env() {
   const char* v = std::getenv("MACATTN_ENGINE_FUSED_NORM");
   const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "auto" || s == "1") return true;
-  if (s == "0") return false;
-  throw Error("CudaSession: MACATTN_ENGINE_FUSED_NORM = '" + s + "' is not one of auto, 0, 1");
+  if (s.empty() || s == "auto" || s == "1") return kFuseInputNorm | kFusePostNorm;
+  if (s == "0") return 0;
+  if (s == "input") return kFuseInputNorm;
+  if (s == "post") return kFusePostNorm;
+  throw Error("CudaSession: MACATTN_ENGINE_FUSED_NORM = '" + s + "' is not one of auto, 0, 1, input, post");
 }
 
 bool library_supports(std::int32_t D, std::int32_t Hq, std::int32_t Hkv) {
@@ -507,7 +510,8 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   const std::int32_t* rseq = decode ? batch_seq.as<std::int32_t>() : row_seq.as<std::int32_t>();
 
   const bool sk = skinny(n, decode);
-  const bool fuse = norm_fused(n, decode);
+  const bool fuse = norm_fused(n, decode, kFuseInputNorm);
+  const bool fuse_post = norm_fused(n, decode, kFusePostNorm);
 
   if (fuse) {
     gpu::skinny_gemm_rms_norm(x.as<float>(), n, d.input_norm.as<float>(), eps, d.w_qkv.as<bf16>(), QKV, H,
@@ -592,10 +596,10 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
     gemm(attn_b.as<bf16>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), 1.0f);  // x += o_proj(attn)
   }
   if (d.b_o.bytes()) gpu::add_bias_rows(x.as<float>(), n, H, d.b_o.as<float>(), stream);
-  if (!fuse) gpu::rms_norm_bf16(x.as<float>(), n, H, d.post_norm.as<float>(), eps, hb.as<bf16>(), stream);
+  if (!fuse_post) gpu::rms_norm_bf16(x.as<float>(), n, H, d.post_norm.as<float>(), eps, hb.as<bf16>(), stream);
   if (sk) {
     // gate|up with SwiGLU in the epilogue: act = bf16(silu(gate) * up), no gu round trip.
-    if (fuse)
+    if (fuse_post)
       gpu::skinny_gemm_swiglu_rms_norm(x.as<float>(), n, d.post_norm.as<float>(), eps, d.w_gate_up.as<bf16>(), I, H,
                                        act.as<bf16>(), stream, gemv);
     else
@@ -613,7 +617,7 @@ void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greed
                         indices.as<std::int32_t>(), last_page_len.as<std::int32_t>(), stream);
   gpu::embed_rows(tokens.as<std::int32_t>(), B, w.embed.as<bf16>(), V, H, x.as<float>(), stream);
   for (std::int32_t l = 0; l < L; ++l) layer(l, B, kind, false, audit, -1);
-  if (norm_fused(B, true)) {
+  if (norm_fused(B, true, kFuseInputNorm)) {
     gpu::skinny_gemm_rms_norm(x.as<float>(), B, w.final_norm.as<float>(), config.rms_norm_eps, w.lm_head_ptr(), V, H,
                               logits.as<float>(), stream, gemv);
   } else {

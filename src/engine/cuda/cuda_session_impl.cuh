@@ -62,6 +62,10 @@ enum class StepKind : std::uint8_t { prefill, decode, decode_exact };
 
 namespace macattn::engine {
 
+/// Which of a layer's RMSNorms the decode matmuls compute themselves (MACATTN_ENGINE_FUSED_NORM).
+constexpr unsigned kFuseInputNorm = 1;  // before q|k|v (and the final norm before lm_head)
+constexpr unsigned kFusePostNorm = 2;   // before gate|up
+
 struct CudaSession::Impl {
   using DeviceBuffer = gpu::DeviceBuffer;
   Impl(const ModelConfig& config, const CudaSessionOptions& options);
@@ -85,9 +89,11 @@ struct CudaSession::Impl {
   bool skinny(std::int64_t n, bool decode) const { return decode && n <= skinny_max_rows; }
   /// A decode matmul of n rows that reads a norm's output computes the norm itself
   /// (gpu::skinny_gemm_rms_norm) instead of after rms_norm_bf16: the skinny GEMM's FMA kernel
-  /// at <= 4 rows, unless MACATTN_ENGINE_FUSED_NORM=0.
-  bool norm_fused(std::int64_t n, bool decode) const {
-    return fused_norm && skinny(n, decode) && n <= gpu::kGemvFmaMaxRows && gemv.kernel != gpu::GemvKernel::mma;
+  /// at <= 4 rows, for the norms `which` (kFuseInputNorm, kFusePostNorm) that
+  /// MACATTN_ENGINE_FUSED_NORM leaves on.
+  bool norm_fused(std::int64_t n, bool decode, unsigned which) const {
+    return (fused_norm & which) != 0 && skinny(n, decode) && n <= gpu::kGemvFmaMaxRows &&
+           gemv.kernel != gpu::GemvKernel::mma;
   }
   macattn::cuda::PagedKVDevice batch_kv(std::int32_t l) const;
   macattn::cuda::MacRingsDevice rings(std::int32_t l, std::int32_t seq = -1) const;  // seq -1: all
@@ -103,7 +109,7 @@ struct CudaSession::Impl {
   bool library_attention = true;
   std::int64_t skinny_max_rows = 4;  // from MACATTN_ENGINE_MATMUL (read at construction)
   gpu::GemvLaunch gemv;  // from MACATTN_ENGINE_GEMV and MACATTN_ENGINE_PDL (read at construction)
-  bool fused_norm = true;  // from MACATTN_ENGINE_FUSED_NORM (read at construction)
+  unsigned fused_norm = kFuseInputNorm | kFusePostNorm;  // from MACATTN_ENGINE_FUSED_NORM (read at construction)
   std::vector<bool> mac_layer;
   std::size_t decode_weight_bytes = 0;
 
