@@ -299,7 +299,7 @@ float host_bf16_value(std::uint16_t b) {
 }  // namespace
 
 bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<const float> x, std::vector<float>& y,
-                     std::span<const float> norm_weight) {
+                     std::span<const float> norm_weight, std::vector<float>* y_bf16) {
   const std::int64_t rows = (c.swiglu ? 2 : 1) * c.out;
   if (c.n < 1 || c.out < 1 || c.in < 1 || c.misalign < 0 || c.misalign > 64)
     throw Error("cuda_gemv_check: bad shape or misalign");
@@ -308,7 +308,7 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
   if (c.swiglu && (c.f32_input || c.accumulate)) throw Error("cuda_gemv_check: SwiGLU takes bf16 input, no accumulate");
   if (c.rms_norm && (c.accumulate || static_cast<std::int64_t>(norm_weight.size()) != c.in))
     throw Error("cuda_gemv_check: the fused RMSNorm needs a norm weight of `in` values and no accumulate");
-  const bool f32_x = c.f32_input || c.rms_norm;
+  const bool f32_x = c.f32_input;
   const std::size_t ny = static_cast<std::size_t>(c.n * c.out);
   if (c.accumulate && y.size() != ny) throw Error("cuda_gemv_check: y has the wrong size");
   y.resize(ny);
@@ -320,10 +320,14 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
   ENGINE_CUDA(cudaMemcpy(dw.as<bf16>() + off, wh.data(), wh.size() * 2, cudaMemcpyHostToDevice));
   const bf16* wp = dw.as<bf16>() + off;
 
-  gpu::DeviceBuffer dx, dy, dact, dg;
+  gpu::DeviceBuffer dx, dy, dact, dg, dyb;
+  if (y_bf16 != nullptr && (c.swiglu || c.rms_norm))
+    throw Error("cuda_gemv_check: the bf16 copy of y is for the plain GEMM");
   if (c.rms_norm) {
-    dg = gpu::DeviceBuffer((norm_weight.size() + off) * 4);
-    ENGINE_CUDA(cudaMemcpy(dg.as<float>() + off, norm_weight.data(), norm_weight.size() * 4, cudaMemcpyHostToDevice));
+    std::vector<std::uint16_t> gh(norm_weight.size());
+    for (std::size_t i = 0; i < gh.size(); ++i) gh[i] = host_bf16_bits(norm_weight[i]);
+    dg = gpu::DeviceBuffer((gh.size() + off) * 2);
+    ENGINE_CUDA(cudaMemcpy(dg.as<bf16>() + off, gh.data(), gh.size() * 2, cudaMemcpyHostToDevice));
   }
   if (f32_x) {
     dx = gpu::DeviceBuffer((x.size() + off) * 4);
@@ -342,7 +346,7 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
   if (c.swiglu) {
     dact = gpu::DeviceBuffer(ny * 2);
     ENGINE_CUDA(cudaMemset(dact.as<void>(), 0xff, ny * 2));  // NaN: an unwritten output shows
-    ran = c.rms_norm ? gpu::skinny_gemm_swiglu_rms_norm(dx.as<float>() + off, c.n, dg.as<float>() + off, c.eps, wp,
+    ran = c.rms_norm ? gpu::skinny_gemm_swiglu_rms_norm(dx.as<bf16>() + off, c.n, dg.as<bf16>() + off, c.eps, wp,
                                                         c.out, c.in, dact.as<bf16>(), nullptr, how)
                      : gpu::skinny_gemm_swiglu(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dact.as<bf16>(), nullptr, how);
   } else {
@@ -351,13 +355,20 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
       ENGINE_CUDA(cudaMemcpy(dy.as<float>(), y.data(), ny * 4, cudaMemcpyHostToDevice));
     else
       ENGINE_CUDA(cudaMemset(dy.as<void>(), 0xff, ny * 4));  // NaN: an unwritten output shows
+    if (y_bf16 != nullptr) {
+      dyb = gpu::DeviceBuffer(ny * 2);
+      ENGINE_CUDA(cudaMemset(dyb.as<void>(), 0xff, ny * 2));  // NaN: an unwritten output shows
+    }
+    bf16* yb = y_bf16 != nullptr ? dyb.as<bf16>() : nullptr;
     if (c.rms_norm)
-      ran = gpu::skinny_gemm_rms_norm(dx.as<float>() + off, c.n, dg.as<float>() + off, c.eps, wp, c.out, c.in,
+      ran = gpu::skinny_gemm_rms_norm(dx.as<bf16>() + off, c.n, dg.as<bf16>() + off, c.eps, wp, c.out, c.in,
                                       dy.as<float>(), nullptr, how);
     else if (c.f32_input)
-      ran = gpu::skinny_gemm(dx.as<float>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate, nullptr, how);
+      ran = gpu::skinny_gemm(dx.as<float>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate, nullptr, how,
+                             yb);
     else
-      ran = gpu::skinny_gemm(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate, nullptr, how);
+      ran = gpu::skinny_gemm(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dy.as<float>(), c.accumulate, nullptr, how,
+                             yb);
   }
   ENGINE_CUDA(cudaDeviceSynchronize());
   if (c.swiglu) {
@@ -366,6 +377,12 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
     for (std::size_t i = 0; i < ny; ++i) y[i] = host_bf16_value(a[i]);
   } else {
     ENGINE_CUDA(cudaMemcpy(y.data(), dy.as<void>(), ny * 4, cudaMemcpyDeviceToHost));
+    if (y_bf16 != nullptr) {
+      std::vector<std::uint16_t> b(ny);
+      ENGINE_CUDA(cudaMemcpy(b.data(), dyb.as<void>(), ny * 2, cudaMemcpyDeviceToHost));
+      y_bf16->resize(ny);
+      for (std::size_t i = 0; i < ny; ++i) (*y_bf16)[i] = host_bf16_value(b[i]);
+    }
   }
   if (ran != gpu::GemvKernel::scalar && ran != want) throw Error("cuda_gemv_check: another 16-byte kernel ran");
   return ran != gpu::GemvKernel::scalar;

@@ -31,7 +31,7 @@ double cuda_bench_time_decode(CudaSession&, std::span<const std::int32_t>, std::
 namespace macattn::engine {
 
 bool cuda_gemv_check(const GemvCheck&, std::span<const float>, std::span<const float>, std::vector<float>&,
-                     std::span<const float>) {
+                     std::span<const float>, std::vector<float>*) {
   throw Error("the CUDA engine is not available: this build has no CUDA (configure with -DMACATTN_CUDA=ON)");
 }
 

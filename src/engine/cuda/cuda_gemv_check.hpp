@@ -19,15 +19,16 @@ struct GemvCheck {
   bool force_scalar = false;   ///< the scalar kernel even where a 16-byte one applies
   bool fma = false;            ///< the fp32-FMA 16-byte kernel instead of the tensor-core one
   std::int64_t misalign = 0;   ///< W and x start this many elements past a 256-byte boundary
-  bool rms_norm = false;       ///< fused RMSNorm (skinny_gemm_rms_norm / _swiglu_rms_norm): fp32 x, n <= 4
+  bool rms_norm = false;       ///< fused RMSNorm (skinny_gemm_rms_norm / _swiglu_rms_norm), n <= 4
   float eps = 1e-5f;           ///< the norm's eps
 };
 
 /// w: [(swiglu ? 2 : 1) * out, in] values (rounded to bf16 on upload); x: [n, in] (rounded to
-/// bf16 on upload unless f32_input or rms_norm); y: [n, out], read first when accumulate, then
-/// the result (SwiGLU: the bf16 results as floats); norm_weight: [in] when rms_norm (fp32, also
-/// misaligned by `misalign` elements). Synchronous. Returns whether a 16-byte kernel ran.
+/// bf16 on upload unless f32_input); y: [n, out], read first when accumulate, then the result
+/// (SwiGLU: the bf16 results as floats); norm_weight: [in] when rms_norm (rounded to bf16, also
+/// misaligned by `misalign` elements); y_bf16 (plain GEMM only): when given, the kernel also
+/// writes bf16(y) and it is returned here. Synchronous. Returns whether a 16-byte kernel ran.
 bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<const float> x, std::vector<float>& y,
-                     std::span<const float> norm_weight = {});
+                     std::span<const float> norm_weight = {}, std::vector<float>* y_bf16 = nullptr);
 
 }  // namespace macattn::engine

@@ -299,6 +299,20 @@ void CudaSession::Impl::upload(const Model& model) {
     d.w_down = DeviceBuffer(sz(std::int64_t{H} * I));
     upload_bf16(src.down_proj, d.w_down.as<bf16>(), 0, stream);
   }
+  bf16_norms();
+}
+
+void CudaSession::Impl::bf16_norms() {
+  const auto copy = [&](const DeviceBuffer& f32) {
+    DeviceBuffer b(static_cast<std::size_t>(H) * 2);
+    gpu::to_bf16(f32.as<float>(), H, b.as<bf16>(), stream);
+    return b;
+  };
+  w.final_norm_bf16 = copy(w.final_norm);
+  for (gpu::DeviceLayer& d : w.layers) {
+    d.input_norm_bf16 = copy(d.input_norm);
+    d.post_norm_bf16 = copy(d.post_norm);
+  }
 }
 
 void CudaSession::Impl::randomize(std::uint64_t seed) {
@@ -332,6 +346,7 @@ void CudaSession::Impl::randomize(std::uint64_t seed) {
       d.k_norm = ones(D);
     }
   }
+  bf16_norms();
   ENGINE_CUDA(cudaStreamSynchronize(stream));
 }
 
@@ -400,6 +415,7 @@ void CudaSession::Impl::allocate() {
   const auto R = static_cast<std::size_t>(rows);
   x = device_array<float>(R * H);
   hb = device_array<bf16>(R * H);
+  x_bf16 = device_array<bf16>(static_cast<std::size_t>(B) * H);
   qkv = device_array<float>(R * QKV);
   q = device_array<float>(R * QD);
   q_pre = device_array<float>(R * QD);
@@ -514,7 +530,7 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   const bool fuse_post = norm_fused(n, decode, kFusePostNorm);
 
   if (fuse) {
-    gpu::skinny_gemm_rms_norm(x.as<float>(), n, d.input_norm.as<float>(), eps, d.w_qkv.as<bf16>(), QKV, H,
+    gpu::skinny_gemm_rms_norm(x_bf16.as<bf16>(), n, d.input_norm_bf16.as<bf16>(), eps, d.w_qkv.as<bf16>(), QKV, H,
                               qkv.as<float>(), stream, gemv);
   } else {
     gpu::rms_norm_bf16(x.as<float>(), n, H, d.input_norm.as<float>(), eps, hb.as<bf16>(), stream);
@@ -590,21 +606,25 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   if (sk) {
     // x += o_proj(attn): the skinny GEMM rounds the fp32 attention output to bf16 as it loads
     // it (what to_bf16 did), so no separate conversion.
-    gpu::skinny_gemm(attn.as<float>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), true, stream, gemv);
+    gpu::skinny_gemm(attn.as<float>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), true, stream, gemv,
+                     fuse_post && !d.b_o.bytes() ? x_bf16.as<bf16>() : nullptr);
   } else {
     gpu::to_bf16(attn.as<float>(), n * QD, attn_b.as<bf16>(), stream);
     gemm(attn_b.as<bf16>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), 1.0f);  // x += o_proj(attn)
   }
-  if (d.b_o.bytes()) gpu::add_bias_rows(x.as<float>(), n, H, d.b_o.as<float>(), stream);
+  if (d.b_o.bytes())
+    gpu::add_bias_rows(x.as<float>(), n, H, d.b_o.as<float>(), stream, fuse_post ? x_bf16.as<bf16>() : nullptr);
   if (!fuse_post) gpu::rms_norm_bf16(x.as<float>(), n, H, d.post_norm.as<float>(), eps, hb.as<bf16>(), stream);
   if (sk) {
     // gate|up with SwiGLU in the epilogue: act = bf16(silu(gate) * up), no gu round trip.
     if (fuse_post)
-      gpu::skinny_gemm_swiglu_rms_norm(x.as<float>(), n, d.post_norm.as<float>(), eps, d.w_gate_up.as<bf16>(), I, H,
-                                       act.as<bf16>(), stream, gemv);
+      gpu::skinny_gemm_swiglu_rms_norm(x_bf16.as<bf16>(), n, d.post_norm_bf16.as<bf16>(), eps, d.w_gate_up.as<bf16>(),
+                                       I, H, act.as<bf16>(), stream, gemv);
     else
       gpu::skinny_gemm_swiglu(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), I, H, act.as<bf16>(), stream, gemv);
-    gpu::skinny_gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), true, stream, gemv);  // x += down(act)
+    // x += down(act); the next layer's (or the final) norm reads bf16(x) when fused.
+    gpu::skinny_gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), true, stream, gemv,
+                     fuse ? x_bf16.as<bf16>() : nullptr);
   } else {
     gemm(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), 2 * std::int64_t{I}, H, gu.as<float>(), 0.0f);
     gpu::silu_mul_bf16(gu.as<float>(), n, I, act.as<bf16>(), stream);
@@ -615,11 +635,13 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
 void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greedy, bool audit) {
   gpu::build_page_table(pos.as<std::int64_t>(), B, page_size, pages_per_seq, indptr.as<std::int32_t>(),
                         indices.as<std::int32_t>(), last_page_len.as<std::int32_t>(), stream);
-  gpu::embed_rows(tokens.as<std::int32_t>(), B, w.embed.as<bf16>(), V, H, x.as<float>(), stream);
+  const bool fuse = norm_fused(B, true, kFuseInputNorm);
+  gpu::embed_rows(tokens.as<std::int32_t>(), B, w.embed.as<bf16>(), V, H, x.as<float>(), stream,
+                  fuse ? x_bf16.as<bf16>() : nullptr);
   for (std::int32_t l = 0; l < L; ++l) layer(l, B, kind, false, audit, -1);
-  if (norm_fused(B, true, kFuseInputNorm)) {
-    gpu::skinny_gemm_rms_norm(x.as<float>(), B, w.final_norm.as<float>(), config.rms_norm_eps, w.lm_head_ptr(), V, H,
-                              logits.as<float>(), stream, gemv);
+  if (fuse) {
+    gpu::skinny_gemm_rms_norm(x_bf16.as<bf16>(), B, w.final_norm_bf16.as<bf16>(), config.rms_norm_eps, w.lm_head_ptr(),
+                              V, H, logits.as<float>(), stream, gemv);
   } else {
     gpu::rms_norm_bf16(x.as<float>(), B, H, w.final_norm.as<float>(), config.rms_norm_eps, hb.as<bf16>(), stream);
     if (skinny(B, true))

@@ -37,7 +37,8 @@ class DeviceBuffer {
 };
 
 struct DeviceLayer {
-  DeviceBuffer input_norm, post_norm;  // f32 [H]
+  DeviceBuffer input_norm, post_norm;            // f32 [H]
+  DeviceBuffer input_norm_bf16, post_norm_bf16;  // bf16 [H]: the fused norms' (skinny_gemm_rms_norm)
   DeviceBuffer w_qkv;                  // bf16 [(Hq + 2 Hkv) D, H]: q | k | v rows
   DeviceBuffer b_qkv;                  // f32 or empty
   DeviceBuffer q_norm, k_norm;         // f32 [D] or empty
@@ -49,7 +50,7 @@ struct DeviceLayer {
 struct DeviceWeights {
   DeviceBuffer embed;    // bf16 [V, H]
   DeviceBuffer lm_head;  // bf16 [V, H]; empty when tied (then embed is used)
-  DeviceBuffer final_norm;
+  DeviceBuffer final_norm, final_norm_bf16;
   std::vector<DeviceLayer> layers;
   std::size_t bytes = 0;
   const bf16* lm_head_ptr() const { return lm_head.bytes() ? lm_head.as<bf16>() : embed.as<bf16>(); }
@@ -72,6 +73,7 @@ struct CudaSession::Impl {
   ~Impl();
   void upload(const Model& model);
   void randomize(std::uint64_t seed);
+  void bf16_norms();  // the norm weights' bf16 copies (after upload or randomize)
   void allocate();  // everything but the weights (after them)
 
   // The forward pass. Decode: rows = batch, tokens in d_tokens, positions d_pos.
@@ -139,7 +141,9 @@ struct CudaSession::Impl {
   DeviceBuffer stats_acc;   // int64 [L, 6]
 
   // Activations of up to `rows` positions.
-  DeviceBuffer x, hb, qkv, q, q_pre, q_pre_layers, attn, attn_b, gu, act, logits, exact_out, audit_sums;
+  // x_bf16: bf16(x), written beside x by the kernels that write x in a decode step whose norms
+  // the matmuls compute (norm_fused), which read it instead of x.
+  DeviceBuffer x, x_bf16, hb, qkv, q, q_pre, q_pre_layers, attn, attn_b, gu, act, logits, exact_out, audit_sums;
   std::int64_t logits_rows = 0;
   DeviceBuffer tokens, row_pos, row_seq, batch_seq, greedy, row_indptr;
 

@@ -55,14 +55,17 @@ __device__ __forceinline__ void strided_in_batches(std::int64_t n, Load load, Us
 constexpr int kLoadsInFlight = 16;
 
 __global__ void embed_kernel(const std::int32_t* tokens, std::int64_t n, const bf16* embed, std::int64_t vocab,
-                             std::int64_t H, float* x) {
+                             std::int64_t H, float* x, bf16* x_bf16) {
   const std::int64_t r = blockIdx.x;
   const std::int32_t tok = tokens[r];
   const bool ok = tok >= 0 && tok < vocab;
   const bf16* row = embed + (ok ? static_cast<std::int64_t>(tok) * H : 0);
   strided_in_batches<kLoadsInFlight>(
       H, [&](std::int64_t i) { return ok ? __bfloat162float(row[i]) : 0.f; },
-      [&](std::int64_t i, float v) { x[r * H + i] = v; });
+      [&](std::int64_t i, float v) {
+        x[r * H + i] = v;
+        if (x_bf16 != nullptr) x_bf16[r * H + i] = __float2bfloat16_rn(v);
+      });
 }
 
 // Programmatic dependent launch (sm_90): the decode matmuls may be launched with it
@@ -205,10 +208,13 @@ __global__ void to_bf16_kernel(const float* x, std::int64_t n, bf16* y) {
     y[k] = __float2bfloat16_rn(x[k]);
 }
 
-__global__ void add_bias_kernel(float* x, std::int64_t n, std::int64_t cols, const float* bias) {
+__global__ void add_bias_kernel(float* x, std::int64_t n, std::int64_t cols, const float* bias, bf16* x_bf16) {
   for (std::int64_t k = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; k < n * cols;
-       k += std::int64_t(gridDim.x) * blockDim.x)
-    x[k] += bias[k % cols];
+       k += std::int64_t(gridDim.x) * blockDim.x) {
+    const float v = x[k] + bias[k % cols];
+    x[k] = v;
+    if (x_bf16 != nullptr) x_bf16[k] = __float2bfloat16_rn(v);
+  }
 }
 
 // One block of 1024 threads per row.
@@ -371,8 +377,8 @@ bool small_kernel_pdl(SmallKernel k) {
 }  // namespace
 
 void embed_rows(const std::int32_t* tokens, std::int64_t n, const bf16* embed, std::int64_t vocab, std::int64_t H,
-                float* x, cudaStream_t s) {
-  embed_kernel<<<static_cast<unsigned>(n), kThreads, 0, s>>>(tokens, n, embed, vocab, H, x);
+                float* x, cudaStream_t s, bf16* x_bf16) {
+  embed_kernel<<<static_cast<unsigned>(n), kThreads, 0, s>>>(tokens, n, embed, vocab, H, x, x_bf16);
   ENGINE_LAUNCHED("embed_kernel");
 }
 
@@ -407,8 +413,8 @@ void to_bf16(const float* x, std::int64_t n, bf16* y, cudaStream_t s) {
   ENGINE_LAUNCHED("to_bf16_kernel");
 }
 
-void add_bias_rows(float* x, std::int64_t n, std::int64_t cols, const float* bias, cudaStream_t s) {
-  add_bias_kernel<<<blocks_for(n * cols), kThreads, 0, s>>>(x, n, cols, bias);
+void add_bias_rows(float* x, std::int64_t n, std::int64_t cols, const float* bias, cudaStream_t s, bf16* x_bf16) {
+  add_bias_kernel<<<blocks_for(n * cols), kThreads, 0, s>>>(x, n, cols, bias, x_bf16);
   ENGINE_LAUNCHED("add_bias_kernel");
 }
 

@@ -15,9 +15,10 @@ namespace macattn::engine::gpu {
 using bf16 = __nv_bfloat16;
 
 /// x[r] = float(embed[tokens[r]]), r < n. embed: [vocab, H] bf16. A token outside [0, vocab)
-/// (the host validates; this only guards memory) gives a zero row.
+/// (the host validates; this only guards memory) gives a zero row. x_bf16 (optional): the same
+/// rows in bf16 (exact: they are bf16 values).
 void embed_rows(const std::int32_t* tokens, std::int64_t n, const bf16* embed, std::int64_t vocab, std::int64_t H,
-                float* x, cudaStream_t s);
+                float* x, cudaStream_t s, bf16* x_bf16 = nullptr);
 
 /// y[r] = bf16(w * x[r] / sqrt(mean(x[r]^2) + eps)), rows r < n of H values.
 void rms_norm_bf16(const float* x, std::int64_t n, std::int64_t H, const float* w, float eps, bf16* y, cudaStream_t s);
@@ -71,28 +72,30 @@ bool skinny_gemm_pdl_supported();
 /// o < out; W bf16 [out, in], x bf16 or fp32 [n, in] (fp32 is rounded to bf16 first, as
 /// to_bf16 before a bf16 GEMM), y fp32 [n, out], fp32 accumulation. n in [1, kSkinnyGemmMaxRows].
 /// Returns the kernel that ran. Deterministic, and identical rows of x give bit-identical rows
-/// of y (the summation order depends on the kernel and n only).
+/// of y (the summation order depends on the kernel and n only). y_bf16 [n, out] (optional):
+/// also written, bf16(y) after the update (the input of a fused norm, skinny_gemm_rms_norm).
 constexpr std::int64_t kSkinnyGemmMaxRows = 8;
 GemvKernel skinny_gemm(const bf16* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
-                       bool accumulate, cudaStream_t s, GemvLaunch how);
+                       bool accumulate, cudaStream_t s, GemvLaunch how, bf16* y_bf16 = nullptr);
 GemvKernel skinny_gemm(const float* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
-                       bool accumulate, cudaStream_t s, GemvLaunch how);
+                       bool accumulate, cudaStream_t s, GemvLaunch how, bf16* y_bf16 = nullptr);
 /// The fused gate|up matmul with SwiGLU: w_gate_up bf16 [2I, in] (gate rows then up rows),
 /// act[r, i] = bf16(silu(g) * u) with g, u the fp32 products of rows i and I + i (what the
 /// GEMM into gu followed by silu_mul_bf16 computes). act [n, I].
 GemvKernel skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_up, std::int64_t I,
                               std::int64_t in, bf16* act, cudaStream_t s, GemvLaunch how);
 
-/// RMSNorm fused into the matmul after it (decode, n in [1, kGemvFmaMaxRows]): x fp32 [n, in]
-/// is the residual stream, norm_weight fp32 [in], and
+/// RMSNorm fused into the matmul after it (decode, n in [1, kGemvFmaMaxRows]): x bf16 [n, in]
+/// is the residual stream rounded to bf16 (the y_bf16 copy of the kernel that wrote it),
+/// norm_weight bf16 [in], and, in fp32,
 /// y[r, o] = inv_r * sum_k W[o, k] (norm_weight[k] x[r, k]), inv_r = 1 / sqrt(mean_k x[r, k]^2 + eps):
-/// W times rms_norm_bf16's output, except that the normalised row is not rounded to bf16 (it is
-/// never stored). The fp32-FMA or scalar kernel runs (how.kernel mma is refused). Saves the norm
+/// W times rms_norm_bf16's output up to where the roundings fall (here x and the weight, there the
+/// normalised row). The fp32-FMA or scalar kernel runs (how.kernel mma is refused). Saves the norm
 /// kernel between two matmuls of a decode step (docs/benchmarks/e2e_cuda.md).
-GemvKernel skinny_gemm_rms_norm(const float* x, std::int64_t n, const float* norm_weight, float eps, const bf16* w,
+GemvKernel skinny_gemm_rms_norm(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps, const bf16* w,
                                 std::int64_t out, std::int64_t in, float* y, cudaStream_t s, GemvLaunch how);
 /// The same for the gate|up matmul with SwiGLU (as skinny_gemm_swiglu): act [n, I].
-GemvKernel skinny_gemm_swiglu_rms_norm(const float* x, std::int64_t n, const float* norm_weight, float eps,
+GemvKernel skinny_gemm_swiglu_rms_norm(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps,
                                        const bf16* w_gate_up, std::int64_t I, std::int64_t in, bf16* act,
                                        cudaStream_t s, GemvLaunch how);
 
@@ -103,7 +106,9 @@ void silu_mul_bf16(const float* gu, std::int64_t n, std::int64_t I, bf16* act, c
 void to_bf16(const float* x, std::int64_t n, bf16* y, cudaStream_t s);
 
 /// x[r, c] += bias[c], rows r < n of `cols` values.
-void add_bias_rows(float* x, std::int64_t n, std::int64_t cols, const float* bias, cudaStream_t s);
+/// x_bf16 (optional): also written, bf16 of the updated x.
+void add_bias_rows(float* x, std::int64_t n, std::int64_t cols, const float* bias, cudaStream_t s,
+                   bf16* x_bf16 = nullptr);
 
 /// out[r] = argmax of logits[r] ([n, vocab]; the first of equal maxima, NaN ignored);
 /// when feed != null, also feed[r] = out[r] (the next step's token).

@@ -23,12 +23,16 @@
 // Epilogues: y = acc, y += acc (cuBLAS beta = 1: the residual), or act = bf16(silu(g) * u) of the
 // fused gate|up weights (rows [0, I) gate, [I, 2I) up). x is bf16 or fp32; fp32 is rounded to
 // bf16 on load (what to_bf16 + the bf16 cuBLAS call did).
-// NORM (fused RMSNorm, up to kGemvFmaMaxRows rows): x is the fp32 residual stream, each element
-// is multiplied by the norm weight on load (not rounded), every thread also sums the squares of
-// the x values it loads, and the epilogue scales the block's totals by 1 / sqrt(mean x^2 + eps)
-// (the squares reduced beside the products, in a fixed order). Every block reads all of x
-// anyway, so the norm costs two FP operations per element instead of a kernel of its own, which
-// in a decode step sat alone between two matmuls (3.5 us of a 125 us llama3-8b layer, twice).
+// NORM (fused RMSNorm, up to kGemvFmaMaxRows rows): x is a bf16 copy of the residual stream
+// (written beside it by the kernel that wrote the residual: GemvOut::y_bf16), each element is
+// multiplied by the bf16 norm weight on load, every thread also sums the squares of the x values
+// it loads, and the epilogue scales the block's totals by 1 / sqrt(mean x^2 + eps) (the squares
+// reduced beside the products, in a fixed order). Every block reads all of x anyway, so the norm
+// costs two FP operations per element instead of a kernel of its own, which in a decode step sat
+// alone between two matmuls (3.5 us of a 125 us llama3-8b layer, twice). x and the norm weight
+// are bf16 because every block re-reads them through L1: after MAC's kernels (which ask for the
+// most shared memory) an SM keeps 28 KB of L1 while kernels overlap, and fp32 x plus an fp32 norm
+// weight (32 KB at 4096) missed it: the gate|up matmul then streamed 4-10 us slower.
 
 #include <cstdint>
 
@@ -116,25 +120,22 @@ __device__ __forceinline__ float load_x1(const float* p) {
   return round_bf16(*static_cast<const volatile float*>(p));
 }
 
-// The fused RMSNorm's input (NORM): the norm weight g [in] fp32 and eps.
+// The fused RMSNorm's input (NORM): the norm weight g [in] bf16 and eps.
 struct GemvNorm {
-  const float* weight = nullptr;
+  const bf16* weight = nullptr;
   float eps = 0.f;
 };
 // The 8 norm weights of chunk c. The model's weights: no kernel writes them, so the read-only
 // path is valid.
-__device__ __forceinline__ void load_g8(const float* g, std::int64_t c, float (&f)[8]) {
-  const float4 a = __ldg(reinterpret_cast<const float4*>(g) + 2 * c);
-  const float4 b = __ldg(reinterpret_cast<const float4*>(g) + 2 * c + 1);
-  f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+__device__ __forceinline__ void load_g8(const bf16* g, std::int64_t c, float (&f)[8]) {
+  unpack8(__ldg(reinterpret_cast<const uint4*>(g) + c), f);
 }
-// NORM: the 8 fp32 activations of chunk c times the norm weights, unrounded; ss += their squares
-// (in element order).
-__device__ __forceinline__ void load_x8_normed(const float* row, std::int64_t c, const float (&g)[8], float (&f)[8],
+// NORM: the 8 activations of chunk c times the norm weights (fp32 products); ss += the squares of
+// the activations (in element order).
+__device__ __forceinline__ void load_x8_normed(const bf16* row, std::int64_t c, const float (&g)[8], float (&f)[8],
                                                float& ss) {
-  const float4 a = load_coherent16f(reinterpret_cast<const float4*>(row) + 2 * c);
-  const float4 b = load_coherent16f(reinterpret_cast<const float4*>(row) + 2 * c + 1);
-  const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+  float v[8];
+  load_x8(row, c, v);
 #pragma unroll
   for (int e = 0; e < 8; ++e) {
     ss = __fmaf_rn(v[e], v[e], ss);
@@ -171,8 +172,9 @@ constexpr int log2_exact(int v) {
 }
 
 struct GemvOut {
-  float* y = nullptr;    // plain: [n, out]
-  bf16* act = nullptr;   // SwiGLU: [n, out]
+  float* y = nullptr;       // plain: [n, out]
+  bf16* y_bf16 = nullptr;   // plain, optional: bf16(y) after the update (a fused norm's input)
+  bf16* act = nullptr;      // SwiGLU: [n, out]
   bool accumulate = false;
 };
 
@@ -252,7 +254,9 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], 
       if (oi < out) {
         const float s = total(t) * scale(r);
         float* dst = o.y + r * out + oi;
-        *dst = o.accumulate ? s + *dst : s;
+        const float v = o.accumulate ? s + *dst : s;
+        *dst = v;
+        if (o.y_bf16 != nullptr) o.y_bf16[r * out + oi] = __float2bfloat16_rn(v);
       }
     }
   }
@@ -271,7 +275,7 @@ __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4)
                     GemvOut o, GemvNorm norm) {
   constexpr int kThreads = gemv_threads<N>(), kUnroll = gemv_unroll<N>(), R = gemv_rows<N>();
   constexpr bool kHoistX = N <= 4;
-  static_assert(!NORM || (kHoistX && sizeof(XT) == 4), "the fused RMSNorm takes up to 4 fp32 rows");
+  static_assert(!NORM || (kHoistX && sizeof(XT) == 2), "the fused RMSNorm takes up to 4 bf16 rows");
   constexpr int VP = pow2_at_least(R * N);
   const std::int64_t group = blockIdx.x;
   const std::int64_t chunks = in / 8;
@@ -373,9 +377,9 @@ __global__ void __launch_bounds__(gemv_threads<N>())
     for (int r = 0; r < N; ++r) {
       float xv;
       if constexpr (NORM) {
-        const float raw = *static_cast<const volatile float*>(x + r * in + k);
+        const float raw = load_x1(x + r * in + k);
         ss[r] = __fmaf_rn(raw, raw, ss[r]);
-        xv = raw * __ldg(norm.weight + k);
+        xv = raw * __bfloat162float(__ldg(norm.weight + k));
       } else {
         xv = load_x1(x + r * in + k);
       }
@@ -524,7 +528,9 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(const XT* x, c
     if (oi < out) {
       const float sum = total(e);
       float* dst = o.y + col * out + oi;
-      *dst = o.accumulate ? sum + *dst : sum;
+      const float v = o.accumulate ? sum + *dst : sum;
+      *dst = v;
+      if (o.y_bf16 != nullptr) o.y_bf16[col * out + oi] = __float2bfloat16_rn(v);
     }
   }
 }
@@ -626,17 +632,19 @@ bool skinny_gemm_mma_supported() { return device_major() >= 8; }
 bool skinny_gemm_pdl_supported() { return device_major() >= 9; }
 
 GemvKernel skinny_gemm(const bf16* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
-                       bool accumulate, cudaStream_t s, GemvLaunch how) {
+                       bool accumulate, cudaStream_t s, GemvLaunch how, bf16* y_bf16) {
   GemvOut o;
   o.y = y;
+  o.y_bf16 = y_bf16;
   o.accumulate = accumulate;
   return gemv_launch<bf16, false>(x, n, w, out, in, o, s, how);
 }
 
 GemvKernel skinny_gemm(const float* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in, float* y,
-                       bool accumulate, cudaStream_t s, GemvLaunch how) {
+                       bool accumulate, cudaStream_t s, GemvLaunch how, bf16* y_bf16) {
   GemvOut o;
   o.y = y;
+  o.y_bf16 = y_bf16;
   o.accumulate = accumulate;
   return gemv_launch<float, false>(x, n, w, out, in, o, s, how);
 }
@@ -648,19 +656,19 @@ GemvKernel skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_
   return gemv_launch<bf16, true>(x, n, w_gate_up, I, in, o, s, how);
 }
 
-GemvKernel skinny_gemm_rms_norm(const float* x, std::int64_t n, const float* norm_weight, float eps, const bf16* w,
+GemvKernel skinny_gemm_rms_norm(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps, const bf16* w,
                                 std::int64_t out, std::int64_t in, float* y, cudaStream_t s, GemvLaunch how) {
   GemvOut o;
   o.y = y;
-  return gemv_launch<float, false, true>(x, n, w, out, in, o, s, how, GemvNorm{norm_weight, eps});
+  return gemv_launch<bf16, false, true>(x, n, w, out, in, o, s, how, GemvNorm{norm_weight, eps});
 }
 
-GemvKernel skinny_gemm_swiglu_rms_norm(const float* x, std::int64_t n, const float* norm_weight, float eps,
+GemvKernel skinny_gemm_swiglu_rms_norm(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps,
                                        const bf16* w_gate_up, std::int64_t I, std::int64_t in, bf16* act,
                                        cudaStream_t s, GemvLaunch how) {
   GemvOut o;
   o.act = act;
-  return gemv_launch<float, true, true>(x, n, w_gate_up, I, in, o, s, how, GemvNorm{norm_weight, eps});
+  return gemv_launch<bf16, true, true>(x, n, w_gate_up, I, in, o, s, how, GemvNorm{norm_weight, eps});
 }
 
 }  // namespace macattn::engine::gpu

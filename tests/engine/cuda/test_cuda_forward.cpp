@@ -314,7 +314,8 @@ double check_gemv_case(const GemvCheck& c, std::uint64_t seed) {
   std::vector<float> w(static_cast<std::size_t>(rows * c.in)), x(static_cast<std::size_t>(c.n * c.in));
   for (float& v : w) v = round_bf16(rng.uniform(1.0f));
   for (float& v : x) v = c.f32_input ? rng.uniform(1.0f) : round_bf16(rng.uniform(1.0f));
-  // The fused RMSNorm: rows of different scales (a residual stream's), norm weights around 1.
+  // The fused RMSNorm: bf16 rows of different scales (a residual stream's), bf16 norm weights
+  // around 1.
   std::vector<float> g;
   std::vector<double> inv(static_cast<std::size_t>(c.n), 1.0);
   if (c.rms_norm) {
@@ -323,20 +324,29 @@ double check_gemv_case(const GemvCheck& c, std::uint64_t seed) {
       double ss = 0.0;
       for (std::int64_t k = 0; k < c.in; ++k) {
         float& v = x[static_cast<std::size_t>(r * c.in + k)];
-        v = scale * rng.uniform(1.0f);
+        v = round_bf16(scale * rng.uniform(1.0f));
         ss += static_cast<double>(v) * v;
       }
       inv[static_cast<std::size_t>(r)] = 1.0 / std::sqrt(ss / static_cast<double>(c.in) + c.eps);
     }
     g.resize(static_cast<std::size_t>(c.in));
-    for (float& v : g) v = 1.0f + 0.5f * rng.uniform(1.0f);
+    for (float& v : g) v = round_bf16(1.0f + 0.5f * rng.uniform(1.0f));
   }
   std::vector<float> y0(static_cast<std::size_t>(c.n * c.out), 0.0f);
   if (c.accumulate)
     for (float& v : y0) v = rng.uniform(4.0f);
   std::vector<float> y = y0;
-  const bool vec = cuda_gemv_check(c, w, x, y, g);
-  const std::size_t xs = c.f32_input || c.rms_norm ? 4 : 2;
+  // Every other plain case also asks for the bf16 copy of y (the fused norm's input).
+  std::vector<float> yb;
+  const bool copy = !c.swiglu && !c.rms_norm && seed % 2 == 0;
+  const bool vec = cuda_gemv_check(c, w, x, y, g, copy ? &yb : nullptr);
+  if (copy) {
+    int wrong = 0;
+    for (std::size_t i = 0; i < y.size(); ++i)
+      if (!(yb[i] == round_bf16(y[i])) && ++wrong <= 3)
+        ADD_FAILURE() << "bf16 copy of y[" << i << "] = " << yb[i] << ", want " << round_bf16(y[i]);
+  }
+  const std::size_t xs = c.f32_input ? 4 : 2;
   const bool want_vec = !c.force_scalar && c.in % 8 == 0 && (c.misalign * 2) % 16 == 0 &&
                         (c.misalign * static_cast<std::int64_t>(xs)) % 16 == 0;
   EXPECT_EQ(vec, want_vec) << "16-byte path chosen wrongly: n " << c.n << " out " << c.out << " in " << c.in;
@@ -344,7 +354,7 @@ double check_gemv_case(const GemvCheck& c, std::uint64_t seed) {
                            std::to_string(c.in) + (c.f32_input ? " f32" : " bf16") + (c.accumulate ? " +=" : "") +
                            (c.swiglu ? " swiglu" : "") + (c.force_scalar ? " scalar" : "") +
                            (c.rms_norm ? " rms_norm" : "") + " misalign " + std::to_string(c.misalign);
-  // With the fused RMSNorm: inv_r * sum_k W x g (x not rounded), the sums scaled likewise.
+  // With the fused RMSNorm: inv_r * sum_k W x g, the sums scaled likewise.
   const auto dot = [&](std::int64_t r, std::int64_t row, double& abs_sum) {
     double s = 0.0;
     abs_sum = 0.0;
@@ -629,8 +639,9 @@ TEST(CudaSkinnyGemm, DecodeMatchesCublasPath) {
 TEST(CudaSkinnyGemm, FusedNormDecodeMatchesSeparateNorm) {
   SKIP_WITHOUT_GPU();
   // Decode steps with the RMSNorms inside the matmuls (the default at <= 4 rows) against the
-  // same steps with rms_norm_bf16 first (MACATTN_ENGINE_FUSED_NORM=0): the fused form skips one
-  // bf16 rounding of the normalised rows, so logits agree within that rounding, not bit for bit.
+  // same steps with rms_norm_bf16 first (MACATTN_ENGINE_FUSED_NORM=0): the fused form rounds x
+  // and the norm weight to bf16 where the other rounds the normalised row, so logits agree within
+  // those roundings, not bit for bit.
   // Batches 1 and 4; fixtures with biases, tied embeddings, head dim 32, a q/k-norm (qwen3).
   for (const std::int32_t batch : {1, 4})
   for (const char* fixture : {"llama3_bf16_sharded", "llama_tied_hd32_bias_f16", "qwen3_f32_tied"}) {
