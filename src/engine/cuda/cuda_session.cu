@@ -191,6 +191,24 @@ unsigned fused_norm_from_env() {
   throw Error("CudaSession: MACATTN_ENGINE_FUSED_NORM = '" + s + "' is not one of auto, 0, 1, input, post");
 }
 
+// MACATTN_ENGINE_MAC_IDLE_POINT: where a decode step lets every SM go idle after a MAC layer
+// whose post-attention norm the gate|up matmul computes (norm_fused). MAC's kernels ask for the
+// most shared memory, and an SM changes its split between L1 and shared memory only while idle;
+// without an idle point the MLP matmuls run with 28 KB of L1, too little for the 28 KB
+// activation row that every block of the down matmul re-reads (the separate norm kernel,
+// launched without PDL, used to be that point). "o_proj" (unset, empty or "auto"): the o_proj
+// matmul launches without programmatic dependent launch; "gate_up": the gate|up matmul does;
+// "none": neither.
+enum class IdlePoint { o_proj, gate_up, none };
+IdlePoint idle_point_from_env() {
+  const char* v = std::getenv("MACATTN_ENGINE_MAC_IDLE_POINT");
+  const std::string s = v == nullptr ? std::string() : std::string(v);
+  if (s.empty() || s == "auto" || s == "o_proj") return IdlePoint::o_proj;
+  if (s == "gate_up") return IdlePoint::gate_up;
+  if (s == "none") return IdlePoint::none;
+  throw Error("CudaSession: MACATTN_ENGINE_MAC_IDLE_POINT = '" + s + "' is not one of auto, o_proj, gate_up, none");
+}
+
 bool library_supports(std::int32_t D, std::int32_t Hq, std::int32_t Hkv) {
   return (D == 64 || D == 128 || D == 256) && Hq / Hkv >= 1 && Hq / Hkv <= 16;
 }
@@ -236,6 +254,7 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   gemv = gemv_launch_from_env();
   early_scan = early_scan_from_env();
   fused_norm = fused_norm_from_env();
+  idle_point = static_cast<int>(idle_point_from_env());
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   ENGINE_CUDA(cudaStreamCreateWithFlags(&scan_stream, cudaStreamNonBlocking));
   ENGINE_CUDA(cudaEventCreateWithFlags(&scan_fork, cudaEventDisableTiming));
@@ -603,10 +622,16 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
     }
   }
 
+  // After a MAC layer, one MLP-side matmul may launch without PDL so that the SMs go idle and
+  // re-split L1 and shared memory (MACATTN_ENGINE_MAC_IDLE_POINT).
+  const bool idle_after_mac = mac_step && fuse_post;
+  gpu::GemvLaunch gemv_o = gemv, gemv_gu = gemv;
+  if (idle_after_mac && idle_point == static_cast<int>(IdlePoint::o_proj)) gemv_o.pdl = false;
+  if (idle_after_mac && idle_point == static_cast<int>(IdlePoint::gate_up)) gemv_gu.pdl = false;
   if (sk) {
     // x += o_proj(attn): the skinny GEMM rounds the fp32 attention output to bf16 as it loads
     // it (what to_bf16 did), so no separate conversion.
-    gpu::skinny_gemm(attn.as<float>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), true, stream, gemv,
+    gpu::skinny_gemm(attn.as<float>(), n, d.w_o.as<bf16>(), H, QD, x.as<float>(), true, stream, gemv_o,
                      fuse_post && !d.b_o.bytes() ? x_bf16.as<bf16>() : nullptr);
   } else {
     gpu::to_bf16(attn.as<float>(), n * QD, attn_b.as<bf16>(), stream);
@@ -619,7 +644,7 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
     // gate|up with SwiGLU in the epilogue: act = bf16(silu(gate) * up), no gu round trip.
     if (fuse_post)
       gpu::skinny_gemm_swiglu_rms_norm(x_bf16.as<bf16>(), n, d.post_norm_bf16.as<bf16>(), eps, d.w_gate_up.as<bf16>(),
-                                       I, H, act.as<bf16>(), stream, gemv);
+                                       I, H, act.as<bf16>(), stream, gemv_gu);
     else
       gpu::skinny_gemm_swiglu(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), I, H, act.as<bf16>(), stream, gemv);
     // x += down(act); the next layer's (or the final) norm reads bf16(x) when fused.

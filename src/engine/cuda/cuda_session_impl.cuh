@@ -112,6 +112,7 @@ struct CudaSession::Impl {
   std::int64_t skinny_max_rows = 4;  // from MACATTN_ENGINE_MATMUL (read at construction)
   gpu::GemvLaunch gemv;  // from MACATTN_ENGINE_GEMV and MACATTN_ENGINE_PDL (read at construction)
   unsigned fused_norm = kFuseInputNorm | kFusePostNorm;  // from MACATTN_ENGINE_FUSED_NORM (read at construction)
+  int idle_point = 0;  // MACATTN_ENGINE_MAC_IDLE_POINT (cuda_session.cu: IdlePoint)
   std::vector<bool> mac_layer;
   std::size_t decode_weight_bytes = 0;
 
