@@ -60,6 +60,7 @@ def test_replays_medians_and_overlaps(tmp_path):
     assert len(g) == 1 and g[0]["graph"] == 7
     assert g[0]["kernels_per_replay"] == 4 and g[0]["replays"] == 4
     assert g[0]["span_us"] == pytest.approx(10.0)  # to the attend kernel's end
+    assert g[0]["period_us"] == pytest.approx(100.001)  # replays 100 us + 1 ns apart
     ks = {k["name"]: k for k in g[0]["kernels"]}
     assert list(ks) == ["restore_kernel", "complete_kernel", "scan_kernel", "attend_kernel"]
     assert ks["complete_kernel"]["start_us"] == pytest.approx(2.5)

@@ -6,7 +6,8 @@ For every graph with at least --min-kernels kernels per replay: the replays are 
 first node, the first --skip replays dropped, and each node's start and end (relative to its
 replay's first kernel) taken as the median over the rest. Printed per graph:
 
-  - the replay's span (first kernel's start to last kernel's end);
+  - the replay's span (first kernel's start to last kernel's end) and the median time from one
+    replay's first kernel to the next one's (the span plus the gap between replays);
   - with --layers (the engine's decode step): each layer's window, from one input RMSNorm's start
     to the next, and the kernels of a typical layer: each kernel's start and end in the window,
     as the median over the layers (a layer's kernels are labelled name#k by their order in it);
@@ -158,9 +159,14 @@ def main():
             continue
         reps = [r for r in reps[a.skip:] if len(r) == per]
         spans = [(max(x[1] for x in r) - r[0][0]) / 1e3 for r in reps]
-        entry = {"graph": g, "kernels_per_replay": per, "replays": len(reps), "span_us": statistics.median(spans)}
+        # Start to start of consecutive replays (what a loop of graph launches takes per replay):
+        # the span plus the gap before the next replay's first kernel.
+        periods = [(b[0][0] - a[0][0]) / 1e3 for a, b in zip(reps, reps[1:])]
+        entry = {"graph": g, "kernels_per_replay": per, "replays": len(reps), "span_us": statistics.median(spans),
+                 "period_us": statistics.median(periods) if periods else None}
         print(f"\ngraph {g}: {per} kernels per replay, {len(reps)} replays, span {entry['span_us']:.2f} us "
-              f"(min {min(spans):.2f}, max {max(spans):.2f})")
+              f"(min {min(spans):.2f}, max {max(spans):.2f})" +
+              (f", start to start {entry['period_us']:.2f} us" if periods else ""))
         if a.layers:
             periods, layer = layer_view(reps, a.norm_name, a.marks_per_layer)
             if not periods:
