@@ -342,6 +342,7 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
       c.force_scalar ? gpu::GemvKernel::scalar : (c.fma ? gpu::GemvKernel::fma : gpu::GemvKernel::mma);
   gpu::GemvLaunch how;
   how.kernel = want;
+  how.narrow = c.narrow;
   gpu::GemvKernel ran = gpu::GemvKernel::scalar;
   if (c.swiglu) {
     dact = gpu::DeviceBuffer(ny * 2);

@@ -21,6 +21,7 @@ struct GemvCheck {
   std::int64_t misalign = 0;   ///< W and x start this many elements past a 256-byte boundary
   bool rms_norm = false;       ///< fused RMSNorm (skinny_gemm_rms_norm / _swiglu_rms_norm), n <= 4
   float eps = 1e-5f;           ///< the norm's eps
+  bool narrow = false;         ///< GemvLaunch::narrow (128-thread blocks at 1-2 rows, plain matmuls)
 };
 
 /// w: [(swiglu ? 2 : 1) * out, in] values (rounded to bf16 on upload); x: [n, in] (rounded to

@@ -209,6 +209,20 @@ IdlePoint idle_point_from_env() {
   throw Error("CudaSession: MACATTN_ENGINE_MAC_IDLE_POINT = '" + s + "' is not one of auto, o_proj, gate_up, none");
 }
 
+// MACATTN_ENGINE_GEMV_NARROW: which decode matmuls at 1-2 rows launch 128-thread blocks instead of
+// 256 (GemvLaunch::narrow): "none" (unset, empty or "auto"), "o_proj", "down" or "both". Those two
+// have 4096 outputs, 512 blocks of 8 rows: about two waves of 256-thread blocks on 132 SMs, one
+// of 128-thread blocks.
+unsigned narrow_from_env() {
+  const char* v = std::getenv("MACATTN_ENGINE_GEMV_NARROW");
+  const std::string s = v == nullptr ? std::string() : std::string(v);
+  if (s.empty() || s == "auto" || s == "none") return 0;
+  if (s == "o_proj") return 1;
+  if (s == "down") return 2;
+  if (s == "both") return 3;
+  throw Error("CudaSession: MACATTN_ENGINE_GEMV_NARROW = '" + s + "' is not one of auto, none, o_proj, down, both");
+}
+
 bool library_supports(std::int32_t D, std::int32_t Hq, std::int32_t Hkv) {
   return (D == 64 || D == 128 || D == 256) && Hq / Hkv >= 1 && Hq / Hkv <= 16;
 }
@@ -255,6 +269,7 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   early_scan = early_scan_from_env();
   fused_norm = fused_norm_from_env();
   idle_point = static_cast<int>(idle_point_from_env());
+  narrow = narrow_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   ENGINE_CUDA(cudaStreamCreateWithFlags(&scan_stream, cudaStreamNonBlocking));
   ENGINE_CUDA(cudaEventCreateWithFlags(&scan_fork, cudaEventDisableTiming));
@@ -625,7 +640,9 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   // After a MAC layer, one MLP-side matmul may launch without PDL so that the SMs go idle and
   // re-split L1 and shared memory (MACATTN_ENGINE_MAC_IDLE_POINT).
   const bool idle_after_mac = mac_step && fuse_post;
-  gpu::GemvLaunch gemv_o = gemv, gemv_gu = gemv;
+  gpu::GemvLaunch gemv_o = gemv, gemv_gu = gemv, gemv_down = gemv;
+  gemv_o.narrow = (narrow & 1) != 0;
+  gemv_down.narrow = (narrow & 2) != 0;
   if (idle_after_mac && idle_point == static_cast<int>(IdlePoint::o_proj)) gemv_o.pdl = false;
   if (idle_after_mac && idle_point == static_cast<int>(IdlePoint::gate_up)) gemv_gu.pdl = false;
   if (sk) {
@@ -648,7 +665,7 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
     else
       gpu::skinny_gemm_swiglu(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), I, H, act.as<bf16>(), stream, gemv);
     // x += down(act); the next layer's (or the final) norm reads bf16(x) when fused.
-    gpu::skinny_gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), true, stream, gemv,
+    gpu::skinny_gemm(act.as<bf16>(), n, d.w_down.as<bf16>(), H, I, x.as<float>(), true, stream, gemv_down,
                      fuse ? x_bf16.as<bf16>() : nullptr);
   } else {
     gemm(hb.as<bf16>(), n, d.w_gate_up.as<bf16>(), 2 * std::int64_t{I}, H, gu.as<float>(), 0.0f);

@@ -63,6 +63,9 @@ constexpr std::int64_t kGemvFmaMaxRows = 4;
 struct GemvLaunch {
   GemvKernel kernel = GemvKernel::automatic;
   bool pdl = false;
+  /// The FMA kernel at 1-2 rows with 128 threads per block instead of 256 (plain matmuls only;
+  /// ignored elsewhere): twice the blocks resident per SM, for matmuls of about one wave.
+  bool narrow = false;
 };
 bool skinny_gemm_mma_supported();
 bool skinny_gemm_pdl_supported();

@@ -195,14 +195,14 @@ __device__ __forceinline__ std::int64_t gemv_row(std::int64_t group, int j, std:
 // Block reduction of acc [R * N] (index j * N + r) and the epilogue. NORM: ss [N] are the
 // thread's sums of squares of activation row r, reduced beside acc; each output is scaled by
 // its row's 1 / sqrt(sum / in + eps) (the formula of rms_norm_kernel).
-template <int N, bool SWIGLU, int R = kGemvRows, bool NORM = false>
+template <int N, bool SWIGLU, int R = kGemvRows, bool NORM = false, int THREADS = gemv_threads<N>()>
 __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], std::int64_t group,
                                             std::int64_t out, const GemvOut& o, float (&ss)[N], std::int64_t in,
                                             float eps) {
   constexpr int V = R * N;
   constexpr int VP = pow2_at_least(V);
   static_assert(VP <= 32, "at most 32 accumulators per thread");
-  constexpr int kWarps = gemv_threads<N>() / 32;
+  constexpr int kWarps = THREADS / 32;
   static_assert(kWarps <= kGemvMaxWarps);
   __shared__ float red[kWarps][32];
   __shared__ float red_ss[NORM ? kWarps : 1][N];
@@ -269,11 +269,12 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], 
 // row unpacked at a time (measured at 4 rows on the H200, llama3-8b 4K exact steps, 4 rows per
 // block: 5.406 -> 5.301 ms; 256 threads x 2 chunks instead of 128 x 4 measured 6.11-6.53 ms;
 // docs/benchmarks/e2e_cuda.md). R: gemv_rows; N >= 5 keeps the activations per row (registers).
-template <int N, typename XT, bool SWIGLU, bool NORM = false>
-__global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / gemv_threads<N>())
+// THREADS: gemv_threads<N>(), or 128 at N <= 2 (GemvLaunch::narrow).
+template <int N, typename XT, bool SWIGLU, bool NORM = false, int THREADS = gemv_threads<N>()>
+__global__ void __launch_bounds__(THREADS, (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / THREADS)
     gemv_vec_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
                     GemvOut o, GemvNorm norm) {
-  constexpr int kThreads = gemv_threads<N>(), kUnroll = gemv_unroll<N>(), R = gemv_rows<N>();
+  constexpr int kThreads = THREADS, kUnroll = gemv_unroll<N>(), R = gemv_rows<N>();
   constexpr bool kHoistX = N <= 4;
   static_assert(!NORM || (kHoistX && sizeof(XT) == 2), "the fused RMSNorm takes up to 4 bf16 rows");
   constexpr int VP = pow2_at_least(R * N);
@@ -348,7 +349,7 @@ __global__ void __launch_bounds__(gemv_threads<N>(), (N >= 7 && sizeof(XT) == 4)
     }
   }
   if (!waited) engine_grid_wait();
-  gemv_finish<N, SWIGLU, R, NORM>(acc, group, out, o, ss, in, norm.eps);
+  gemv_finish<N, SWIGLU, R, NORM, THREADS>(acc, group, out, o, ss, in, norm.eps);
 }
 
 // The scalar path: any in, any (element-aligned) pointers.
@@ -537,7 +538,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(const XT* x, c
 
 template <int N, typename XT, bool SWIGLU, bool NORM>
 void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
-                   const GemvOut& o, const GemvNorm& norm, cudaStream_t s) {
+                   const GemvOut& o, const GemvNorm& norm, cudaStream_t s, bool narrow_request = false) {
+  // 128 threads per block instead of 256 (plain matmuls at 1-2 rows only): twice the blocks
+  // resident per SM, so a matmul of about one wave of 256-thread blocks runs in one.
+  constexpr bool kCanNarrow = N <= 2 && !SWIGLU && !NORM && gemv_threads<N>() != 128;
+  const bool narrow = kCanNarrow && narrow_request;
   const int rows = kernel == GemvKernel::fma ? gemv_rows<N>() : kGemvRows;  // the scalar kernel: 4
   const std::int64_t per_block = kernel == GemvKernel::mma ? (SWIGLU ? 8 : 16) : (SWIGLU ? rows / 2 : rows);
   const std::int64_t blocks = (out + per_block - 1) / per_block;
@@ -554,6 +559,10 @@ void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, c
   } else if (kernel == GemvKernel::mma) {
     launch_kernel("gemv_mma_kernel", gemv_mma_kernel<N, XT, SWIGLU>, grid, dim3(kMmaWarps * 32), s, pdl, x, w, out, in,
                   o);
+  } else if (kernel == GemvKernel::fma && narrow) {
+    if constexpr (kCanNarrow)
+      launch_kernel("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU, false, 128>, grid, dim3(128), s, pdl, x, w, out,
+                    in, o, norm);
   } else if (kernel == GemvKernel::fma) {
     launch_kernel("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, x, w, out,
                   in, o, norm);
@@ -599,10 +608,10 @@ GemvKernel gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t 
   if (!vec) kernel = GemvKernel::scalar;
   if (out == 0) return kernel;
   switch (n) {
-    case 1: gemv_launch_n<1, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
-    case 2: gemv_launch_n<2, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
-    case 3: gemv_launch_n<3, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
-    case 4: gemv_launch_n<4, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
+    case 1: gemv_launch_n<1, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s, how.narrow); break;
+    case 2: gemv_launch_n<2, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s, how.narrow); break;
+    case 3: gemv_launch_n<3, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s, how.narrow); break;
+    case 4: gemv_launch_n<4, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s, how.narrow); break;
     default:
       if constexpr (!NORM) {
         switch (n) {

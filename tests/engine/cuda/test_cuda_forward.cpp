@@ -536,6 +536,36 @@ TEST(CudaSkinnyGemm, FusedRmsNormMatchesFp64HostLoop) {
   EXPECT_THROW(cuda_gemv_check(c, w, std::vector<float>(4096, 1.0f), y, g), macattn::Error);
 }
 
+TEST(CudaSkinnyGemm, NarrowBlocksMatchFp64HostLoop) {
+  SKIP_WITHOUT_GPU();
+  // GemvLaunch::narrow: the FMA kernel with 128-thread blocks at 1-2 rows (plain matmuls; SwiGLU
+  // ignores it), y = / y += from bf16 and fp32 input, with the bf16 copy of y on every other case.
+  double worst = 0.0;
+  int cases = 0;
+  std::uint64_t seed = 300000;
+  for (const std::int64_t in : {4096, 14336, 896, 40, 8}) {
+    for (const std::int64_t out : {1, 5, 67, 4096}) {
+      for (std::int64_t n = 1; n <= 3; ++n) {
+        for (int mode = 0; mode < 4; ++mode) {
+          GemvCheck c;
+          c.fma = true;
+          c.narrow = true;
+          c.n = n;
+          c.out = out;
+          c.in = in;
+          c.accumulate = mode == 1 || mode == 2;
+          c.f32_input = mode == 2;
+          c.swiglu = mode == 3;
+          worst = std::max(worst, check_gemv_case(c, seed++));
+          ++cases;
+          if (HasFailure()) return;
+        }
+      }
+    }
+  }
+  std::printf("[ info ] skinny GEMM, narrow blocks: %d cases, worst error %.3f of the tolerance\n", cases, worst);
+}
+
 TEST(CudaSkinnyGemm, RowsAreIndependentOfBatch) {
   SKIP_WITHOUT_GPU();
   // The same activation row at every position of an n-row batch gives bit-identical outputs
