@@ -209,17 +209,21 @@ IdlePoint idle_point_from_env() {
   throw Error("CudaSession: MACATTN_ENGINE_MAC_IDLE_POINT = '" + s + "' is not one of auto, o_proj, gate_up, none");
 }
 
-// MACATTN_ENGINE_GEMV_NARROW: which decode matmuls at 1-2 rows launch 128-thread blocks instead of
-// 256 (GemvLaunch::narrow): "none" (unset, empty or "auto"), "o_proj", "down" or "both". Those two
-// have 4096 outputs, 512 blocks of 8 rows: about two waves of 256-thread blocks on 132 SMs, one
-// of 128-thread blocks.
+// MACATTN_ENGINE_GEMV_NARROW: which decode matmuls launch 128-thread blocks instead of 256
+// (GemvLaunch::narrow, 1-2 rows): "o_proj", "down", "both" or "none"; unset, empty or "auto":
+// both at 1 row, none at 2 (not measured there). The two have llama3-8b's 4096 outputs, 512
+// blocks of 8 rows: about two waves of 256-thread blocks on 132 SMs, one of 128-thread blocks.
+// Measured on the H200 (llama3-8b, 128K, batch 1, two runs each): exact 7.708 -> 7.666 ms, MAC
+// hit 1.0 4.079-4.084 -> 4.045-4.053 ms, hit 0 8.081-8.084 -> 8.036-8.048 ms.
+constexpr unsigned kNarrowOProj = 1, kNarrowDown = 2, kNarrowAuto = 4;
 unsigned narrow_from_env() {
   const char* v = std::getenv("MACATTN_ENGINE_GEMV_NARROW");
   const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "auto" || s == "none") return 0;
-  if (s == "o_proj") return 1;
-  if (s == "down") return 2;
-  if (s == "both") return 3;
+  if (s.empty() || s == "auto") return kNarrowAuto;
+  if (s == "none") return 0;
+  if (s == "o_proj") return kNarrowOProj;
+  if (s == "down") return kNarrowDown;
+  if (s == "both") return kNarrowOProj | kNarrowDown;
   throw Error("CudaSession: MACATTN_ENGINE_GEMV_NARROW = '" + s + "' is not one of auto, none, o_proj, down, both");
 }
 
@@ -641,8 +645,9 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   // re-split L1 and shared memory (MACATTN_ENGINE_MAC_IDLE_POINT).
   const bool idle_after_mac = mac_step && fuse_post;
   gpu::GemvLaunch gemv_o = gemv, gemv_gu = gemv, gemv_down = gemv;
-  gemv_o.narrow = (narrow & 1) != 0;
-  gemv_down.narrow = (narrow & 2) != 0;
+  const unsigned nw = narrow == kNarrowAuto ? (n == 1 ? kNarrowOProj | kNarrowDown : 0u) : narrow;
+  gemv_o.narrow = (nw & kNarrowOProj) != 0;
+  gemv_down.narrow = (nw & kNarrowDown) != 0;
   if (idle_after_mac && idle_point == static_cast<int>(IdlePoint::o_proj)) gemv_o.pdl = false;
   if (idle_after_mac && idle_point == static_cast<int>(IdlePoint::gate_up)) gemv_gu.pdl = false;
   if (sk) {

@@ -113,7 +113,7 @@ struct CudaSession::Impl {
   gpu::GemvLaunch gemv;  // from MACATTN_ENGINE_GEMV and MACATTN_ENGINE_PDL (read at construction)
   unsigned fused_norm = kFuseInputNorm | kFusePostNorm;  // from MACATTN_ENGINE_FUSED_NORM (read at construction)
   int idle_point = 0;  // MACATTN_ENGINE_MAC_IDLE_POINT (cuda_session.cu: IdlePoint)
-  unsigned narrow = 0;  // MACATTN_ENGINE_GEMV_NARROW: 1 o_proj, 2 down
+  unsigned narrow = 0;  // MACATTN_ENGINE_GEMV_NARROW (cuda_session.cu: kNarrow*)
   std::vector<bool> mac_layer;
   std::size_t decode_weight_bytes = 0;
 

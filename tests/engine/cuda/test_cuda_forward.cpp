@@ -754,6 +754,10 @@ TEST(CudaSkinnyGemm, BadMatmulVariableIsRefused) {
     MatmulEnv kernel("tensor", "MACATTN_ENGINE_GEMV");
     EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
   }
+  {
+    MatmulEnv narrow("wide", "MACATTN_ENGINE_GEMV_NARROW");
+    EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
+  }
   MatmulEnv pdl("yes", "MACATTN_ENGINE_PDL");
   EXPECT_THROW(CudaSession(model, gpu_options(8)), macattn::Error);
 }
