@@ -108,6 +108,9 @@ void dispatch(int head_dim, DType kv_dtype, F&& f) {
 /// had configured could not take the overlapping attend kernel's blocks before draining. With
 /// every MAC kernel asking for the most shared memory, batch-1 all-hit steps took 0.2-0.7 us
 /// less (h200.md, sixteenth session); at batch 16 it cost 0.5 us, so only two_per_sm uses it.
+/// The split outlives these kernels: kernels launched after them under PDL keep 28 KB of L1 until
+/// an SM goes idle (the engine launches o_proj without PDL after a MAC layer for that reason:
+/// docs/benchmarks/e2e_cuda.md, twenty-second session).
 /// MACATTN_CUDA_CARVEOUT=0..100 (or -1) overrides it for the kernels listed in
 /// MACATTN_CUDA_CARVEOUT_KERNELS (comma-separated; all four when unset). Read on every call.
 int mac_carveout(const char* kind, bool two_per_sm);

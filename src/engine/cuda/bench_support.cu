@@ -347,9 +347,11 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
   if (c.swiglu) {
     dact = gpu::DeviceBuffer(ny * 2);
     ENGINE_CUDA(cudaMemset(dact.as<void>(), 0xff, ny * 2));  // NaN: an unwritten output shows
-    ran = c.rms_norm ? gpu::skinny_gemm_swiglu_rms_norm(dx.as<bf16>() + off, c.n, dg.as<bf16>() + off, c.eps, wp,
-                                                        c.out, c.in, dact.as<bf16>(), nullptr, how)
-                     : gpu::skinny_gemm_swiglu(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dact.as<bf16>(), nullptr, how);
+    if (c.rms_norm)
+      ran = gpu::skinny_gemm_swiglu_rms_norm(dx.as<bf16>() + off, c.n, dg.as<bf16>() + off, c.eps, wp, c.out, c.in,
+                                             dact.as<bf16>(), nullptr, how);
+    else
+      ran = gpu::skinny_gemm_swiglu(dx.as<bf16>() + off, c.n, wp, c.out, c.in, dact.as<bf16>(), nullptr, how);
   } else {
     dy = gpu::DeviceBuffer(ny * 4);
     if (c.accumulate)

@@ -5,9 +5,10 @@
 // Design (memory bound: every weight byte is read once per step):
 // - a block owns 8 weight rows (4 at N >= 5: gemv_rows; SwiGLU: half gate, half up rows of the
 //   same outputs) and splits the reduction dimension over all its warps (256 threads for N <= 2,
-//   128 above: gemv_threads): thread t takes the 16-byte chunks t, t + threads, ... of each of
-//   its rows (a warp reads 512 contiguous bytes of a row per load), 1 or 2 chunks per row in
-//   flight (gemv_unroll: 8 loads of 16 bytes per thread);
+//   128 above: gemv_threads; 128 at N <= 2 too when asked, GemvLaunch::narrow): thread t takes
+//   the 16-byte chunks t, t + threads, ... of each of its rows (a warp reads 512 contiguous bytes
+//   of a row per load), 1 or 2 chunks per row in flight (gemv_unroll: 8 loads of 16 bytes per
+//   thread);
 // - weights are streamed with ld.global.nc.L1::no_allocate (they are read once); the N <= 8
 //   activation rows are small and re-read by every block, so they go through L1 (coherent
 //   loads, not ld.global.nc: under programmatic dependent launch the kernel is alive while the
