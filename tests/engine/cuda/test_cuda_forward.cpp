@@ -307,6 +307,15 @@ struct Rng {
   }
 };
 
+// The four forms each case runs in turn (mode 0..kGemvModes-1): y = x W^T and y += x W^T from
+// bf16 x, y += from fp32 x (o_proj), SwiGLU (gate|up).
+constexpr int kGemvModes = 4;
+void set_gemv_mode(GemvCheck& c, int mode) {
+  c.accumulate = mode == 1 || mode == 2;
+  c.f32_input = mode == 2;
+  c.swiglu = mode == 3;
+}
+
 // Runs one case on the device and checks every output; returns the worst error / tolerance.
 double check_gemv_case(const GemvCheck& c, std::uint64_t seed) {
   const std::int64_t rows = (c.swiglu ? 2 : 1) * c.out;
@@ -414,11 +423,8 @@ TEST(CudaSkinnyGemm, MatchesFp64HostLoop) {
         c.n = n;
         c.out = out;
         c.in = in;
-        // y = x W^T and y += x W^T from bf16; y += from fp32 (o_proj); SwiGLU (gate|up).
-        for (int mode = 0; mode < 4; ++mode) {
-          c.accumulate = mode == 1 || mode == 2;
-          c.f32_input = mode == 2;
-          c.swiglu = mode == 3;
+        for (int mode = 0; mode < kGemvModes; ++mode) {
+          set_gemv_mode(c, mode);
           worst = std::max(worst, check_gemv_case(c, seed++));
           ++cases;
           if (HasFailure()) return;
@@ -454,16 +460,14 @@ TEST(CudaSkinnyGemm, ScalarFallbackMatchesFp64HostLoop) {
         // Forced scalar; W and x one element off (2/4 bytes: scalar chosen); 8 elements off
         // (16 bytes for bf16: the 16-byte path again, from an offset pointer).
         for (const std::int64_t misalign : {0, 1, 3, 8}) {
-          for (int mode = 0; mode < 4; ++mode) {
+          for (int mode = 0; mode < kGemvModes; ++mode) {
             GemvCheck c;
             c.n = n;
             c.out = out;
             c.in = in;
             c.force_scalar = misalign == 0;
             c.misalign = misalign;
-            c.accumulate = mode == 1 || mode == 2;
-            c.f32_input = mode == 2;
-            c.swiglu = mode == 3;
+            set_gemv_mode(c, mode);
             worst = std::max(worst, check_gemv_case(c, seed++));
             ++cases;
             if (HasFailure()) return;
@@ -546,16 +550,14 @@ TEST(CudaSkinnyGemm, NarrowBlocksMatchFp64HostLoop) {
   for (const std::int64_t in : {4096, 14336, 896, 40, 8}) {
     for (const std::int64_t out : {1, 5, 67, 4096}) {
       for (std::int64_t n = 1; n <= 3; ++n) {
-        for (int mode = 0; mode < 4; ++mode) {
+        for (int mode = 0; mode < kGemvModes; ++mode) {
           GemvCheck c;
           c.fma = true;
           c.narrow = true;
           c.n = n;
           c.out = out;
           c.in = in;
-          c.accumulate = mode == 1 || mode == 2;
-          c.f32_input = mode == 2;
-          c.swiglu = mode == 3;
+          set_gemv_mode(c, mode);
           worst = std::max(worst, check_gemv_case(c, seed++));
           ++cases;
           if (HasFailure()) return;
