@@ -199,7 +199,6 @@ unsigned fused_norm_from_env() {
 // launched without PDL, used to be that point). "o_proj" (unset, empty or "auto"): the o_proj
 // matmul launches without programmatic dependent launch; "gate_up": the gate|up matmul does;
 // "none": neither.
-enum class IdlePoint { o_proj, gate_up, none };
 IdlePoint idle_point_from_env() {
   const char* v = std::getenv("MACATTN_ENGINE_MAC_IDLE_POINT");
   const std::string s = v == nullptr ? std::string() : std::string(v);
@@ -215,7 +214,6 @@ IdlePoint idle_point_from_env() {
 // blocks of 8 rows: about two waves of 256-thread blocks on 132 SMs, one of 128-thread blocks.
 // Measured on the H200 (llama3-8b, 128K, batch 1, two runs each): exact 7.708 -> 7.666 ms, MAC
 // hit 1.0 4.079-4.084 -> 4.045-4.053 ms, hit 0 8.081-8.084 -> 8.036-8.048 ms.
-constexpr unsigned kNarrowOProj = 1, kNarrowDown = 2, kNarrowAuto = 4;
 unsigned narrow_from_env() {
   const char* v = std::getenv("MACATTN_ENGINE_GEMV_NARROW");
   const std::string s = v == nullptr ? std::string() : std::string(v);
@@ -272,7 +270,7 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   gemv = gemv_launch_from_env();
   early_scan = early_scan_from_env();
   fused_norm = fused_norm_from_env();
-  idle_point = static_cast<int>(idle_point_from_env());
+  idle_point = idle_point_from_env();
   narrow = narrow_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   ENGINE_CUDA(cudaStreamCreateWithFlags(&scan_stream, cudaStreamNonBlocking));
@@ -648,8 +646,8 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   const unsigned nw = narrow == kNarrowAuto ? (n == 1 ? kNarrowOProj | kNarrowDown : 0u) : narrow;
   gemv_o.narrow = (nw & kNarrowOProj) != 0;
   gemv_down.narrow = (nw & kNarrowDown) != 0;
-  if (idle_after_mac && idle_point == static_cast<int>(IdlePoint::o_proj)) gemv_o.pdl = false;
-  if (idle_after_mac && idle_point == static_cast<int>(IdlePoint::gate_up)) gemv_gu.pdl = false;
+  if (idle_after_mac && idle_point == IdlePoint::o_proj) gemv_o.pdl = false;
+  if (idle_after_mac && idle_point == IdlePoint::gate_up) gemv_gu.pdl = false;
   if (sk) {
     // x += o_proj(attn): the skinny GEMM rounds the fp32 attention output to bf16 as it loads
     // it (what to_bf16 did), so no separate conversion.

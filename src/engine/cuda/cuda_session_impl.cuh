@@ -66,6 +66,10 @@ namespace macattn::engine {
 /// Which of a layer's RMSNorms the decode matmuls compute themselves (MACATTN_ENGINE_FUSED_NORM).
 constexpr unsigned kFuseInputNorm = 1;  // before q|k|v (and the final norm before lm_head)
 constexpr unsigned kFusePostNorm = 2;   // before gate|up
+/// Which matmul launches without PDL after a MAC layer (MACATTN_ENGINE_MAC_IDLE_POINT).
+enum class IdlePoint { o_proj, gate_up, none };
+/// Which matmuls get 128-thread GEMV blocks (MACATTN_ENGINE_GEMV_NARROW); auto: both at 1 row.
+constexpr unsigned kNarrowOProj = 1, kNarrowDown = 2, kNarrowAuto = 4;
 
 struct CudaSession::Impl {
   using DeviceBuffer = gpu::DeviceBuffer;
@@ -112,8 +116,8 @@ struct CudaSession::Impl {
   std::int64_t skinny_max_rows = 4;  // from MACATTN_ENGINE_MATMUL (read at construction)
   gpu::GemvLaunch gemv;  // from MACATTN_ENGINE_GEMV and MACATTN_ENGINE_PDL (read at construction)
   unsigned fused_norm = kFuseInputNorm | kFusePostNorm;  // from MACATTN_ENGINE_FUSED_NORM (read at construction)
-  int idle_point = 0;  // MACATTN_ENGINE_MAC_IDLE_POINT (cuda_session.cu: IdlePoint)
-  unsigned narrow = 0;  // MACATTN_ENGINE_GEMV_NARROW (cuda_session.cu: kNarrow*)
+  IdlePoint idle_point = IdlePoint::o_proj;  // from MACATTN_ENGINE_MAC_IDLE_POINT
+  unsigned narrow = kNarrowAuto;              // from MACATTN_ENGINE_GEMV_NARROW
   std::vector<bool> mac_layer;
   std::size_t decode_weight_bytes = 0;
 
