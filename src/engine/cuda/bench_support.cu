@@ -290,6 +290,14 @@ std::uint16_t host_bf16_bits(float f) {  // round to nearest even (NaN kept quie
   u += 0x7fffu + ((u >> 16) & 1u);
   return static_cast<std::uint16_t>(u >> 16);
 }
+// v rounded to bf16 in a new device buffer, starting `off` elements in (the test's misalignment).
+gpu::DeviceBuffer upload_bf16_at(std::span<const float> v, std::size_t off) {
+  std::vector<std::uint16_t> h(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) h[i] = host_bf16_bits(v[i]);
+  gpu::DeviceBuffer d((h.size() + off) * 2);
+  ENGINE_CUDA(cudaMemcpy(d.as<bf16>() + off, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+  return d;
+}
 float host_bf16_value(std::uint16_t b) {
   const std::uint32_t u = static_cast<std::uint32_t>(b) << 16;
   float f;
@@ -308,35 +316,22 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
   if (c.swiglu && (c.f32_input || c.accumulate)) throw Error("cuda_gemv_check: SwiGLU takes bf16 input, no accumulate");
   if (c.rms_norm && (c.accumulate || static_cast<std::int64_t>(norm_weight.size()) != c.in))
     throw Error("cuda_gemv_check: the fused RMSNorm needs a norm weight of `in` values and no accumulate");
-  const bool f32_x = c.f32_input;
   const std::size_t ny = static_cast<std::size_t>(c.n * c.out);
   if (c.accumulate && y.size() != ny) throw Error("cuda_gemv_check: y has the wrong size");
+  if (y_bf16 != nullptr && (c.swiglu || c.rms_norm))
+    throw Error("cuda_gemv_check: the bf16 copy of y is for the plain GEMM");
   y.resize(ny);
   const std::size_t off = static_cast<std::size_t>(c.misalign);
 
-  std::vector<std::uint16_t> wh(w.size());
-  for (std::size_t i = 0; i < w.size(); ++i) wh[i] = host_bf16_bits(w[i]);
-  gpu::DeviceBuffer dw((wh.size() + off) * 2);
-  ENGINE_CUDA(cudaMemcpy(dw.as<bf16>() + off, wh.data(), wh.size() * 2, cudaMemcpyHostToDevice));
+  const gpu::DeviceBuffer dw = upload_bf16_at(w, off);
   const bf16* wp = dw.as<bf16>() + off;
-
   gpu::DeviceBuffer dx, dy, dact, dg, dyb;
-  if (y_bf16 != nullptr && (c.swiglu || c.rms_norm))
-    throw Error("cuda_gemv_check: the bf16 copy of y is for the plain GEMM");
-  if (c.rms_norm) {
-    std::vector<std::uint16_t> gh(norm_weight.size());
-    for (std::size_t i = 0; i < gh.size(); ++i) gh[i] = host_bf16_bits(norm_weight[i]);
-    dg = gpu::DeviceBuffer((gh.size() + off) * 2);
-    ENGINE_CUDA(cudaMemcpy(dg.as<bf16>() + off, gh.data(), gh.size() * 2, cudaMemcpyHostToDevice));
-  }
-  if (f32_x) {
+  if (c.rms_norm) dg = upload_bf16_at(norm_weight, off);
+  if (c.f32_input) {
     dx = gpu::DeviceBuffer((x.size() + off) * 4);
     ENGINE_CUDA(cudaMemcpy(dx.as<float>() + off, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
   } else {
-    std::vector<std::uint16_t> xh(x.size());
-    for (std::size_t i = 0; i < x.size(); ++i) xh[i] = host_bf16_bits(x[i]);
-    dx = gpu::DeviceBuffer((xh.size() + off) * 2);
-    ENGINE_CUDA(cudaMemcpy(dx.as<bf16>() + off, xh.data(), xh.size() * 2, cudaMemcpyHostToDevice));
+    dx = upload_bf16_at(x, off);
   }
   const gpu::GemvKernel want =
       c.force_scalar ? gpu::GemvKernel::scalar : (c.fma ? gpu::GemvKernel::fma : gpu::GemvKernel::mma);

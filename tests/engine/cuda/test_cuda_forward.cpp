@@ -627,6 +627,23 @@ class MatmulEnv {
   std::optional<std::string> old_;
 };
 
+// A session of `batch` sequences (prompt prefixes of 2-5 tokens) decoding six steps of prompt
+// tokens under the environment of the moment; all logits rows in order.
+std::vector<float> decode_six_steps(const Model& model, const Reference& ref, std::int32_t batch) {
+  CudaSessionOptions o = gpu_options(256);
+  o.batch = batch;
+  CudaSession s(model, o);
+  for (std::int32_t b = 0; b < batch; ++b) s.prefill(b, std::span(ref.prompt_ids).first(2 + b % 4), 4);
+  std::vector<float> all;
+  for (int i = 0; i < 6; ++i) {
+    std::vector<std::int32_t> toks;
+    for (std::int32_t b = 0; b < batch; ++b) toks.push_back(ref.prompt_ids[(2 + b + i) % ref.prompt_ids.size()]);
+    const auto logits = s.decode(toks);
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  return all;
+}
+
 TEST(CudaSkinnyGemm, DecodeMatchesCublasPath) {
   SKIP_WITHOUT_GPU();
   // Decode steps of batch 3 and 7 (the GEMV kernel with N = 3, 7) against the same steps
@@ -641,18 +658,7 @@ TEST(CudaSkinnyGemm, DecodeMatchesCublasPath) {
     for (const char* path : {"cublas", "gemv", "gemv fma"}) {
       MatmulEnv env(std::string_view(path).starts_with("gemv") ? "gemv" : path);
       MatmulEnv kernel(std::string_view(path) == "gemv fma" ? "fma" : "mma", "MACATTN_ENGINE_GEMV");
-      CudaSessionOptions o = gpu_options(256);
-      o.batch = batch;
-      CudaSession s(model, o);
-      for (std::int32_t b = 0; b < batch; ++b) s.prefill(b, std::span(ref.prompt_ids).first(2 + b % 4), 4);
-      std::vector<float> all;
-      for (int i = 0; i < 6; ++i) {
-        std::vector<std::int32_t> toks;
-        for (std::int32_t b = 0; b < batch; ++b) toks.push_back(ref.prompt_ids[(2 + b + i) % ref.prompt_ids.size()]);
-        const auto logits = s.decode(toks);
-        all.insert(all.end(), logits.begin(), logits.end());
-      }
-      runs.push_back(all);
+      runs.push_back(decode_six_steps(model, ref, batch));
     }
     double worst = 0.0;
     for (std::size_t k = 1; k < runs.size(); ++k) {
@@ -684,18 +690,7 @@ TEST(CudaSkinnyGemm, FusedNormDecodeMatchesSeparateNorm) {
     std::vector<std::vector<float>> runs;
     for (const char* fused : {"0", "1"}) {
       MatmulEnv env(fused, "MACATTN_ENGINE_FUSED_NORM");
-      CudaSessionOptions o = gpu_options(256);
-      o.batch = batch;
-      CudaSession s(model, o);
-      for (std::int32_t b = 0; b < batch; ++b) s.prefill(b, std::span(ref.prompt_ids).first(2 + b % 4), 4);
-      std::vector<float> all;
-      for (int i = 0; i < 6; ++i) {
-        std::vector<std::int32_t> toks;
-        for (std::int32_t b = 0; b < batch; ++b) toks.push_back(ref.prompt_ids[(2 + b + i) % ref.prompt_ids.size()]);
-        const auto logits = s.decode(toks);
-        all.insert(all.end(), logits.begin(), logits.end());
-      }
-      runs.push_back(all);
+      runs.push_back(decode_six_steps(model, ref, batch));
     }
     ASSERT_EQ(runs[0].size(), runs[1].size());
     double worst = 0.0;
