@@ -214,8 +214,16 @@ bool side_complete(std::int64_t complete_blocks) {
   return complete_blocks <= device_sm_count();
 }
 
-int scan_form() {
-  return env_is("MACATTN_CUDA_SCAN", "staged") ? kScanStaged : kScanDirect;
+int scan_form(std::int64_t ring_bytes) {
+  const char* env = std::getenv("MACATTN_CUDA_SCAN");
+  if (env != nullptr && *env != '\0') {
+    const std::string v = env;
+    if (v == "staged") return kScanStaged;
+    if (v == "direct") return kScanDirect;
+    if (v == "full") return kScanDirectFull;
+    require(false, "MACATTN_CUDA_SCAN = '", v, "': expected staged, direct or full");
+  }
+  return ring_bytes <= kScanFullMaxBytes ? kScanDirectFull : kScanDirect;
 }
 
 int mac_carveout(const char* kind, bool two_per_sm) {

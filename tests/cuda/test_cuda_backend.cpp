@@ -513,20 +513,29 @@ TEST_P(CudaBackend, MacDecodeTerseStatsStaged) {
   run_mac_session(GetParam(), cfg, {.steps = 16, .invalidate_midway = true, .scan_mode = "staged"});
 }
 
-// The register-only form (scan_direct: eight lanes per candidate's first 64 dims, no shared
-// memory): several blocks per head, the last partly empty; a stale ring midway; in a graph; and
-// with terse stats (a miss at or over the threshold reports no best row).
+// The register-only forms (DirectScan: eight lanes per candidate's first 64 dims, rows loaded by
+// ring slot before the position is known; "direct" sums the rows still under the bound again
+// from global memory, "full" loads whole rows and sums them from shared memory): several blocks
+// per head, the last partly empty; a stale ring midway; in a graph; and with terse stats (a miss
+// at or over the threshold reports no best row).
+constexpr const char* kDirectScanModes[] = {"direct", "full"};
+
 TEST_P(CudaBackend, MacDecodeDirectScanWithoutStats) {
   SKIP_WITHOUT_GPU();
   MacConfig cfg = small_config(3);
   cfg.window = 600;
-  run_mac_session(GetParam(), cfg, {.steps = 8, .invalidate_midway = true, .with_stats = false, .scan_mode = "direct"});
+  for (const char* mode : kDirectScanModes) {
+    SCOPED_TRACE(mode);
+    run_mac_session(GetParam(), cfg, {.steps = 8, .invalidate_midway = true, .with_stats = false, .scan_mode = mode});
+  }
 }
 
 TEST_P(CudaBackend, MacDecodeDirectScanInCudaGraph) {
   SKIP_WITHOUT_GPU();
-  run_mac_session(GetParam(), small_config(0),
-                  {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = "direct"});
+  for (const char* mode : kDirectScanModes) {
+    SCOPED_TRACE(mode);
+    run_mac_session(GetParam(), small_config(0), {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = mode});
+  }
 }
 
 // f32 rings: 16 lanes per candidate (256 bytes of 64 dims); f16 rings: 8, as bf16.
@@ -534,10 +543,13 @@ TEST_P(CudaBackend, MacDecodeDirectScanF32AndF16Rings) {
   SKIP_WITHOUT_GPU();
   MacConfig cfg = small_config(0);
   cfg.window = 300;
-  run_mac_session(
-      GetParam(), cfg,
-      {.steps = 5, .invalidate_midway = true, .with_stats = false, .scan_mode = "direct", .ring_dtype = DType::f32});
-  run_mac_session(GetParam(), cfg, {.steps = 5, .with_stats = false, .scan_mode = "direct", .ring_dtype = DType::f16});
+  for (const char* mode : kDirectScanModes) {
+    SCOPED_TRACE(mode);
+    run_mac_session(
+        GetParam(), cfg,
+        {.steps = 5, .invalidate_midway = true, .with_stats = false, .scan_mode = mode, .ring_dtype = DType::f32});
+    run_mac_session(GetParam(), cfg, {.steps = 5, .with_stats = false, .scan_mode = mode, .ring_dtype = DType::f16});
+  }
 }
 
 TEST_P(CudaBackend, MacDecodeTerseStatsDirect) {
@@ -545,7 +557,10 @@ TEST_P(CudaBackend, MacDecodeTerseStatsDirect) {
   MacConfig cfg = small_config(2);
   cfg.window = 300;
   cfg.report_miss_matches = false;
-  run_mac_session(GetParam(), cfg, {.steps = 10, .invalidate_midway = true, .scan_mode = "direct"});
+  for (const char* mode : kDirectScanModes) {
+    SCOPED_TRACE(mode);
+    run_mac_session(GetParam(), cfg, {.steps = 10, .invalidate_midway = true, .scan_mode = mode});
+  }
 }
 
 // The complete state (sinks + tail) computed by the attend kernel's blocks with the least amend
@@ -689,8 +704,8 @@ TEST_P(CudaBackend, MacDecodeAfterSplitScan) {
   SKIP_WITHOUT_GPU();
   run_mac_session(GetParam(), small_config(5), {.steps = 16, .invalidate_midway = true, .split_scan = true});
   run_mac_session(GetParam(), small_config(3), {.steps = 12, .use_graph = true, .split_scan = true});
-  run_mac_session(GetParam(), small_config(0),
-                  {.steps = 8, .with_stats = false, .scan_mode = "direct", .split_scan = true});
+  for (const char* mode : kDirectScanModes)
+    run_mac_session(GetParam(), small_config(0), {.steps = 8, .with_stats = false, .scan_mode = mode, .split_scan = true});
 }
 
 TEST_P(CudaBackend, MacDecodeThreeBlocksPerSmWithoutAttendPdl) {
@@ -747,8 +762,8 @@ TEST(CudaBackendValidation, BadInputsNameTheValue) {
 }
 
 // mac_scan's misuse fails with a message that names it: a row stride shorter than a row, a
-// second scan before mac_decode, and a mac_decode whose stats need the rows the scan dropped
-// (which consumes the scan: the next plain mac_decode runs).
+// second scan before mac_decode, a mac_decode whose stats need the rows the scan dropped
+// (which consumes the scan: the next plain mac_decode runs), and an unknown MACATTN_CUDA_SCAN.
 TEST(CudaBackendValidation, MacScanMisuseNamesTheProblem) {
   SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(fresh_seed());
@@ -784,6 +799,14 @@ TEST(CudaBackendValidation, MacScanMisuseNamesTheProblem) {
       "report_miss_matches = false");
   mc::mac_decode(shape, cfg, dk.view, qt, qt, rings.view, {out.p, DType::bf16}, nullptr, stats.as<HeadStats>(), ws);
   ck(cudaDeviceSynchronize(), "mac_decode after the refused call");
+  // An unknown scan form is refused by name, before anything is launched or left pending.
+  {
+    const ScopedEnv bad_form("MACATTN_CUDA_SCAN", "fast");
+    expect_error([&] { mc::mac_scan(shape, cfg, dk.view, qt, 0, rings.view, false, ws); }, "MACATTN_CUDA_SCAN = 'fast'");
+  }
+  mc::mac_scan(shape, cfg, dk.view, qt, 0, rings.view, false, ws);
+  mc::mac_decode(shape, cfg, dk.view, qt, qt, rings.view, {out.p, DType::bf16}, nullptr, nullptr, ws);
+  ck(cudaDeviceSynchronize(), "mac_scan and mac_decode after the refused form");
 }
 
 }  // namespace
