@@ -241,23 +241,16 @@ std::int32_t mac_spread_slots(std::int32_t splits, std::int64_t blocks, std::int
 /// forces either (read on every call).
 bool side_complete(std::int64_t complete_blocks);
 
-/// Forms of MAC's match scan (mac_scan.cuh: scan_staged, DirectScan with half or whole rows; the
-/// scan kernel's template argument).
-constexpr int kScanStaged = 0, kScanDirect = 1, kScanDirectFull = 2;
+/// Forms of MAC's match scan (mac_scan.cuh: scan_staged, DirectScan; the scan kernel's template
+/// argument).
+constexpr int kScanStaged = 0, kScanDirect = 1;
 
-/// Scans whose rings hold at most this many bytes (batch x Hq x W x row bytes) load whole rows
-/// in the direct form (kScanDirectFull): their bytes cost little, the round trip of a second load
-/// for the rows still under the bound costs as much as at any size. 8 MiB: batch 2 of
-/// Llama-3.1-8B at W = 512 (4 MiB a sequence).
-constexpr std::int64_t kScanFullMaxBytes = 8ll << 20;
-
-/// The form of MAC's match scan for a scan with a finite bound over `ring_bytes` (batch x Hq x W
-/// x row bytes): the direct form (the first 64 dims of each row, the rare rows still under the
-/// bound summed again whole; measured faster than staged whole rows at every batch, h200.md), with
-/// whole rows up to kScanFullMaxBytes (kScanDirectFull), else with the rest loaded again for those
-/// rows only (kScanDirect). MACATTN_CUDA_SCAN=staged|direct|full forces one (read on every call,
-/// so tests can force each). Scans without a bound always stream whole rows (staged).
-int scan_form(std::int64_t ring_bytes);
+/// The form of MAC's match scan for a scan with a finite bound: kScanDirect (the first 64 dims
+/// of each row, the rare rows still under the bound summed again whole; measured faster than
+/// whole rows at every batch, h200.md). MACATTN_CUDA_SCAN=staged|direct forces either (read on
+/// every call, so tests can force each; another value is refused). Scans without a bound always
+/// stream whole rows.
+int scan_form();
 
 /// The longest hit band MAC's finish kernel attends itself instead of the attend kernel
 /// (mac_band.cuh) when the complete kernel runs on the side stream (mac_decode uses 0 otherwise):

@@ -40,9 +40,8 @@ constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a tim
 constexpr int kDirectPerThread = 4;
 
 // Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block. Form (kScan*):
-// kScanDirect and kScanDirectFull, ring slots [blockIdx.x * n, +n) by DirectScan (n =
-// direct_block_candidates; its rows loaded by slot before the position is read; Full: whole
-// rows, kept in shared memory, direct_full_smem_bytes); kScanStaged, tiles [blockIdx.x *
+// kScanDirect, ring slots [blockIdx.x * n, +n) by DirectScan (n = direct_block_candidates; its
+// rows loaded by slot before the position is read; no shared memory); kScanStaged, tiles [blockIdx.x *
 // tiles_per_block, +tiles_per_block) of 64 by scan_staged (staged_smem_bytes). Also records
 // whether each sequence's ring is stale (not ready / at another position). Rows at distance >=
 // bound are dropped (mac_scan.cuh).
@@ -59,14 +58,13 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   const int h = blockIdx.y, b = blockIdx.z;
   // Row b starts q_row_stride elements after row b - 1 (Hq * D when contiguous; mac_scan).
   const std::size_t qrow = static_cast<std::size_t>(b) * q_row_stride + static_cast<std::size_t>(h) * D;
-  // The query, and in the direct forms the block's ring rows, are loaded before the position:
+  // The query, and in the direct form the block's ring rows, are loaded before the position:
   // none of these loads depends on it, so they overlap its round trip (the page table's).
   float q[D / 16];
 #pragma unroll
   for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qrow + (threadIdx.x & 15) + k * 16);
-  constexpr bool kDirect = Form == kScanDirect || Form == kScanDirectFull;
-  using Direct = DirectScan<D, RT, kScanThreads, kDirectPerThread, Form == kScanDirectFull>;
-  [[maybe_unused]] Direct direct;
+  constexpr bool kDirect = Form == kScanDirect;
+  [[maybe_unused]] DirectScan<D, RT, kScanThreads, kDirectPerThread> direct;
   if constexpr (kDirect)
     direct.issue(ring_rows<RT>(ring, mac, hq, D, b, h), q_pre, q_dtype, qrow,
                  blockIdx.x * direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>());
@@ -77,7 +75,7 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
   unsigned long long m;
   if constexpr (kDirect)
-    m = direct.reduce(scan_smem, q, rows, bound);
+    m = direct.reduce(q, rows, bound);
   else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
@@ -503,9 +501,7 @@ void launch_scan(const MacConfig& config, const PagedKVArgs& kva, ConstTensor q_
                  DType ring_dtype, const RingArgs& ring, const MacArgs& mac, int hq, int d, int batch, bool bounded,
                  bool two_per_sm, bool pdl, const Workspace::Buffers& ws, cudaStream_t s, ProfileScope& prof) {
   const float bound = bounded ? mac.threshold : __builtin_huge_valf();
-  const std::int64_t ring_row_bytes = static_cast<std::int64_t>(d) * static_cast<std::int64_t>(dtype_size(ring_dtype));
-  const int form =
-      bounded ? scan_form(static_cast<std::int64_t>(batch) * hq * config.window * ring_row_bytes) : kScanStaged;
+  const int form = bounded ? scan_form() : kScanStaged;
   const int qd = static_cast<int>(q_pre.dtype);
   const int scan_tiles = (config.window + kScanSlots - 1) / kScanSlots;
   int per = 1;
@@ -520,16 +516,11 @@ void launch_scan(const MacConfig& config, const PagedKVArgs& kva, ConstTensor q_
   auto launch_form = [&]<int D, typename RT, int Form>() {
     auto kernel = mac_scan_kernel<D, RT, Form>;
     constexpr int kDirectPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
-    constexpr bool kDirect = Form == kScanDirect || Form == kScanDirectFull;
-    const unsigned blocks = kDirect ? static_cast<unsigned>((config.window + kDirectPer - 1) / kDirectPer)
-                                    : static_cast<unsigned>((scan_tiles + per - 1) / per);
+    const unsigned blocks = Form == kScanDirect ? static_cast<unsigned>((config.window + kDirectPer - 1) / kDirectPer)
+                                                : static_cast<unsigned>((scan_tiles + per - 1) / per);
     const dim3 scan_grid(blocks, hq, batch);
-    constexpr std::size_t bytes = Form == kScanDirectFull ? direct_full_smem_bytes<D, RT, kScanThreads, kDirectPerThread>()
-                                  : Form == kScanDirect   ? 0
-                                                          : staged_smem_bytes<D, RT>();
-    constexpr const char* name = Form == kScanDirectFull ? "mac_scan_kernel (direct, full rows)"
-                                 : Form == kScanDirect   ? "mac_scan_kernel (direct)"
-                                                         : "mac_scan_kernel";
+    constexpr std::size_t bytes = Form == kScanDirect ? 0 : staged_smem_bytes<D, RT>();
+    constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
     allow_smem(kernel, bytes, mac_carveout("scan", two_per_sm));
     launch_pdl_if(pdl, "mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd,
                   q_row_stride, ring, mac, hq, per, bound, ws.best, ws.seq_flags,
@@ -537,8 +528,7 @@ void launch_scan(const MacConfig& config, const PagedKVArgs& kva, ConstTensor q_
   };
   auto launch_d = [&]<typename RT>() {
     auto launch_pd = [&]<int D>() {
-      if (form == kScanDirectFull) launch_form.template operator()<D, RT, kScanDirectFull>();
-      else if (form == kScanDirect) launch_form.template operator()<D, RT, kScanDirect>();
+      if (form == kScanDirect) launch_form.template operator()<D, RT, kScanDirect>();
       else launch_form.template operator()<D, RT, kScanStaged>();
     };
     if (d == 64) launch_pd.template operator()<64>();

@@ -279,19 +279,13 @@ __device__ __forceinline__ uint4 load_once16(const void* p) {
 }
 
 /// Sums the candidates a warp marks in `ballot` (bit k: the candidate of lane k's group; the same
-/// value in every lane) in core/distance.hpp's order over all D dims, two at a time (half-warp 0
-/// takes the first remaining one, half-warp 1 the second), and folds them into the thread's
-/// packed minimum `mine` (keep_min). `survivor(bit)` gives the candidate {c, row, unusable} of a
-/// set bit: its row from global memory (one round trip per pair) or from shared memory. q: lane
-/// l of a half holds dims l + 16k. Every lane of the warp calls it.
-template <typename RT> struct Survivor {
-  int c;
-  const RT* row;
-  bool unusable;
-};
-template <int D, typename RT, typename SurvivorOf>
-__device__ __forceinline__ void exact_survivors(unsigned ballot, const float (&q)[D / 16], bool stale, float bound,
-                                                unsigned long long& mine, SurvivorOf&& survivor) {
+/// value in every lane) in core/distance.hpp's order over all D dims, from global memory, two at
+/// a time (half-warp 0 takes the first remaining one, half-warp 1 the second), and folds them into
+/// the thread's packed minimum `mine` (keep_min). `slot_of(bit)` gives a set bit's ring slot. q:
+/// lane l of a half holds dims l + 16k. Every lane of the warp calls it.
+template <int D, typename RT, typename SlotOf>
+__device__ __forceinline__ void exact_survivors(unsigned ballot, const float (&q)[D / 16], const ScanRows<RT>& rows,
+                                                float bound, unsigned long long& mine, SlotOf&& slot_of) {
   const int half = (threadIdx.x & 31) >> 4, hl = threadIdx.x & 15;
   unsigned m = ballot;
   while (m != 0) {  // the same in every lane
@@ -304,53 +298,44 @@ __device__ __forceinline__ void exact_survivors(unsigned ballot, const float (&q
     }
     const int bit = half == 0 ? b0 : b1;
     const bool valid = bit >= 0;
-    const Survivor<RT> sv = survivor(valid ? bit : b0);
+    const int s = slot_of(valid ? bit : b0), c = rows.candidate(s);
+    const RT* row = rows.row_at(s);
+    const bool unusable = rows.unusable(c);  // its entry's lse, loaded beside the row
     float acc = 0.f;
 #pragma unroll
     for (int k = 0; k < D / 16; ++k) {
-      const float r = stale ? 0.f : ring_float(sv.row[hl + k * 16]);
+      const float r = rows.stale ? 0.f : ring_float(row[hl + k * 16]);
       const float diff = __fsub_rn(q[k], r);
       acc = __fmaf_rn(diff, diff, acc);
     }
-    keep_min(mine, acc, valid, sv.c, bound, sv.unusable);
+    keep_min(mine, acc, valid, c, bound, unusable);
   }
 }
 
-/// Shared memory of scan_direct with Full rows: every candidate's whole row.
-template <int D, typename RT, int Threads, int U> __host__ __device__ constexpr std::size_t direct_full_smem_bytes() {
-  return static_cast<std::size_t>(direct_block_candidates<D, RT, Threads, U>()) * D * sizeof(RT);
-}
-
-/// MAC's match scan without shared memory for the sums (the scan kernel's kScanDirect and
-/// kScanDirectFull forms): one block scans ring slots [s0, s0 + direct_block_candidates) of one
-/// head with a finite bound, in two calls. issue() loads each slot's row by slot, which needs no
-/// decode position, so the loads are in flight while the kernel reads it: a candidate belongs to
-/// kLanes consecutive lanes (8 for 2-byte rings), each loading 16 bytes of its first kDirectDims
-/// dims, U candidates per thread (U x 16 bytes in flight). With Full, each lane also loads its
-/// share of the rest of the row, and the candidate's entry lse, so that the rows still under the
-/// bound are summed again from shared memory instead of from global memory (no second round trip;
-/// twice the bytes for D = 128, so for small scans: mac_decode.cu). reduce() then, with the
-/// candidates known (at_position), forms the quick bound: the lanes' sums, in any order and
-/// reduced by shuffles; a row whose sum reaches bound * (1 + kQuickBoundSlack) cannot be a hit
-/// (the sum in core/distance.hpp's order over all D dims is then at least the bound: rounding both
-/// sums moves them by less than the slack, and the terms past the first 64 dims are
-/// non-negative). Rows under it are summed again by a half-warp each in core/distance.hpp's
-/// order over all D dims (q: lane l of the half holds dims l + 16k), so decisions and distances
-/// are bit-identical to the CPU's. Every thread of the block calls both (reduce synchronises).
-/// Threads: a multiple of 32.
-template <int D, typename RT, int Threads, int U, bool Full>
+/// MAC's match scan without shared memory (the scan kernel's kScanDirect form): one block scans
+/// ring slots [s0, s0 + direct_block_candidates) of one head with a finite bound, in two calls.
+/// issue() loads each slot's row by slot, which needs no decode position, so the loads are in
+/// flight while the kernel reads it: a candidate belongs to kLanes consecutive lanes (8 for
+/// 2-byte rings), each loading 16 bytes of its first kDirectDims dims, U candidates per thread
+/// (U x 16 bytes in flight). reduce() then, with the candidates known (at_position), forms the
+/// quick bound: the lanes' sums, in any order and reduced by shuffles; a row whose sum reaches
+/// bound * (1 + kQuickBoundSlack) cannot be a hit (the sum in core/distance.hpp's order over all
+/// D dims is then at least the bound: rounding both sums moves them by less than the slack, and
+/// the terms past the first 64 dims are non-negative). Rows under it are summed again by a
+/// half-warp each in core/distance.hpp's order over all D dims (q: lane l of the half holds dims
+/// l + 16k), loaded from global memory, so decisions and distances are bit-identical to the
+/// CPU's. Every thread of the block calls both (reduce synchronises). Threads: a multiple of 32.
+/// (A form that loaded whole rows at once and summed the survivors from shared memory, to save
+/// their second round trip, measured 2-7 us slower per layer-step on the H200: h200.md,
+/// twenty-third session.)
+template <int D, typename RT, int Threads, int U>
 struct DirectScan {
   static constexpr int kLanes = direct_lanes<D, RT>(), kPerWord = 16 / static_cast<int>(sizeof(RT));
   static constexpr int kGroups = Threads / kLanes;
-  static constexpr int kRowBytes = D * static_cast<int>(sizeof(RT));
-  static constexpr int kRest = Full ? kRowBytes / 16 / kLanes - 1 : 0;  // 16-byte words past the first, per lane
   static_assert(kLanes >= 1 && 32 % kLanes == 0 && Threads % 32 == 0, "whole candidate groups per warp");
-  static_assert(kRowBytes % (16 * kLanes) == 0, "whole 16-byte words of a row per lane");
 
-  uint4 x[U];                           // the first kDirectDims dims: word `sub` of the row
-  uint4 rest[U][kRest > 0 ? kRest : 1];  // Full: words kLanes * (j + 1) + sub
-  float lse[U];                          // Full, lane sub == 0: the slot's entry lse
-  float qd[kPerWord];                    // this lane's query dims [sub * kPerWord, +kPerWord)
+  uint4 x[U];          // the first kDirectDims dims of slot s0 + u * kGroups + group(): word sub()
+  float qd[kPerWord];  // this lane's query dims [sub() * kPerWord, +kPerWord)
   int s0;
 
   __device__ __forceinline__ static int sub() { return threadIdx.x % kLanes; }
@@ -364,24 +349,16 @@ struct DirectScan {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int s = s0 + u * kGroups + group();
-      const bool load = s < rows.window;
-      const char* row = reinterpret_cast<const char*>(rows.row_at(load ? s : 0));
-      x[u] = load ? load_once16(row + sub() * 16) : make_uint4(0, 0, 0, 0);
-      if constexpr (Full) {
-#pragma unroll
-        for (int j = 0; j < kRest; ++j)
-          rest[u][j] = load ? load_once16(row + (kLanes * (j + 1) + sub()) * 16) : make_uint4(0, 0, 0, 0);
-        lse[u] = load && sub() == 0 ? rows.lse_at(s) : 0.f;
-      }
+      x[u] = s < rows.window ? load_once16(reinterpret_cast<const char*>(rows.row_at(s)) + sub() * 16)
+                             : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int e = 0; e < kPerWord; ++e) qd[e] = load_float(q_pre, q_dtype, q_row + sub() * kPerWord + e);
   }
 
   /// The packed minimum (pack_match; kNoMatch if none) over the block's candidates of `rows`
-  /// (at_position: a stale ring's rows read as zeros), in every thread. `smem`: Full's rows
-  /// (direct_full_smem_bytes).
-  __device__ __forceinline__ unsigned long long reduce(char* smem, const float (&q)[D / 16], const ScanRows<RT>& rows,
+  /// (at_position: a stale ring's rows read as zeros), in every thread.
+  __device__ __forceinline__ unsigned long long reduce(const float (&q)[D / 16], const ScanRows<RT>& rows,
                                                        float bound) {
     const float quick_bound = bound * (1.f + kQuickBoundSlack);
     bool under[U];
@@ -406,37 +383,15 @@ struct DirectScan {
       for (int off = kLanes / 2; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
       // NaN stays (the exact sum decides)
       under[u] = !(sum >= quick_bound) && s < rows.window && rows.candidate(s) < rows.n;
-      if constexpr (Full) {
-        char* dst = smem + static_cast<std::size_t>(u * kGroups + group()) * kRowBytes;
-        *reinterpret_cast<uint4*>(dst + sub() * 16) = x[u];
-#pragma unroll
-        for (int j = 0; j < kRest; ++j) *reinterpret_cast<uint4*>(dst + (kLanes * (j + 1) + sub()) * 16) = rest[u][j];
-      }
     }
-    if constexpr (Full) __syncwarp();  // a warp's survivors are its own lanes' rows
     // Survivors (a hit is one row per head), two at a time per warp.
     const int warp_group0 = (threadIdx.x >> 5) * (32 / kLanes);
     unsigned long long mine = kNoMatch;
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int i0 = u * kGroups + warp_group0;  // the warp's first candidate index in the block
-      const float my_lse = Full ? lse[u] : 0.f;
-      exact_survivors<D, RT>(__ballot_sync(0xffffffffu, under[u] && sub() == 0), q, rows.stale, bound, mine,
-                             [&](int bit) {
-                               const int i = i0 + bit / kLanes, s = s0 + i;
-                               Survivor<RT> sv;
-                               sv.c = rows.candidate(s);
-                               if constexpr (Full) {
-                                 sv.row = reinterpret_cast<const RT*>(smem + static_cast<std::size_t>(i) * kRowBytes);
-                                 // the lse sits in lane `bit` (its group's sub 0), every lane shuffles
-                                 const float l = __shfl_sync(0xffffffffu, my_lse, bit & ~(kLanes - 1));
-                                 sv.unusable = rows.stale || !lse_finite(l);
-                               } else {
-                                 sv.row = rows.row_at(s);
-                                 sv.unusable = rows.unusable(sv.c);  // its entry's lse, loaded beside the row
-                               }
-                               return sv;
-                             });
+      const int slot0 = s0 + u * kGroups + warp_group0;  // the slot of the warp's first group
+      exact_survivors<D, RT>(__ballot_sync(0xffffffffu, under[u] && sub() == 0), q, rows, bound, mine,
+                             [&](int bit) { return slot0 + bit / kLanes; });
     }
     return block_min<Threads>(mine);
   }

@@ -214,16 +214,15 @@ bool side_complete(std::int64_t complete_blocks) {
   return complete_blocks <= device_sm_count();
 }
 
-int scan_form(std::int64_t ring_bytes) {
+int scan_form() {
   const char* env = std::getenv("MACATTN_CUDA_SCAN");
   if (env != nullptr && *env != '\0') {
     const std::string v = env;
     if (v == "staged") return kScanStaged;
     if (v == "direct") return kScanDirect;
-    if (v == "full") return kScanDirectFull;
-    require(false, "MACATTN_CUDA_SCAN = '", v, "': expected staged, direct or full");
+    require(false, "MACATTN_CUDA_SCAN = '", v, "': expected staged or direct");
   }
-  return ring_bytes <= kScanFullMaxBytes ? kScanDirectFull : kScanDirect;
+  return kScanDirect;
 }
 
 int mac_carveout(const char* kind, bool two_per_sm) {

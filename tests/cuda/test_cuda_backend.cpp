@@ -513,29 +513,20 @@ TEST_P(CudaBackend, MacDecodeTerseStatsStaged) {
   run_mac_session(GetParam(), cfg, {.steps = 16, .invalidate_midway = true, .scan_mode = "staged"});
 }
 
-// The register-only forms (DirectScan: eight lanes per candidate's first 64 dims, rows loaded by
-// ring slot before the position is known; "direct" sums the rows still under the bound again
-// from global memory, "full" loads whole rows and sums them from shared memory): several blocks
-// per head, the last partly empty; a stale ring midway; in a graph; and with terse stats (a miss
-// at or over the threshold reports no best row).
-constexpr const char* kDirectScanModes[] = {"direct", "full"};
-
+// The register-only form (DirectScan: eight lanes per candidate's first 64 dims, loaded by ring
+// slot before the position is known, no shared memory): several blocks per head, the last partly empty; a stale ring midway; in a graph; and
+// with terse stats (a miss at or over the threshold reports no best row).
 TEST_P(CudaBackend, MacDecodeDirectScanWithoutStats) {
   SKIP_WITHOUT_GPU();
   MacConfig cfg = small_config(3);
   cfg.window = 600;
-  for (const char* mode : kDirectScanModes) {
-    SCOPED_TRACE(mode);
-    run_mac_session(GetParam(), cfg, {.steps = 8, .invalidate_midway = true, .with_stats = false, .scan_mode = mode});
-  }
+  run_mac_session(GetParam(), cfg, {.steps = 8, .invalidate_midway = true, .with_stats = false, .scan_mode = "direct"});
 }
 
 TEST_P(CudaBackend, MacDecodeDirectScanInCudaGraph) {
   SKIP_WITHOUT_GPU();
-  for (const char* mode : kDirectScanModes) {
-    SCOPED_TRACE(mode);
-    run_mac_session(GetParam(), small_config(0), {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = mode});
-  }
+  run_mac_session(GetParam(), small_config(0),
+                  {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = "direct"});
 }
 
 // f32 rings: 16 lanes per candidate (256 bytes of 64 dims); f16 rings: 8, as bf16.
@@ -543,13 +534,10 @@ TEST_P(CudaBackend, MacDecodeDirectScanF32AndF16Rings) {
   SKIP_WITHOUT_GPU();
   MacConfig cfg = small_config(0);
   cfg.window = 300;
-  for (const char* mode : kDirectScanModes) {
-    SCOPED_TRACE(mode);
-    run_mac_session(
-        GetParam(), cfg,
-        {.steps = 5, .invalidate_midway = true, .with_stats = false, .scan_mode = mode, .ring_dtype = DType::f32});
-    run_mac_session(GetParam(), cfg, {.steps = 5, .with_stats = false, .scan_mode = mode, .ring_dtype = DType::f16});
-  }
+  run_mac_session(
+      GetParam(), cfg,
+      {.steps = 5, .invalidate_midway = true, .with_stats = false, .scan_mode = "direct", .ring_dtype = DType::f32});
+  run_mac_session(GetParam(), cfg, {.steps = 5, .with_stats = false, .scan_mode = "direct", .ring_dtype = DType::f16});
 }
 
 TEST_P(CudaBackend, MacDecodeTerseStatsDirect) {
@@ -557,10 +545,7 @@ TEST_P(CudaBackend, MacDecodeTerseStatsDirect) {
   MacConfig cfg = small_config(2);
   cfg.window = 300;
   cfg.report_miss_matches = false;
-  for (const char* mode : kDirectScanModes) {
-    SCOPED_TRACE(mode);
-    run_mac_session(GetParam(), cfg, {.steps = 10, .invalidate_midway = true, .scan_mode = mode});
-  }
+  run_mac_session(GetParam(), cfg, {.steps = 10, .invalidate_midway = true, .scan_mode = "direct"});
 }
 
 // The complete state (sinks + tail) computed by the attend kernel's blocks with the least amend
@@ -704,8 +689,8 @@ TEST_P(CudaBackend, MacDecodeAfterSplitScan) {
   SKIP_WITHOUT_GPU();
   run_mac_session(GetParam(), small_config(5), {.steps = 16, .invalidate_midway = true, .split_scan = true});
   run_mac_session(GetParam(), small_config(3), {.steps = 12, .use_graph = true, .split_scan = true});
-  for (const char* mode : kDirectScanModes)
-    run_mac_session(GetParam(), small_config(0), {.steps = 8, .with_stats = false, .scan_mode = mode, .split_scan = true});
+  run_mac_session(GetParam(), small_config(0),
+                  {.steps = 8, .with_stats = false, .scan_mode = "direct", .split_scan = true});
 }
 
 TEST_P(CudaBackend, MacDecodeThreeBlocksPerSmWithoutAttendPdl) {
