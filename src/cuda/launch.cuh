@@ -241,8 +241,8 @@ std::int32_t mac_spread_slots(std::int32_t splits, std::int64_t blocks, std::int
 /// forces either (read on every call).
 bool side_complete(std::int64_t complete_blocks);
 
-/// Forms of MAC's match scan (mac_scan.cuh: scan_staged, DirectScan; the scan kernel's template
-/// argument).
+/// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct; the scan kernel's
+/// template argument).
 constexpr int kScanStaged = 0, kScanDirect = 1;
 
 /// The form of MAC's match scan for a scan with a finite bound: kScanDirect (the first 64 dims

@@ -40,11 +40,10 @@ constexpr int kScanThreads = 256;  // 16 half-warps, one candidate each at a tim
 constexpr int kDirectPerThread = 4;
 
 // Scan of one head's candidates (mac_scan.cuh), then one atomicMin per block. Form (kScan*):
-// kScanDirect, ring slots [blockIdx.x * n, +n) by DirectScan (n = direct_block_candidates; its
-// rows loaded by slot before the position is read; no shared memory); kScanStaged, tiles [blockIdx.x *
-// tiles_per_block, +tiles_per_block) of 64 by scan_staged (staged_smem_bytes). Also records
-// whether each sequence's ring is stale (not ready / at another position). Rows at distance >=
-// bound are dropped (mac_scan.cuh).
+// kScanDirect, candidates [blockIdx.x * n, +n) by scan_direct (n = direct_block_candidates; no
+// shared memory); kScanStaged, tiles [blockIdx.x * tiles_per_block, +tiles_per_block) of 64 by
+// scan_staged (staged_smem_bytes). Also records whether each sequence's ring is stale (not ready
+// / at another position). Rows at distance >= bound are dropped (mac_scan.cuh).
 template <int D, typename RT, int Form>
 __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, const void* q_pre, int q_dtype,
                                                                 long long q_row_stride, RingArgs ring, MacArgs mac,
@@ -56,27 +55,23 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   allow_dependents();
   stamp(prof, 0);
   const int h = blockIdx.y, b = blockIdx.z;
-  // Row b starts q_row_stride elements after row b - 1 (Hq * D when contiguous; mac_scan).
-  const std::size_t qrow = static_cast<std::size_t>(b) * q_row_stride + static_cast<std::size_t>(h) * D;
-  // The query, and in the direct form the block's ring rows, are loaded before the position:
-  // none of these loads depends on it, so they overlap its round trip (the page table's).
-  float q[D / 16];
-#pragma unroll
-  for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qrow + (threadIdx.x & 15) + k * 16);
-  constexpr bool kDirect = Form == kScanDirect;
-  [[maybe_unused]] DirectScan<D, RT, kScanThreads, kDirectPerThread> direct;
-  if constexpr (kDirect)
-    direct.issue(ring_rows<RT>(ring, mac, hq, D, b, h), q_pre, q_dtype, qrow,
-                 blockIdx.x * direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>());
   const long long t = seq_len(kv, b) - 1;
   const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
   if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
   if (t < mac.min_context) return;
   const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
+  float q[D / 16];
+  // Row b starts q_row_stride elements after row b - 1 (Hq * D when contiguous; mac_scan).
+  const std::size_t qbase =
+      static_cast<std::size_t>(b) * q_row_stride + static_cast<std::size_t>(h) * D + (threadIdx.x & 15);
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
   unsigned long long m;
-  if constexpr (kDirect)
-    m = direct.reduce(q, rows, bound);
-  else
+  if constexpr (Form == kScanDirect) {
+    constexpr int kPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
+    m = scan_direct<D, RT, kScanThreads, kDirectPerThread>(q_pre, q_dtype, qbase - (threadIdx.x & 15), q, rows,
+                                                            blockIdx.x * kPer, bound);
+  } else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
   stamp(prof, 1);

@@ -65,53 +65,30 @@ struct ScanRows {
     const int s = slot0 + c;  // c < n <= W and slot0 < W
     return s >= window ? s - window : s;
   }
-  /// The candidate in slot s (s < W); a candidate only if it is < n.
-  __device__ __forceinline__ int candidate(int s) const {
-    const int c = s - slot0;
-    return c < 0 ? c + window : c;
-  }
-  __device__ __forceinline__ const RT* row_at(int s) const { return base + static_cast<std::size_t>(s) * stride; }
-  __device__ __forceinline__ const RT* row(int c) const { return row_at(slot(c)); }
-  __device__ __forceinline__ float lse_at(int s) const { return lse_base[static_cast<std::size_t>(s) * lse_stride]; }
+  __device__ __forceinline__ const RT* row(int c) const { return base + static_cast<std::size_t>(slot(c)) * stride; }
   /// Whether candidate c's ring entry cannot be reused (pack_match's bit 0).
-  __device__ __forceinline__ bool unusable(int c) const { return stale || !lse_finite(lse_at(slot(c))); }
+  __device__ __forceinline__ bool unusable(int c) const {
+    return stale || !lse_finite(lse_base[static_cast<std::size_t>(slot(c)) * lse_stride]);
+  }
 };
 
-/// Where head h of sequence b keeps its ring rows and entry lse; the candidates (slot0, n,
-/// stale) are left empty: they follow from the position (at_position), which a scan need not
-/// wait for to load rows by slot.
+/// The rows of head h of sequence b at decode position t. A stale ring (not ready, or at
+/// another position) is wiped before it is scanned (CPU semantics): every row is zero, so the
+/// best is the oldest candidate at distance |q|^2; only that one is scanned, against zeros.
 template <typename RT>
-__device__ __forceinline__ ScanRows<RT> ring_rows(const RingArgs& ring, const MacArgs& mac, int hq, int head_dim, int b,
-                                                  int h) {
+__device__ __forceinline__ ScanRows<RT> scan_rows(const RingArgs& ring, const MacArgs& mac, int hq, int head_dim, int b,
+                                                  int h, long long t, bool stale) {
+  const long long first = first_candidate(t, mac.window);
   ScanRows<RT> r;
   r.stride = static_cast<std::size_t>(hq) * head_dim;
   r.base = static_cast<const RT*>(ring.qring) + (static_cast<std::size_t>(b) * mac.window * hq + h) * head_dim;
   r.lse_base = ring.lring + static_cast<std::size_t>(b) * mac.window * hq + h;
   r.lse_stride = hq;
+  r.slot0 = static_cast<int>(first % mac.window);
   r.window = mac.window;
-  r.slot0 = 0;
-  r.n = 0;
-  r.stale = false;
-  return r;
-}
-
-/// `r`'s candidates at decode position t. A stale ring (not ready, or at another position) is
-/// wiped before it is scanned (CPU semantics): every row is zero, so the best is the oldest
-/// candidate at distance |q|^2; only that one is scanned, against zeros.
-template <typename RT>
-__device__ __forceinline__ ScanRows<RT> at_position(ScanRows<RT> r, long long t, bool stale) {
-  const long long first = first_candidate(t, r.window);
-  r.slot0 = static_cast<int>(first % r.window);
   r.n = stale ? (t > first ? 1 : 0) : static_cast<int>(t - first);
   r.stale = stale;
   return r;
-}
-
-/// The rows of head h of sequence b at decode position t (ring_rows, then at_position).
-template <typename RT>
-__device__ __forceinline__ ScanRows<RT> scan_rows(const RingArgs& ring, const MacArgs& mac, int hq, int head_dim, int b,
-                                                  int h, long long t, bool stale) {
-  return at_position(ring_rows<RT>(ring, mac, hq, head_dim, b, h), t, stale);
 }
 
 /// Adds dims lane + 16k, k in [K0, K1), of (q - row)^2 to one lane's sum, one fused
@@ -278,14 +255,14 @@ __device__ __forceinline__ uint4 load_once16(const void* p) {
   return r;
 }
 
-/// Sums the candidates a warp marks in `ballot` (bit k: the candidate of lane k's group; the same
+/// Sums the candidates a warp marks in `ballot` (bit k: candidate c_bit0 + k / Lanes; the same
 /// value in every lane) in core/distance.hpp's order over all D dims, from global memory, two at
-/// a time (half-warp 0 takes the first remaining one, half-warp 1 the second), and folds them into
-/// the thread's packed minimum `mine` (keep_min). `slot_of(bit)` gives a set bit's ring slot. q:
-/// lane l of a half holds dims l + 16k. Every lane of the warp calls it.
-template <int D, typename RT, typename SlotOf>
-__device__ __forceinline__ void exact_survivors(unsigned ballot, const float (&q)[D / 16], const ScanRows<RT>& rows,
-                                                float bound, unsigned long long& mine, SlotOf&& slot_of) {
+/// a time (half-warp 0 takes the first remaining one, half-warp 1 the second), and folds them
+/// into the thread's packed minimum `mine` (keep_min). q: lane l of a half holds dims l + 16k.
+/// Every lane of the warp calls it.
+template <int D, typename RT, int Lanes>
+__device__ __forceinline__ void exact_survivors(unsigned ballot, int c_bit0, const float (&q)[D / 16],
+                                                const ScanRows<RT>& rows, float bound, unsigned long long& mine) {
   const int half = (threadIdx.x & 31) >> 4, hl = threadIdx.x & 15;
   unsigned m = ballot;
   while (m != 0) {  // the same in every lane
@@ -298,8 +275,8 @@ __device__ __forceinline__ void exact_survivors(unsigned ballot, const float (&q
     }
     const int bit = half == 0 ? b0 : b1;
     const bool valid = bit >= 0;
-    const int s = slot_of(valid ? bit : b0), c = rows.candidate(s);
-    const RT* row = rows.row_at(s);
+    const int c = c_bit0 + (valid ? bit : b0) / Lanes;
+    const RT* row = rows.row(c);
     const bool unusable = rows.unusable(c);  // its entry's lse, loaded beside the row
     float acc = 0.f;
 #pragma unroll
@@ -312,89 +289,64 @@ __device__ __forceinline__ void exact_survivors(unsigned ballot, const float (&q
   }
 }
 
-/// MAC's match scan without shared memory (the scan kernel's kScanDirect form): one block scans
-/// ring slots [s0, s0 + direct_block_candidates) of one head with a finite bound, in two calls.
-/// issue() loads each slot's row by slot, which needs no decode position, so the loads are in
-/// flight while the kernel reads it: a candidate belongs to kLanes consecutive lanes (8 for
-/// 2-byte rings), each loading 16 bytes of its first kDirectDims dims, U candidates per thread
-/// (U x 16 bytes in flight). reduce() then, with the candidates known (at_position), forms the
-/// quick bound: the lanes' sums, in any order and reduced by shuffles; a row whose sum reaches
-/// bound * (1 + kQuickBoundSlack) cannot be a hit (the sum in core/distance.hpp's order over all
-/// D dims is then at least the bound: rounding both sums moves them by less than the slack, and
-/// the terms past the first 64 dims are non-negative). Rows under it are summed again by a
-/// half-warp each in core/distance.hpp's order over all D dims (q: lane l of the half holds dims
-/// l + 16k), loaded from global memory, so decisions and distances are bit-identical to the
-/// CPU's. Every thread of the block calls both (reduce synchronises). Threads: a multiple of 32.
-/// (A form that loaded whole rows at once and summed the survivors from shared memory, to save
-/// their second round trip, measured 2-7 us slower per layer-step on the H200: h200.md,
-/// twenty-third session.)
+/// Scans candidates [c0, c0 + direct_block_candidates<D, RT, Threads, U>()) with a finite bound,
+/// without shared memory: a candidate belongs to direct_lanes() consecutive lanes (8 for 2-byte
+/// rings), each loading 16 bytes of its first kDirectDims dims into registers, and every thread
+/// issues the loads of its U candidates before it uses any (U x 16 bytes in flight per thread).
+/// The lanes' sums, in any order and reduced by shuffles, are the quick bound: a row whose sum
+/// reaches bound * (1 + kQuickBoundSlack) cannot be a hit (the sum in core/distance.hpp's order
+/// over all D dims is then at least the bound: rounding both sums moves them by less than the
+/// slack, and the terms past the first 64 dims are non-negative). Rows under it are summed again by a half-warp each in
+/// core/distance.hpp's order over all D dims (q: lane l of the half holds dims l + 16k), loaded
+/// from global memory, so decisions and distances are bit-identical to the CPU's. `q_row`
+/// points at this head's q_pre row (dtype q_dtype). Returns the packed minimum in every thread;
+/// every thread of the block calls it (it synchronises). Threads: a multiple of 32.
 template <int D, typename RT, int Threads, int U>
-struct DirectScan {
-  static constexpr int kLanes = direct_lanes<D, RT>(), kPerWord = 16 / static_cast<int>(sizeof(RT));
-  static constexpr int kGroups = Threads / kLanes;
+__device__ unsigned long long scan_direct(const void* q_pre, int q_dtype, std::size_t q_row, const float (&q)[D / 16],
+                                          const ScanRows<RT>& rows, int c0, float bound) {
+  constexpr int kLanes = direct_lanes<D, RT>(), kPerWord = 16 / static_cast<int>(sizeof(RT));
+  constexpr int kGroups = Threads / kLanes;
   static_assert(kLanes >= 1 && 32 % kLanes == 0 && Threads % 32 == 0, "whole candidate groups per warp");
-
-  uint4 x[U];          // the first kDirectDims dims of slot s0 + u * kGroups + group(): word sub()
-  float qd[kPerWord];  // this lane's query dims [sub() * kPerWord, +kPerWord)
-  int s0;
-
-  __device__ __forceinline__ static int sub() { return threadIdx.x % kLanes; }
-  __device__ __forceinline__ static int group() { return threadIdx.x / kLanes; }
-
-  /// Loads the block's rows (slots [first_slot, +candidates) of `rows`, which need no position)
-  /// and this lane's query dims (q_pre row q_row, dtype q_dtype).
-  __device__ __forceinline__ void issue(const ScanRows<RT>& rows, const void* q_pre, int q_dtype, std::size_t q_row,
-                                        int first_slot) {
-    s0 = first_slot;
+  const int sub = threadIdx.x % kLanes, grp = threadIdx.x / kLanes;
+  uint4 x[U];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int s = s0 + u * kGroups + group();
-      x[u] = s < rows.window ? load_once16(reinterpret_cast<const char*>(rows.row_at(s)) + sub() * 16)
-                             : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int e = 0; e < kPerWord; ++e) qd[e] = load_float(q_pre, q_dtype, q_row + sub() * kPerWord + e);
+  for (int u = 0; u < U; ++u) {
+    const int c = c0 + u * kGroups + grp;
+    const bool load = c < rows.n && !rows.stale;  // a stale ring reads as zeros
+    x[u] = load ? load_once16(reinterpret_cast<const char*>(rows.row(c)) + sub * 16) : make_uint4(0, 0, 0, 0);
   }
-
-  /// The packed minimum (pack_match; kNoMatch if none) over the block's candidates of `rows`
-  /// (at_position: a stale ring's rows read as zeros), in every thread.
-  __device__ __forceinline__ unsigned long long reduce(const float (&q)[D / 16], const ScanRows<RT>& rows,
-                                                       float bound) {
-    const float quick_bound = bound * (1.f + kQuickBoundSlack);
-    bool under[U];
+  float qd[kPerWord];  // this lane's query dims [sub * kPerWord, +kPerWord)
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int s = s0 + u * kGroups + group();
-      if (rows.stale) x[u] = make_uint4(0, 0, 0, 0);
-      float f[kPerWord];
-      unpack16<RT>(x[u], f);
-      float a0 = 0.f, a1 = 0.f;
+  for (int e = 0; e < kPerWord; ++e) qd[e] = load_float(q_pre, q_dtype, q_row + sub * kPerWord + e);
+  const float quick_bound = bound * (1.f + kQuickBoundSlack);
+  bool under[U];
 #pragma unroll
-      for (int e = 0; e < kPerWord; e += 2) {
-        const float d0 = __fsub_rn(qd[e], f[e]);
-        a0 = __fmaf_rn(d0, d0, a0);
-        if (e + 1 < kPerWord) {
-          const float d1 = __fsub_rn(qd[e + 1], f[e + 1]);
-          a1 = __fmaf_rn(d1, d1, a1);
-        }
+  for (int u = 0; u < U; ++u) {
+    float f[kPerWord];
+    unpack16<RT>(x[u], f);
+    float a0 = 0.f, a1 = 0.f;
+#pragma unroll
+    for (int e = 0; e < kPerWord; e += 2) {
+      const float d0 = __fsub_rn(qd[e], f[e]);
+      a0 = __fmaf_rn(d0, d0, a0);
+      if (e + 1 < kPerWord) {
+        const float d1 = __fsub_rn(qd[e + 1], f[e + 1]);
+        a1 = __fmaf_rn(d1, d1, a1);
       }
-      float sum = a0 + a1;
-#pragma unroll
-      for (int off = kLanes / 2; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-      // NaN stays (the exact sum decides)
-      under[u] = !(sum >= quick_bound) && s < rows.window && rows.candidate(s) < rows.n;
     }
-    // Survivors (a hit is one row per head), two at a time per warp.
-    const int warp_group0 = (threadIdx.x >> 5) * (32 / kLanes);
-    unsigned long long mine = kNoMatch;
+    float sum = a0 + a1;
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int slot0 = s0 + u * kGroups + warp_group0;  // the slot of the warp's first group
-      exact_survivors<D, RT>(__ballot_sync(0xffffffffu, under[u] && sub() == 0), q, rows, bound, mine,
-                             [&](int bit) { return slot0 + bit / kLanes; });
-    }
-    return block_min<Threads>(mine);
+    for (int off = kLanes / 2; off >= 1; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    under[u] = !(sum >= quick_bound) && c0 + u * kGroups + grp < rows.n;  // NaN stays (the exact sum decides)
   }
-};
+  // Survivors (a hit is one row per head), two at a time per warp.
+  const int warp_group0 = (threadIdx.x >> 5) * (32 / kLanes);
+  unsigned long long mine = kNoMatch;
+#pragma unroll
+  for (int u = 0; u < U; ++u)
+    exact_survivors<D, RT, kLanes>(__ballot_sync(0xffffffffu, under[u] && sub == 0), c0 + u * kGroups + warp_group0, q,
+                                   rows, bound, mine);
+  return block_min<Threads>(mine);
+}
 
 }  // namespace macattn::cuda::detail

@@ -513,8 +513,8 @@ TEST_P(CudaBackend, MacDecodeTerseStatsStaged) {
   run_mac_session(GetParam(), cfg, {.steps = 16, .invalidate_midway = true, .scan_mode = "staged"});
 }
 
-// The register-only form (DirectScan: eight lanes per candidate's first 64 dims, loaded by ring
-// slot before the position is known, no shared memory): several blocks per head, the last partly empty; a stale ring midway; in a graph; and
+// The register-only form (scan_direct: eight lanes per candidate's first 64 dims, no shared
+// memory): several blocks per head, the last partly empty; a stale ring midway; in a graph; and
 // with terse stats (a miss at or over the threshold reports no best row).
 TEST_P(CudaBackend, MacDecodeDirectScanWithoutStats) {
   SKIP_WITHOUT_GPU();
