@@ -28,14 +28,26 @@ struct Sums {
   double phase[kMaxStamps - 1] = {}, phase_n[kMaxStamps - 1] = {}, phase_max[kMaxStamps - 1] = {};
 };
 
+/// Per kernel and grid: sums over calls, in first-seen order.
+struct Table {
+  std::map<std::string, Sums> sums;
+  std::vector<std::string> order;
+};
+
 struct State {
   unsigned long long* dev = nullptr;
-  std::size_t used = 0;  // stamps handed out in the current call
+  std::size_t used = 0;  // stamps handed out in the current eager call
   bool warned = false;
   std::vector<Pending> pending;
   std::vector<unsigned long long> host;
-  std::map<std::string, Sums> sums;
-  std::vector<std::string> order;  // keys in first-seen order
+  Table eager;
+  // Calls captured into CUDA graphs: each kernel keeps its own range of graph_dev for good (the
+  // pointer is baked into the graph), zeroed once at allocation; every replay overwrites it, so
+  // at exit the ranges hold each graph's last replay.
+  unsigned long long* graph_dev = nullptr;
+  std::size_t graph_used = 0;
+  bool graph_warned = false;
+  std::vector<std::vector<Pending>> graph_calls;
 };
 
 void print_sums();
@@ -45,8 +57,12 @@ State* state() {
     const char* env = std::getenv("MACATTN_CUDA_PROFILE");
     if (env == nullptr || std::atoi(env) != 1) return static_cast<State*>(nullptr);
     auto* st = new State;
-    if (cudaMalloc(&st->dev, kCapacityStamps * sizeof(unsigned long long)) != cudaSuccess) {
-      std::fprintf(stderr, "MACATTN_CUDA_PROFILE: cudaMalloc of the stamp buffer failed; profiling off\n");
+    constexpr std::size_t bytes = kCapacityStamps * sizeof(unsigned long long);
+    if (cudaMalloc(&st->dev, bytes) != cudaSuccess || cudaMalloc(&st->graph_dev, bytes) != cudaSuccess ||
+        cudaMemset(st->graph_dev, 0, bytes) != cudaSuccess) {
+      std::fprintf(stderr, "MACATTN_CUDA_PROFILE: cudaMalloc of the stamp buffers failed; profiling off\n");
+      cudaFree(st->dev);
+      cudaFree(st->graph_dev);
       delete st;
       return static_cast<State*>(nullptr);
     }
@@ -56,12 +72,13 @@ State* state() {
   return s;
 }
 
-void print_sums() {
-  State* s = state();
-  if (s == nullptr || s->order.empty()) return;
-  std::fprintf(stderr, "MACATTN_CUDA_PROFILE: per kernel and grid, means over eager calls (us):\n");
-  for (const std::string& key : s->order) {
-    const Sums& v = s->sums[key];
+void accumulate(const std::vector<Pending>& pending, const unsigned long long* stamps, Table& table);
+
+void print_table(const Table& t, const char* what) {
+  if (t.order.empty()) return;
+  std::fprintf(stderr, "MACATTN_CUDA_PROFILE: per kernel and grid, means over %s (us):\n", what);
+  for (const std::string& key : t.order) {
+    const Sums& v = t.sums.at(key);
     if (v.calls == 0) continue;  // no block of this kernel ever stamped
     std::fprintf(stderr,
                  "  %s: %.0f calls, from %.2f to %.2f of the call, span %.2f, gap after the previous kernel %.2f, "
@@ -77,63 +94,42 @@ void print_sums() {
   }
 }
 
-}  // namespace
-
-ProfileScope::ProfileScope(cudaStream_t stream) : stream_(stream) {
+void print_sums() {
   State* s = state();
   if (s == nullptr) return;
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(stream, &status) != cudaSuccess || status != cudaStreamCaptureStatusNone) return;
-  active_ = true;
-  s->used = 0;
-  s->pending.clear();
-}
-
-BlockStamps ProfileScope::kernel(const char* name, dim3 grid, std::initializer_list<const char*> phases) {
-  if (!active_) return {};
-  State* s = state();
-  const std::size_t blocks = static_cast<std::size_t>(grid.x) * grid.y * grid.z;
-  if ((s->used + blocks) * kMaxStamps > kCapacityStamps) {
-    if (!s->warned) std::fprintf(stderr, "MACATTN_CUDA_PROFILE: a call has too many blocks to stamp; skipped\n");
-    s->warned = true;
-    return {};
+  print_table(s->eager, "eager calls");
+  if (s->graph_calls.empty()) return;
+  // The graphs' last replays: wait for any still in flight, then read every captured range.
+  std::vector<unsigned long long> host(s->graph_used * kMaxStamps);
+  if (cudaDeviceSynchronize() != cudaSuccess ||
+      cudaMemcpy(host.data(), s->graph_dev, host.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost) !=
+          cudaSuccess) {
+    std::fprintf(stderr, "MACATTN_CUDA_PROFILE: reading the graphs' stamps failed\n");
+    return;
   }
-  Pending p;
-  p.key = std::string(name) + " (" + std::to_string(blocks) + " blocks)";
-  for (const char* ph : phases) p.phases.emplace_back(ph);
-  p.blocks = blocks;
-  p.offset = s->used * kMaxStamps;
-  BlockStamps out{s->dev + p.offset};
-  MACATTN_CUDA_CHECK(cudaMemsetAsync(out.p, 0, blocks * kMaxStamps * sizeof(unsigned long long), stream_));
-  s->used += blocks;
-  s->pending.push_back(std::move(p));
-  ++count_;
-  return out;
+  Table graphs;
+  for (const std::vector<Pending>& call : s->graph_calls) accumulate(call, host.data(), graphs);
+  print_table(graphs, "calls captured in CUDA graphs, each graph's last replay");
 }
 
-void ProfileScope::finish() {
-  if (!active_ || count_ == 0) return;
-  State* s = state();
-  MACATTN_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  s->host.resize(s->used * kMaxStamps);
-  MACATTN_CUDA_CHECK(
-      cudaMemcpy(s->host.data(), s->dev, s->host.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
+/// Adds one call's kernels (`pending`, stamps at `stamps` + offset) to `table`.
+void accumulate(const std::vector<Pending>& pending, const unsigned long long* stamps, Table& table) {
   unsigned long long prev_end = 0, call_first = ~0ull;
-  for (const Pending& p : s->pending)
+  for (const Pending& p : pending)
     for (std::size_t b = 0; b < p.blocks; ++b) {
-      const unsigned long long t0 = s->host[p.offset + b * kMaxStamps];
+      const unsigned long long t0 = stamps[p.offset + b * kMaxStamps];
       if (t0 != 0) call_first = std::min(call_first, t0);
     }
-  for (const Pending& p : s->pending) {
-    auto [it, fresh] = s->sums.try_emplace(p.key);
+  for (const Pending& p : pending) {
+    auto [it, fresh] = table.sums.try_emplace(p.key);
     Sums& v = it->second;
     if (fresh) {
       v.phases = p.phases;
-      s->order.push_back(p.key);
+      table.order.push_back(p.key);
     }
     unsigned long long first = ~0ull, last = 0;
     for (std::size_t b = 0; b < p.blocks; ++b) {
-      const unsigned long long* st = s->host.data() + p.offset + b * kMaxStamps;
+      const unsigned long long* st = stamps + p.offset + b * kMaxStamps;
       if (st[0] == 0) continue;  // the block never ran its first stamp
       first = std::min(first, st[0]);
       unsigned long long end = st[0];
@@ -162,6 +158,61 @@ void ProfileScope::finish() {
     }
     prev_end = last;
   }
+}
+
+}  // namespace
+
+ProfileScope::ProfileScope(cudaStream_t stream) : stream_(stream) {
+  State* s = state();
+  if (s == nullptr) return;
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) return;
+  active_ = true;
+  graph_ = status != cudaStreamCaptureStatusNone;
+  if (graph_) {
+    s->graph_calls.emplace_back();
+  } else {
+    s->used = 0;
+    s->pending.clear();
+  }
+}
+
+BlockStamps ProfileScope::kernel(const char* name, dim3 grid, std::initializer_list<const char*> phases) {
+  if (!active_) return {};
+  State* s = state();
+  const std::size_t blocks = static_cast<std::size_t>(grid.x) * grid.y * grid.z;
+  std::size_t& used = graph_ ? s->graph_used : s->used;
+  bool& warned = graph_ ? s->graph_warned : s->warned;
+  if ((used + blocks) * kMaxStamps > kCapacityStamps) {
+    if (!warned)
+      std::fprintf(stderr, "MACATTN_CUDA_PROFILE: %s; skipped\n",
+                   graph_ ? "the graphs' stamp buffer is full" : "a call has too many blocks to stamp");
+    warned = true;
+    return {};
+  }
+  Pending p;
+  p.key = std::string(name) + " (" + std::to_string(blocks) + " blocks)";
+  for (const char* ph : phases) p.phases.emplace_back(ph);
+  p.blocks = blocks;
+  p.offset = used * kMaxStamps;
+  BlockStamps out{(graph_ ? s->graph_dev : s->dev) + p.offset};
+  // A graph's range was zeroed at allocation (no memset node joins the captured graph).
+  if (!graph_)
+    MACATTN_CUDA_CHECK(cudaMemsetAsync(out.p, 0, blocks * kMaxStamps * sizeof(unsigned long long), stream_));
+  used += blocks;
+  (graph_ ? s->graph_calls.back() : s->pending).push_back(std::move(p));
+  ++count_;
+  return out;
+}
+
+void ProfileScope::finish() {
+  if (!active_ || count_ == 0 || graph_) return;  // graphs are read at exit
+  State* s = state();
+  MACATTN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  s->host.resize(s->used * kMaxStamps);
+  MACATTN_CUDA_CHECK(
+      cudaMemcpy(s->host.data(), s->dev, s->host.size() * sizeof(unsigned long long), cudaMemcpyDeviceToHost));
+  accumulate(s->pending, s->host.data(), s->eager);
   s->pending.clear();
   s->used = 0;
 }

@@ -51,14 +51,16 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
                                                                 unsigned long long* best, std::uint8_t* stale_flags,
                                                                 BlockStamps prof) {
   extern __shared__ __align__(16) char scan_smem[];
+  stamp(prof, 0);
   grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
   allow_dependents();
-  stamp(prof, 0);
+  stamp(prof, 1);
   const int h = blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
   if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
   if (t < mac.min_context) return;
+  stamp(prof, 2);  // the position is known (thread 0's loads)
   const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
   float q[D / 16];
   // Row b starts q_row_stride elements after row b - 1 (Hq * D when contiguous; mac_scan).
@@ -74,7 +76,7 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   } else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
-  stamp(prof, 1);
+  stamp(prof, 3);
 }
 
 // Spread (mac_spread.cuh): the spread plan decides which group's split this block amends; the
@@ -519,7 +521,7 @@ void launch_scan(const MacConfig& config, const PagedKVArgs& kva, ConstTensor q_
     allow_smem(kernel, bytes, mac_carveout("scan", two_per_sm));
     launch_pdl_if(pdl, "mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd,
                   q_row_stride, ring, mac, hq, per, bound, ws.best, ws.seq_flags,
-                  prof.kernel(name, scan_grid, {"scan"}));
+                  prof.kernel(name, scan_grid, {"dependency wait", "position", "scan"}));
   };
   auto launch_d = [&]<typename RT>() {
     auto launch_pd = [&]<int D>() {
