@@ -52,24 +52,40 @@ struct State {
 
 void print_sums();
 
-State* state() {
-  static State* s = [] {
+bool requested() {
+  static const bool r = [] {
     const char* env = std::getenv("MACATTN_CUDA_PROFILE");
-    if (env == nullptr || std::atoi(env) != 1) return static_cast<State*>(nullptr);
-    auto* st = new State;
-    constexpr std::size_t bytes = kCapacityStamps * sizeof(unsigned long long);
-    if (cudaMalloc(&st->dev, bytes) != cudaSuccess || cudaMalloc(&st->graph_dev, bytes) != cudaSuccess ||
-        cudaMemset(st->graph_dev, 0, bytes) != cudaSuccess) {
-      std::fprintf(stderr, "MACATTN_CUDA_PROFILE: cudaMalloc of the stamp buffers failed; profiling off\n");
-      cudaFree(st->dev);
-      cudaFree(st->graph_dev);
-      delete st;
-      return static_cast<State*>(nullptr);
-    }
-    std::atexit(print_sums);
-    return st;
+    return env != nullptr && std::atoi(env) == 1;
   }();
-  return s;
+  return r;
+}
+
+State* created = nullptr;  // the buffers, once made
+bool tried = false;        // whether make_state() ran (successfully or not)
+
+State* make_state() {
+  auto* st = new State;
+  constexpr std::size_t bytes = kCapacityStamps * sizeof(unsigned long long);
+  if (cudaMalloc(&st->dev, bytes) != cudaSuccess || cudaMalloc(&st->graph_dev, bytes) != cudaSuccess ||
+      cudaMemset(st->graph_dev, 0, bytes) != cudaSuccess) {
+    std::fprintf(stderr, "MACATTN_CUDA_PROFILE: cudaMalloc of the stamp buffers failed; profiling off\n");
+    cudaFree(st->dev);
+    cudaFree(st->graph_dev);
+    delete st;
+    return nullptr;
+  }
+  std::atexit(print_sums);
+  return st;
+}
+
+/// The profiler's state, made at the first call (which must not be inside a stream capture:
+/// cudaMalloc there would invalidate the capture); null when profiling is off or failed.
+State* state() {
+  if (!tried) {
+    tried = true;
+    if (requested()) created = make_state();
+  }
+  return created;
 }
 
 void accumulate(const std::vector<Pending>& pending, const unsigned long long* stamps, Table& table);
@@ -95,7 +111,7 @@ void print_table(const Table& t, const char* what) {
 }
 
 void print_sums() {
-  State* s = state();
+  State* s = created;
   if (s == nullptr) return;
   print_table(s->eager, "eager calls");
   if (s->graph_calls.empty()) return;
@@ -163,12 +179,23 @@ void accumulate(const std::vector<Pending>& pending, const unsigned long long* s
 }  // namespace
 
 ProfileScope::ProfileScope(cudaStream_t stream) : stream_(stream) {
-  State* s = state();
-  if (s == nullptr) return;
+  if (!requested()) return;
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) return;
+  const bool capturing = status != cudaStreamCaptureStatusNone;
+  if (capturing && !tried) {
+    static bool warned = false;
+    if (!warned)
+      std::fprintf(stderr,
+                   "MACATTN_CUDA_PROFILE: a call was captured into a CUDA graph before any eager call; the stamp "
+                   "buffers cannot be made during a capture, so calls are stamped only after an eager one\n");
+    warned = true;
+    return;
+  }
+  State* s = state();
+  if (s == nullptr) return;
   active_ = true;
-  graph_ = status != cudaStreamCaptureStatusNone;
+  graph_ = capturing;
   if (graph_) {
     s->graph_calls.emplace_back();
   } else {
