@@ -92,7 +92,7 @@ if has bench; then
 fi
 if has profile; then
   # One process per configuration: the summary is per kernel and grid, and hit rates 0 and 1
-  # launch the same grids. Eager calls only are stamped (the bench makes some per configuration).
+  # launch the same grids. Eager calls and the captured graphs' last replays are summarised apart.
   for batch in 1 16; do
     for hit in 0 1; do
       log "profile: batch $batch, 128K, hit rate $hit"
