@@ -252,13 +252,6 @@ constexpr int kScanStaged = 0, kScanDirect = 1;
 /// stream whole rows.
 int scan_form();
 
-/// Whether MAC's scan kernel lets the attend kernel launch (PDL) only as each of its blocks
-/// ends, instead of as each starts: MACATTN_CUDA_SCAN_TRIGGER=end|start (read on every call;
-/// another value is refused). Default start. An experiment (h200.md, twenty-fourth session):
-/// inside a replayed graph the scan's rows took 2-3x as long as in eager calls, where the attend
-/// kernel's blocks are not resident beside the scan's.
-bool scan_trigger_late();
-
 /// The longest hit band MAC's finish kernel attends itself instead of the attend kernel
 /// (mac_band.cuh) when the complete kernel runs on the side stream (mac_decode uses 0 otherwise):
 /// kFinishBandMax by default; MACATTN_CUDA_FINISH_BAND=n (0..kFinishBandMax; 0 = every band

@@ -49,19 +49,17 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
                                                                 long long q_row_stride, RingArgs ring, MacArgs mac,
                                                                 int hq, int tiles_per_block, float bound,
                                                                 unsigned long long* best, std::uint8_t* stale_flags,
-                                                                bool trigger_late, BlockStamps prof) {
+                                                                BlockStamps prof) {
   extern __shared__ __align__(16) char scan_smem[];
   stamp(prof, 0);
   grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
-  // The attend kernel (under PDL) may launch once every block has let it: now, so that its
-  // blocks wait beside the scan's, or (trigger_late, scan_trigger_late) as each block ends.
-  if (!trigger_late) allow_dependents();
+  allow_dependents();
   stamp(prof, 1);
   const int h = blockIdx.y, b = blockIdx.z;
   const long long t = seq_len(kv, b) - 1;
   const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
   if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
-  if (t < mac.min_context) return;  // exiting counts as letting dependents launch
+  if (t < mac.min_context) return;
   stamp(prof, 2);  // the position is known (thread 0's loads)
   const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
   float q[D / 16];
@@ -78,7 +76,6 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   } else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
-  if (trigger_late) allow_dependents();
   stamp(prof, 3);
 }
 
@@ -523,7 +520,7 @@ void launch_scan(const MacConfig& config, const PagedKVArgs& kva, ConstTensor q_
     constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
     allow_smem(kernel, bytes, mac_carveout("scan", two_per_sm));
     launch_pdl_if(pdl, "mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd,
-                  q_row_stride, ring, mac, hq, per, bound, ws.best, ws.seq_flags, scan_trigger_late(),
+                  q_row_stride, ring, mac, hq, per, bound, ws.best, ws.seq_flags,
                   prof.kernel(name, scan_grid, {"dependency wait", "position", "scan"}));
   };
   auto launch_d = [&]<typename RT>() {

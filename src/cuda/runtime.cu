@@ -225,16 +225,6 @@ int scan_form() {
   return kScanDirect;
 }
 
-bool scan_trigger_late() {
-  const char* env = std::getenv("MACATTN_CUDA_SCAN_TRIGGER");
-  if (env == nullptr || *env == '\0') return false;
-  const std::string v = env;
-  if (v == "end") return true;
-  if (v == "start") return false;
-  require(false, "MACATTN_CUDA_SCAN_TRIGGER = '", v, "': expected start or end");
-  return false;
-}
-
 int mac_carveout(const char* kind, bool two_per_sm) {
   const int preferred = two_per_sm ? 100 : -1;
   const char* env = std::getenv("MACATTN_CUDA_CARVEOUT");
