@@ -241,10 +241,6 @@ std::int32_t mac_spread_slots(std::int32_t splits, std::int64_t blocks, std::int
 /// forces either (read on every call).
 bool side_complete(std::int64_t complete_blocks);
 
-/// Whether mac_decode forks the side complete kernel after its scan kernel instead of before it:
-/// MACATTN_CUDA_COMPLETE_AFTER_SCAN=1 (read on every call; an experiment, off by default).
-bool complete_after_scan();
-
 /// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct; the scan kernel's
 /// template argument).
 constexpr int kScanStaged = 0, kScanDirect = 1;

@@ -617,7 +617,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   // batch 16, 128K all-hit 32.7 -> 35.5-35.9 us with short bands in the finish; h200.md).
   mac.finish_band = side ? finish_band_limit() : 0;
   auto side_stream = static_cast<cudaStream_t>(ws.side_stream);
-  auto launch_side = [&] {
+  if (side) {
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.fork_event), s), "cudaEventRecord (fork)");
     check_cuda(cudaStreamWaitEvent(side_stream, static_cast<cudaEvent_t>(ws.fork_event), 0), "cudaStreamWaitEvent (fork)");
     dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
@@ -629,18 +629,12 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
                  hq, group, slots, scale, ws.part_o, ws.part_lse, prof.kernel("mac_complete_kernel", grid, {"complete"}));
     });
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.join_event), side_stream), "cudaEventRecord (join)");
-  };
-  // MACATTN_CUDA_COMPLETE_AFTER_SCAN=1 (an experiment): the complete kernel forks after the scan
-  // instead of before it. Block stamps on the H200 showed the scan's rows taking 2.5x as long on
-  // all-miss steps while the complete kernel runs beside it (h200.md, twenty-fourth session).
-  const bool side_after_scan = side && !scanned && complete_after_scan();
-  if (side && !side_after_scan) launch_side();
+  }
   if (scanned)  // the attend kernel reads the scan's minima: wait for mac_scan's stream
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.scan_event), 0), "cudaStreamWaitEvent (scan)");
   else
     launch_scan(config, kva, q_pre, static_cast<long long>(hq) * d, rings.ring_dtype, ring, mac, hq, d, kv.batch_size,
                 bounded, two_per_sm, scan_pdl(), ws, s, prof);
-  if (side_after_scan) launch_side();
   const bool pdl_attend = attend_pdl(two_per_sm);
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = !spread ? mac_attend_kernel<D, NS, T, false>

@@ -214,8 +214,6 @@ bool side_complete(std::int64_t complete_blocks) {
   return complete_blocks <= device_sm_count();
 }
 
-bool complete_after_scan() { return env_is("MACATTN_CUDA_COMPLETE_AFTER_SCAN", "1"); }
-
 int scan_form() {
   const char* env = std::getenv("MACATTN_CUDA_SCAN");
   if (env != nullptr && *env != '\0') {
