@@ -1,5 +1,4 @@
 // The engine's element-wise and per-row kernels (see kernels.cuh for shapes).
-#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
@@ -403,21 +402,6 @@ void qkv_rope_append(const float* qkv, std::int64_t n, const std::int64_t* row_p
   const int threads = (p.head_dim + 31) / 32 * 32;
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(p.num_q_heads + 2 * p.num_kv_heads));
   const bool pdl = (p.after_scan && skinny_gemm_pdl_supported()) || small_kernel_pdl(SmallKernel::qkv);
-  if (p.after_scan) {
-    // Beside MAC's scan, this kernel's blocks may land on idle SMs and set their split of L1 and
-    // shared memory, which holds until the SM idles again; the attend kernel after it needs the
-    // most shared memory (macattn's mac_carveout), so this kernel asks for the same.
-    // MACATTN_ENGINE_QKV_CARVEOUT=-1..100 overrides it (an experiment; -1 = the driver's choice).
-    static const int carveout = [] {
-      const char* e = std::getenv("MACATTN_ENGINE_QKV_CARVEOUT");
-      return e != nullptr && *e != '\0' ? std::clamp(std::atoi(e), -1, 100) : 100;
-    }();
-    static bool set = false;
-    if (!set) {
-      ENGINE_CUDA(cudaFuncSetAttribute(qkv_kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
-      set = true;
-    }
-  }
   launch_kernel("qkv_kernel", qkv_kernel, grid, dim3(static_cast<unsigned>(threads)), s, pdl, qkv, row_pos, row_seq,
                 p, q, q_pre);
 }
