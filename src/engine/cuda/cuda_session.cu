@@ -160,24 +160,20 @@ gpu::GemvLaunch gemv_launch_from_env() {
   return how;
 }
 
-// MACATTN_ENGINE_EARLY_SCAN: a MAC layer's ring scan (macattn::cuda::mac_scan) starts as soon as
-// the q|k|v projection has written the pre-RoPE queries, where the model has no q bias and no
-// q-norm (its q_pre is then the projection's output). "1": on a second stream, beside the RoPE
-// kernel; on the H200 (llama3-8b, 128K, batch 1) it took all-hit steps 1.3% shorter but all-miss
-// steps 2.4% longer (0.94x of exact, under issue 7's 0.95x); with MACATTN_CUDA_PDL_ATTEND=0 as
-// well, hit-rate-0.9 steps 1% shorter, all-hit ones the same, and all-miss ones 0.5% longer
-// (docs/benchmarks/e2e_cuda.md, twenty-first session). "stream": on the layer's own stream,
-// before the RoPE kernel, which is launched with programmatic dependent launch and runs beside
-// the scan (no second stream, no fork and join). Unset, empty, "auto" or "0": mac_decode runs the
-// scan itself after the RoPE kernel.
-CudaSession::Impl::EarlyScan early_scan_from_env() {
-  using E = CudaSession::Impl::EarlyScan;
+// MACATTN_ENGINE_EARLY_SCAN: "1": a MAC layer's ring scan starts on a second stream as soon as
+// the q|k|v projection has written the pre-RoPE queries, beside the RoPE kernel
+// (macattn::cuda::mac_scan), where the model has no q bias and no q-norm (its q_pre is then the
+// projection's output). Unset, empty, "auto" or "0": mac_decode runs the scan itself after the
+// RoPE kernel. Off by default: on the H200 (llama3-8b, 128K, batch 1) it took all-hit steps 1.3%
+// shorter but all-miss steps 2.4% longer (0.94x of exact, under issue 7's 0.95x); with
+// MACATTN_CUDA_PDL_ATTEND=0 as well, hit-rate-0.9 steps 1% shorter, all-hit ones the same, and
+// all-miss ones 0.5% longer (docs/benchmarks/e2e_cuda.md, twenty-first session).
+bool early_scan_from_env() {
   const char* v = std::getenv("MACATTN_ENGINE_EARLY_SCAN");
   const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "auto" || s == "0") return E::off;
-  if (s == "1" || s == "side") return E::side;
-  if (s == "stream") return E::stream;
-  throw Error("CudaSession: MACATTN_ENGINE_EARLY_SCAN = '" + s + "' is not one of auto, 0, 1, side, stream");
+  if (s.empty() || s == "auto" || s == "0") return false;
+  if (s == "1") return true;
+  throw Error("CudaSession: MACATTN_ENGINE_EARLY_SCAN = '" + s + "' is not one of auto, 0, 1");
 }
 
 // MACATTN_ENGINE_FUSED_NORM: unset, empty, "auto" or "1": a decode step's RMSNorms are computed
@@ -602,15 +598,11 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   // The step's stats read only hit and kv_tokens_read, so the scan may drop rows that cannot be
   // hits after their first dims (MacConfig::report_miss_matches).
   mac.report_miss_matches = false;
-  if (mac_step && early_scan != EarlyScan::off && qp.bias == nullptr && qp.q_norm == nullptr) {
-    const bool side = early_scan == EarlyScan::side;
-    if (side) {
-      ENGINE_CUDA(cudaEventRecord(scan_fork, stream));
-      ENGINE_CUDA(cudaStreamWaitEvent(scan_stream, scan_fork, 0));
-    }
+  if (mac_step && early_scan && qp.bias == nullptr && qp.q_norm == nullptr) {
+    ENGINE_CUDA(cudaEventRecord(scan_fork, stream));
+    ENGINE_CUDA(cudaStreamWaitEvent(scan_stream, scan_fork, 0));
     macattn::cuda::mac_scan(shape, mac, batch_kv(l), ConstTensor(qkv.as<float>(), DType::f32), QKV, rings(l), false,
-                            workspace, side ? scan_stream : stream);
-    qp.after_scan = !side;
+                            workspace, scan_stream);
   }
   gpu::qkv_rope_append(qkv.as<float>(), n, rpos, rseq, qp, q.as<float>(), qpre, stream);
 

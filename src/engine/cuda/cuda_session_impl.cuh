@@ -122,11 +122,9 @@ struct CudaSession::Impl {
   std::size_t decode_weight_bytes = 0;
 
   cudaStream_t stream = nullptr;
-  // MAC's early scan (MACATTN_ENGINE_EARLY_SCAN): `side`, the scan stream forks from `stream`
-  // after the q|k|v projection and mac_decode joins it; `stream`, the scan runs on `stream`
-  // between the projection and the RoPE kernel, which runs beside it.
-  enum class EarlyScan { off, side, stream };
-  EarlyScan early_scan = EarlyScan::off;
+  // MAC's early scan (MACATTN_ENGINE_EARLY_SCAN): the scan stream forks from `stream` after the
+  // q|k|v projection; mac_decode joins it.
+  bool early_scan = false;
   cudaStream_t scan_stream = nullptr;
   cudaEvent_t scan_fork = nullptr;
   cublasHandle_t cublas = nullptr;

@@ -143,9 +143,7 @@ __global__ void qkv_kernel(const float* qkv, const std::int64_t* row_pos, const 
   const int i = threadIdx.x;
   const std::int64_t width = static_cast<std::int64_t>(Hq + 2 * Hkv) * D;
   const bool is_q = hh < Hq, is_k = !is_q && hh < Hq + Hkv;
-  // qkv comes from the kernel before (launched with PDL: small_kernel_pdl). After MAC's scan
-  // (after_scan) it comes from the one before that, which had finished when the scan started.
-  if (!p.after_scan) engine_grid_wait();
+  engine_grid_wait();  // qkv comes from the kernel before (launched with PDL: small_kernel_pdl)
   // Every load that depends on nothing is issued first, together (position, sequence, the RoPE
   // frequency), instead of each after the block reduction that precedes its use.
   const std::int64_t pos = row_pos[r];
@@ -401,9 +399,8 @@ void qkv_rope_append(const float* qkv, std::int64_t n, const std::int64_t* row_p
     throw Error("CUDA engine: head_dim " + std::to_string(p.head_dim) + " is not an even number in [2, 256]");
   const int threads = (p.head_dim + 31) / 32 * 32;
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(p.num_q_heads + 2 * p.num_kv_heads));
-  const bool pdl = (p.after_scan && skinny_gemm_pdl_supported()) || small_kernel_pdl(SmallKernel::qkv);
-  launch_kernel("qkv_kernel", qkv_kernel, grid, dim3(static_cast<unsigned>(threads)), s, pdl, qkv, row_pos, row_seq,
-                p, q, q_pre);
+  launch_kernel("qkv_kernel", qkv_kernel, grid, dim3(static_cast<unsigned>(threads)), s,
+                small_kernel_pdl(SmallKernel::qkv), qkv, row_pos, row_seq, p, q, q_pre);
 }
 
 void silu_mul_bf16(const float* gu, std::int64_t n, std::int64_t I, bf16* act, cudaStream_t s) {

@@ -37,10 +37,6 @@ struct QkvParams {
   bf16* v_pages = nullptr;
   std::int32_t page_size = 0;
   std::int64_t pages_per_seq = 0;
-  // Launched (with programmatic dependent launch, where supported) right after MAC's scan, which
-  // itself waited for the projection: the kernel then runs beside the scan and reads qkv without
-  // a grid dependency wait (MACATTN_ENGINE_EARLY_SCAN=stream).
-  bool after_scan = false;
 };
 
 /// For each row r (sequence row_seq[r], position row_pos[r]) of qkv [n, (Hq + 2 Hkv) D] fp32
