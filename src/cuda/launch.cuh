@@ -241,6 +241,12 @@ std::int32_t mac_spread_slots(std::int32_t splits, std::int64_t blocks, std::int
 /// forces either (read on every call).
 bool side_complete(std::int64_t complete_blocks);
 
+/// Whether the side complete kernel is the lean form (mac_complete_lean.cuh, no tensor-core
+/// attention core; groups of at most 8 heads, head dims 64 and 128, else the usual kernel):
+/// MACATTN_CUDA_COMPLETE_FORM=lean; `tile` or unset, the attention core (read on every call;
+/// another value is refused). An experiment, off by default: not yet measured.
+bool complete_form_lean();
+
 /// Forms of MAC's match scan (mac_scan.cuh: scan_staged, scan_direct; the scan kernel's
 /// template argument).
 constexpr int kScanStaged = 0, kScanDirect = 1;

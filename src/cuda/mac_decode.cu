@@ -16,7 +16,9 @@
 //      the last blocks also compute the complete state (sinks + tail)
 //      in kCompleteSplits parts, unless
 //   2b. complete (grid kCompleteSplits x Hkv x B, small grids: side_complete()) computes them
-//      on a side stream beside 1 and 2: no decision changes the complete state's keys.
+//      on a side stream beside 1 and 2: no decision changes the complete state's keys. (With
+//      MACATTN_CUDA_COMPLETE_FORM=lean, an experiment, a kernel without the attention core:
+//      mac_complete_lean.cuh.)
 //   3. finish (grid B*Hq): merges reuse + amend splits into entry(t), writes the ring row
 //      (wiping a stale ring first), merges the complete state into out, writes stats, and
 //      resets the scan's minimum for the next step.
@@ -25,6 +27,7 @@
 #include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/mac_band.cuh"
+#include "cuda/mac_complete_lean.cuh"
 #include "cuda/mac_decide.cuh"
 #include "cuda/mac_scan.cuh"
 #include "cuda/mac_spread.cuh"
@@ -557,6 +560,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   // caller reads the best row of a miss (per-head stats with config.report_miss_matches), as on
   // the CPU; without a bound every row is read whole (scan_staged).
   const bool bounded = !(head_stats && config.report_miss_matches);
+  // Read before anything is launched or consumed: an unknown value is refused by name.
+  const bool lean_complete = complete_form_lean();
   // A scan launched by mac_scan for this call replaces the scan kernel here. Once the arguments
   // are valid it is consumed, whether this call fits it or throws.
   const Workspace::PendingScan pending = std::exchange(workspace.pending_scan(), Workspace::PendingScan{});
@@ -620,11 +625,24 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   if (side) {
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.fork_event), s), "cudaEventRecord (fork)");
     check_cuda(cudaStreamWaitEvent(side_stream, static_cast<cudaEvent_t>(ws.fork_event), 0), "cudaStreamWaitEvent (fork)");
+    // The lean form (mac_complete_lean.cuh) where it fits and is asked for; else the attention core.
+    const bool lean = lean_complete && complete_lean_fits(group, d);
     dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
+      const dim3 grid(kCompleteSplits, hkv, kv.batch_size);
+      if constexpr (D == 64 || D == 128) {
+        if (lean) {
+          auto kernel = mac_complete_lean_kernel<D, T>;
+          constexpr std::size_t bytes = lean_smem_bytes<D>();
+          allow_smem(kernel, bytes, mac_carveout("complete", two_per_sm));
+          launch_pdl("mac_complete_lean_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd,
+                     mac, hq, group, slots, scale, ws.part_o, ws.part_lse,
+                     prof.kernel("mac_complete_lean_kernel", grid, {"complete"}));
+          return;
+        }
+      }
       auto kernel = mac_complete_kernel<D, NS, T>;
       constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
       allow_smem(kernel, bytes, mac_carveout("complete", two_per_sm));
-      const dim3 grid(kCompleteSplits, hkv, kv.batch_size);
       launch_pdl("mac_complete_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd, mac,
                  hq, group, slots, scale, ws.part_o, ws.part_lse, prof.kernel("mac_complete_kernel", grid, {"complete"}));
     });

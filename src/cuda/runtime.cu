@@ -214,6 +214,16 @@ bool side_complete(std::int64_t complete_blocks) {
   return complete_blocks <= device_sm_count();
 }
 
+bool complete_form_lean() {
+  const char* env = std::getenv("MACATTN_CUDA_COMPLETE_FORM");
+  if (env == nullptr || *env == '\0') return false;
+  const std::string v = env;
+  if (v == "lean") return true;
+  if (v == "tile") return false;
+  require(false, "MACATTN_CUDA_COMPLETE_FORM = '", v, "': expected tile or lean");
+  return false;
+}
+
 int scan_form() {
   const char* env = std::getenv("MACATTN_CUDA_SCAN");
   if (env != nullptr && *env != '\0') {

@@ -566,6 +566,33 @@ TEST_P(CudaBackend, MacDecodeAttendCompleteInCudaGraph) {
   run_mac_session(GetParam(), cfg, {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = "direct"});
 }
 
+// The lean complete kernel (MACATTN_CUDA_COMPLETE_FORM=lean, mac_complete_lean.cuh: no
+// tensor-core core; an experiment, off by default) on the side stream: with sinks and a stale
+// ring, with stats; and in a graph with the direct scan. Cases it does not take (head dim 256,
+// groups over 8) run the usual kernel, and so test nothing new.
+TEST_P(CudaBackend, MacDecodeLeanCompleteWithSinks) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv form_env("MACATTN_CUDA_COMPLETE_FORM", "lean");
+  run_mac_session(GetParam(), small_config(5), {.steps = 16, .invalidate_midway = true});
+}
+
+// Parts of more than one 64-key chunk: 70 sinks and a 200-key tail (part 0 holds 120 keys).
+TEST_P(CudaBackend, MacDecodeLeanCompleteLongParts) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv form_env("MACATTN_CUDA_COMPLETE_FORM", "lean");
+  MacConfig cfg = small_config(70);
+  cfg.rect_offset = 200;
+  run_mac_session(GetParam(), cfg, {.steps = 8});
+}
+
+TEST_P(CudaBackend, MacDecodeLeanCompleteInCudaGraph) {
+  SKIP_WITHOUT_GPU();
+  const ScopedEnv form_env("MACATTN_CUDA_COMPLETE_FORM", "lean");
+  MacConfig cfg = small_config(3);
+  cfg.window = 600;
+  run_mac_session(GetParam(), cfg, {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = "direct"});
+}
+
 // Every hit's band through the attend kernel (MACATTN_CUDA_FINISH_BAND=0; by default the finish
 // kernel attends bands of at most kFinishBandMax keys itself, mac_band.cuh), and the reverse
 // case's graph form: the default, with sinks, in a graph. The sessions have short and long bands.
@@ -792,6 +819,14 @@ TEST(CudaBackendValidation, MacScanMisuseNamesTheProblem) {
   mc::mac_scan(shape, cfg, dk.view, qt, 0, rings.view, false, ws);
   mc::mac_decode(shape, cfg, dk.view, qt, qt, rings.view, {out.p, DType::bf16}, nullptr, nullptr, ws);
   ck(cudaDeviceSynchronize(), "mac_scan and mac_decode after the refused form");
+  // So is an unknown complete-kernel form, before anything is launched.
+  {
+    const ScopedEnv bad_complete("MACATTN_CUDA_COMPLETE_FORM", "fast");
+    expect_error([&] { mc::mac_decode(shape, cfg, dk.view, qt, qt, rings.view, {out.p, DType::bf16}, nullptr, nullptr, ws); },
+                 "MACATTN_CUDA_COMPLETE_FORM = 'fast'");
+  }
+  mc::mac_decode(shape, cfg, dk.view, qt, qt, rings.view, {out.p, DType::bf16}, nullptr, nullptr, ws);
+  ck(cudaDeviceSynchronize(), "mac_decode after the refused complete form");
 }
 
 }  // namespace
