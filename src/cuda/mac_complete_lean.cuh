@@ -25,6 +25,7 @@
 #include "cuda/block_profile.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/mac_decide.cuh"
+#include "cuda/mac_scan.cuh"  // unpack16, ring_float: 16-bit elements as floats
 #include "cuda/split_plan.hpp"
 
 namespace macattn::cuda::detail {
@@ -46,29 +47,6 @@ constexpr std::size_t lean_smem_bytes() {
          + std::size_t(kLeanMaxGroup) * 4 * 3                   // running max, sum, correction
          + std::size_t(kLeanChunk) * sizeof(long long);         // the chunk's row offsets
 }
-
-/// 8 consecutive 16-bit K/V elements (one 16-byte word) as floats.
-template <typename T> __device__ __forceinline__ void lean_unpack8(const uint4& x, float* f);
-template <> __device__ __forceinline__ void lean_unpack8<__nv_bfloat16>(const uint4& x, float* f) {
-  const unsigned w[4] = {x.x, x.y, x.z, x.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-template <> __device__ __forceinline__ void lean_unpack8<__half>(const uint4& x, float* f) {
-  const unsigned w[4] = {x.x, x.y, x.z, x.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const __half2 h = *reinterpret_cast<const __half2*>(&w[i]);
-    f[2 * i] = __low2float(h);
-    f[2 * i + 1] = __high2float(h);
-  }
-}
-template <typename T> __device__ __forceinline__ float lean_float(T v);
-template <> __device__ __forceinline__ float lean_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <> __device__ __forceinline__ float lean_float<__half>(__half v) { return __half2float(v); }
 
 template <int D, typename T>
 __global__ void __launch_bounds__(kThreads) mac_complete_lean_kernel(PagedKVArgs kv, const void* q, int q_dtype,
@@ -157,7 +135,7 @@ __global__ void __launch_bounds__(kThreads) mac_complete_lean_kernel(PagedKVArgs
 #pragma unroll 2
         for (int c = 0; c < kChunks; ++c) {
           float f[8];
-          lean_unpack8<T>(*reinterpret_cast<const uint4*>(sk + swz<D>(key, c)), f);
+          unpack16<T>(*reinterpret_cast<const uint4*>(sk + swz<D>(key, c)), f);
 #pragma unroll
           for (int e = 0; e < 8; ++e) s = fmaf(qh[c * 8 + e], f[e], s);
         }
@@ -196,7 +174,7 @@ __global__ void __launch_bounds__(kThreads) mac_complete_lean_kernel(PagedKVArgs
       float acc = so[oidx] * sc[h];
       const int c = i >> 3, e = i & 7;
 #pragma unroll 4
-      for (int key = 0; key < n; ++key) acc = fmaf(ph[key], lean_float<T>(sv[swz<D>(key, c) + e]), acc);
+      for (int key = 0; key < n; ++key) acc = fmaf(ph[key], ring_float<T>(sv[swz<D>(key, c) + e]), acc);
       so[oidx] = acc;
     }
   }
