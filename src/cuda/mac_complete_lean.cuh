@@ -38,15 +38,22 @@ inline bool complete_lean_fits(int group, int head_dim) {
   return group >= 1 && group <= kLeanMaxGroup && (head_dim == 64 || head_dim == 128);
 }
 
-/// Dynamic shared memory of mac_complete_lean_kernel<D, T> (16-bit K/V).
+/// Byte offsets of mac_complete_lean_kernel<D, T>'s dynamic shared memory (16-bit K/V), and its size.
 template <int D>
-constexpr std::size_t lean_smem_bytes() {
-  return std::size_t(2) * kLeanChunk * D * 2                    // K and V rows (swizzled as swz<D>)
-         + std::size_t(kLeanMaxGroup) * D * 4 * 2               // queries (scaled) and running o
-         + std::size_t(kLeanMaxGroup) * kLeanChunk * 4          // scores, then weights
-         + std::size_t(kLeanMaxGroup) * 4 * 3                   // running max, sum, correction
-         + std::size_t(kLeanChunk) * sizeof(long long);         // the chunk's row offsets
-}
+struct LeanSmem {
+  static constexpr int G = kLeanMaxGroup;
+  static constexpr std::size_t kK = 0;                                        // [kLeanChunk][D] K rows, swz<D>
+  static constexpr std::size_t kV = kK + std::size_t(kLeanChunk) * D * 2;     // the same for V
+  static constexpr std::size_t kQ = kV + std::size_t(kLeanChunk) * D * 2;     // [G][D] q * scale * log2(e)
+  static constexpr std::size_t kO = kQ + std::size_t(G) * D * 4;              // [G][D] running o, unnormalised
+  static constexpr std::size_t kP = kO + std::size_t(G) * D * 4;              // [G][kLeanChunk] scores, weights
+  static constexpr std::size_t kM = kP + std::size_t(G) * kLeanChunk * 4;     // [G] running max (base 2)
+  static constexpr std::size_t kL = kM + std::size_t(G) * 4;                  // [G] running sum of weights
+  static constexpr std::size_t kC = kL + std::size_t(G) * 4;                  // [G] a chunk's correction
+  static constexpr std::size_t kRow = kC + std::size_t(G) * 4;                // [kLeanChunk] row offsets
+  static constexpr std::size_t kBytes = kRow + std::size_t(kLeanChunk) * sizeof(long long);
+  static_assert(kRow % sizeof(long long) == 0, "the row offsets must be aligned");
+};
 
 template <int D, typename T>
 __global__ void __launch_bounds__(kThreads) mac_complete_lean_kernel(PagedKVArgs kv, const void* q, int q_dtype,
@@ -56,17 +63,16 @@ __global__ void __launch_bounds__(kThreads) mac_complete_lean_kernel(PagedKVArgs
   static_assert(D == 64 || D == 128, "the lean complete kernel takes head dims 64 and 128");
   constexpr int G = kLeanMaxGroup, kChunks = D / 8, kWarps = kThreads / 32;
   extern __shared__ __align__(16) char lean_smem[];
-  T* sk = reinterpret_cast<T*>(lean_smem);  // [kLeanChunk][D], 16-byte chunks swizzled (swz<D>)
-  T* sv = sk + kLeanChunk * D;
-  float* sq = reinterpret_cast<float*>(sv + kLeanChunk * D);  // [G][D], times scale * log2(e)
-  float* so = sq + G * D;                                      // [G][D] running o, unnormalised
-  float* sp = so + G * D;                                      // [G][kLeanChunk] scores, weights
-  float* sm = sp + G * kLeanChunk;                             // [G] running max (base 2)
-  float* sl = sm + G;                                          // [G] running sum of weights
-  float* sc = sl + G;                                          // [G] this chunk's correction
-  long long* srow = reinterpret_cast<long long*>(sc + G);     // [kLeanChunk] element offsets
-  static_assert((std::size_t(2) * kLeanChunk * D * 2 + (std::size_t(2) * G * D + G * kLeanChunk + 3 * G) * 4) % 8 == 0,
-                "the row offsets must be 8-byte aligned");
+  using L = LeanSmem<D>;
+  T* sk = reinterpret_cast<T*>(lean_smem + L::kK);
+  T* sv = reinterpret_cast<T*>(lean_smem + L::kV);
+  float* sq = reinterpret_cast<float*>(lean_smem + L::kQ);
+  float* so = reinterpret_cast<float*>(lean_smem + L::kO);
+  float* sp = reinterpret_cast<float*>(lean_smem + L::kP);
+  float* sm = reinterpret_cast<float*>(lean_smem + L::kM);
+  float* sl = reinterpret_cast<float*>(lean_smem + L::kL);
+  float* sc = reinterpret_cast<float*>(lean_smem + L::kC);
+  long long* srow = reinterpret_cast<long long*>(lean_smem + L::kRow);
   grid_dependency_wait();
   allow_dependents();
   stamp(prof, 0);

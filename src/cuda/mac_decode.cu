@@ -632,7 +632,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
       if constexpr (D == 64 || D == 128) {
         if (lean) {
           auto kernel = mac_complete_lean_kernel<D, T>;
-          constexpr std::size_t bytes = lean_smem_bytes<D>();
+          constexpr std::size_t bytes = LeanSmem<D>::kBytes;
           allow_smem(kernel, bytes, mac_carveout("complete", two_per_sm));
           launch_pdl("mac_complete_lean_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd,
                      mac, hq, group, slots, scale, ws.part_o, ws.part_lse,

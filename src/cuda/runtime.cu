@@ -114,6 +114,16 @@ bool env_is(const char* name, const char* value) {
   return env != nullptr && std::strcmp(env, value) == 0;
 }
 
+// Which of two values environment variable `name` holds: 0 for `first` (or unset, or empty), 1
+// for `second`; another value is refused, naming it.
+int env_either(const char* name, const char* first, const char* second) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0' || std::strcmp(env, first) == 0) return 0;
+  if (std::strcmp(env, second) == 0) return 1;
+  require(false, name, " = '", env, "': expected ", first, " or ", second);
+  return 0;
+}
+
 // Programmatic dependent launch needs sm_90+ (the device's at first use, as the launches assume).
 bool pdl_supported() {
   static const bool v = [] {
@@ -214,26 +224,9 @@ bool side_complete(std::int64_t complete_blocks) {
   return complete_blocks <= device_sm_count();
 }
 
-bool complete_form_lean() {
-  const char* env = std::getenv("MACATTN_CUDA_COMPLETE_FORM");
-  if (env == nullptr || *env == '\0') return false;
-  const std::string v = env;
-  if (v == "lean") return true;
-  if (v == "tile") return false;
-  require(false, "MACATTN_CUDA_COMPLETE_FORM = '", v, "': expected tile or lean");
-  return false;
-}
+bool complete_form_lean() { return env_either("MACATTN_CUDA_COMPLETE_FORM", "tile", "lean") == 1; }
 
-int scan_form() {
-  const char* env = std::getenv("MACATTN_CUDA_SCAN");
-  if (env != nullptr && *env != '\0') {
-    const std::string v = env;
-    if (v == "staged") return kScanStaged;
-    if (v == "direct") return kScanDirect;
-    require(false, "MACATTN_CUDA_SCAN = '", v, "': expected staged or direct");
-  }
-  return kScanDirect;
-}
+int scan_form() { return env_either("MACATTN_CUDA_SCAN", "direct", "staged") == 1 ? kScanStaged : kScanDirect; }
 
 int mac_carveout(const char* kind, bool two_per_sm) {
   const int preferred = two_per_sm ? 100 : -1;
