@@ -63,20 +63,25 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
   bool stale = false, scans = false;
   ScanRows<RT> rows{};
   uint4 x[kDirectPerThread];
-  auto locate_and_load = [&] {
+  auto locate = [&] {
     t = seq_len(kv, b) - 1;
     stale = ring.ready[b] == 0 || ring.position[b] != t;
     scans = t >= mac.min_context;
     rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
+  };
+  auto load_rows = [&] {
     if constexpr (Form == kScanDirect) {
       if (scans) direct_loads<D, RT, kScanThreads, kDirectPerThread>(rows, blockIdx.x * kPer, x);
     }
   };
-  if (early) locate_and_load();
+  if (early) {
+    locate();
+    load_rows();
+  }
   grid_dependency_wait();
   allow_dependents();
   stamp(prof, 1);
-  if (!early) locate_and_load();
+  if (!early) locate();
   if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
   if (!scans) return;
   stamp(prof, 2);  // the position is known (thread 0's loads)
@@ -86,6 +91,7 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
       static_cast<std::size_t>(b) * q_row_stride + static_cast<std::size_t>(h) * D + (threadIdx.x & 15);
 #pragma unroll
   for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
+  if (!early) load_rows();  // after q's loads, as they were issued before the early form
   unsigned long long m;
   if constexpr (Form == kScanDirect)
     m = scan_direct<D, RT, kScanThreads, kDirectPerThread>(q_pre, q_dtype, qbase - (threadIdx.x & 15), q, rows,
