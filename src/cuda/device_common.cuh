@@ -87,23 +87,6 @@ __device__ __forceinline__ long long paged_row(const PagedKVArgs& kv, int ibase,
                 : (page * kv.page_size + in_page) * kv.num_kv_heads + g;
 }
 
-/// Asks L2 for the K and V rows of keys [lo, hi) of KV head g of sequence b (prefetch.global.L2:
-/// a hint that returns nothing; the block's threads share the lines). For a kernel that reads
-/// those rows after a wait, so that they arrive during it.
-template <int D, typename T>
-__device__ __forceinline__ void prefetch_rows_l2(const PagedKVArgs& kv, int b, int g, long long lo, long long hi) {
-  constexpr int kLines = (D * static_cast<int>(sizeof(T)) + 127) / 128;  // 128-byte lines per row
-  if (hi <= lo) return;
-  const int ibase = kv.indptr[b];
-  const long long n = (hi - lo) * kLines;
-  for (long long i = threadIdx.x; i < n; i += blockDim.x) {
-    const unsigned key = static_cast<unsigned>(lo + i / kLines);
-    const long long off = paged_row(kv, ibase, key, g) * D * static_cast<long long>(sizeof(T)) + (i % kLines) * 128;
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(kv.k + off));
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(kv.v + off));
-  }
-}
-
 // --- async copies (cp.async, 16 bytes; src_bytes = 0 zero-fills) ----------------------------
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));

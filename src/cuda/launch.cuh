@@ -252,18 +252,6 @@ constexpr int kScanStaged = 0, kScanDirect = 1;
 /// stream whole rows.
 int scan_form();
 
-/// Which of MAC decode's kernels read, before their grid_dependency_wait(), what the kernel just
-/// before them on the stream does not write, launched under programmatic dependent launch so that
-/// those loads overlap that kernel (sm_90+; bits of kEarly*): kEarlyScan, the scan kernel (the
-/// page table, the ring, and in the direct form its rows); kEarlyComplete, the side complete
-/// kernel (the page table, and its K/V rows asked into L2). The caller then promises that the
-/// kernel before mac_decode (or mac_scan) writes only q (and the step's new K/V rows), as an
-/// engine's RoPE kernel does; rings, page tables and lengths written by an earlier kernel are
-/// fine. MACATTN_CUDA_EARLY_LOADS=none|scan|complete|all (read on every call; another value is
-/// refused). An experiment, off by default.
-constexpr int kEarlyScan = 1, kEarlyComplete = 2;
-int early_loads();
-
 /// The longest hit band MAC's finish kernel attends itself instead of the attend kernel
 /// (mac_band.cuh) when the complete kernel runs on the side stream (mac_decode uses 0 otherwise):
 /// kFinishBandMax by default; MACATTN_CUDA_FINISH_BAND=n (0..kFinishBandMax; 0 = every band

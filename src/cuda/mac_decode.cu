@@ -49,54 +49,31 @@ __global__ void __launch_bounds__(kScanThreads) mac_scan_kernel(PagedKVArgs kv, 
                                                                 long long q_row_stride, RingArgs ring, MacArgs mac,
                                                                 int hq, int tiles_per_block, float bound,
                                                                 unsigned long long* best, std::uint8_t* stale_flags,
-                                                                bool early, BlockStamps prof) {
+                                                                BlockStamps prof) {
   extern __shared__ __align__(16) char scan_smem[];
-  constexpr int kPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
   stamp(prof, 0);
-  // With `early` (launched under programmatic dependent launch with early_loads(): the caller
-  // promises that only q_pre comes from the kernel just before this one), what that kernel does
-  // not write is read before the wait: the page table, the ring (the previous step's finish
-  // kernel wrote it) and, in the direct form, this block's rows, whose loads then overlap that
-  // kernel's tail. Otherwise all of it after the wait.
-  const int h = blockIdx.y, b = blockIdx.z;
-  long long t = 0;
-  bool stale = false, scans = false;
-  ScanRows<RT> rows{};
-  uint4 x[kDirectPerThread];
-  auto locate = [&] {
-    t = seq_len(kv, b) - 1;
-    stale = ring.ready[b] == 0 || ring.position[b] != t;
-    scans = t >= mac.min_context;
-    rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
-  };
-  auto load_rows = [&] {
-    if constexpr (Form == kScanDirect) {
-      if (scans) direct_loads<D, RT, kScanThreads, kDirectPerThread>(rows, blockIdx.x * kPer, x);
-    }
-  };
-  if (early) {
-    locate();
-    load_rows();
-  }
-  grid_dependency_wait();
+  grid_dependency_wait();  // q_pre, the page table and the rings come from earlier kernels
   allow_dependents();
   stamp(prof, 1);
-  if (!early) locate();
+  const int h = blockIdx.y, b = blockIdx.z;
+  const long long t = seq_len(kv, b) - 1;
+  const bool stale = ring.ready[b] == 0 || ring.position[b] != t;
   if (blockIdx.x == 0 && h == 0 && threadIdx.x == 0) stale_flags[b] = stale ? 1 : 0;
-  if (!scans) return;
+  if (t < mac.min_context) return;
   stamp(prof, 2);  // the position is known (thread 0's loads)
+  const ScanRows<RT> rows = scan_rows<RT>(ring, mac, hq, D, b, h, t, stale);
   float q[D / 16];
   // Row b starts q_row_stride elements after row b - 1 (Hq * D when contiguous; mac_scan).
   const std::size_t qbase =
       static_cast<std::size_t>(b) * q_row_stride + static_cast<std::size_t>(h) * D + (threadIdx.x & 15);
 #pragma unroll
   for (int k = 0; k < D / 16; ++k) q[k] = load_float(q_pre, q_dtype, qbase + k * 16);
-  if (!early) load_rows();  // after q's loads, as they were issued before the early form
   unsigned long long m;
-  if constexpr (Form == kScanDirect)
+  if constexpr (Form == kScanDirect) {
+    constexpr int kPer = direct_block_candidates<D, RT, kScanThreads, kDirectPerThread>();
     m = scan_direct<D, RT, kScanThreads, kDirectPerThread>(q_pre, q_dtype, qbase - (threadIdx.x & 15), q, rows,
-                                                            blockIdx.x * kPer, bound, x);
-  else
+                                                            blockIdx.x * kPer, bound);
+  } else
     m = scan_staged<D, RT, kScanThreads>(scan_smem, q, rows, blockIdx.x * tiles_per_block, tiles_per_block, bound);
   if (threadIdx.x == 0 && m != kNoMatch) atomicMin(best + static_cast<std::size_t>(b) * hq + h, m);
   stamp(prof, 3);
@@ -284,32 +261,17 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
                                                                                    int q_dtype, MacArgs mac, int hq,
                                                                                    int group, int slots, float scale,
                                                                                    float* part_o, float* part_lse,
-                                                                                   bool early, BlockStamps prof) {
+                                                                                   BlockStamps prof) {
   extern __shared__ __align__(128) char smem[];
   using Tile = AttendTile<D, NS, T>;
   __shared__ const void* q_rows[kRows];
-  stamp(prof, 0);
-  const int j = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
-  long long t = 0, new_end = 0, sink_end = 0, a = 0, z = 0;
-  auto locate = [&] {
-    t = seq_len(kv, b) - 1;
-    new_end = entry_end_dev(t, mac.rect);
-    sink_end = new_end < mac.sinks ? new_end : mac.sinks;
-    split_range(new_end, t + 1, kCompleteSplits, j, &a, &z);
-  };
-  // With `early` (launched under PDL, early_loads(): the kernel just before writes only q and the
-  // new K/V rows) the page table is read and this part's K/V rows are asked into L2 before the
-  // wait, so that they arrive while that kernel ends. L2 is where writes land, so a row that
-  // kernel is still writing is read right after the wait all the same.
-  if (early) {
-    locate();
-    prefetch_rows_l2<D, T>(kv, b, g, 0, j == 0 ? sink_end : 0);
-    prefetch_rows_l2<D, T>(kv, b, g, a, z);
-  }
   grid_dependency_wait();
   allow_dependents();
-  stamp(prof, 1);
-  if (!early) locate();
+  stamp(prof, 0);
+  const int j = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
+  const long long t = seq_len(kv, b) - 1;
+  const long long new_end = entry_end_dev(t, mac.rect);
+  const long long sink_end = new_end < mac.sinks ? new_end : mac.sinks;
   const std::size_t esize = q_dtype == kF32 ? 4 : 2;
   const int parts = slots + kCompleteSplits;
   if (threadIdx.x < kRows) {
@@ -319,6 +281,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
   }
   __syncthreads();
   stage_query_rows<D, T>(Tile::q_tile(smem), q_rows, q_dtype);
+  long long a, z;
+  split_range(new_end, t + 1, kCompleteSplits, j, &a, &z);
   const KeySpans cs{0, j == 0 ? sink_end : 0, a, z};
   const bool work = cs.count() > 0;
   if (work) {
@@ -326,7 +290,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 3 : 1) mac_complete_kerne
     Tile::run(smem, kv, b, g, cs, scale, group);
   }
   write_group_partial<D, NS, T>(smem, part_o, part_lse, b, hq, g, group, parts, slots + j, work);
-  stamp(prof, 2);
+  stamp(prof, 1);
 }
 
 // One block per query head, blockDim = head_dim (thread i owns element i). The work is laid
@@ -532,8 +496,7 @@ __global__ void mac_finish_kernel(PagedKVArgs kv, const void* q_post, const void
 // Launches mac_decode's scan kernel (kernel 1) on `s`: for mac_decode, or alone for mac_scan.
 void launch_scan(const MacConfig& config, const PagedKVArgs& kva, ConstTensor q_pre, long long q_row_stride,
                  DType ring_dtype, const RingArgs& ring, const MacArgs& mac, int hq, int d, int batch, bool bounded,
-                 bool two_per_sm, bool pdl, bool early, const Workspace::Buffers& ws, cudaStream_t s,
-                 ProfileScope& prof) {
+                 bool two_per_sm, bool pdl, const Workspace::Buffers& ws, cudaStream_t s, ProfileScope& prof) {
   const float bound = bounded ? mac.threshold : __builtin_huge_valf();
   const int form = bounded ? scan_form() : kScanStaged;
   const int qd = static_cast<int>(q_pre.dtype);
@@ -556,8 +519,8 @@ void launch_scan(const MacConfig& config, const PagedKVArgs& kva, ConstTensor q_
     constexpr std::size_t bytes = Form == kScanDirect ? 0 : staged_smem_bytes<D, RT>();
     constexpr const char* name = Form == kScanDirect ? "mac_scan_kernel (direct)" : "mac_scan_kernel";
     allow_smem(kernel, bytes, mac_carveout("scan", two_per_sm));
-    launch_pdl_if(pdl || early, "mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data,
-                  qd, q_row_stride, ring, mac, hq, per, bound, ws.best, ws.seq_flags, early,
+    launch_pdl_if(pdl, "mac_scan_kernel", kernel, scan_grid, dim3(kScanThreads), bytes, s, kva, q_pre.data, qd,
+                  q_row_stride, ring, mac, hq, per, bound, ws.best, ws.seq_flags,
                   prof.kernel(name, scan_grid, {"dependency wait", "position", "scan"}));
   };
   auto launch_d = [&]<typename RT>() {
@@ -594,8 +557,6 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
   // caller reads the best row of a miss (per-head stats with config.report_miss_matches), as on
   // the CPU; without a bound every row is read whole (scan_staged).
   const bool bounded = !(head_stats && config.report_miss_matches);
-  // Read before anything is launched or consumed: an unknown value is refused by name.
-  const int early = early_loads();
   // A scan launched by mac_scan for this call replaces the scan kernel here. Once the arguments
   // are valid it is consumed, whether this call fits it or throws.
   const Workspace::PendingScan pending = std::exchange(workspace.pending_scan(), Workspace::PendingScan{});
@@ -664,10 +625,8 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
       auto kernel = mac_complete_kernel<D, NS, T>;
       constexpr std::size_t bytes = TileSmem<D, NS>::kBytes;
       allow_smem(kernel, bytes, mac_carveout("complete", two_per_sm));
-      const bool early_complete = (early & kEarlyComplete) != 0;
-      launch_pdl_if(pdl_enabled() || early_complete, "mac_complete_kernel", kernel, grid, dim3(kThreads), bytes,
-                    side_stream, kva, q_post.data, qd, mac, hq, group, slots, scale, ws.part_o, ws.part_lse,
-                    early_complete, prof.kernel("mac_complete_kernel", grid, {"before the wait", "complete"}));
+      launch_pdl("mac_complete_kernel", kernel, grid, dim3(kThreads), bytes, side_stream, kva, q_post.data, qd, mac,
+                 hq, group, slots, scale, ws.part_o, ws.part_lse, prof.kernel("mac_complete_kernel", grid, {"complete"}));
     });
     check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.join_event), side_stream), "cudaEventRecord (join)");
   }
@@ -675,7 +634,7 @@ void mac_decode(const AttentionShape& shape, const MacConfig& config, const Page
     check_cuda(cudaStreamWaitEvent(s, static_cast<cudaEvent_t>(ws.scan_event), 0), "cudaStreamWaitEvent (scan)");
   else
     launch_scan(config, kva, q_pre, static_cast<long long>(hq) * d, rings.ring_dtype, ring, mac, hq, d, kv.batch_size,
-                bounded, two_per_sm, scan_pdl(), (early & kEarlyScan) != 0, ws, s, prof);
+                bounded, two_per_sm, scan_pdl(), ws, s, prof);
   const bool pdl_attend = attend_pdl(two_per_sm);
   dispatch(d, kv.dtype, [&]<int D, int NS, typename T>() {
     auto kernel = !spread ? mac_attend_kernel<D, NS, T, false>
@@ -720,7 +679,6 @@ void mac_scan(const AttentionShape& shape, const MacConfig& config, const PagedK
   const std::int64_t row = static_cast<std::int64_t>(hq) * d;
   macattn::detail::require(q_pre_row_stride == 0 || q_pre_row_stride >= row, fn, ": q_pre_row_stride = ",
                            q_pre_row_stride, ", must be 0 (contiguous) or >= num_q_heads * head_dim = ", row);
-  const int early = early_loads();  // an unknown value is refused before anything is launched
   Workspace::PendingScan& pending = workspace.pending_scan();
   macattn::detail::require(!pending.pending, fn,
                            ": a scan is already pending on this workspace (mac_scan must be followed by mac_decode)");
@@ -733,7 +691,7 @@ void mac_scan(const AttentionShape& shape, const MacConfig& config, const PagedK
     const int groups = kv.batch_size * shape.num_kv_heads;
     launch_scan(config, kv_args(kv), q_pre, q_pre_row_stride == 0 ? row : q_pre_row_stride, rings.ring_dtype,
                 ring_args(rings), mac_args(config, d), hq, d, kv.batch_size, !report_miss_matches,
-                attend_two_per_sm(groups, d), split_scan_pdl(), (early & kEarlyScan) != 0, ws, s, prof);
+                attend_two_per_sm(groups, d), split_scan_pdl(), ws, s, prof);
     prof.finish();
   }
   check_cuda(cudaEventRecord(static_cast<cudaEvent_t>(ws.scan_event), s), "cudaEventRecord (scan)");

@@ -246,11 +246,10 @@ template <> __device__ __forceinline__ void unpack16<float>(const uint4& x, floa
 /// orders); for n <= 256, 2 * gamma_n < 3.1e-5, so 1e-4 covers both sums' rounding.
 constexpr float kQuickBoundSlack = 1e-4f;
 
-/// A 16-byte load that is read once: not kept in L1. Volatile, so that a load issued before
-/// grid_dependency_wait() stays there (the scan kernel issues its rows' loads before the wait).
+/// A 16-byte load that is read once: not kept in L1.
 __device__ __forceinline__ uint4 load_once16(const void* p) {
   uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
       : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
       : "l"(p));
   return r;
@@ -299,31 +298,23 @@ __device__ __forceinline__ void exact_survivors(unsigned ballot, int c_bit0, con
 /// over all D dims is then at least the bound: rounding both sums moves them by less than the
 /// slack, and the terms past the first 64 dims are non-negative). Rows under it are summed again by a half-warp each in
 /// core/distance.hpp's order over all D dims (q: lane l of the half holds dims l + 16k), loaded
-/// from global memory, so decisions and distances are bit-identical to the CPU's. `x`: the rows'
-/// words from direct_loads(rows, c0, x). `q_row` points at this head's q_pre row (dtype q_dtype). Returns the packed minimum in every thread;
+/// from global memory, so decisions and distances are bit-identical to the CPU's. `q_row`
+/// points at this head's q_pre row (dtype q_dtype). Returns the packed minimum in every thread;
 /// every thread of the block calls it (it synchronises). Threads: a multiple of 32.
-/// scan_direct's row loads (see there): this thread's U 16-byte words of candidates
-/// [c0, c0 + direct_block_candidates<D, RT, Threads, U>()), zeros past rows.n and for a stale
-/// ring. They read only the ring, so the scan kernel issues them before it waits for q_pre.
 template <int D, typename RT, int Threads, int U>
-__device__ __forceinline__ void direct_loads(const ScanRows<RT>& rows, int c0, uint4 (&x)[U]) {
-  constexpr int kLanes = direct_lanes<D, RT>(), kGroups = Threads / kLanes;
+__device__ unsigned long long scan_direct(const void* q_pre, int q_dtype, std::size_t q_row, const float (&q)[D / 16],
+                                          const ScanRows<RT>& rows, int c0, float bound) {
+  constexpr int kLanes = direct_lanes<D, RT>(), kPerWord = 16 / static_cast<int>(sizeof(RT));
+  constexpr int kGroups = Threads / kLanes;
+  static_assert(kLanes >= 1 && 32 % kLanes == 0 && Threads % 32 == 0, "whole candidate groups per warp");
   const int sub = threadIdx.x % kLanes, grp = threadIdx.x / kLanes;
+  uint4 x[U];
 #pragma unroll
   for (int u = 0; u < U; ++u) {
     const int c = c0 + u * kGroups + grp;
     const bool load = c < rows.n && !rows.stale;  // a stale ring reads as zeros
     x[u] = load ? load_once16(reinterpret_cast<const char*>(rows.row(c)) + sub * 16) : make_uint4(0, 0, 0, 0);
   }
-}
-
-template <int D, typename RT, int Threads, int U>
-__device__ unsigned long long scan_direct(const void* q_pre, int q_dtype, std::size_t q_row, const float (&q)[D / 16],
-                                          const ScanRows<RT>& rows, int c0, float bound, const uint4 (&x)[U]) {
-  constexpr int kLanes = direct_lanes<D, RT>(), kPerWord = 16 / static_cast<int>(sizeof(RT));
-  constexpr int kGroups = Threads / kLanes;
-  static_assert(kLanes >= 1 && 32 % kLanes == 0 && Threads % 32 == 0, "whole candidate groups per warp");
-  const int sub = threadIdx.x % kLanes, grp = threadIdx.x / kLanes;
   float qd[kPerWord];  // this lane's query dims [sub * kPerWord, +kPerWord)
 #pragma unroll
   for (int e = 0; e < kPerWord; ++e) qd[e] = load_float(q_pre, q_dtype, q_row + sub * kPerWord + e);

@@ -226,17 +226,6 @@ bool side_complete(std::int64_t complete_blocks) {
 
 int scan_form() { return env_either("MACATTN_CUDA_SCAN", "direct", "staged") == 1 ? kScanStaged : kScanDirect; }
 
-int early_loads() {
-  const char* env = std::getenv("MACATTN_CUDA_EARLY_LOADS");
-  if (env == nullptr || *env == '\0' || std::strcmp(env, "none") == 0) return 0;
-  const int v = std::strcmp(env, "scan") == 0       ? kEarlyScan
-                : std::strcmp(env, "complete") == 0 ? kEarlyComplete
-                : std::strcmp(env, "all") == 0      ? kEarlyScan | kEarlyComplete
-                                                    : -1;
-  require(v >= 0, "MACATTN_CUDA_EARLY_LOADS = '", env, "': expected none, scan, complete or all");
-  return pdl_supported() ? v : 0;
-}
-
 int mac_carveout(const char* kind, bool two_per_sm) {
   const int preferred = two_per_sm ? 100 : -1;
   const char* env = std::getenv("MACATTN_CUDA_CARVEOUT");

@@ -277,11 +277,6 @@ struct SessionRun {
   /// lets its dependents launch at once and writes 50 us later (as an engine's RoPE kernel), then
   /// mac_decode.
   bool split_scan = false;
-  /// Without split_scan: q_post and q_pre poisoned before each step and written on the step's
-  /// stream by two such late kernels just before mac_decode, so that a kernel that read q before
-  /// its dependency wait would read the poison (the early loads' contract: the kernel before
-  /// mac_decode writes only q).
-  bool late_q = false;
 };
 
 /// Decodes run.steps tokens with MAC on both backends from a prefilled prompt and compares
@@ -352,7 +347,7 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
       dstats(std::size_t(batch) * c.hq * sizeof(HeadStats));
   // split_scan: q_pre rows 3 heads' worth of padding apart (poisoned), as in a q|k|v output.
   const std::int64_t row = std::int64_t{c.hq} * c.d, padded_row = row + 3 * c.d;
-  Dev dqpre_rows(std::size_t(batch) * padded_row * 2), dqpost_src(dqpost.n), dqpre_src(dqpre.n);
+  Dev dqpre_rows(std::size_t(batch) * padded_row * 2), dqpost_src(dqpost.n);
   // One MAC step on `s`: with split_scan, the scan forked onto scan_stream first.
   auto mac_step = [&](const mc::PagedKVDevice& view, cudaStream_t s) {
     if (run.split_scan) {
@@ -361,10 +356,6 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
       mc::mac_scan(shape, cfg, view, {dqpre_rows.p, DType::bf16}, padded_row, rings.view,
                    run.with_stats && cfg.report_miss_matches, ws, scan_stream);
       ck(launch_late_copy(dqpost_src.p, dqpost.p, dqpost.n, s), "late q_post copy");
-    }
-    if (run.late_q && !run.split_scan) {
-      ck(launch_late_copy(dqpost_src.p, dqpost.p, dqpost.n, s), "late q_post copy");
-      ck(launch_late_copy(dqpre_src.p, dqpre.p, dqpre.n, s), "late q_pre copy");
     }
     mc::mac_decode(shape, cfg, view, {dqpost.p, DType::bf16}, {dqpre.p, DType::bf16}, rings.view,
                    {dout.p, DType::bf16}, dlse.as<float>(), run.with_stats ? dstats.as<HeadStats>() : nullptr, ws, s);
@@ -390,12 +381,6 @@ void run_mac_session(const Case& c, const MacConfig& cfg, const SessionRun& run)
 
     dqpost.upload(qpost.data(), qpost.raw.size());
     dqpre.upload(qpre.data(), qpre.raw.size());
-    if (run.late_q && !run.split_scan) {
-      dqpost_src.upload(qpost.data(), qpost.raw.size());
-      dqpre_src.upload(qpre.data(), qpre.raw.size());
-      dqpost.poison();
-      dqpre.poison();
-    }
     if (run.split_scan) {
       dqpost_src.upload(qpost.data(), qpost.raw.size());
       dqpost.poison();  // written by the late copy inside the step
@@ -579,46 +564,6 @@ TEST_P(CudaBackend, MacDecodeAttendCompleteInCudaGraph) {
   MacConfig cfg = small_config(3);
   cfg.window = 600;
   run_mac_session(GetParam(), cfg, {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = "direct"});
-}
-
-// Early loads (MACATTN_CUDA_EARLY_LOADS; an experiment, off by default): the scan and the side
-// complete kernel launched under programmatic dependent launch, reading the page table, the
-// ring and (prefetch) the K/V rows before their dependency wait, with q written late by the
-// kernel just before mac_decode: with sinks and a stale ring, with stats (the staged scan); the
-// direct scan; a graph; and each kernel alone.
-TEST_P(CudaBackend, MacDecodeEarlyLoadsWithSinks) {
-  SKIP_WITHOUT_GPU();
-  const ScopedEnv early_env("MACATTN_CUDA_EARLY_LOADS", "all");
-  run_mac_session(GetParam(), small_config(5), {.steps = 16, .invalidate_midway = true, .late_q = true});
-}
-
-TEST_P(CudaBackend, MacDecodeEarlyLoadsDirectScan) {
-  SKIP_WITHOUT_GPU();
-  const ScopedEnv early_env("MACATTN_CUDA_EARLY_LOADS", "all");
-  MacConfig cfg = small_config(70);
-  cfg.rect_offset = 200;
-  cfg.window = 600;
-  run_mac_session(GetParam(), cfg,
-                  {.steps = 8, .invalidate_midway = true, .with_stats = false, .scan_mode = "direct", .late_q = true});
-}
-
-TEST_P(CudaBackend, MacDecodeEarlyLoadsInCudaGraph) {
-  SKIP_WITHOUT_GPU();
-  const ScopedEnv early_env("MACATTN_CUDA_EARLY_LOADS", "all");
-  MacConfig cfg = small_config(3);
-  cfg.window = 600;
-  run_mac_session(GetParam(), cfg,
-                  {.steps = 12, .use_graph = true, .with_stats = false, .scan_mode = "direct", .late_q = true});
-}
-
-TEST_P(CudaBackend, MacDecodeEarlyLoadsEachKernel) {
-  SKIP_WITHOUT_GPU();
-  for (const char* which : {"scan", "complete"}) {
-    SCOPED_TRACE(which);
-    const ScopedEnv early_env("MACATTN_CUDA_EARLY_LOADS", which);
-    run_mac_session(GetParam(), small_config(5),
-                    {.steps = 6, .with_stats = false, .scan_mode = "direct", .late_q = true});
-  }
 }
 
 // Every hit's band through the attend kernel (MACATTN_CUDA_FINISH_BAND=0; by default the finish
@@ -847,15 +792,6 @@ TEST(CudaBackendValidation, MacScanMisuseNamesTheProblem) {
   mc::mac_scan(shape, cfg, dk.view, qt, 0, rings.view, false, ws);
   mc::mac_decode(shape, cfg, dk.view, qt, qt, rings.view, {out.p, DType::bf16}, nullptr, nullptr, ws);
   ck(cudaDeviceSynchronize(), "mac_scan and mac_decode after the refused form");
-  // So is an unknown early-loads value, by mac_decode and by mac_scan, before anything is launched.
-  {
-    const ScopedEnv bad_early("MACATTN_CUDA_EARLY_LOADS", "1");
-    expect_error([&] { mc::mac_decode(shape, cfg, dk.view, qt, qt, rings.view, {out.p, DType::bf16}, nullptr, nullptr, ws); },
-                 "MACATTN_CUDA_EARLY_LOADS = '1'");
-    expect_error([&] { mc::mac_scan(shape, cfg, dk.view, qt, 0, rings.view, false, ws); }, "MACATTN_CUDA_EARLY_LOADS = '1'");
-  }
-  mc::mac_decode(shape, cfg, dk.view, qt, qt, rings.view, {out.p, DType::bf16}, nullptr, nullptr, ws);
-  ck(cudaDeviceSynchronize(), "mac_decode after the refused early-loads value");
 }
 
 }  // namespace
