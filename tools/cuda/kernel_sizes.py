@@ -88,12 +88,9 @@ def short_name(name):
 
 
 def source_tree(root, rev, tmp):
-    """src/ and include/ of git revision `rev` unpacked under tmp; returns tmp."""
-    try:
-        archive = subprocess.run(["git", "-C", root, "archive", "--format=tar", rev, "src", "include"],
-                                 capture_output=True)
-    except FileNotFoundError:
-        sys.exit("kernel_sizes: git not found (needed for --against)")
+    """src/ and include/ of git revision `rev` (a commit: main checks) unpacked under tmp; returns tmp."""
+    archive = subprocess.run(["git", "-C", root, "archive", "--format=tar", rev, "src", "include"],
+                             capture_output=True)
     if archive.returncode != 0:
         sys.exit(f"kernel_sizes: git archive {rev} failed: {archive.stderr.decode(errors='replace').strip()}")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
@@ -150,40 +147,42 @@ def main():
     for source in args.sources:
         if not os.path.isfile(source):
             sys.exit(f"kernel_sizes: no such file: {source}")
-    if args.against:  # before any build: a bad revision is named at once
-        try:
-            rev = subprocess.run(["git", "-C", root, "rev-parse", "--verify", "--quiet", args.against + "^{commit}"],
-                                 capture_output=True, text=True)
-        except FileNotFoundError:
-            sys.exit("kernel_sizes: git not found (needed for --against)")
-        if rev.returncode != 0:
-            sys.exit(f"kernel_sizes: --against {args.against}: not a commit of {root}")
-    unexpected = 0
-    for source in args.sources:
-        now = kernel_code(source, args.arch, [os.path.join(root, "include"), os.path.join(root, "src")])
-        if not args.against:
+    if not args.against:
+        for source in args.sources:
+            now = kernel_code(source, args.arch, [os.path.join(root, "include"), os.path.join(root, "src")])
             for name, code in sorted(now.items(), key=lambda kv: len(kv[1]), reverse=True):
                 if not pattern or pattern.search(name):
                     print(f"{len(code):8d}  {source}  {short_name(name)}")
-            continue
-        rel = os.path.relpath(os.path.abspath(source), root)
-        with tempfile.TemporaryDirectory() as tmp:
-            tree = source_tree(root, args.against, tmp)
+        return
+    # Before any build: a bad revision is named at once.
+    try:
+        rev = subprocess.run(["git", "-C", root, "rev-parse", "--verify", "--quiet", args.against + "^{commit}"],
+                             capture_output=True, text=True)
+    except FileNotFoundError:
+        sys.exit("kernel_sizes: git not found (needed for --against)")
+    if rev.returncode != 0:
+        sys.exit(f"kernel_sizes: --against {args.against}: not a commit of {root}")
+    unexpected = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = source_tree(root, args.against, tmp)  # once, for every file
+        for source in args.sources:
+            rel = os.path.relpath(os.path.abspath(source), root)
             old_source = os.path.join(tree, rel)
             if not os.path.isfile(old_source):
                 sys.exit(f"kernel_sizes: {rel} is not in {args.against}")
             before = kernel_code(old_source, args.arch, [os.path.join(tree, "include"), os.path.join(tree, "src")])
-        counts = {}
-        for status, size_b, size_a, name in compare(before, now):
-            if pattern and not pattern.search(name):
-                continue
-            counts[status] = counts.get(status, 0) + 1
-            if status != "same":
-                print(f"{status:8s} {size_b:8d} -> {size_a:8d}  {source}  {short_name(name)}")
-            if expect and status != "same" and expect.search(name):
-                unexpected += 1
-        print(f"{source} against {args.against}: " +
-              ", ".join(f"{counts.get(s, 0)} {s}" for s in ("same", "changed", "new", "gone")))
+            now = kernel_code(source, args.arch, [os.path.join(root, "include"), os.path.join(root, "src")])
+            counts = {}
+            for status, size_b, size_a, name in compare(before, now):
+                if pattern and not pattern.search(name):
+                    continue
+                counts[status] = counts.get(status, 0) + 1
+                if status != "same":
+                    print(f"{status:8s} {size_b:8d} -> {size_a:8d}  {source}  {short_name(name)}")
+                if expect and status != "same" and expect.search(name):
+                    unexpected += 1
+            print(f"{source} against {args.against}: " +
+                  ", ".join(f"{counts.get(s, 0)} {s}" for s in ("same", "changed", "new", "gone")))
     if unexpected:
         print(f"kernel_sizes: {unexpected} kernel(s) matching '{args.expect_same}' differ from {args.against}",
               file=sys.stderr)
