@@ -1,23 +1,18 @@
 """tools/cuda/kernel_sizes.py: its ELF section reader on images made up here (every byte known),
 its comparison of two builds (changed, new, gone, same; a kernel that gained a parameter is the
 same kernel), its refusals, and, where nvcc is installed, a real cubin."""
-import importlib.util
-import pathlib
 import shutil
 import struct
-import subprocess
-import sys
 
 import pytest
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "tools" / "cuda" / "kernel_sizes.py"
+import tool_script
+
+SCRIPT = tool_script.ROOT / "tools" / "cuda" / "kernel_sizes.py"
 
 
 def load_module():
-    spec = importlib.util.spec_from_file_location("kernel_sizes", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return tool_script.load(SCRIPT)
 
 
 def make_elf(sections):
@@ -102,7 +97,7 @@ def test_overloads_stay_apart():
 
 
 def run(args):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+    return tool_script.run(SCRIPT, args)
 
 
 def test_cli_refusals():
@@ -110,8 +105,8 @@ def test_cli_refusals():
     assert r.returncode == 2 and "--expect-same needs --against REV" in r.stderr
     r = run(["no/such/file.cu"])
     assert r.returncode != 0 and "no such file: no/such/file.cu" in r.stderr
-    if shutil.which("git") and (SCRIPT.parents[2] / ".git").exists():
-        r = run(["--against", "no-such-revision", str(SCRIPT.parents[2] / "src" / "cuda" / "exact_decode.cu")])
+    if shutil.which("git") and (tool_script.ROOT / ".git").exists():
+        r = run(["--against", "no-such-revision", str(tool_script.ROOT / "src" / "cuda" / "exact_decode.cu")])
         assert r.returncode != 0 and "--against no-such-revision: not a commit of" in r.stderr
 
 

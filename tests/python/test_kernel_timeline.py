@@ -1,22 +1,17 @@
 """tools/cuda/kernel_timeline.py on traces made up here, where every expected number is known:
 replays cut at a graph's first node, medians, overlaps (negative gaps), layer windows and
 labels, and the tracer's demangled names (commas and '(anonymous namespace)' included)."""
-import importlib.util
 import json
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "tools" / "cuda" / "kernel_timeline.py"
+import tool_script
+
+SCRIPT = tool_script.ROOT / "tools" / "cuda" / "kernel_timeline.py"
 
 
 def load_module():
-    spec = importlib.util.spec_from_file_location("kernel_timeline", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return tool_script.load(SCRIPT)
 
 
 def write_trace(path, rows):
@@ -27,7 +22,7 @@ def write_trace(path, rows):
 
 
 def run(args):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+    return tool_script.run(SCRIPT, args)
 
 
 def test_short_names():
