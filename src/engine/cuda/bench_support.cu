@@ -386,4 +386,93 @@ bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<con
   return ran != gpu::GemvKernel::scalar;
 }
 
+namespace {
+template <typename T>
+gpu::DeviceBuffer upload_raw(std::span<const T> v) {
+  gpu::DeviceBuffer d(std::max<std::size_t>(v.size(), 1) * sizeof(T));
+  if (!v.empty()) ENGINE_CUDA(cudaMemcpy(d.as<void>(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+gpu::DeviceBuffer ones_bits(std::size_t bytes) {  // all bits set: NaN as fp32 and as bf16
+  gpu::DeviceBuffer d(bytes);
+  ENGINE_CUDA(cudaMemset(d.as<void>(), 0xff, bytes));
+  return d;
+}
+std::vector<float> download_f32(const gpu::DeviceBuffer& d, std::size_t n) {
+  std::vector<float> h(n);
+  ENGINE_CUDA(cudaMemcpy(h.data(), d.as<void>(), n * 4, cudaMemcpyDeviceToHost));
+  return h;
+}
+std::vector<float> download_bf16(const gpu::DeviceBuffer& d, std::size_t n) {
+  std::vector<std::uint16_t> b(n);
+  ENGINE_CUDA(cudaMemcpy(b.data(), d.as<void>(), n * 2, cudaMemcpyDeviceToHost));
+  std::vector<float> h(n);
+  for (std::size_t i = 0; i < n; ++i) h[i] = host_bf16_value(b[i]);
+  return h;
+}
+}  // namespace
+
+QkvRopeResult cuda_qkv_rope_check(const QkvRopeCheck& c, std::span<const float> w, std::span<const float> x,
+                                  std::span<const float> norm_weight, std::span<const float> bias,
+                                  std::span<const float> inv_freq, std::span<const std::int64_t> pos,
+                                  std::span<const std::int32_t> seq) {
+  if (c.n < 1 || c.in < 1 || c.num_q_heads < 1 || c.num_kv_heads < 1 || c.head_dim < 2 || c.page_size < 1 ||
+      c.pages_per_seq < 1 || c.num_seqs < 1 || c.misalign < 0 || c.misalign > 64)
+    throw Error("cuda_qkv_rope_check: bad shape");
+  const std::int64_t out = static_cast<std::int64_t>(c.num_q_heads + 2 * c.num_kv_heads) * c.head_dim;
+  const auto n = static_cast<std::size_t>(c.n);
+  if (static_cast<std::int64_t>(w.size()) != out * c.in || static_cast<std::int64_t>(x.size()) != c.n * c.in ||
+      static_cast<std::int64_t>(norm_weight.size()) != c.in ||
+      (!bias.empty() && static_cast<std::int64_t>(bias.size()) != out) ||
+      static_cast<std::int32_t>(inv_freq.size()) != c.head_dim / 2 || pos.size() != n || seq.size() != n)
+    throw Error("cuda_qkv_rope_check: an input has the wrong size");
+  for (std::size_t r = 0; r < n; ++r)
+    if (pos[r] < 0 || pos[r] >= c.pages_per_seq * c.page_size || seq[r] < 0 || seq[r] >= c.num_seqs)
+      throw Error("cuda_qkv_rope_check: row " + std::to_string(r) + " position or sequence out of range");
+  const std::size_t off = static_cast<std::size_t>(c.misalign);
+  const gpu::DeviceBuffer dw = upload_bf16_at(w, off), dx = upload_bf16_at(x, off);
+  const gpu::DeviceBuffer dg = upload_bf16_at(norm_weight, off);
+  const gpu::DeviceBuffer dbias = upload_raw(bias), dfreq = upload_raw(inv_freq), dpos = upload_raw(pos),
+                          dseq = upload_raw(seq);
+  const std::size_t qd = n * static_cast<std::size_t>(c.num_q_heads * c.head_dim);
+  const std::size_t kv = static_cast<std::size_t>(c.num_seqs * c.pages_per_seq * c.page_size) *
+                         static_cast<std::size_t>(c.num_kv_heads * c.head_dim);
+  const std::size_t nqkv = n * static_cast<std::size_t>(out);
+  gpu::DeviceBuffer dqkv = ones_bits(nqkv * 4), dq = ones_bits(qd * 4), dqpre = ones_bits(qd * 4),
+                    dk = ones_bits(kv * 2), dv = ones_bits(kv * 2);
+  gpu::QkvParams p;
+  p.num_q_heads = c.num_q_heads;
+  p.num_kv_heads = c.num_kv_heads;
+  p.head_dim = c.head_dim;
+  p.bias = bias.empty() ? nullptr : dbias.as<float>();
+  p.eps = c.eps;
+  p.inv_freq = dfreq.as<float>();
+  p.k_pages = dk.as<bf16>();
+  p.v_pages = dv.as<bf16>();
+  p.page_size = c.page_size;
+  p.pages_per_seq = c.pages_per_seq;
+  gpu::GemvLaunch how;
+  how.kernel = gpu::GemvKernel::fma;
+  const bf16* xp = dx.as<bf16>() + off;
+  const bf16* wp = dw.as<bf16>() + off;
+  const bf16* gp = dg.as<bf16>() + off;
+  QkvRopeResult res;
+  if (c.fused) {
+    res.fused = gpu::skinny_gemm_rms_norm_qkv_rope(xp, c.n, gp, c.eps, wp, c.in, dqkv.as<float>(),
+                                                   dpos.as<std::int64_t>(), dseq.as<std::int32_t>(), p, dq.as<float>(),
+                                                   dqpre.as<float>(), nullptr, how);
+  } else {
+    gpu::skinny_gemm_rms_norm(xp, c.n, gp, c.eps, wp, out, c.in, dqkv.as<float>(), nullptr, how);
+    gpu::qkv_rope_append(dqkv.as<float>(), c.n, dpos.as<std::int64_t>(), dseq.as<std::int32_t>(), p, dq.as<float>(),
+                         dqpre.as<float>(), nullptr);
+  }
+  ENGINE_CUDA(cudaDeviceSynchronize());
+  res.qkv = download_f32(dqkv, nqkv);
+  res.q = download_f32(dq, qd);
+  res.q_pre = download_f32(dqpre, qd);
+  res.k_pages = download_bf16(dk, kv);
+  res.v_pages = download_bf16(dv, kv);
+  return res;
+}
+
 }  // namespace macattn::engine

@@ -35,4 +35,10 @@ bool cuda_gemv_check(const GemvCheck&, std::span<const float>, std::span<const f
   throw Error("the CUDA engine is not available: this build has no CUDA (configure with -DMACATTN_CUDA=ON)");
 }
 
+QkvRopeResult cuda_qkv_rope_check(const QkvRopeCheck&, std::span<const float>, std::span<const float>,
+                                  std::span<const float>, std::span<const float>, std::span<const float>,
+                                  std::span<const std::int64_t>, std::span<const std::int32_t>) {
+  throw Error("the CUDA engine is not available: this build has no CUDA (configure with -DMACATTN_CUDA=ON)");
+}
+
 }  // namespace macattn::engine

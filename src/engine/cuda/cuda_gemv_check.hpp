@@ -1,6 +1,7 @@
-// engine/cuda/cuda_gemv_check.hpp: a test hook that runs the decode step's skinny GEMM
-// (gpu::skinny_gemm / skinny_gemm_swiglu, engine/cuda/skinny_gemm_impl.cuh) on host data, for the
-// unit test against an fp64 host loop. No CUDA header here; without CUDA it throws.
+// engine/cuda/cuda_gemv_check.hpp: test hooks that run the decode step's skinny GEMM
+// (gpu::skinny_gemm / skinny_gemm_swiglu, engine/cuda/skinny_gemm_impl.cuh) and its fused
+// q|k|v + RoPE form (gpu::skinny_gemm_rms_norm_qkv_rope) on host data, for the unit tests against
+// fp64 host loops. No CUDA header here; without CUDA they throw.
 #pragma once
 
 #include <cstdint>
@@ -31,5 +32,34 @@ struct GemvCheck {
 /// writes bf16(y) and it is returned here. Synchronous. Returns whether a 16-byte kernel ran.
 bool cuda_gemv_check(const GemvCheck& c, std::span<const float> w, std::span<const float> x, std::vector<float>& y,
                      std::span<const float> norm_weight = {}, std::vector<float>* y_bf16 = nullptr);
+
+/// The q|k|v matmul with its input RMSNorm, RoPE and the K/V append (gpu::QkvParams, one layer's
+/// pages of num_seqs sequences, page_size tokens per page, pages_per_seq pages each).
+struct QkvRopeCheck {
+  std::int64_t n = 1;  ///< activation rows (decode: one per sequence), 1..4
+  std::int64_t in = 64;
+  std::int32_t num_q_heads = 2, num_kv_heads = 1, head_dim = 16;
+  std::int32_t page_size = 4;
+  std::int64_t pages_per_seq = 4;
+  std::int32_t num_seqs = 1;
+  float eps = 1e-5f;
+  bool fused = true;          ///< skinny_gemm_rms_norm_qkv_rope; false: skinny_gemm_rms_norm + qkv_rope_append
+  std::int64_t misalign = 0;  ///< x, W and the norm weight start this many elements past a 256-byte boundary
+};
+
+/// What the step wrote. The device buffers start as all-ones bits (NaN), so what was not written
+/// shows. K/V pages are the bf16 values as floats, [num_seqs * pages_per_seq, page_size, Hkv, D].
+struct QkvRopeResult {
+  std::vector<float> qkv, q, q_pre, k_pages, v_pages;
+  bool fused = false;  ///< whether the fused kernel ran
+};
+
+/// w: [(Hq + 2 Hkv) D, in], x: [n, in], norm_weight: [in] (all rounded to bf16 on upload);
+/// bias: [(Hq + 2 Hkv) D] or empty; inv_freq: [D / 2]; pos, seq: [n] (row r writes sequence
+/// seq[r]'s position pos[r]). Synchronous.
+QkvRopeResult cuda_qkv_rope_check(const QkvRopeCheck& c, std::span<const float> w, std::span<const float> x,
+                                  std::span<const float> norm_weight, std::span<const float> bias,
+                                  std::span<const float> inv_freq, std::span<const std::int64_t> pos,
+                                  std::span<const std::int32_t> seq);
 
 }  // namespace macattn::engine

@@ -191,6 +191,18 @@ unsigned fused_norm_from_env() {
   throw Error("CudaSession: MACATTN_ENGINE_FUSED_NORM = '" + s + "' is not one of auto, 0, 1, input, post");
 }
 
+// MACATTN_ENGINE_FUSED_ROPE: unset, empty, "auto" or "1": where the q|k|v matmul computes its
+// input norm (MACATTN_ENGINE_FUSED_NORM) and the model has no q/k-norm, the same kernel applies
+// RoPE and appends K/V (gpu::skinny_gemm_rms_norm_qkv_rope), so the attention starts one kernel
+// earlier; the outputs are the same bits. "0": the RoPE kernel runs after the matmul.
+bool fused_rope_from_env() {
+  const char* v = std::getenv("MACATTN_ENGINE_FUSED_ROPE");
+  const std::string s = v == nullptr ? std::string() : std::string(v);
+  if (s.empty() || s == "auto" || s == "1") return true;
+  if (s == "0") return false;
+  throw Error("CudaSession: MACATTN_ENGINE_FUSED_ROPE = '" + s + "' is not one of auto, 0, 1");
+}
+
 // MACATTN_ENGINE_MAC_IDLE_POINT: where a decode step lets every SM go idle after a MAC layer
 // whose post-attention norm the gate|up matmul computes (norm_fused). MAC's kernels ask for the
 // most shared memory, and an SM changes its split between L1 and shared memory only while idle;
@@ -270,6 +282,7 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   gemv = gemv_launch_from_env();
   early_scan = early_scan_from_env();
   fused_norm = fused_norm_from_env();
+  fused_rope = fused_rope_from_env();
   idle_point = idle_point_from_env();
   narrow = narrow_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -565,16 +578,6 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   const bool fuse = norm_fused(n, decode, kFuseInputNorm);
   const bool fuse_post = norm_fused(n, decode, kFusePostNorm);
 
-  if (fuse) {
-    gpu::skinny_gemm_rms_norm(x_bf16.as<bf16>(), n, d.input_norm_bf16.as<bf16>(), eps, d.w_qkv.as<bf16>(), QKV, H,
-                              qkv.as<float>(), stream, gemv);
-  } else {
-    gpu::rms_norm_bf16(x.as<float>(), n, H, d.input_norm.as<float>(), eps, hb.as<bf16>(), stream);
-    if (sk)
-      gpu::skinny_gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), false, stream, gemv);
-    else
-      gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), 0.0f);
-  }
   gpu::QkvParams qp;
   qp.num_q_heads = Hq;
   qp.num_kv_heads = Hkv;
@@ -590,9 +593,28 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
   qp.pages_per_seq = pages_per_seq;
   // Decode keeps each layer's pre-RoPE queries (the benchmark reads them to force hits).
   float* qpre = decode ? q_pre_layers.as<float>() + static_cast<std::size_t>(l) * B * QD : q_pre.as<float>();
+  // q|k|v = the projection of the normed rows; with fused_rope the same kernel applies RoPE and
+  // appends K/V where it can (skinny_gemm_rms_norm_qkv_rope launches the RoPE kernel itself where
+  // it cannot); otherwise qkv_rope_append below.
+  bool rope_done = false;
+  if (fuse && fused_rope) {
+    gpu::skinny_gemm_rms_norm_qkv_rope(x_bf16.as<bf16>(), n, d.input_norm_bf16.as<bf16>(), eps, d.w_qkv.as<bf16>(),
+                                       H, qkv.as<float>(), rpos, rseq, qp, q.as<float>(), qpre, stream, gemv);
+    rope_done = true;
+  } else if (fuse) {
+    gpu::skinny_gemm_rms_norm(x_bf16.as<bf16>(), n, d.input_norm_bf16.as<bf16>(), eps, d.w_qkv.as<bf16>(), QKV, H,
+                              qkv.as<float>(), stream, gemv);
+  } else {
+    gpu::rms_norm_bf16(x.as<float>(), n, H, d.input_norm.as<float>(), eps, hb.as<bf16>(), stream);
+    if (sk)
+      gpu::skinny_gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), false, stream, gemv);
+    else
+      gemm(hb.as<bf16>(), n, d.w_qkv.as<bf16>(), QKV, H, qkv.as<float>(), 0.0f);
+  }
   const bool mac_step = decode && library_attention && kind != StepKind::decode_exact && mac_layer[l];
   // MAC's scan needs only q_pre. Without a q bias or q-norm, q_pre is the projection's q columns,
-  // so the scan can start now on the scan stream, beside the RoPE kernel; mac_decode below waits
+  // so the scan can start now on the scan stream, beside the RoPE kernel (or, with the fused RoPE,
+  // beside the attention's first kernels); mac_decode below waits
   // for it (an event edge in the captured graph) before its attend kernel.
   MacConfig mac = options.session.attention.mac;
   // The step's stats read only hit and kv_tokens_read, so the scan may drop rows that cannot be
@@ -604,7 +626,7 @@ void CudaSession::Impl::layer(std::int32_t l, std::int64_t n, StepKind kind, boo
     macattn::cuda::mac_scan(shape, mac, batch_kv(l), ConstTensor(qkv.as<float>(), DType::f32), QKV, rings(l), false,
                             workspace, scan_stream);
   }
-  gpu::qkv_rope_append(qkv.as<float>(), n, rpos, rseq, qp, q.as<float>(), qpre, stream);
+  if (!rope_done) gpu::qkv_rope_append(qkv.as<float>(), n, rpos, rseq, qp, q.as<float>(), qpre, stream);
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const ConstTensor q_post_t(q.as<float>(), DType::f32);

@@ -116,6 +116,7 @@ struct CudaSession::Impl {
   std::int64_t skinny_max_rows = 4;  // from MACATTN_ENGINE_MATMUL (read at construction)
   gpu::GemvLaunch gemv;  // from MACATTN_ENGINE_GEMV and MACATTN_ENGINE_PDL (read at construction)
   unsigned fused_norm = kFuseInputNorm | kFusePostNorm;  // from MACATTN_ENGINE_FUSED_NORM (read at construction)
+  bool fused_rope = true;  // from MACATTN_ENGINE_FUSED_ROPE: RoPE inside the fused-norm q|k|v matmul
   IdlePoint idle_point = IdlePoint::o_proj;  // from MACATTN_ENGINE_MAC_IDLE_POINT
   unsigned narrow = kNarrowAuto;              // from MACATTN_ENGINE_GEMV_NARROW
   std::vector<bool> mac_layer;

@@ -130,6 +130,25 @@ __global__ void rms_norm_kernel(const float* x, std::int64_t H, const float* w, 
   }
 }
 
+// RoPE of one pair (a, b) = (x[i], x[i + D/2]) at position pos with frequency freq = inv_freq[i]
+// (HF rotate_half): lo = a cos - b sin, hi = b cos + a sin, angle = fp32(pos * freq) (one fp32
+// rounding, as cpu::Rope), cos and sin in double. rope_cos_sin and rope_apply split it so that a
+// kernel can compute the angle's cos and sin while it waits for its loads (gemv_qkv_rope_kernel);
+// both kernels that apply RoPE use these two, so they give the same bits.
+struct RopeCosSin {
+  float c = 1.f, s = 0.f;
+};
+__device__ __forceinline__ RopeCosSin rope_cos_sin(std::int64_t pos, float freq) {
+  const float angle = static_cast<float>(pos) * freq;
+  double sd, cd;
+  sincos(static_cast<double>(angle), &sd, &cd);
+  return {static_cast<float>(cd), static_cast<float>(sd)};
+}
+__device__ __forceinline__ void rope_apply(float a, float b, RopeCosSin cs, float& lo, float& hi) {
+  lo = __fsub_rn(__fmul_rn(a, cs.c), __fmul_rn(b, cs.s));
+  hi = __fadd_rn(__fmul_rn(b, cs.c), __fmul_rn(a, cs.s));
+}
+
 // grid (n, Hq + 2 Hkv), block D threads (D even, 2..256; rounded up to a warp multiple).
 __global__ void qkv_kernel(const float* qkv, const std::int64_t* row_pos, const std::int32_t* row_seq, QkvParams p,
                            float* q, float* q_pre) {
@@ -173,13 +192,8 @@ __global__ void qkv_kernel(const float* qkv, const std::int64_t* row_pos, const 
   __syncthreads();
   const int half = D / 2;
   if (i >= half) return;
-  const float a = v[i], b = v[i + half];
-  const float angle = static_cast<float>(pos) * freq;  // one fp32 rounding, as cpu::Rope
-  double sd, cd;
-  sincos(static_cast<double>(angle), &sd, &cd);
-  const float c = static_cast<float>(cd), sn = static_cast<float>(sd);
-  const float lo = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn));
-  const float hi = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, sn));
+  float lo, hi;
+  rope_apply(v[i], v[i + half], rope_cos_sin(pos, freq), lo, hi);
   if (is_q) {
     float* out = q + (r * Hq + hh) * D;
     out[i] = lo;

@@ -97,6 +97,20 @@ GemvKernel skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_
 /// kernel between two matmuls of a decode step (docs/benchmarks/e2e_cuda.md).
 GemvKernel skinny_gemm_rms_norm(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps, const bf16* w,
                                 std::int64_t out, std::int64_t in, float* y, cudaStream_t s, GemvLaunch how);
+/// Whether skinny_gemm_rms_norm_qkv_rope fuses for these rows and this model (before the pointer
+/// alignment it also needs): n in [1, kGemvFmaMaxRows], no q/k-norm, head_dim a multiple of 8 in
+/// [8, 256], the FMA kernel (how.kernel automatic or fma).
+bool qkv_rope_fusable(std::int64_t n, const QkvParams& p, GemvLaunch how);
+/// A decode step's q|k|v matmul with its input RMSNorm, then RoPE and the K/V append:
+/// skinny_gemm_rms_norm(x, n, norm_weight, eps, w_qkv, out = (Hq + 2 Hkv) D, in, qkv) followed by
+/// qkv_rope_append(qkv, n, row_pos, row_seq, p, q, q_pre), in one kernel where qkv_rope_fusable
+/// holds and w_qkv, x and norm_weight are 16-byte aligned with in % 8 == 0 (otherwise it launches
+/// the two). Every output (qkv, q, q_pre, the K/V pages) is the same bits either way; fused, the
+/// attention after it starts one kernel earlier. Returns whether it fused.
+bool skinny_gemm_rms_norm_qkv_rope(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps, const bf16* w_qkv,
+                                   std::int64_t in, float* qkv, const std::int64_t* row_pos,
+                                   const std::int32_t* row_seq, const QkvParams& p, float* q, float* q_pre,
+                                   cudaStream_t s, GemvLaunch how);
 /// The same for the gate|up matmul with SwiGLU (as skinny_gemm_swiglu): act [n, I].
 GemvKernel skinny_gemm_swiglu_rms_norm(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps,
                                        const bf16* w_gate_up, std::int64_t I, std::int64_t in, bf16* act,

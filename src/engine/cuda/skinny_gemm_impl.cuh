@@ -193,20 +193,18 @@ __device__ __forceinline__ std::int64_t gemv_row(std::int64_t group, int j, std:
   }
 }
 
-// Block reduction of acc [R * N] (index j * N + r) and the epilogue. NORM: ss [N] are the
-// thread's sums of squares of activation row r, reduced beside acc; each output is scaled by
-// its row's 1 / sqrt(sum / in + eps) (the formula of rms_norm_kernel).
-template <int N, bool SWIGLU, int R = kGemvRows, bool NORM = false, int THREADS = gemv_threads<N>()>
-__device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], std::int64_t group,
-                                            std::int64_t out, const GemvOut& o, float (&ss)[N], std::int64_t in,
-                                            float eps) {
-  constexpr int V = R * N;
-  constexpr int VP = pow2_at_least(V);
+// Block reduction of acc [R * N] (index j * N + r; VP = pow2_at_least(R * N) values per thread)
+// into red: after it (and its __syncthreads) gemv_block_total(red, j * N + r) is the block's sum
+// for weight row j and activation row r, each summed in a fixed order. NORM: ss [N] are the
+// thread's sums of squares of activation row r, reduced beside acc into red_ss.
+template <int N, int R, bool NORM, int THREADS>
+__device__ __forceinline__ void gemv_block_reduce(float (&acc)[pow2_at_least(R * N)], float (&ss)[N],
+                                                  float (&red)[THREADS / 32][32],
+                                                  float (&red_ss)[NORM ? THREADS / 32 : 1][N]) {
+  constexpr int VP = pow2_at_least(R * N);
   static_assert(VP <= 32, "at most 32 accumulators per thread");
   constexpr int kWarps = THREADS / 32;
   static_assert(kWarps <= kGemvMaxWarps);
-  __shared__ float red[kWarps][32];
-  __shared__ float red_ss[NORM ? kWarps : 1][N];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   warp_reduce_transposed<VP, 16>(acc, lane);
   constexpr int shift = 5 - log2_exact(VP);
@@ -220,23 +218,43 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], 
     }
   }
   __syncthreads();
+}
+template <int kWarps>
+__device__ __forceinline__ float gemv_block_total(const float (&red)[kWarps][32], int idx) {
+  float s = red[0][idx];
+#pragma unroll
+  for (int w = 1; w < kWarps; ++w) s += red[w][idx];
+  return s;
+}
+// NORM: activation row r's 1 / sqrt(sum of squares / in + eps) (the formula of rms_norm_kernel);
+// otherwise 1.
+template <int N, bool NORM, int kWarps>
+__device__ __forceinline__ float gemv_norm_scale(const float (&red_ss)[NORM ? kWarps : 1][N], int r, std::int64_t in,
+                                                 float eps) {
+  if constexpr (NORM) {
+    float s = red_ss[0][r];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) s += red_ss[w][r];
+    return rsqrtf(s / static_cast<float>(in) + eps);
+  } else {
+    return 1.0f;
+  }
+}
+
+// The block reduction and the epilogue. NORM: each output is scaled by its activation row's
+// gemv_norm_scale.
+template <int N, bool SWIGLU, int R = kGemvRows, bool NORM = false, int THREADS = gemv_threads<N>()>
+__device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], std::int64_t group,
+                                            std::int64_t out, const GemvOut& o, float (&ss)[N], std::int64_t in,
+                                            float eps) {
+  constexpr int V = R * N;
+  constexpr int kWarps = THREADS / 32;
+  __shared__ float red[kWarps][32];
+  __shared__ float red_ss[NORM ? kWarps : 1][N];
+  gemv_block_reduce<N, R, NORM, THREADS>(acc, ss, red, red_ss);
   const int t = threadIdx.x;
-  const auto total = [&](int idx) {
-    float s = red[0][idx];
-#pragma unroll
-    for (int w = 1; w < kWarps; ++w) s += red[w][idx];
-    return s;
-  };
-  const auto scale = [&](int r) {
-    if constexpr (NORM) {
-      float s = red_ss[0][r];
-#pragma unroll
-      for (int w = 1; w < kWarps; ++w) s += red_ss[w][r];
-      return rsqrtf(s / static_cast<float>(in) + eps);
-    } else {
-      return 1.0f;
-    }
-  };
+  const auto total = [&](int idx) { return gemv_block_total<kWarps>(red, idx); };
+  const auto scale = [&](int r) { return gemv_norm_scale<N, NORM, kWarps>(red_ss, r, in, eps); };
   if constexpr (SWIGLU) {
     constexpr int P = R / 2;
     if (t < P * N) {
@@ -263,27 +281,17 @@ __device__ __forceinline__ void gemv_finish(float (&acc)[pow2_at_least(R * N)], 
   }
 }
 
-// The 16-byte path: in % 8 == 0, W and x 16-byte aligned.
-// At most 128 registers (512 / threads blocks of `threads` per SM) except fp32 inputs at N >= 7, which
-// would spill.
-// kHoistX (up to 4 rows): a chunk's activation loads all issued before its FMAs, then one weight
-// row unpacked at a time (measured at 4 rows on the H200, llama3-8b 4K exact steps, 4 rows per
-// block: 5.406 -> 5.301 ms; 256 threads x 2 chunks instead of 128 x 4 measured 6.11-6.53 ms;
-// docs/benchmarks/e2e_cuda.md). R: gemv_rows; N >= 5 keeps the activations per row (registers).
-// THREADS: gemv_threads<N>(), or 128 at N <= 2 (GemvLaunch::narrow).
-template <int N, typename XT, bool SWIGLU, bool NORM = false, int THREADS = gemv_threads<N>()>
-__global__ void __launch_bounds__(THREADS, (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / THREADS)
-    gemv_vec_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
-                    GemvOut o, GemvNorm norm) {
-  constexpr int kThreads = THREADS, kUnroll = gemv_unroll<N>(), R = gemv_rows<N>();
-  constexpr bool kHoistX = N <= 4;
-  static_assert(!NORM || (kHoistX && sizeof(XT) == 2), "the fused RMSNorm takes up to 4 bf16 rows");
+// The 16-byte kernel's block, given its R weight rows wr[j] (16-byte chunks; chunks = in / 8 per
+// row): acc [j * N + r] = sum of weight row j times activation row r of x, ss [r] (NORM) = sum of
+// the squares of row r's activations, then finish(acc, ss). Thread threadIdx.x takes chunks
+// threadIdx.x, + THREADS, ... The block lets dependent kernels launch at once; its first weight
+// loads are issued before the grid dependency wait (PDL), and after_wait() runs once, right after
+// that wait (where loads of what earlier kernels wrote may start).
+template <int N, typename XT, bool NORM, int THREADS, int R, typename AfterWait, typename Finish>
+__device__ __forceinline__ void gemv_vec_block(const XT* x, const uint4* const (&wr)[R], std::int64_t in,
+                                               std::int64_t chunks, const GemvNorm& norm, AfterWait after_wait,
+                                               Finish finish) {
   constexpr int VP = pow2_at_least(R * N);
-  const std::int64_t group = blockIdx.x;
-  const std::int64_t chunks = in / 8;
-  const uint4* wr[R];
-#pragma unroll
-  for (int j = 0; j < R; ++j) wr[j] = reinterpret_cast<const uint4*>(w + gemv_row<SWIGLU, R>(group, j, out) * in);
   float acc[VP];
 #pragma unroll
   for (int i = 0; i < VP; ++i) acc[i] = 0.f;
@@ -292,6 +300,8 @@ __global__ void __launch_bounds__(THREADS, (N >= 7 && sizeof(XT) == 4) ? 1 : 512
   for (int r = 0; r < N; ++r) ss[r] = 0.f;
 
   engine_allow_dependents();
+  constexpr int kThreads = THREADS, kUnroll = gemv_unroll<N>();
+  constexpr bool kHoistX = N <= 4;
   bool waited = false;
   for (std::int64_t c0 = threadIdx.x; c0 < chunks; c0 += kThreads * kUnroll) {
     uint4 wv[kUnroll][R];
@@ -303,6 +313,7 @@ __global__ void __launch_bounds__(THREADS, (N >= 7 && sizeof(XT) == 4) ? 1 : 512
     }
     if (!waited) {  // the first weights are on their way; x (and y) come from earlier kernels
       engine_grid_wait();
+      after_wait();
       waited = true;
     }
 #pragma unroll
@@ -349,8 +360,122 @@ __global__ void __launch_bounds__(THREADS, (N >= 7 && sizeof(XT) == 4) ? 1 : 512
       }
     }
   }
-  if (!waited) engine_grid_wait();
-  gemv_finish<N, SWIGLU, R, NORM, THREADS>(acc, group, out, o, ss, in, norm.eps);
+  if (!waited) {
+    engine_grid_wait();
+    after_wait();
+  }
+  finish(acc, ss);
+}
+
+// The 16-byte path: in % 8 == 0, W and x 16-byte aligned.
+// At most 128 registers (512 / threads blocks of `threads` per SM) except fp32 inputs at N >= 7, which
+// would spill.
+// kHoistX (up to 4 rows): a chunk's activation loads all issued before its FMAs, then one weight
+// row unpacked at a time (measured at 4 rows on the H200, llama3-8b 4K exact steps, 4 rows per
+// block: 5.406 -> 5.301 ms; 256 threads x 2 chunks instead of 128 x 4 measured 6.11-6.53 ms;
+// docs/benchmarks/e2e_cuda.md). R: gemv_rows; N >= 5 keeps the activations per row (registers).
+// THREADS: gemv_threads<N>(), or 128 at N <= 2 (GemvLaunch::narrow).
+template <int N, typename XT, bool SWIGLU, bool NORM = false, int THREADS = gemv_threads<N>()>
+__global__ void __launch_bounds__(THREADS, (N >= 7 && sizeof(XT) == 4) ? 1 : 512 / THREADS)
+    gemv_vec_kernel(const XT* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
+                    GemvOut o, GemvNorm norm) {
+  constexpr int R = gemv_rows<N>();
+  static_assert(!NORM || (N <= 4 && sizeof(XT) == 2), "the fused RMSNorm takes up to 4 bf16 rows");
+  constexpr int VP = pow2_at_least(R * N);
+  const std::int64_t group = blockIdx.x;
+  const std::int64_t chunks = in / 8;  // 16-byte chunks per row
+  const uint4* wr[R];
+#pragma unroll
+  for (int j = 0; j < R; ++j) wr[j] = reinterpret_cast<const uint4*>(w + gemv_row<SWIGLU, R>(group, j, out) * in);
+  gemv_vec_block<N, XT, NORM, THREADS, R>(x, wr, in, chunks, norm, [] {}, [&](float(&acc)[VP], float(&ss)[N]) {
+    gemv_finish<N, SWIGLU, R, NORM, THREADS>(acc, group, out, o, ss, in, norm.eps);
+  });
+}
+
+// What gemv_qkv_rope_kernel writes besides the product (qkv_rope_append's outputs).
+struct QkvRopeOut {
+  float* qkv = nullptr;  // [n, (Hq + 2 Hkv) D] fp32: the product, as skinny_gemm_rms_norm writes it
+  const std::int64_t* row_pos = nullptr;
+  const std::int32_t* row_seq = nullptr;
+  QkvParams p;            // no q/k-norm; head_dim % 8 == 0
+  float* q = nullptr;     // [n, Hq, D]
+  float* q_pre = nullptr;  // [n, Hq, D] or null
+};
+
+// skinny_gemm_rms_norm into qkv followed by qkv_rope_append, in one kernel (no q/k-norm). A block
+// owns 8 weight rows of one head: the 4 rows i = 4b .. 4b + 3 (b: the block's index within the
+// head) and their RoPE partners i + D/2, so that both products of each pair end in the same block
+// and its epilogue can rotate them. The products, sums and roundings are those of the two kernels
+// (the same main loop and reduction as gemv_vec_kernel, the same rope_cos_sin / rope_apply as
+// qkv_kernel), so every output is the same bits. What it saves: the RoPE kernel's launch and run
+// between the matmul and the attention (about 2 us of a 120 us llama3-8b layer on the H200).
+// The cos and sin of a pair's angle are computed right after the grid dependency wait, while the
+// block's first weight loads are in flight. N <= kGemvFmaMaxRows (8 rows per block).
+template <int N>
+__global__ void __launch_bounds__(gemv_threads<N>(), 512 / gemv_threads<N>())
+    gemv_qkv_rope_kernel(const bf16* x, const bf16* __restrict__ w, std::int64_t in, GemvNorm norm, QkvRopeOut o) {
+  constexpr int R = gemv_rows<N>(), P = R / 2, THREADS = gemv_threads<N>(), kWarps = THREADS / 32;
+  static_assert(R == 8 && P * N <= 32, "8 weight rows per block; the pairs' threads in warp 0");
+  constexpr int VP = pow2_at_least(R * N);
+  const int D = o.p.head_dim, Hq = o.p.num_q_heads, Hkv = o.p.num_kv_heads;
+  const int head = static_cast<int>(blockIdx.x) / (D / R), b = static_cast<int>(blockIdx.x) % (D / R);
+  const std::int64_t out = static_cast<std::int64_t>(Hq + 2 * Hkv) * D;
+  // Weight row j of the block: j < P the first half of the head (element P b + j), else its partner.
+  const auto row_of = [&](int j) {
+    return static_cast<std::int64_t>(head) * D + (j < P ? P * b + j : D / 2 + P * b + (j - P));
+  };
+  const std::int64_t chunks = in / 8;
+  const uint4* wr[R];
+#pragma unroll
+  for (int j = 0; j < R; ++j) wr[j] = reinterpret_cast<const uint4*>(w + row_of(j) * in);
+  const bool is_q = head < Hq, is_k = !is_q && head < Hq + Hkv;
+  // Thread t < P N: the pair of weight rows (j, j + P), j = t / N, of activation row r = t % N.
+  const int t = threadIdx.x, pj = t / N, pr = t % N;
+  std::int64_t pos = 0, seq = 0;
+  RopeCosSin cs;
+  gemv_vec_block<N, bf16, true, THREADS, R>(
+      x, wr, in, chunks, norm,
+      [&] {
+        if (t < P * N) {
+          pos = o.row_pos[pr];
+          seq = o.row_seq[pr];
+          if (is_q || is_k) cs = rope_cos_sin(pos, o.p.inv_freq[P * b + pj]);
+        }
+      },
+      [&](float(&acc)[VP], float(&ss)[N]) {
+        __shared__ float red[kWarps][32];
+        __shared__ float red_ss[kWarps][N];
+        gemv_block_reduce<N, R, true, THREADS>(acc, ss, red, red_ss);
+        if (t >= P * N) return;
+        const float inv = gemv_norm_scale<N, true, kWarps>(red_ss, pr, in, norm.eps);
+        const float ya = gemv_block_total<kWarps>(red, pj * N + pr) * inv;
+        const float yb = gemv_block_total<kWarps>(red, (pj + P) * N + pr) * inv;
+        const std::int64_t ra = row_of(pj), rb = row_of(pj + P);
+        o.qkv[pr * out + ra] = ya;
+        o.qkv[pr * out + rb] = yb;
+        float a = ya, c = yb;
+        if (o.p.bias != nullptr) a += o.p.bias[ra], c += o.p.bias[rb];
+        const int i = P * b + pj, half = D / 2;
+        const std::int64_t page = seq * o.p.pages_per_seq + pos / o.p.page_size, slot = pos % o.p.page_size;
+        if (!is_q && !is_k) {  // V: straight into the page
+          bf16* dst = o.p.v_pages + ((page * o.p.page_size + slot) * Hkv + (head - Hq - Hkv)) * D;
+          dst[i] = __float2bfloat16_rn(a);
+          dst[i + half] = __float2bfloat16_rn(c);
+          return;
+        }
+        float lo, hi;
+        rope_apply(a, c, cs, lo, hi);
+        if (is_q) {
+          const std::int64_t at = (pr * static_cast<std::int64_t>(Hq) + head) * D;
+          if (o.q_pre != nullptr) o.q_pre[at + i] = a, o.q_pre[at + i + half] = c;
+          o.q[at + i] = lo;
+          o.q[at + i + half] = hi;
+        } else {
+          bf16* dst = o.p.k_pages + ((page * o.p.page_size + slot) * Hkv + (head - Hq)) * D;
+          dst[i] = __float2bfloat16_rn(lo);
+          dst[i + half] = __float2bfloat16_rn(hi);
+        }
+      });
 }
 
 // The scalar path: any in, any (element-aligned) pointers.
@@ -671,6 +796,57 @@ GemvKernel skinny_gemm_rms_norm(const bf16* x, std::int64_t n, const bf16* norm_
   GemvOut o;
   o.y = y;
   return gemv_launch<bf16, false, true>(x, n, w, out, in, o, s, how, GemvNorm{norm_weight, eps});
+}
+
+bool qkv_rope_fusable(std::int64_t n, const QkvParams& p, GemvLaunch how) {
+  return n >= 1 && n <= kGemvFmaMaxRows && p.q_norm == nullptr && p.k_norm == nullptr && p.head_dim >= 8 &&
+         p.head_dim <= 256 && p.head_dim % 8 == 0 &&
+         (how.kernel == GemvKernel::automatic || how.kernel == GemvKernel::fma);
+}
+
+bool skinny_gemm_rms_norm_qkv_rope(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps, const bf16* w_qkv,
+                                   std::int64_t in, float* qkv, const std::int64_t* row_pos,
+                                   const std::int32_t* row_seq, const QkvParams& p, float* q, float* q_pre,
+                                   cudaStream_t s, GemvLaunch how) {
+  const std::int64_t out = static_cast<std::int64_t>(p.num_q_heads + 2 * p.num_kv_heads) * p.head_dim;
+  const bool aligned = in % 8 == 0 && reinterpret_cast<std::uintptr_t>(w_qkv) % 16 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(norm_weight) % 16 == 0;
+  if (!qkv_rope_fusable(n, p, how) || !aligned || p.num_q_heads < 1 || p.num_kv_heads < 1) {
+    skinny_gemm_rms_norm(x, n, norm_weight, eps, w_qkv, out, in, qkv, s, how);
+    qkv_rope_append(qkv, n, row_pos, row_seq, p, q, q_pre, s);
+    return false;
+  }
+  if (in < 1) throw Error("CUDA engine: q|k|v matmul with in " + std::to_string(in) + " (>= 1)");
+  if (!(eps >= 0.0f))
+    throw Error("CUDA engine: skinny_gemm with a fused RMSNorm and eps " + std::to_string(eps) + " (>= 0)");
+  if (x == nullptr || w_qkv == nullptr || norm_weight == nullptr || qkv == nullptr || row_pos == nullptr ||
+      row_seq == nullptr || q == nullptr || p.inv_freq == nullptr || p.k_pages == nullptr || p.v_pages == nullptr)
+    throw Error("CUDA engine: q|k|v matmul with RoPE given a null pointer");
+  if (p.page_size < 1 || p.pages_per_seq < 1)
+    throw Error("CUDA engine: q|k|v matmul with RoPE given page_size " + std::to_string(p.page_size) +
+                " and pages_per_seq " + std::to_string(p.pages_per_seq) + " (both >= 1)");
+  if (how.pdl && !skinny_gemm_pdl_supported())
+    throw Error("CUDA engine: skinny_gemm with programmatic dependent launch needs compute capability 9.0 or later");
+  QkvRopeOut o;
+  o.qkv = qkv;
+  o.row_pos = row_pos;
+  o.row_seq = row_seq;
+  o.p = p;
+  o.q = q;
+  o.q_pre = q_pre;
+  const GemvNorm norm{norm_weight, eps};
+  const dim3 grid(static_cast<unsigned>(out / 8));
+  const auto launch = [&](auto kernel, int threads) {
+    launch_kernel("gemv_qkv_rope_kernel", kernel, grid, dim3(threads), s, how.pdl, x, w_qkv, in, norm, o);
+  };
+  switch (n) {
+    case 1: launch(gemv_qkv_rope_kernel<1>, gemv_threads<1>()); break;
+    case 2: launch(gemv_qkv_rope_kernel<2>, gemv_threads<2>()); break;
+    case 3: launch(gemv_qkv_rope_kernel<3>, gemv_threads<3>()); break;
+    default: launch(gemv_qkv_rope_kernel<4>, gemv_threads<4>()); break;
+  }
+  return true;
 }
 
 GemvKernel skinny_gemm_swiglu_rms_norm(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps,

@@ -540,6 +540,186 @@ TEST(CudaSkinnyGemm, FusedRmsNormMatchesFp64HostLoop) {
   EXPECT_THROW(cuda_gemv_check(c, w, std::vector<float>(4096, 1.0f), y, g), macattn::Error);
 }
 
+// Whether two outputs are the same bits (NaN where neither was written included).
+void expect_same_bits(const std::vector<float>& a, const std::vector<float>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  int wrong = 0;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], 4) != 0 && ++wrong <= 3)
+      ADD_FAILURE() << what << "[" << i << "]: fused " << a[i] << ", separate " << b[i];
+  if (wrong > 3) ADD_FAILURE() << what << ": " << wrong << " values differ in all";
+}
+
+// One q|k|v + RoPE case: run fused (skinny_gemm_rms_norm_qkv_rope) and as the two kernels it
+// replaces; every output must be the same bits, and q_pre, q and the appended K/V rows within fp32
+// (bf16 for the pages) rounding of an fp64 host loop. Returns the worst error over the tolerance.
+double check_qkv_rope_case(const QkvRopeCheck& shape, bool with_bias, std::uint64_t seed, bool expect_fused) {
+  Rng rng{seed * 0x9E3779B97F4A7C15ull + 777};
+  const std::int64_t Hq = shape.num_q_heads, Hkv = shape.num_kv_heads, D = shape.head_dim, in = shape.in;
+  const std::int64_t out = (Hq + 2 * Hkv) * D, half = D / 2;
+  std::vector<float> w(static_cast<std::size_t>(out * in)), x(static_cast<std::size_t>(shape.n * in)),
+      g(static_cast<std::size_t>(in)), bias, inv_freq(static_cast<std::size_t>(half));
+  for (float& v : w) v = round_bf16(rng.uniform(1.0f));
+  std::vector<double> inv(static_cast<std::size_t>(shape.n));
+  for (std::int64_t r = 0; r < shape.n; ++r) {  // residual rows of different scales
+    const float scale = 0.05f + 8.0f * std::fabs(rng.uniform(1.0f));
+    double ss = 0.0;
+    for (std::int64_t k = 0; k < in; ++k) {
+      float& v = x[static_cast<std::size_t>(r * in + k)];
+      v = round_bf16(scale * rng.uniform(1.0f));
+      ss += static_cast<double>(v) * v;
+    }
+    inv[static_cast<std::size_t>(r)] = 1.0 / std::sqrt(ss / static_cast<double>(in) + shape.eps);
+  }
+  for (float& v : g) v = round_bf16(1.0f + 0.5f * rng.uniform(1.0f));
+  if (with_bias) {
+    bias.resize(static_cast<std::size_t>(out));
+    for (float& v : bias) v = rng.uniform(0.5f);
+  }
+  for (std::int64_t i = 0; i < half; ++i)  // llama3's theta: angles up to the position itself
+    inv_freq[static_cast<std::size_t>(i)] =
+        static_cast<float>(std::pow(500000.0, -2.0 * static_cast<double>(i) / static_cast<double>(D)));
+  std::vector<std::int64_t> pos(static_cast<std::size_t>(shape.n));
+  std::vector<std::int32_t> seq(static_cast<std::size_t>(shape.n));
+  const std::int64_t capacity = shape.pages_per_seq * shape.page_size;
+  for (std::int64_t r = 0; r < shape.n; ++r) {  // distinct sequences, as a decode step's rows
+    const std::int64_t s0 = static_cast<std::int64_t>(seed % 1000);
+    seq[static_cast<std::size_t>(r)] = static_cast<std::int32_t>((r + s0) % shape.num_seqs);
+    pos[static_cast<std::size_t>(r)] =
+        static_cast<std::int64_t>(std::fabs(rng.uniform(1.0f)) * static_cast<float>(capacity)) % capacity;
+  }
+  QkvRopeCheck c = shape;
+  c.fused = true;
+  const QkvRopeResult a = cuda_qkv_rope_check(c, w, x, g, bias, inv_freq, pos, seq);
+  c.fused = false;
+  const QkvRopeResult b = cuda_qkv_rope_check(c, w, x, g, bias, inv_freq, pos, seq);
+  const std::string what = "n " + std::to_string(shape.n) + " Hq " + std::to_string(Hq) + " Hkv " +
+                           std::to_string(Hkv) + " D " + std::to_string(D) + " in " + std::to_string(in) +
+                           (with_bias ? " bias" : "") + " misalign " + std::to_string(shape.misalign);
+  EXPECT_EQ(a.fused, expect_fused) << what << ": the fused kernel " << (a.fused ? "ran" : "did not run");
+  EXPECT_FALSE(b.fused) << what;
+  expect_same_bits(a.qkv, b.qkv, what + " qkv");
+  expect_same_bits(a.q, b.q, what + " q");
+  expect_same_bits(a.q_pre, b.q_pre, what + " q_pre");
+  expect_same_bits(a.k_pages, b.k_pages, what + " k_pages");
+  expect_same_bits(a.v_pages, b.v_pages, what + " v_pages");
+
+  // fp64: y = inv_r * sum_k W x g (+ bias), abs the sum of |terms| (the fp32 sums' error scale).
+  const auto product = [&](std::int64_t r, std::int64_t row, double& abs) {
+    double s = 0.0;
+    abs = 0.0;
+    for (std::int64_t k = 0; k < in; ++k) {
+      const double t = static_cast<double>(w[static_cast<std::size_t>(row * in + k)]) *
+                       (static_cast<double>(x[static_cast<std::size_t>(r * in + k)]) * g[static_cast<std::size_t>(k)]);
+      s += t;
+      abs += std::fabs(t);
+    }
+    const double b0 = with_bias ? bias[static_cast<std::size_t>(row)] : 0.0;
+    abs = abs * inv[static_cast<std::size_t>(r)] + std::fabs(b0);
+    return s * inv[static_cast<std::size_t>(r)] + b0;
+  };
+  double worst = 0.0;
+  int failures = 0;
+  const auto expect_near = [&](float got, double want, double tol, const char* name, std::int64_t r, std::int64_t h,
+                               std::int64_t i) {
+    const double err = std::fabs(static_cast<double>(got) - want);
+    const bool ok = err <= tol;  // false for NaN (not written)
+    if (!ok && ++failures <= 5)
+      ADD_FAILURE() << what << ": " << name << " row " << r << " head " << h << " element " << i << " got " << got
+                    << " want " << want << " (tol " << tol << ")";
+    if (ok) worst = std::max(worst, err / tol);
+  };
+  std::int64_t written_k = 0;
+  for (float v : a.k_pages) written_k += std::isnan(v) ? 0 : 1;
+  EXPECT_EQ(written_k, shape.n * Hkv * D) << what << ": K values written outside the rows' slots";
+  for (std::int64_t r = 0; r < shape.n; ++r) {
+    const std::int64_t p = pos[static_cast<std::size_t>(r)], sq = seq[static_cast<std::size_t>(r)];
+    const std::int64_t slot_at =
+        (sq * shape.pages_per_seq + p / shape.page_size) * shape.page_size + p % shape.page_size;
+    for (std::int64_t h = 0; h < Hq + 2 * Hkv; ++h) {
+      for (std::int64_t i = 0; i < half; ++i) {
+        double abs_a = 0.0, abs_b = 0.0;
+        const double ya = product(r, h * D + i, abs_a), yb = product(r, h * D + i + half, abs_b);
+        const float angle = static_cast<float>(p) * inv_freq[static_cast<std::size_t>(i)];
+        const double cs = std::cos(static_cast<double>(angle)), sn = std::sin(static_cast<double>(angle));
+        const double lo = ya * cs - yb * sn, hi = yb * cs + ya * sn;
+        const double tol = 2e-5 * (abs_a + abs_b) + 1e-30;
+        if (h < Hq) {
+          const std::size_t at = static_cast<std::size_t>((r * Hq + h) * D + i);
+          expect_near(a.q_pre[at], ya, 1e-5 * abs_a + 1e-30, "q_pre", r, h, i);
+          expect_near(a.q_pre[at + static_cast<std::size_t>(half)], yb, 1e-5 * abs_b + 1e-30, "q_pre", r, h, i + half);
+          expect_near(a.q[at], lo, tol, "q", r, h, i);
+          expect_near(a.q[at + static_cast<std::size_t>(half)], hi, tol, "q", r, h, i + half);
+        } else {
+          const bool is_k = h < Hq + Hkv;
+          const std::int64_t kh = is_k ? h - Hq : h - Hq - Hkv;
+          const std::vector<float>& pages = is_k ? a.k_pages : a.v_pages;
+          const std::size_t at = static_cast<std::size_t>((slot_at * Hkv + kh) * D + i);
+          const double va = is_k ? lo : ya, vb = is_k ? hi : yb;  // then one bf16 rounding
+          expect_near(pages[at], va, std::ldexp(std::fabs(va), -8) + tol, is_k ? "K" : "V", r, kh, i);
+          expect_near(pages[at + static_cast<std::size_t>(half)], vb, std::ldexp(std::fabs(vb), -8) + tol,
+                      is_k ? "K" : "V", r, kh, i + half);
+        }
+      }
+    }
+  }
+  if (failures > 5) ADD_FAILURE() << what << ": " << failures << " wrong outputs in all";
+  return worst;
+}
+
+TEST(CudaSkinnyGemm, FusedQkvRopeMatchesSeparateKernelsAndFp64) {
+  SKIP_WITHOUT_GPU();
+  // skinny_gemm_rms_norm_qkv_rope against skinny_gemm_rms_norm + qkv_rope_append (bit for bit) and
+  // an fp64 loop: 1-4 rows, with and without a q|k|v bias, head dims 8-128 (GQA and MHA), the
+  // llama3-8b shape; where it cannot fuse (head dim not a multiple of 8, misaligned pointers) it
+  // must run the two kernels itself.
+  struct Shape {
+    std::int32_t hq, hkv, d;
+    std::int64_t in;
+  };
+  double worst = 0.0;
+  int cases = 0;
+  std::uint64_t seed = 300000;
+  for (const Shape sh : {Shape{2, 1, 16, 64}, Shape{4, 2, 32, 40}, Shape{3, 3, 8, 24}, Shape{8, 2, 128, 256},
+                         Shape{6, 2, 64, 520}, Shape{2, 1, 12, 64}}) {
+    for (std::int64_t n = 1; n <= 4; ++n) {
+      for (const std::int64_t misalign : {0, 3}) {
+        QkvRopeCheck c;
+        c.n = n;
+        c.in = sh.in;
+        c.num_q_heads = sh.hq;
+        c.num_kv_heads = sh.hkv;
+        c.head_dim = sh.d;
+        c.page_size = 4;
+        c.pages_per_seq = 8;
+        c.num_seqs = 5;
+        c.misalign = misalign;
+        const bool fusable = sh.d % 8 == 0 && misalign == 0;
+        worst = std::max(worst, check_qkv_rope_case(c, seed % 2 == 0, seed, fusable));
+        ++seed;
+        ++cases;
+        if (HasFailure()) return;
+      }
+    }
+  }
+  for (const std::int64_t n : {1, 4}) {  // llama3-8b: 32 + 2 x 8 heads of 128, 4096 inputs, 16-token pages
+    QkvRopeCheck c;
+    c.n = n;
+    c.in = 4096;
+    c.num_q_heads = 32;
+    c.num_kv_heads = 8;
+    c.head_dim = 128;
+    c.page_size = 16;
+    c.pages_per_seq = 64;
+    c.num_seqs = 4;
+    worst = std::max(worst, check_qkv_rope_case(c, false, seed++, true));
+    ++cases;
+  }
+  std::printf("[ info ] fused q|k|v + RoPE: %d cases bit-identical to the two kernels, worst fp64 error %.3f of "
+              "the tolerance\n",
+              cases, worst);
+}
+
 TEST(CudaSkinnyGemm, NarrowBlocksMatchFp64HostLoop) {
   SKIP_WITHOUT_GPU();
   // GemvLaunch::narrow: the FMA kernel with 128-thread blocks at 1-2 rows (plain matmuls; SwiGLU
@@ -704,6 +884,60 @@ TEST(CudaSkinnyGemm, FusedNormDecodeMatchesSeparateNorm) {
   }
   MatmulEnv bad("yes", "MACATTN_ENGINE_FUSED_NORM");
   EXPECT_THROW(CudaSession(Model::load(engine_test::fixtures() / "llama_f32"), gpu_options(8)), macattn::Error);
+}
+
+TEST(CudaSkinnyGemm, FusedRopeDecodeEqualsRopeKernel) {
+  SKIP_WITHOUT_GPU();
+  // Decode steps with RoPE and the K/V append inside the q|k|v matmul (the default, where the norm
+  // is fused and the model has no q/k-norm) against the RoPE kernel after it
+  // (MACATTN_ENGINE_FUSED_ROPE=0): logits bit-identical, batches 1 and 3, on fixtures with biases
+  // and head dim 32 and on qwen3 (q/k-norm: the RoPE kernel runs in both).
+  for (const std::int32_t batch : {1, 3})
+  for (const char* fixture : {"llama3_bf16_sharded", "llama_tied_hd32_bias_f16", "qwen3_f32_tied"}) {
+    const Model model = Model::load(engine_test::fixtures() / fixture);
+    const Reference ref = engine_test::load_reference(engine_test::fixtures() / fixture);
+    std::vector<std::vector<float>> runs;
+    for (const char* fused : {"0", "1"}) {
+      MatmulEnv env(fused, "MACATTN_ENGINE_FUSED_ROPE");
+      runs.push_back(decode_six_steps(model, ref, batch));
+    }
+    EXPECT_TRUE(runs[0] == runs[1]) << fixture << " batch " << batch << ": logits differ with the fused RoPE";
+  }
+  MatmulEnv bad("yes", "MACATTN_ENGINE_FUSED_ROPE");
+  EXPECT_THROW(CudaSession(Model::load(engine_test::fixtures() / "llama_f32"), gpu_options(8)), macattn::Error);
+}
+
+// The fused RoPE in MAC decode on the shipped model: hits, graphs, batch 2 (sequences of different
+// lengths): logits and hit counts bit-identical with MACATTN_ENGINE_FUSED_ROPE=0 and 1.
+TEST(CudaReferenceModel, FusedRopeDoesNotChangeMacDecode) {
+  SKIP_WITHOUT_GPU();
+  const Model model = Model::load(ref_model());
+  const auto prompt = passkey_prompt(2500);
+  for (const bool graph : {true, false}) {
+    std::vector<std::vector<float>> runs;
+    std::vector<std::int64_t> hits;
+    for (const char* fused : {"0", "1"}) {
+      MatmulEnv env(fused, "MACATTN_ENGINE_FUSED_ROPE");
+      CudaSessionOptions o = gpu_options(4096, AttentionMode::mac);
+      o.session.attention.mac.min_context = 1024;
+      o.use_graph = graph;
+      o.batch = 2;
+      CudaSession s(model, o);
+      s.prefill(0, prompt, 512);
+      s.prefill(1, std::span(prompt).first(prompt.size() - 150), 512);
+      std::vector<float> all;
+      for (int i = 0; i < 6; ++i) {
+        const std::vector<std::int32_t> toks(2, prompt[static_cast<std::size_t>(100 + i)]);
+        const auto logits = s.decode(toks);
+        all.insert(all.end(), logits.begin(), logits.end());
+      }
+      runs.push_back(all);
+      hits.push_back(s.total_attention_stats().heads_hit);
+    }
+    EXPECT_GT(hits[0], 0) << "the test must exercise MAC hits";
+    EXPECT_EQ(hits[1], hits[0]) << (graph ? "graph" : "eager");
+    EXPECT_TRUE(runs[1] == runs[0]) << "logits differ with the fused RoPE, " << (graph ? "graph" : "eager");
+  }
 }
 
 // Where the step lets the SMs go idle after a MAC layer (MACATTN_ENGINE_MAC_IDLE_POINT: which matmul
