@@ -36,6 +36,11 @@
 // weight (32 KB at 4096) missed it: the gate|up matmul then streamed 4-10 us slower.
 
 #include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
 
 namespace macattn::engine::gpu {
 
@@ -662,6 +667,40 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(const XT* x, c
   }
 }
 
+// MACATTN_ENGINE_GEMV_CARVEOUT (an experiment; unset: nothing set): the decode matmuls' preferred
+// split of L1 and shared memory (cudaFuncAttributePreferredSharedMemoryCarveout, -1..100), asked
+// for once per kernel. The question it answers: whether matmuls that prefer the most L1 keep their
+// blocks off SMs still configured for MAC's kernels (most shared memory, 28 KB of L1), so that
+// MACATTN_ENGINE_MAC_IDLE_POINT=none no longer starves the MLP matmuls of L1.
+int gemv_carveout() {
+  static const int v = [] {
+    const char* e = std::getenv("MACATTN_ENGINE_GEMV_CARVEOUT");
+    if (e == nullptr || *e == '\0') return -2;  // unset
+    char* end = nullptr;
+    const long c = std::strtol(e, &end, 10);
+    if (*end != '\0' || c < -1 || c > 100)
+      throw Error(std::string("CUDA engine: MACATTN_ENGINE_GEMV_CARVEOUT = '") + e + "' is not an integer in -1..100");
+    return static_cast<int>(c);
+  }();
+  return v;
+}
+
+// launch_kernel for the matmul kernels, with the preferred carveout when asked for.
+template <typename... KArgs, typename... Args>
+void launch_gemv(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, bool pdl,
+                 Args... args) {
+  if (const int c = gemv_carveout(); c >= -1) {
+    static std::mutex m;
+    static std::set<std::pair<int, const void*>> done;
+    int dev = 0;
+    ENGINE_CUDA(cudaGetDevice(&dev));
+    const std::lock_guard<std::mutex> lock(m);
+    if (done.insert({dev, reinterpret_cast<const void*>(kernel)}).second)
+      ENGINE_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, c));
+  }
+  launch_kernel(name, kernel, grid, block, s, pdl, args...);
+}
+
 template <int N, typename XT, bool SWIGLU, bool NORM>
 void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
                    const GemvOut& o, const GemvNorm& norm, cudaStream_t s, bool narrow_request = false) {
@@ -677,23 +716,23 @@ void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, c
   const dim3 grid(static_cast<unsigned>(blocks));
   if constexpr (NORM) {  // no tensor-core form (the caller refuses mma)
     if (kernel == GemvKernel::fma)
-      launch_kernel("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU, true>, grid, dim3(gemv_threads<N>()), s, pdl, x,
+      launch_gemv("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU, true>, grid, dim3(gemv_threads<N>()), s, pdl, x,
                     w, out, in, o, norm);
     else
-      launch_kernel("gemv_scalar_kernel", gemv_scalar_kernel<N, XT, SWIGLU, true>, grid, dim3(gemv_threads<N>()), s,
+      launch_gemv("gemv_scalar_kernel", gemv_scalar_kernel<N, XT, SWIGLU, true>, grid, dim3(gemv_threads<N>()), s,
                     pdl, x, w, out, in, o, norm);
   } else if (kernel == GemvKernel::mma) {
-    launch_kernel("gemv_mma_kernel", gemv_mma_kernel<N, XT, SWIGLU>, grid, dim3(kMmaWarps * 32), s, pdl, x, w, out, in,
+    launch_gemv("gemv_mma_kernel", gemv_mma_kernel<N, XT, SWIGLU>, grid, dim3(kMmaWarps * 32), s, pdl, x, w, out, in,
                   o);
   } else if (kernel == GemvKernel::fma && narrow) {
     if constexpr (kCanNarrow)
-      launch_kernel("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU, false, 128>, grid, dim3(128), s, pdl, x, w, out,
+      launch_gemv("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU, false, 128>, grid, dim3(128), s, pdl, x, w, out,
                     in, o, norm);
   } else if (kernel == GemvKernel::fma) {
-    launch_kernel("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, x, w, out,
+    launch_gemv("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, x, w, out,
                   in, o, norm);
   } else {
-    launch_kernel("gemv_scalar_kernel", gemv_scalar_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, x, w,
+    launch_gemv("gemv_scalar_kernel", gemv_scalar_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, x, w,
                   out, in, o, norm);
   }
 }
@@ -838,7 +877,7 @@ bool skinny_gemm_rms_norm_qkv_rope(const bf16* x, std::int64_t n, const bf16* no
   const GemvNorm norm{norm_weight, eps};
   const dim3 grid(static_cast<unsigned>(out / 8));
   const auto launch = [&](auto kernel, int threads) {
-    launch_kernel("gemv_qkv_rope_kernel", kernel, grid, dim3(threads), s, how.pdl, x, w_qkv, in, norm, o);
+    launch_gemv("gemv_qkv_rope_kernel", kernel, grid, dim3(threads), s, how.pdl, x, w_qkv, in, norm, o);
   };
   switch (n) {
     case 1: launch(gemv_qkv_rope_kernel<1>, gemv_threads<1>()); break;
