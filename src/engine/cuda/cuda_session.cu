@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 
 #include "engine/cpu/ops.hpp"
@@ -157,6 +158,26 @@ gpu::GemvLaunch gemv_launch_from_env() {
   } else {
     throw Error("CudaSession: MACATTN_ENGINE_PDL = '" + p + "' is not one of auto, 0, 1");
   }
+  // MACATTN_ENGINE_GEMV_CARVEOUT: unset, empty or "auto": 0 (GemvLaunch::carveout: the most L1);
+  // an integer in -1..100 (-1: the driver's choice). Measured on the H200 (llama3-8b, 128K, batch
+  // 1; docs/benchmarks/e2e_cuda.md, twenty-sixth session), with no idle point: MAC all-hit steps
+  // 4.014-4.027 -> 3.985-3.986 ms, all-miss 8.037-8.038 -> 7.986-7.987, exact unchanged.
+  const char* cv = std::getenv("MACATTN_ENGINE_GEMV_CARVEOUT");
+  const std::string c = cv == nullptr ? std::string() : std::string(cv);
+  if (c.empty() || c == "auto") {
+    how.carveout = 0;
+  } else {
+    std::size_t used = 0;
+    int value = -2;
+    try {
+      value = std::stoi(c, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != c.size() || value < -1 || value > 100)
+      throw Error("CudaSession: MACATTN_ENGINE_GEMV_CARVEOUT = '" + c + "' is not auto or an integer in -1..100");
+    how.carveout = value;
+  }
   return how;
 }
 
@@ -206,15 +227,20 @@ bool fused_rope_from_env() {
 // MACATTN_ENGINE_MAC_IDLE_POINT: where a decode step lets every SM go idle after a MAC layer
 // whose post-attention norm the gate|up matmul computes (norm_fused). MAC's kernels ask for the
 // most shared memory, and an SM changes its split between L1 and shared memory only while idle;
-// without an idle point the MLP matmuls run with 28 KB of L1, too little for the 28 KB
-// activation row that every block of the down matmul re-reads (the separate norm kernel,
-// launched without PDL, used to be that point). "o_proj" (unset, empty or "auto"): the o_proj
-// matmul launches without programmatic dependent launch; "gate_up": the gate|up matmul does;
-// "none": neither.
-IdlePoint idle_point_from_env() {
+// with 28 KB of L1 the MLP matmuls are slow (the down matmul's blocks each re-read a 28 KB
+// activation row). The matmuls' preferred carveout (gpu::GemvLaunch::carveout, default 0: the
+// most L1) keeps their blocks off SMs still split for MAC, so by default no idle point is needed.
+// Unset, empty or "auto": "none" where the matmuls prefer a carveout (0..100), "o_proj" where
+// they leave it to the driver (MACATTN_ENGINE_GEMV_CARVEOUT=-1). "o_proj": the o_proj matmul
+// launches without programmatic dependent launch; "gate_up": the gate|up matmul does; "none":
+// neither. Measured on the H200 (llama3-8b, 128K, batch 1, twenty-sixth session): with the
+// driver's carveout "none" cost 0.25 ms per all-hit step; with carveout 0 "none" saved 0.03-0.05
+// ms against "o_proj".
+IdlePoint idle_point_from_env(const gpu::GemvLaunch& how) {
   const char* v = std::getenv("MACATTN_ENGINE_MAC_IDLE_POINT");
   const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "auto" || s == "o_proj") return IdlePoint::o_proj;
+  if (s.empty() || s == "auto") return how.carveout >= 0 ? IdlePoint::none : IdlePoint::o_proj;
+  if (s == "o_proj") return IdlePoint::o_proj;
   if (s == "gate_up") return IdlePoint::gate_up;
   if (s == "none") return IdlePoint::none;
   throw Error("CudaSession: MACATTN_ENGINE_MAC_IDLE_POINT = '" + s + "' is not one of auto, o_proj, gate_up, none");
@@ -283,7 +309,7 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   early_scan = early_scan_from_env();
   fused_norm = fused_norm_from_env();
   fused_rope = fused_rope_from_env();
-  idle_point = idle_point_from_env();
+  idle_point = idle_point_from_env(gemv);
   narrow = narrow_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   ENGINE_CUDA(cudaStreamCreateWithFlags(&scan_stream, cudaStreamNonBlocking));

@@ -66,9 +66,18 @@ struct GemvLaunch {
   /// The FMA kernel at 1-2 rows with 128 threads per block instead of 256 (plain matmuls only;
   /// ignored elsewhere): twice the blocks resident per SM, for matmuls of about one wave.
   bool narrow = false;
+  /// The kernel's preferred split of L1 and shared memory
+  /// (cudaFuncAttributePreferredSharedMemoryCarveout, -1..100: -1 the driver's choice, 0 the most
+  /// L1), set before the launch where it differs from what was last set. Why 0 by default: an SM
+  /// splits L1 and shared memory anew only while idle, and MAC's kernels ask for the most shared
+  /// memory (28 KB of L1 left). A matmul block that prefers the most L1 waits for an SM that has
+  /// drained instead of landing beside MAC's blocks, so the MLP matmuls after a MAC layer get
+  /// their L1 without a launch that lets every SM go idle (the session's idle point).
+  int carveout = 0;
 };
 bool skinny_gemm_mma_supported();
 bool skinny_gemm_pdl_supported();
+
 
 /// The decode matmuls with few rows (skinny_gemm_impl.cuh): row-major
 /// y[r, o] = sum_k x[r, k] W[o, k] (y[r, o] + that when accumulate: cuBLAS beta = 1), r < n,

@@ -38,7 +38,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
-#include <set>
+#include <map>
 #include <string>
 #include <utility>
 
@@ -667,43 +667,33 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_mma_kernel(const XT* x, c
   }
 }
 
-// MACATTN_ENGINE_GEMV_CARVEOUT (an experiment; unset: nothing set): the decode matmuls' preferred
-// split of L1 and shared memory (cudaFuncAttributePreferredSharedMemoryCarveout, -1..100), asked
-// for once per kernel. The question it answers: whether matmuls that prefer the most L1 keep their
-// blocks off SMs still configured for MAC's kernels (most shared memory, 28 KB of L1), so that
-// MACATTN_ENGINE_MAC_IDLE_POINT=none no longer starves the MLP matmuls of L1.
-int gemv_carveout() {
-  static const int v = [] {
-    const char* e = std::getenv("MACATTN_ENGINE_GEMV_CARVEOUT");
-    if (e == nullptr || *e == '\0') return -2;  // unset
-    char* end = nullptr;
-    const long c = std::strtol(e, &end, 10);
-    if (*end != '\0' || c < -1 || c > 100)
-      throw Error(std::string("CUDA engine: MACATTN_ENGINE_GEMV_CARVEOUT = '") + e + "' is not an integer in -1..100");
-    return static_cast<int>(c);
-  }();
-  return v;
-}
-
-// launch_kernel for the matmul kernels, with the preferred carveout when asked for.
+// launch_kernel for the matmul kernels, which first sets the kernel's preferred carveout
+// (GemvLaunch::carveout) where it differs from what this process last set on this device.
 template <typename... KArgs, typename... Args>
 void launch_gemv(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t s, bool pdl,
-                 Args... args) {
-  if (const int c = gemv_carveout(); c >= -1) {
+                 int carveout, Args... args) {
+  if (carveout < -1 || carveout > 100)
+    throw Error("CUDA engine: skinny_gemm with carveout " + std::to_string(carveout) + " (-1..100)");
+  {
     static std::mutex m;
-    static std::set<std::pair<int, const void*>> done;
+    static std::map<std::pair<int, const void*>, int> set;
     int dev = 0;
     ENGINE_CUDA(cudaGetDevice(&dev));
     const std::lock_guard<std::mutex> lock(m);
-    if (done.insert({dev, reinterpret_cast<const void*>(kernel)}).second)
-      ENGINE_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, c));
+    const auto [it, fresh] = set.try_emplace({dev, reinterpret_cast<const void*>(kernel)}, carveout);
+    if (fresh || it->second != carveout) {
+      ENGINE_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
+      it->second = carveout;
+    }
   }
   launch_kernel(name, kernel, grid, block, s, pdl, args...);
 }
 
 template <int N, typename XT, bool SWIGLU, bool NORM>
-void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, const bf16* w, std::int64_t in,
-                   const GemvOut& o, const GemvNorm& norm, cudaStream_t s, bool narrow_request = false) {
+void gemv_launch_n(GemvKernel kernel, const GemvLaunch& how, std::int64_t out, const XT* x, const bf16* w,
+                   std::int64_t in, const GemvOut& o, const GemvNorm& norm, cudaStream_t s) {
+  const bool pdl = how.pdl, narrow_request = how.narrow;
+  const int cv = how.carveout;
   // 128 threads per block instead of 256 (plain matmuls at 1-2 rows only): twice the blocks
   // resident per SM, so a matmul of about one wave of 256-thread blocks runs in one.
   constexpr bool kCanNarrow = N <= 2 && !SWIGLU && !NORM && gemv_threads<N>() != 128;
@@ -716,24 +706,24 @@ void gemv_launch_n(GemvKernel kernel, bool pdl, std::int64_t out, const XT* x, c
   const dim3 grid(static_cast<unsigned>(blocks));
   if constexpr (NORM) {  // no tensor-core form (the caller refuses mma)
     if (kernel == GemvKernel::fma)
-      launch_gemv("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU, true>, grid, dim3(gemv_threads<N>()), s, pdl, x,
-                    w, out, in, o, norm);
+      launch_gemv("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU, true>, grid, dim3(gemv_threads<N>()), s, pdl, cv,
+                  x, w, out, in, o, norm);
     else
       launch_gemv("gemv_scalar_kernel", gemv_scalar_kernel<N, XT, SWIGLU, true>, grid, dim3(gemv_threads<N>()), s,
-                    pdl, x, w, out, in, o, norm);
+                  pdl, cv, x, w, out, in, o, norm);
   } else if (kernel == GemvKernel::mma) {
-    launch_gemv("gemv_mma_kernel", gemv_mma_kernel<N, XT, SWIGLU>, grid, dim3(kMmaWarps * 32), s, pdl, x, w, out, in,
-                  o);
+    launch_gemv("gemv_mma_kernel", gemv_mma_kernel<N, XT, SWIGLU>, grid, dim3(kMmaWarps * 32), s, pdl, cv, x, w, out,
+                in, o);
   } else if (kernel == GemvKernel::fma && narrow) {
     if constexpr (kCanNarrow)
-      launch_gemv("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU, false, 128>, grid, dim3(128), s, pdl, x, w, out,
-                    in, o, norm);
-  } else if (kernel == GemvKernel::fma) {
-    launch_gemv("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, x, w, out,
-                  in, o, norm);
-  } else {
-    launch_gemv("gemv_scalar_kernel", gemv_scalar_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, x, w,
+      launch_gemv("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU, false, 128>, grid, dim3(128), s, pdl, cv, x, w,
                   out, in, o, norm);
+  } else if (kernel == GemvKernel::fma) {
+    launch_gemv("gemv_vec_kernel", gemv_vec_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, cv, x, w,
+                out, in, o, norm);
+  } else {
+    launch_gemv("gemv_scalar_kernel", gemv_scalar_kernel<N, XT, SWIGLU>, grid, dim3(gemv_threads<N>()), s, pdl, cv, x,
+                w, out, in, o, norm);
   }
 }
 
@@ -773,17 +763,17 @@ GemvKernel gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t 
   if (!vec) kernel = GemvKernel::scalar;
   if (out == 0) return kernel;
   switch (n) {
-    case 1: gemv_launch_n<1, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s, how.narrow); break;
-    case 2: gemv_launch_n<2, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s, how.narrow); break;
-    case 3: gemv_launch_n<3, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s, how.narrow); break;
-    case 4: gemv_launch_n<4, XT, SWIGLU, NORM>(kernel, how.pdl, out, x, w, in, o, norm, s, how.narrow); break;
+    case 1: gemv_launch_n<1, XT, SWIGLU, NORM>(kernel, how, out, x, w, in, o, norm, s); break;
+    case 2: gemv_launch_n<2, XT, SWIGLU, NORM>(kernel, how, out, x, w, in, o, norm, s); break;
+    case 3: gemv_launch_n<3, XT, SWIGLU, NORM>(kernel, how, out, x, w, in, o, norm, s); break;
+    case 4: gemv_launch_n<4, XT, SWIGLU, NORM>(kernel, how, out, x, w, in, o, norm, s); break;
     default:
       if constexpr (!NORM) {
         switch (n) {
-          case 5: gemv_launch_n<5, XT, SWIGLU, false>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
-          case 6: gemv_launch_n<6, XT, SWIGLU, false>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
-          case 7: gemv_launch_n<7, XT, SWIGLU, false>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
-          default: gemv_launch_n<8, XT, SWIGLU, false>(kernel, how.pdl, out, x, w, in, o, norm, s); break;
+          case 5: gemv_launch_n<5, XT, SWIGLU, false>(kernel, how, out, x, w, in, o, norm, s); break;
+          case 6: gemv_launch_n<6, XT, SWIGLU, false>(kernel, how, out, x, w, in, o, norm, s); break;
+          case 7: gemv_launch_n<7, XT, SWIGLU, false>(kernel, how, out, x, w, in, o, norm, s); break;
+          default: gemv_launch_n<8, XT, SWIGLU, false>(kernel, how, out, x, w, in, o, norm, s); break;
         }
       }
       break;
@@ -877,7 +867,8 @@ bool skinny_gemm_rms_norm_qkv_rope(const bf16* x, std::int64_t n, const bf16* no
   const GemvNorm norm{norm_weight, eps};
   const dim3 grid(static_cast<unsigned>(out / 8));
   const auto launch = [&](auto kernel, int threads) {
-    launch_gemv("gemv_qkv_rope_kernel", kernel, grid, dim3(threads), s, how.pdl, x, w_qkv, in, norm, o);
+    launch_gemv("gemv_qkv_rope_kernel", kernel, grid, dim3(threads), s, how.pdl, how.carveout, x, w_qkv, in, norm,
+                o);
   };
   switch (n) {
     case 1: launch(gemv_qkv_rope_kernel<1>, gemv_threads<1>()); break;

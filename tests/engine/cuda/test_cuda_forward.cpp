@@ -17,6 +17,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "engine/cuda/cuda_gemv_check.hpp"
 #include "engine/cuda/cuda_session.hpp"
@@ -941,15 +943,19 @@ TEST(CudaReferenceModel, FusedRopeDoesNotChangeMacDecode) {
 }
 
 // Where the step lets the SMs go idle after a MAC layer (MACATTN_ENGINE_MAC_IDLE_POINT: which matmul
-// launches without PDL) changes launches only: logits and hit counts bit-identical, batch 2, graphs.
+// launches without PDL) and the matmuls' preferred carveout (MACATTN_ENGINE_GEMV_CARVEOUT) change
+// launches only: logits and hit counts bit-identical, batch 2, graphs.
 TEST(CudaReferenceModel, MacIdlePointDoesNotChangeResults) {
   SKIP_WITHOUT_GPU();
   const Model model = Model::load(ref_model());
   const auto prompt = passkey_prompt(2500);
   std::vector<std::vector<float>> runs;
   std::vector<std::int64_t> hits;
-  for (const char* point : {"o_proj", "gate_up", "none"}) {
+  const std::vector<std::pair<const char*, const char*>> settings = {
+      {"o_proj", "-1"}, {"gate_up", "auto"}, {"none", "0"}, {"auto", "-1"}, {"auto", "100"}, {"auto", "0"}};
+  for (const auto& [point, carveout] : settings) {
     MatmulEnv env(point, "MACATTN_ENGINE_MAC_IDLE_POINT");
+    MatmulEnv cv(carveout, "MACATTN_ENGINE_GEMV_CARVEOUT");
     CudaSessionOptions o = gpu_options(4096, AttentionMode::mac);
     o.session.attention.mac.min_context = 1024;
     o.batch = 2;
@@ -968,10 +974,17 @@ TEST(CudaReferenceModel, MacIdlePointDoesNotChangeResults) {
   EXPECT_GT(hits[0], 0) << "the test must exercise MAC hits";
   for (std::size_t k = 1; k < runs.size(); ++k) {
     EXPECT_EQ(hits[k], hits[0]);
-    EXPECT_TRUE(runs[k] == runs[0]) << "logits differ with idle point " << (k == 1 ? "gate_up" : "none");
+    EXPECT_TRUE(runs[k] == runs[0]) << "logits differ with idle point " << settings[k].first << ", carveout "
+                                    << settings[k].second;
   }
-  MatmulEnv bad("sometimes", "MACATTN_ENGINE_MAC_IDLE_POINT");
-  EXPECT_THROW(CudaSession(model, gpu_options(8, AttentionMode::mac)), macattn::Error);
+  {
+    MatmulEnv bad("sometimes", "MACATTN_ENGINE_MAC_IDLE_POINT");
+    EXPECT_THROW(CudaSession(model, gpu_options(8, AttentionMode::mac)), macattn::Error);
+  }
+  for (const char* bad_carveout : {"101", "-2", "1x", "most"}) {
+    MatmulEnv bad(bad_carveout, "MACATTN_ENGINE_GEMV_CARVEOUT");
+    EXPECT_THROW(CudaSession(model, gpu_options(8, AttentionMode::mac)), macattn::Error) << bad_carveout;
+  }
 }
 
 TEST(CudaSkinnyGemm, BadMatmulVariableIsRefused) {
