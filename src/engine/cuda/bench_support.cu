@@ -475,4 +475,47 @@ QkvRopeResult cuda_qkv_rope_check(const QkvRopeCheck& c, std::span<const float> 
   return res;
 }
 
+ArgmaxCheckResult cuda_argmax_check(std::int64_t n, std::int64_t out, std::int64_t in, std::span<const float> w,
+                                    std::span<const float> x, std::span<const float> norm_weight, float eps,
+                                    std::int64_t misalign) {
+  if (n < 1 || n > 32 || out < 1 || in < 1 || misalign < 0 || misalign > 64)
+    throw Error("cuda_argmax_check: bad shape or misalign");
+  if (static_cast<std::int64_t>(w.size()) != out * in || static_cast<std::int64_t>(x.size()) != n * in ||
+      static_cast<std::int64_t>(norm_weight.size()) != in)
+    throw Error("cuda_argmax_check: an input has the wrong size");
+  const std::size_t off = static_cast<std::size_t>(misalign), ny = static_cast<std::size_t>(n * out);
+  const auto nn = static_cast<std::size_t>(n);
+  const gpu::DeviceBuffer dw = upload_bf16_at(w, off), dx = upload_bf16_at(x, off);
+  const gpu::DeviceBuffer dg = upload_bf16_at(norm_weight, off);
+  gpu::DeviceBuffer dy = ones_bits(ny * 4), dy2 = ones_bits(ny * 4), dbest(nn * 8), dtok = ones_bits(nn * 4),
+                    dtok2 = ones_bits(nn * 4), dtok3 = ones_bits(nn * 4), dfeed = ones_bits(nn * 4);
+  ENGINE_CUDA(cudaMemset(dbest.as<void>(), 0, nn * 8));
+  gpu::GemvLaunch how;
+  how.kernel = gpu::GemvKernel::fma;
+  const bf16* xp = dx.as<bf16>() + off;
+  const bf16* wp = dw.as<bf16>() + off;
+  const bf16* gp = dg.as<bf16>() + off;
+  auto* best = dbest.as<unsigned long long>();
+  ArgmaxCheckResult res;
+  res.fused = gpu::skinny_gemm_rms_norm_argmax(xp, n, gp, eps, wp, out, in, dy.as<float>(), best,
+                                               dtok.as<std::int32_t>(), dfeed.as<std::int32_t>(), nullptr, how);
+  gpu::skinny_gemm_rms_norm_argmax(xp, n, gp, eps, wp, out, in, dy.as<float>(), best, dtok2.as<std::int32_t>(),
+                                   nullptr, nullptr, how);
+  gpu::skinny_gemm_rms_norm(xp, n, gp, eps, wp, out, in, dy2.as<float>(), nullptr, how);
+  gpu::argmax_rows(dy2.as<float>(), n, out, dtok3.as<std::int32_t>(), nullptr, nullptr);
+  ENGINE_CUDA(cudaDeviceSynchronize());
+  res.logits = download_f32(dy, ny);
+  res.logits_separate = download_f32(dy2, ny);
+  const auto ints = [&](const gpu::DeviceBuffer& d) {
+    std::vector<std::int32_t> h(nn);
+    ENGINE_CUDA(cudaMemcpy(h.data(), d.as<void>(), nn * 4, cudaMemcpyDeviceToHost));
+    return h;
+  };
+  res.tokens = ints(dtok);
+  res.tokens_again = ints(dtok2);
+  res.tokens_separate = ints(dtok3);
+  res.feed = ints(dfeed);
+  return res;
+}
+
 }  // namespace macattn::engine

@@ -41,4 +41,9 @@ QkvRopeResult cuda_qkv_rope_check(const QkvRopeCheck&, std::span<const float>, s
   throw Error("the CUDA engine is not available: this build has no CUDA (configure with -DMACATTN_CUDA=ON)");
 }
 
+ArgmaxCheckResult cuda_argmax_check(std::int64_t, std::int64_t, std::int64_t, std::span<const float>,
+                                    std::span<const float>, std::span<const float>, float, std::int64_t) {
+  throw Error("the CUDA engine is not available: this build has no CUDA (configure with -DMACATTN_CUDA=ON)");
+}
+
 }  // namespace macattn::engine

@@ -62,4 +62,17 @@ QkvRopeResult cuda_qkv_rope_check(const QkvRopeCheck& c, std::span<const float> 
                                   std::span<const float> inv_freq, std::span<const std::int64_t> pos,
                                   std::span<const std::int32_t> seq);
 
+/// The lm_head matmul with its norm and the greedy tokens (gpu::skinny_gemm_rms_norm_argmax), twice
+/// in a row on the same inputs (its keys must be re-zeroed after each call), against
+/// skinny_gemm_rms_norm followed by argmax_rows. w: [out, in], x: [n, in], norm_weight: [in]
+/// (rounded to bf16 on upload, starting `misalign` elements past a 256-byte boundary).
+struct ArgmaxCheckResult {
+  std::vector<float> logits, logits_separate;  ///< [n, out]
+  std::vector<std::int32_t> tokens, tokens_again, tokens_separate, feed;  ///< [n] each
+  bool fused = false;  ///< whether the fused kernel ran
+};
+ArgmaxCheckResult cuda_argmax_check(std::int64_t n, std::int64_t out, std::int64_t in, std::span<const float> w,
+                                    std::span<const float> x, std::span<const float> norm_weight, float eps,
+                                    std::int64_t misalign = 0);
+
 }  // namespace macattn::engine

@@ -224,6 +224,19 @@ bool fused_rope_from_env() {
   throw Error("CudaSession: MACATTN_ENGINE_FUSED_ROPE = '" + s + "' is not one of auto, 0, 1");
 }
 
+// MACATTN_ENGINE_FUSED_ARGMAX: unset, empty, "auto" or "1": where the lm_head matmul computes the
+// final norm (MACATTN_ENGINE_FUSED_NORM), it also folds the greedy token into its blocks
+// (gpu::skinny_gemm_rms_norm_argmax) instead of argmax_rows reading the logits again afterwards
+// (20 us a step at llama3's vocabulary on the H200); the tokens and logits are the same. "0": the
+// argmax kernel after the matmul.
+bool fused_argmax_from_env() {
+  const char* v = std::getenv("MACATTN_ENGINE_FUSED_ARGMAX");
+  const std::string s = v == nullptr ? std::string() : std::string(v);
+  if (s.empty() || s == "auto" || s == "1") return true;
+  if (s == "0") return false;
+  throw Error("CudaSession: MACATTN_ENGINE_FUSED_ARGMAX = '" + s + "' is not one of auto, 0, 1");
+}
+
 // MACATTN_ENGINE_MAC_IDLE_POINT: where a decode step lets every SM go idle after a MAC layer
 // whose post-attention norm the gate|up matmul computes (norm_fused). MAC's kernels ask for the
 // most shared memory, and an SM changes its split between L1 and shared memory only while idle;
@@ -309,6 +322,7 @@ CudaSession::Impl::Impl(const ModelConfig& c, const CudaSessionOptions& o) : con
   early_scan = early_scan_from_env();
   fused_norm = fused_norm_from_env();
   fused_rope = fused_rope_from_env();
+  fused_argmax = fused_argmax_from_env();
   idle_point = idle_point_from_env(gemv);
   narrow = narrow_from_env();
   ENGINE_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -505,6 +519,8 @@ void CudaSession::Impl::allocate() {
   row_pos = device_array<std::int64_t>(R);
   row_seq = device_array<std::int32_t>(R);
   greedy = device_array<std::int32_t>(B);
+  argmax_best = device_array<unsigned long long>(B);  // zero between steps (skinny_gemm_rms_norm_argmax)
+  ENGINE_CUDA(cudaMemset(argmax_best.as<void>(), 0, argmax_best.bytes()));
   row_indptr = device_array<std::int32_t>(2);
   ensure_logits_rows(B);
 
@@ -732,7 +748,15 @@ void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greed
   gpu::embed_rows(tokens.as<std::int32_t>(), B, w.embed.as<bf16>(), V, H, x.as<float>(), stream,
                   fuse ? x_bf16.as<bf16>() : nullptr);
   for (std::int32_t l = 0; l < L; ++l) layer(l, B, kind, false, audit, -1);
-  if (fuse) {
+  std::int32_t* feed = feed_greedy ? tokens.as<std::int32_t>() : nullptr;
+  bool argmax_done = false;
+  if (fuse && fused_argmax) {
+    // The greedy tokens folded into the lm_head matmul (argmax_rows' pass over the logits saved).
+    gpu::skinny_gemm_rms_norm_argmax(x_bf16.as<bf16>(), B, w.final_norm_bf16.as<bf16>(), config.rms_norm_eps,
+                                     w.lm_head_ptr(), V, H, logits.as<float>(), argmax_best.as<unsigned long long>(),
+                                     greedy.as<std::int32_t>(), feed, stream, gemv);
+    argmax_done = true;
+  } else if (fuse) {
     gpu::skinny_gemm_rms_norm(x_bf16.as<bf16>(), B, w.final_norm_bf16.as<bf16>(), config.rms_norm_eps, w.lm_head_ptr(),
                               V, H, logits.as<float>(), stream, gemv);
   } else {
@@ -742,8 +766,7 @@ void CudaSession::Impl::decode_step(StepKind kind, bool advance, bool feed_greed
     else
       gemm(hb.as<bf16>(), B, w.lm_head_ptr(), V, H, logits.as<float>(), 0.0f);
   }
-  gpu::argmax_rows(logits.as<float>(), B, V, greedy.as<std::int32_t>(),
-                   feed_greedy ? tokens.as<std::int32_t>() : nullptr, stream);
+  if (!argmax_done) gpu::argmax_rows(logits.as<float>(), B, V, greedy.as<std::int32_t>(), feed, stream);
   if (kind == StepKind::decode)
     gpu::accumulate_stats(head_stats.as<HeadStats>(), mac_flags.as<std::uint8_t>(), pos.as<std::int64_t>(), L, B, Hq,
                           Hkv, stats_acc.as<std::int64_t>(), stream);

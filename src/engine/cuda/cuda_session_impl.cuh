@@ -117,6 +117,7 @@ struct CudaSession::Impl {
   gpu::GemvLaunch gemv;  // from MACATTN_ENGINE_GEMV and MACATTN_ENGINE_PDL (read at construction)
   unsigned fused_norm = kFuseInputNorm | kFusePostNorm;  // from MACATTN_ENGINE_FUSED_NORM (read at construction)
   bool fused_rope = true;  // from MACATTN_ENGINE_FUSED_ROPE: RoPE inside the fused-norm q|k|v matmul
+  bool fused_argmax = true;  // from MACATTN_ENGINE_FUSED_ARGMAX: the greedy token inside the lm_head matmul
   IdlePoint idle_point = IdlePoint::o_proj;  // from MACATTN_ENGINE_MAC_IDLE_POINT
   unsigned narrow = kNarrowAuto;              // from MACATTN_ENGINE_GEMV_NARROW
   std::vector<bool> mac_layer;
@@ -153,6 +154,7 @@ struct CudaSession::Impl {
   DeviceBuffer x, x_bf16, hb, qkv, q, q_pre, q_pre_layers, attn, attn_b, gu, act, logits, exact_out, audit_sums;
   std::int64_t logits_rows = 0;
   DeviceBuffer tokens, row_pos, row_seq, batch_seq, greedy, row_indptr;
+  DeviceBuffer argmax_best;  // uint64 [B]: skinny_gemm_rms_norm_argmax's keys, zero between steps
 
   std::map<int, cudaGraphExec_t> graphs;  // key: advance | feed_greedy << 1 | bench_restore << 2
   /// Set by the benchmark: launched before the step in graphs with key bit 2 (restores the rings).

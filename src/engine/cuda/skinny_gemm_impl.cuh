@@ -483,6 +483,74 @@ __global__ void __launch_bounds__(gemv_threads<N>(), 512 / gemv_threads<N>())
       });
 }
 
+// The greedy token folded into the lm_head matmul (skinny_gemm_rms_norm_argmax): a 64-bit key per
+// row whose largest value is the row's first largest logit. High 32 bits: the logit's bits mapped
+// so that unsigned order is float order (-0 read as +0, so that the two tie as in argmax_kernel's
+// float compare); low 32 bits: ~index, so that of equal logits the first wins. 0 (the value
+// before the first atomicMax) means none: NaN logits never enter, and every non-NaN float maps
+// above 0 (-inf to 0x007fffff).
+__device__ __forceinline__ unsigned long long argmax_key(float v, std::int64_t index) {
+  if (v != v) return 0ull;
+  std::uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
+  u = (u & 0x80000000u) != 0 ? ~u : (u | 0x80000000u);
+  return (static_cast<unsigned long long>(u) << 32) | static_cast<std::uint32_t>(~static_cast<std::uint32_t>(index));
+}
+
+// skinny_gemm_rms_norm into y (the lm_head's logits) and each block's largest logit per row folded
+// into best[r] (argmax_key, one atomicMax per row and block). gemv_vec_kernel's main loop and
+// reduction, so the logits are the same bits. N <= kGemvFmaMaxRows (8 rows per block).
+template <int N>
+__global__ void __launch_bounds__(gemv_threads<N>(), 512 / gemv_threads<N>())
+    gemv_logits_argmax_kernel(const bf16* x, const bf16* __restrict__ w, std::int64_t out, std::int64_t in,
+                              GemvNorm norm, float* y, unsigned long long* best) {
+  constexpr int R = gemv_rows<N>(), THREADS = gemv_threads<N>(), kWarps = THREADS / 32, V = R * N;
+  static_assert(V <= 32, "the block's outputs in warp 0");
+  constexpr int VP = pow2_at_least(V);
+  const std::int64_t group = blockIdx.x;
+  const std::int64_t chunks = in / 8;
+  const uint4* wr[R];
+#pragma unroll
+  for (int j = 0; j < R; ++j) wr[j] = reinterpret_cast<const uint4*>(w + gemv_row<false, R>(group, j, out) * in);
+  gemv_vec_block<N, bf16, true, THREADS, R>(x, wr, in, chunks, norm, [] {}, [&](float(&acc)[VP], float(&ss)[N]) {
+    __shared__ float red[kWarps][32];
+    __shared__ float red_ss[kWarps][N];
+    __shared__ unsigned long long keys[V];
+    gemv_block_reduce<N, R, true, THREADS>(acc, ss, red, red_ss);
+    const int t = threadIdx.x;
+    if (t >= 32) return;  // warp 0 only from here
+    unsigned long long key = 0ull;
+    if (t < V) {
+      const int j = t / N, r = t % N;
+      const std::int64_t oi = group * R + j;
+      if (oi < out) {
+        const float v = gemv_block_total<kWarps>(red, t) * gemv_norm_scale<N, true, kWarps>(red_ss, r, in, norm.eps);
+        y[r * out + oi] = v;
+        key = argmax_key(v, oi);
+      }
+      keys[t] = key;
+    }
+    __syncwarp();
+    if (t < N) {
+      unsigned long long m = 0ull;
+#pragma unroll
+      for (int j = 0; j < R; ++j) m = keys[j * N + t] > m ? keys[j * N + t] : m;
+      if (m != 0ull) atomicMax(best + t, m);
+    }
+  });
+}
+
+// out[r] (and feed[r] when not null) = the index in best[r] (0 where no logit was a number, as
+// argmax_kernel); best[r] = 0 for the next step.
+__global__ void argmax_take_kernel(unsigned long long* best, std::int64_t n, std::int32_t* out, std::int32_t* feed) {
+  const std::int64_t r = threadIdx.x;
+  if (r >= n) return;
+  const unsigned long long key = best[r];
+  const std::int32_t id = key == 0ull ? 0 : static_cast<std::int32_t>(~static_cast<std::uint32_t>(key & 0xffffffffull));
+  out[r] = id;
+  if (feed != nullptr) feed[r] = id;
+  best[r] = 0ull;
+}
+
 // The scalar path: any in, any (element-aligned) pointers.
 template <int N, typename XT, bool SWIGLU, bool NORM = false>
 __global__ void __launch_bounds__(gemv_threads<N>())
@@ -876,6 +944,42 @@ bool skinny_gemm_rms_norm_qkv_rope(const bf16* x, std::int64_t n, const bf16* no
     case 3: launch(gemv_qkv_rope_kernel<3>, gemv_threads<3>()); break;
     default: launch(gemv_qkv_rope_kernel<4>, gemv_threads<4>()); break;
   }
+  return true;
+}
+
+bool skinny_gemm_rms_norm_argmax(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps, const bf16* w,
+                                 std::int64_t out, std::int64_t in, float* y, unsigned long long* best,
+                                 std::int32_t* tokens, std::int32_t* feed, cudaStream_t s, GemvLaunch how) {
+  const bool aligned = in % 8 == 0 && reinterpret_cast<std::uintptr_t>(w) % 16 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(norm_weight) % 16 == 0;
+  const bool fusable = n >= 1 && n <= kGemvFmaMaxRows && out >= 1 && out <= 0x7fffffffLL && aligned &&
+                       (how.kernel == GemvKernel::automatic || how.kernel == GemvKernel::fma);
+  if (!fusable) {
+    skinny_gemm_rms_norm(x, n, norm_weight, eps, w, out, in, y, s, how);
+    argmax_rows(y, n, out, tokens, feed, s);
+    return false;
+  }
+  if (!(eps >= 0.0f))
+    throw Error("CUDA engine: skinny_gemm with a fused RMSNorm and eps " + std::to_string(eps) + " (>= 0)");
+  if (x == nullptr || w == nullptr || norm_weight == nullptr || y == nullptr || best == nullptr || tokens == nullptr)
+    throw Error("CUDA engine: lm_head matmul with argmax given a null pointer");
+  if (how.pdl && !skinny_gemm_pdl_supported())
+    throw Error("CUDA engine: skinny_gemm with programmatic dependent launch needs compute capability 9.0 or later");
+  const GemvNorm norm{norm_weight, eps};
+  const dim3 grid(static_cast<unsigned>((out + 7) / 8));
+  const auto launch = [&](auto kernel, int threads) {
+    launch_gemv("gemv_logits_argmax_kernel", kernel, grid, dim3(threads), s, how.pdl, how.carveout, x, w, out, in,
+                norm, y, best);
+  };
+  switch (n) {
+    case 1: launch(gemv_logits_argmax_kernel<1>, gemv_threads<1>()); break;
+    case 2: launch(gemv_logits_argmax_kernel<2>, gemv_threads<2>()); break;
+    case 3: launch(gemv_logits_argmax_kernel<3>, gemv_threads<3>()); break;
+    default: launch(gemv_logits_argmax_kernel<4>, gemv_threads<4>()); break;
+  }
+  argmax_take_kernel<<<1, 32, 0, s>>>(best, n, tokens, feed);
+  ENGINE_LAUNCHED("argmax_take_kernel");
   return true;
 }
 

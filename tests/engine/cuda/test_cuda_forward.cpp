@@ -722,6 +722,77 @@ TEST(CudaSkinnyGemm, FusedQkvRopeMatchesSeparateKernelsAndFp64) {
               cases, worst);
 }
 
+// The first largest logit of a row, NaN never winning, 0 when no logit is a number (argmax_rows).
+std::int32_t host_first_argmax(const float* v, std::int64_t n) {
+  std::int32_t best = -1;
+  for (std::int64_t i = 0; i < n; ++i)
+    if (!std::isnan(v[i]) && (best < 0 || v[i] > v[best])) best = static_cast<std::int32_t>(i);
+  return best < 0 ? 0 : best;
+}
+
+TEST(CudaSkinnyGemm, FusedArgmaxMatchesArgmaxKernel) {
+  SKIP_WITHOUT_GPU();
+  // skinny_gemm_rms_norm_argmax against skinny_gemm_rms_norm + argmax_rows and a host argmax of the
+  // logits: random rows, ties (the first of equal maxima wins), NaN rows (never win), a row whose
+  // logits are all NaN (token 0), a misaligned call (the two kernels run), and a second call on the
+  // same keys (re-zeroed after the first).
+  std::uint64_t seed = 400000;
+  int cases = 0;
+  for (const std::int64_t out : {1031, 13, 128}) {
+    for (std::int64_t n = 1; n <= 4; ++n) {
+      for (const int form : {0, 1, 2, 3}) {  // 0 random, 1 ties, 2 NaN rows, 3 all NaN in row n-1's weights
+        const std::int64_t in = 264, misalign = form == 0 && n == 2 ? 3 : 0;
+        Rng rng{seed++ * 0x9E3779B97F4A7C15ull};
+        std::vector<float> w(static_cast<std::size_t>(out * in)), x(static_cast<std::size_t>(n * in)),
+            g(static_cast<std::size_t>(in));
+        for (float& v : w) v = round_bf16(rng.uniform(1.0f));
+        for (float& v : x) v = round_bf16(rng.uniform(2.0f));
+        for (float& v : g) v = round_bf16(1.0f + 0.5f * rng.uniform(1.0f));
+        const auto row = [&](std::int64_t o) { return w.begin() + o * in; };
+        if (form == 1) {  // rows a < b the same, and larger than every other row's product for every x
+          const std::int64_t a = out / 3, b = out - 1;
+          for (std::int64_t k = 0; k < in; ++k) {
+            const float big = round_bf16(40.0f * (x[static_cast<std::size_t>(k)] >= 0.0f ? 1.0f : -1.0f));
+            row(a)[k] = big;
+            row(b)[k] = big;
+          }
+          for (std::int64_t r = 1; r < n; ++r)  // every row of x the same signs as row 0
+            for (std::int64_t k = 0; k < in; ++k)
+              x[static_cast<std::size_t>(r * in + k)] = std::fabs(x[static_cast<std::size_t>(r * in + k)]) *
+                                                         (x[static_cast<std::size_t>(k)] >= 0.0f ? 1.0f : -1.0f);
+        }
+        if (form == 2)
+          for (std::int64_t o = 0; o < out; o += 3) std::fill(row(o), row(o) + in, std::nanf(""));
+        if (form == 3) std::fill(w.begin(), w.end(), std::nanf(""));
+        const ArgmaxCheckResult res = cuda_argmax_check(n, out, in, w, x, g, 1e-5f, misalign);
+        const std::string what = "out " + std::to_string(out) + " n " + std::to_string(n) + " form " +
+                                 std::to_string(form) + " misalign " + std::to_string(misalign);
+        EXPECT_EQ(res.fused, misalign == 0) << what;
+        ASSERT_EQ(res.logits.size(), res.logits_separate.size()) << what;
+        EXPECT_EQ(std::memcmp(res.logits.data(), res.logits_separate.data(), res.logits.size() * 4), 0)
+            << what << ": logits differ from skinny_gemm_rms_norm's";
+        for (std::int64_t r = 0; r < n; ++r) {
+          const std::size_t ri = static_cast<std::size_t>(r);
+          const std::int32_t want = host_first_argmax(res.logits.data() + r * out, out);
+          EXPECT_EQ(res.tokens[ri], want) << what << " row " << r;
+          EXPECT_EQ(res.tokens_again[ri], want) << what << " row " << r << " (second call)";
+          EXPECT_EQ(res.tokens_separate[ri], want) << what << " row " << r << " (argmax_rows)";
+          EXPECT_EQ(res.feed[ri], want) << what << " row " << r << " (feed)";
+          if (form == 1) {
+            EXPECT_EQ(want, out / 3) << what << ": the tie's first row must win";
+          }
+          if (form == 3) {
+            EXPECT_EQ(want, 0) << what;
+          }
+        }
+        ++cases;
+        if (HasFailure()) return;
+      }
+    }
+  }
+  std::printf("[ info ] lm_head with the argmax folded in: %d cases, tokens equal to argmax_rows'\n", cases);
+}
+
 TEST(CudaSkinnyGemm, NarrowBlocksMatchFp64HostLoop) {
   SKIP_WITHOUT_GPU();
   // GemvLaunch::narrow: the FMA kernel with 128-thread blocks at 1-2 rows (plain matmuls; SwiGLU
@@ -906,6 +977,44 @@ TEST(CudaSkinnyGemm, FusedRopeDecodeEqualsRopeKernel) {
     EXPECT_TRUE(runs[0] == runs[1]) << fixture << " batch " << batch << ": logits differ with the fused RoPE";
   }
   MatmulEnv bad("yes", "MACATTN_ENGINE_FUSED_ROPE");
+  EXPECT_THROW(CudaSession(Model::load(engine_test::fixtures() / "llama_f32"), gpu_options(8)), macattn::Error);
+}
+
+TEST(CudaSkinnyGemm, FusedArgmaxGreedyEqualsArgmaxKernel) {
+  SKIP_WITHOUT_GPU();
+  // Greedy decoding with the argmax folded into the lm_head matmul (the default at <= 4 rows with the
+  // fused norm) against argmax_rows after it (MACATTN_ENGINE_FUSED_ARGMAX=0): the same tokens fed
+  // back for 12 steps, batches 1 and 3, graphs and eager, then the same logits.
+  for (const std::int32_t batch : {1, 3})
+  for (const bool graph : {true, false})
+  for (const char* fixture : {"llama3_bf16_sharded", "llama_tied_hd32_bias_f16"}) {
+    const Model model = Model::load(engine_test::fixtures() / fixture);
+    const Reference ref = engine_test::load_reference(engine_test::fixtures() / fixture);
+    std::vector<std::vector<std::int32_t>> tokens;
+    std::vector<std::vector<float>> last;
+    for (const char* fused : {"0", "1"}) {
+      MatmulEnv env(fused, "MACATTN_ENGINE_FUSED_ARGMAX");
+      CudaSessionOptions o = gpu_options(256);
+      o.batch = batch;
+      o.use_graph = graph;
+      CudaSession s(model, o);
+      for (std::int32_t b = 0; b < batch; ++b) s.prefill(b, std::span(ref.prompt_ids).first(2 + b % 4), 4);
+      std::vector<std::int32_t> toks(static_cast<std::size_t>(batch)), all;
+      for (std::int32_t b = 0; b < batch; ++b) toks[static_cast<std::size_t>(b)] = ref.prompt_ids[2 + b % 4];
+      for (int i = 0; i < 12; ++i) {
+        const auto next = s.decode_greedy(toks);
+        toks.assign(next.begin(), next.end());
+        all.insert(all.end(), toks.begin(), toks.end());
+      }
+      const auto logits = s.decode(toks);
+      tokens.push_back(all);
+      last.emplace_back(logits.begin(), logits.end());
+    }
+    const std::string what = std::string(fixture) + " batch " + std::to_string(batch) + (graph ? " graph" : " eager");
+    EXPECT_EQ(tokens[1], tokens[0]) << what << ": greedy tokens differ with the fused argmax";
+    EXPECT_TRUE(last[1] == last[0]) << what << ": logits differ with the fused argmax";
+  }
+  MatmulEnv bad("always", "MACATTN_ENGINE_FUSED_ARGMAX");
   EXPECT_THROW(CudaSession(Model::load(engine_test::fixtures() / "llama_f32"), gpu_options(8)), macattn::Error);
 }
 
