@@ -36,9 +36,8 @@
 // weight (32 KB at 4096) missed it: the gate|up matmul then streamed 4-10 us slower.
 
 #include <cstdint>
-#include <cstdlib>
-#include <mutex>
 #include <map>
+#include <mutex>
 #include <string>
 #include <utility>
 
