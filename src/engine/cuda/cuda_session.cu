@@ -181,6 +181,17 @@ gpu::GemvLaunch gemv_launch_from_env() {
   return how;
 }
 
+// An on/off switch in environment variable `name`: unset, empty or "auto" give `fallback`, "1"
+// on, "0" off; any other value is refused, naming it.
+bool env_switch(const char* name, bool fallback) {
+  const char* v = std::getenv(name);
+  const std::string s = v == nullptr ? std::string() : std::string(v);
+  if (s.empty() || s == "auto") return fallback;
+  if (s == "1") return true;
+  if (s == "0") return false;
+  throw Error(std::string("CudaSession: ") + name + " = '" + s + "' is not one of auto, 0, 1");
+}
+
 // MACATTN_ENGINE_EARLY_SCAN: "1": a MAC layer's ring scan starts on a second stream as soon as
 // the q|k|v projection has written the pre-RoPE queries, beside the RoPE kernel
 // (macattn::cuda::mac_scan), where the model has no q bias and no q-norm (its q_pre is then the
@@ -189,13 +200,7 @@ gpu::GemvLaunch gemv_launch_from_env() {
 // shorter but all-miss steps 2.4% longer (0.94x of exact, under issue 7's 0.95x); with
 // MACATTN_CUDA_PDL_ATTEND=0 as well, hit-rate-0.9 steps 1% shorter, all-hit ones the same, and
 // all-miss ones 0.5% longer (docs/benchmarks/e2e_cuda.md, twenty-first session).
-bool early_scan_from_env() {
-  const char* v = std::getenv("MACATTN_ENGINE_EARLY_SCAN");
-  const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "auto" || s == "0") return false;
-  if (s == "1") return true;
-  throw Error("CudaSession: MACATTN_ENGINE_EARLY_SCAN = '" + s + "' is not one of auto, 0, 1");
-}
+bool early_scan_from_env() { return env_switch("MACATTN_ENGINE_EARLY_SCAN", false); }
 
 // MACATTN_ENGINE_FUSED_NORM: unset, empty, "auto" or "1": a decode step's RMSNorms are computed
 // inside the matmul that reads them (q|k|v, gate|up, lm_head) where that matmul is the skinny
@@ -216,26 +221,14 @@ unsigned fused_norm_from_env() {
 // input norm (MACATTN_ENGINE_FUSED_NORM) and the model has no q/k-norm, the same kernel applies
 // RoPE and appends K/V (gpu::skinny_gemm_rms_norm_qkv_rope), so the attention starts one kernel
 // earlier; the outputs are the same bits. "0": the RoPE kernel runs after the matmul.
-bool fused_rope_from_env() {
-  const char* v = std::getenv("MACATTN_ENGINE_FUSED_ROPE");
-  const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "auto" || s == "1") return true;
-  if (s == "0") return false;
-  throw Error("CudaSession: MACATTN_ENGINE_FUSED_ROPE = '" + s + "' is not one of auto, 0, 1");
-}
+bool fused_rope_from_env() { return env_switch("MACATTN_ENGINE_FUSED_ROPE", true); }
 
 // MACATTN_ENGINE_FUSED_ARGMAX: unset, empty, "auto" or "1": where the lm_head matmul computes the
 // final norm (MACATTN_ENGINE_FUSED_NORM), it also folds the greedy token into its blocks
 // (gpu::skinny_gemm_rms_norm_argmax) instead of argmax_rows reading the logits again afterwards
 // (20 us a step at llama3's vocabulary on the H200); the tokens and logits are the same. "0": the
 // argmax kernel after the matmul.
-bool fused_argmax_from_env() {
-  const char* v = std::getenv("MACATTN_ENGINE_FUSED_ARGMAX");
-  const std::string s = v == nullptr ? std::string() : std::string(v);
-  if (s.empty() || s == "auto" || s == "1") return true;
-  if (s == "0") return false;
-  throw Error("CudaSession: MACATTN_ENGINE_FUSED_ARGMAX = '" + s + "' is not one of auto, 0, 1");
-}
+bool fused_argmax_from_env() { return env_switch("MACATTN_ENGINE_FUSED_ARGMAX", true); }
 
 // MACATTN_ENGINE_MAC_IDLE_POINT: where a decode step lets every SM go idle after a MAC layer
 // whose post-attention norm the gate|up matmul computes (norm_fused). MAC's kernels ask for the

@@ -39,6 +39,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace macattn::engine::gpu {
@@ -894,6 +895,21 @@ GemvKernel skinny_gemm_rms_norm(const bf16* x, std::int64_t n, const bf16* norm_
   return gemv_launch<bf16, false, true>(x, n, w, out, in, o, s, how, GemvNorm{norm_weight, eps});
 }
 
+namespace {
+// f(std::integral_constant<int, n>{}) for n in [1, kGemvFmaMaxRows] (n > 4 as 4: the callers check
+// n first): the row counts of the fused-norm kernels' instantiations.
+template <typename F>
+void with_fused_norm_rows(std::int64_t n, F f) {
+  static_assert(kGemvFmaMaxRows == 4);
+  switch (n) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+}  // namespace
+
 bool qkv_rope_fusable(std::int64_t n, const QkvParams& p, GemvLaunch how) {
   return n >= 1 && n <= kGemvFmaMaxRows && p.q_norm == nullptr && p.k_norm == nullptr && p.head_dim >= 8 &&
          p.head_dim <= 256 && p.head_dim % 8 == 0 &&
@@ -933,16 +949,11 @@ bool skinny_gemm_rms_norm_qkv_rope(const bf16* x, std::int64_t n, const bf16* no
   o.q_pre = q_pre;
   const GemvNorm norm{norm_weight, eps};
   const dim3 grid(static_cast<unsigned>(out / 8));
-  const auto launch = [&](auto kernel, int threads) {
-    launch_gemv("gemv_qkv_rope_kernel", kernel, grid, dim3(threads), s, how.pdl, how.carveout, x, w_qkv, in, norm,
-                o);
-  };
-  switch (n) {
-    case 1: launch(gemv_qkv_rope_kernel<1>, gemv_threads<1>()); break;
-    case 2: launch(gemv_qkv_rope_kernel<2>, gemv_threads<2>()); break;
-    case 3: launch(gemv_qkv_rope_kernel<3>, gemv_threads<3>()); break;
-    default: launch(gemv_qkv_rope_kernel<4>, gemv_threads<4>()); break;
-  }
+  with_fused_norm_rows(n, [&](auto rows) {
+    constexpr int N = decltype(rows)::value;
+    launch_gemv("gemv_qkv_rope_kernel", gemv_qkv_rope_kernel<N>, grid, dim3(gemv_threads<N>()), s, how.pdl,
+                how.carveout, x, w_qkv, in, norm, o);
+  });
   return true;
 }
 
@@ -967,16 +978,11 @@ bool skinny_gemm_rms_norm_argmax(const bf16* x, std::int64_t n, const bf16* norm
     throw Error("CUDA engine: skinny_gemm with programmatic dependent launch needs compute capability 9.0 or later");
   const GemvNorm norm{norm_weight, eps};
   const dim3 grid(static_cast<unsigned>((out + 7) / 8));
-  const auto launch = [&](auto kernel, int threads) {
-    launch_gemv("gemv_logits_argmax_kernel", kernel, grid, dim3(threads), s, how.pdl, how.carveout, x, w, out, in,
-                norm, y, best);
-  };
-  switch (n) {
-    case 1: launch(gemv_logits_argmax_kernel<1>, gemv_threads<1>()); break;
-    case 2: launch(gemv_logits_argmax_kernel<2>, gemv_threads<2>()); break;
-    case 3: launch(gemv_logits_argmax_kernel<3>, gemv_threads<3>()); break;
-    default: launch(gemv_logits_argmax_kernel<4>, gemv_threads<4>()); break;
-  }
+  with_fused_norm_rows(n, [&](auto rows) {
+    constexpr int N = decltype(rows)::value;
+    launch_gemv("gemv_logits_argmax_kernel", gemv_logits_argmax_kernel<N>, grid, dim3(gemv_threads<N>()), s,
+                how.pdl, how.carveout, x, w, out, in, norm, y, best);
+  });
   argmax_take_kernel<<<1, 32, 0, s>>>(best, n, tokens, feed);
   ENGINE_LAUNCHED("argmax_take_kernel");
   return true;

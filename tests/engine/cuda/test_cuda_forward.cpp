@@ -980,6 +980,27 @@ TEST(CudaSkinnyGemm, FusedRopeDecodeEqualsRopeKernel) {
   EXPECT_THROW(CudaSession(Model::load(engine_test::fixtures() / "llama_f32"), gpu_options(8)), macattn::Error);
 }
 
+// MAC decode of two sequences of the shipped model (the prompt, and the prompt less its last 150
+// tokens; MAC from 1024 tokens) for six steps of prompt tokens under the environment of the
+// moment, in a graph or eagerly: every step's logits in order, and the head hits counted.
+std::pair<std::vector<float>, std::int64_t> mac_two_sequences(const Model& model,
+                                                              const std::vector<std::int32_t>& prompt, bool graph) {
+  CudaSessionOptions o = gpu_options(4096, AttentionMode::mac);
+  o.session.attention.mac.min_context = 1024;
+  o.use_graph = graph;
+  o.batch = 2;
+  CudaSession s(model, o);
+  s.prefill(0, prompt, 512);
+  s.prefill(1, std::span(prompt).first(prompt.size() - 150), 512);
+  std::vector<float> all;
+  for (int i = 0; i < 6; ++i) {
+    const std::vector<std::int32_t> toks(2, prompt[static_cast<std::size_t>(100 + i)]);
+    const auto logits = s.decode(toks);
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  return {all, s.total_attention_stats().heads_hit};
+}
+
 TEST(CudaSkinnyGemm, FusedArgmaxGreedyEqualsArgmaxKernel) {
   SKIP_WITHOUT_GPU();
   // Greedy decoding with the argmax folded into the lm_head matmul (the default at <= 4 rows with the
@@ -1029,21 +1050,9 @@ TEST(CudaReferenceModel, FusedRopeDoesNotChangeMacDecode) {
     std::vector<std::int64_t> hits;
     for (const char* fused : {"0", "1"}) {
       MatmulEnv env(fused, "MACATTN_ENGINE_FUSED_ROPE");
-      CudaSessionOptions o = gpu_options(4096, AttentionMode::mac);
-      o.session.attention.mac.min_context = 1024;
-      o.use_graph = graph;
-      o.batch = 2;
-      CudaSession s(model, o);
-      s.prefill(0, prompt, 512);
-      s.prefill(1, std::span(prompt).first(prompt.size() - 150), 512);
-      std::vector<float> all;
-      for (int i = 0; i < 6; ++i) {
-        const std::vector<std::int32_t> toks(2, prompt[static_cast<std::size_t>(100 + i)]);
-        const auto logits = s.decode(toks);
-        all.insert(all.end(), logits.begin(), logits.end());
-      }
-      runs.push_back(all);
-      hits.push_back(s.total_attention_stats().heads_hit);
+      auto [logits, heads_hit] = mac_two_sequences(model, prompt, graph);
+      runs.push_back(std::move(logits));
+      hits.push_back(heads_hit);
     }
     EXPECT_GT(hits[0], 0) << "the test must exercise MAC hits";
     EXPECT_EQ(hits[1], hits[0]) << (graph ? "graph" : "eager");
@@ -1065,20 +1074,9 @@ TEST(CudaReferenceModel, MacIdlePointDoesNotChangeResults) {
   for (const auto& [point, carveout] : settings) {
     MatmulEnv env(point, "MACATTN_ENGINE_MAC_IDLE_POINT");
     MatmulEnv cv(carveout, "MACATTN_ENGINE_GEMV_CARVEOUT");
-    CudaSessionOptions o = gpu_options(4096, AttentionMode::mac);
-    o.session.attention.mac.min_context = 1024;
-    o.batch = 2;
-    CudaSession s(model, o);
-    s.prefill(0, prompt, 512);
-    s.prefill(1, std::span(prompt).first(prompt.size() - 150), 512);
-    std::vector<float> all;
-    for (int i = 0; i < 6; ++i) {
-      const std::vector<std::int32_t> toks(2, prompt[static_cast<std::size_t>(100 + i)]);
-      const auto logits = s.decode(toks);
-      all.insert(all.end(), logits.begin(), logits.end());
-    }
-    runs.push_back(all);
-    hits.push_back(s.total_attention_stats().heads_hit);
+    auto [logits, heads_hit] = mac_two_sequences(model, prompt, true);
+    runs.push_back(std::move(logits));
+    hits.push_back(heads_hit);
   }
   EXPECT_GT(hits[0], 0) << "the test must exercise MAC hits";
   for (std::size_t k = 1; k < runs.size(); ++k) {
