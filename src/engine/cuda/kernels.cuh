@@ -78,7 +78,6 @@ struct GemvLaunch {
 bool skinny_gemm_mma_supported();
 bool skinny_gemm_pdl_supported();
 
-
 /// The decode matmuls with few rows (skinny_gemm_impl.cuh): row-major
 /// y[r, o] = sum_k x[r, k] W[o, k] (y[r, o] + that when accumulate: cuBLAS beta = 1), r < n,
 /// o < out; W bf16 [out, in], x bf16 or fp32 [n, in] (fp32 is rounded to bf16 first, as
@@ -106,15 +105,12 @@ GemvKernel skinny_gemm_swiglu(const bf16* x, std::int64_t n, const bf16* w_gate_
 /// kernel between two matmuls of a decode step (docs/benchmarks/e2e_cuda.md).
 GemvKernel skinny_gemm_rms_norm(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps, const bf16* w,
                                 std::int64_t out, std::int64_t in, float* y, cudaStream_t s, GemvLaunch how);
-/// Whether skinny_gemm_rms_norm_qkv_rope fuses for these rows and this model (before the pointer
-/// alignment it also needs): n in [1, kGemvFmaMaxRows], no q/k-norm, head_dim a multiple of 8 in
-/// [8, 256], the FMA kernel (how.kernel automatic or fma).
-bool qkv_rope_fusable(std::int64_t n, const QkvParams& p, GemvLaunch how);
 /// A decode step's q|k|v matmul with its input RMSNorm, then RoPE and the K/V append:
 /// skinny_gemm_rms_norm(x, n, norm_weight, eps, w_qkv, out = (Hq + 2 Hkv) D, in, qkv) followed by
-/// qkv_rope_append(qkv, n, row_pos, row_seq, p, q, q_pre), in one kernel where qkv_rope_fusable
-/// holds and w_qkv, x and norm_weight are 16-byte aligned with in % 8 == 0 (otherwise it launches
-/// the two). Every output (qkv, q, q_pre, the K/V pages) is the same bits either way; fused, the
+/// qkv_rope_append(qkv, n, row_pos, row_seq, p, q, q_pre), in one kernel where n is in
+/// [1, kGemvFmaMaxRows], the model has no q/k-norm, head_dim is a multiple of 8 in [8, 256],
+/// how.kernel is automatic or fma, and w_qkv, x and norm_weight are 16-byte aligned with
+/// in % 8 == 0 (otherwise it launches the two). Every output (qkv, q, q_pre, the K/V pages) is the same bits either way; fused, the
 /// attention after it starts one kernel earlier. Returns whether it fused.
 bool skinny_gemm_rms_norm_qkv_rope(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps, const bf16* w_qkv,
                                    std::int64_t in, float* qkv, const std::int64_t* row_pos,

@@ -795,6 +795,21 @@ void gemv_launch_n(GemvKernel kernel, const GemvLaunch& how, std::int64_t out, c
   }
 }
 
+// Whether the 16-byte kernels apply: in % 8 == 0 and W, x and the norm weight (null: none)
+// 16-byte aligned.
+bool gemv_vec_aligned(std::int64_t in, const void* w, const void* x, const void* norm_weight) {
+  return in % 8 == 0 && reinterpret_cast<std::uintptr_t>(w) % 16 == 0 &&
+         reinterpret_cast<std::uintptr_t>(x) % 16 == 0 && reinterpret_cast<std::uintptr_t>(norm_weight) % 16 == 0;
+}
+void check_norm_eps(float eps) {
+  if (!(eps >= 0.0f))
+    throw Error("CUDA engine: skinny_gemm with a fused RMSNorm and eps " + std::to_string(eps) + " (>= 0)");
+}
+void check_pdl(const GemvLaunch& how) {
+  if (how.pdl && !skinny_gemm_pdl_supported())
+    throw Error("CUDA engine: skinny_gemm with programmatic dependent launch needs compute capability 9.0 or later");
+}
+
 template <typename XT, bool SWIGLU, bool NORM = false>
 GemvKernel gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t out, std::int64_t in,
                        const GemvOut& o, cudaStream_t s, GemvLaunch how, const GemvNorm& norm = {}) {
@@ -805,8 +820,7 @@ GemvKernel gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t 
     throw Error("CUDA engine: skinny_gemm with a fused RMSNorm takes at most " + std::to_string(kGemvFmaMaxRows) +
                 " rows, not " + std::to_string(n));
   if (NORM && norm.weight == nullptr) throw Error("CUDA engine: skinny_gemm with a fused RMSNorm and no norm weight");
-  if (NORM && !(norm.eps >= 0.0f))
-    throw Error("CUDA engine: skinny_gemm with a fused RMSNorm and eps " + std::to_string(norm.eps) + " (>= 0)");
+  if (NORM) check_norm_eps(norm.eps);
   if (NORM && how.kernel == GemvKernel::mma)
     throw Error("CUDA engine: skinny_gemm's tensor-core kernel has no fused RMSNorm (use fma or automatic)");
   if (out < 0 || in < 1) throw Error("CUDA engine: skinny_gemm with out " + std::to_string(out) + ", in " +
@@ -821,14 +835,10 @@ GemvKernel gemv_launch(const XT* x, std::int64_t n, const bf16* w, std::int64_t 
     kernel = !NORM && n > kGemvFmaMaxRows && skinny_gemm_mma_supported() ? GemvKernel::mma : GemvKernel::fma;
   if (kernel == GemvKernel::mma && !skinny_gemm_mma_supported())
     throw Error("CUDA engine: skinny_gemm's tensor-core kernel needs compute capability 8.0 or later");
-  if (how.pdl && !skinny_gemm_pdl_supported())
-    throw Error("CUDA engine: skinny_gemm with programmatic dependent launch needs compute capability 9.0 or later");
+  check_pdl(how);
   // Both 16-byte kernels need in % 8 == 0 and 16-byte aligned W and x (and the norm weight);
   // otherwise the scalar one.
-  const bool vec = in % 8 == 0 && reinterpret_cast<std::uintptr_t>(w) % 16 == 0 &&
-                   reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
-                   (!NORM || reinterpret_cast<std::uintptr_t>(norm.weight) % 16 == 0);
-  if (!vec) kernel = GemvKernel::scalar;
+  if (!gemv_vec_aligned(in, w, x, NORM ? norm.weight : nullptr)) kernel = GemvKernel::scalar;
   if (out == 0) return kernel;
   switch (n) {
     case 1: gemv_launch_n<1, XT, SWIGLU, NORM>(kernel, how, out, x, w, in, o, norm, s); break;
@@ -908,38 +918,37 @@ void with_fused_norm_rows(std::int64_t n, F f) {
     default: f(std::integral_constant<int, 4>{}); break;
   }
 }
-}  // namespace
 
+// Whether skinny_gemm_rms_norm_qkv_rope fuses for these rows and this model (before the pointers'
+// alignment): n in [1, kGemvFmaMaxRows], no q/k-norm, head_dim a multiple of 8 in [8, 256], the
+// FMA kernel (how.kernel automatic or fma).
 bool qkv_rope_fusable(std::int64_t n, const QkvParams& p, GemvLaunch how) {
   return n >= 1 && n <= kGemvFmaMaxRows && p.q_norm == nullptr && p.k_norm == nullptr && p.head_dim >= 8 &&
          p.head_dim <= 256 && p.head_dim % 8 == 0 &&
          (how.kernel == GemvKernel::automatic || how.kernel == GemvKernel::fma);
 }
+}  // namespace
 
 bool skinny_gemm_rms_norm_qkv_rope(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps, const bf16* w_qkv,
                                    std::int64_t in, float* qkv, const std::int64_t* row_pos,
                                    const std::int32_t* row_seq, const QkvParams& p, float* q, float* q_pre,
                                    cudaStream_t s, GemvLaunch how) {
   const std::int64_t out = static_cast<std::int64_t>(p.num_q_heads + 2 * p.num_kv_heads) * p.head_dim;
-  const bool aligned = in % 8 == 0 && reinterpret_cast<std::uintptr_t>(w_qkv) % 16 == 0 &&
-                       reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
-                       reinterpret_cast<std::uintptr_t>(norm_weight) % 16 == 0;
-  if (!qkv_rope_fusable(n, p, how) || !aligned || p.num_q_heads < 1 || p.num_kv_heads < 1) {
+  if (!qkv_rope_fusable(n, p, how) || !gemv_vec_aligned(in, w_qkv, x, norm_weight) || p.num_q_heads < 1 ||
+      p.num_kv_heads < 1) {
     skinny_gemm_rms_norm(x, n, norm_weight, eps, w_qkv, out, in, qkv, s, how);
     qkv_rope_append(qkv, n, row_pos, row_seq, p, q, q_pre, s);
     return false;
   }
   if (in < 1) throw Error("CUDA engine: q|k|v matmul with in " + std::to_string(in) + " (>= 1)");
-  if (!(eps >= 0.0f))
-    throw Error("CUDA engine: skinny_gemm with a fused RMSNorm and eps " + std::to_string(eps) + " (>= 0)");
+  check_norm_eps(eps);
   if (x == nullptr || w_qkv == nullptr || norm_weight == nullptr || qkv == nullptr || row_pos == nullptr ||
       row_seq == nullptr || q == nullptr || p.inv_freq == nullptr || p.k_pages == nullptr || p.v_pages == nullptr)
     throw Error("CUDA engine: q|k|v matmul with RoPE given a null pointer");
   if (p.page_size < 1 || p.pages_per_seq < 1)
     throw Error("CUDA engine: q|k|v matmul with RoPE given page_size " + std::to_string(p.page_size) +
                 " and pages_per_seq " + std::to_string(p.pages_per_seq) + " (both >= 1)");
-  if (how.pdl && !skinny_gemm_pdl_supported())
-    throw Error("CUDA engine: skinny_gemm with programmatic dependent launch needs compute capability 9.0 or later");
+  check_pdl(how);
   QkvRopeOut o;
   o.qkv = qkv;
   o.row_pos = row_pos;
@@ -960,22 +969,18 @@ bool skinny_gemm_rms_norm_qkv_rope(const bf16* x, std::int64_t n, const bf16* no
 bool skinny_gemm_rms_norm_argmax(const bf16* x, std::int64_t n, const bf16* norm_weight, float eps, const bf16* w,
                                  std::int64_t out, std::int64_t in, float* y, unsigned long long* best,
                                  std::int32_t* tokens, std::int32_t* feed, cudaStream_t s, GemvLaunch how) {
-  const bool aligned = in % 8 == 0 && reinterpret_cast<std::uintptr_t>(w) % 16 == 0 &&
-                       reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
-                       reinterpret_cast<std::uintptr_t>(norm_weight) % 16 == 0;
-  const bool fusable = n >= 1 && n <= kGemvFmaMaxRows && out >= 1 && out <= 0x7fffffffLL && aligned &&
+  const bool fusable = n >= 1 && n <= kGemvFmaMaxRows && out >= 1 && out <= 0x7fffffffLL &&
+                       gemv_vec_aligned(in, w, x, norm_weight) &&
                        (how.kernel == GemvKernel::automatic || how.kernel == GemvKernel::fma);
   if (!fusable) {
     skinny_gemm_rms_norm(x, n, norm_weight, eps, w, out, in, y, s, how);
     argmax_rows(y, n, out, tokens, feed, s);
     return false;
   }
-  if (!(eps >= 0.0f))
-    throw Error("CUDA engine: skinny_gemm with a fused RMSNorm and eps " + std::to_string(eps) + " (>= 0)");
+  check_norm_eps(eps);
   if (x == nullptr || w == nullptr || norm_weight == nullptr || y == nullptr || best == nullptr || tokens == nullptr)
     throw Error("CUDA engine: lm_head matmul with argmax given a null pointer");
-  if (how.pdl && !skinny_gemm_pdl_supported())
-    throw Error("CUDA engine: skinny_gemm with programmatic dependent launch needs compute capability 9.0 or later");
+  check_pdl(how);
   const GemvNorm norm{norm_weight, eps};
   const dim3 grid(static_cast<unsigned>((out + 7) / 8));
   with_fused_norm_rows(n, [&](auto rows) {
