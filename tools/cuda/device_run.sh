@@ -26,7 +26,8 @@
 #          kernel timelines, through tools/cuda/kernel_trace.cpp, of the engine's decode step and the
 #          layer benchmark at 128K, batch 1: exact and MAC all-hit), JOBS (default nproc), E2E_CONTEXTS (default 32768,65536,131072),
 #          E2E_BATCHES (default 1,4), E2E_REF_CONTEXTS (default 8192,16000), TEST_SHARDS (default 4: the
-#          CUDA tests as that many gtest shards side by side)
+#          CUDA tests as that many gtest shards side by side), TORCH_BENCH (default 1; 0 skips the
+#          "python" step's side-by-side benchmark and keeps its build and pytest)
 set -uo pipefail
 out=${1:?usage: device_run.sh OUTDIR [bench flags...]}
 shift
@@ -115,6 +116,10 @@ if has python; then
      python3 setup.py -q build_ext --inplace > "$out/py_build.log" 2>&1 &&
    PYTHONPATH="$PWD" python3 -m pytest -q -rs -p no:cacheprovider tests > "$out/py_tests.log" 2>&1)
   log "python ext build + pytest rc=$? in $(( $(date +%s) - start )) s: $(tail -1 "$out/py_tests.log")"
+fi
+# The side-by-side grid takes minutes: TORCH_BENCH=0 runs the extension's tests alone, so that
+# the build, the tests and the sanitizers still fit one device call.
+if has python && [ "${TORCH_BENCH:-1}" != 0 ]; then
   site=""
   if ls .fiw/*.whl > /dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/fisite .fiw/*.whl &&
